@@ -1,0 +1,27 @@
+"""HeliosDB Streaming: a columnar micro-batch stream processing engine with compiled kernels.
+
+>>> import heliosdb as hdb
+>>> from heliosdb import col
+>>> env = hdb.StreamEnvironment()
+>>> env.from_iterable([{"v": 0.1}, {"v": 0.7}]).filter(col("v") > 0.2).collect().num_rows
+1
+"""
+from . import sinks
+from .config import StateBackend, StreamingConfig
+from .environment import StreamEnvironment
+from .errors import (ConfigError, DataError, ExecutionError, HeliosError, PlanError,
+                     SchemaError)
+from .expr import AggSpec, Expr, col, count, lit, max, mean, min, sum
+from .plan import Plan
+from .runtime.executor import JobHandle, JobResult
+from .stream import KeyedStream, Stream, WindowedStream
+from .windows import TumblingWindow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "StreamEnvironment", "StreamingConfig", "StateBackend", "Stream", "KeyedStream",
+    "WindowedStream", "TumblingWindow", "col", "lit", "count", "sum", "min", "max", "mean",
+    "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
+    "SchemaError", "PlanError", "ExecutionError", "DataError",
+]

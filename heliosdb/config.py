@@ -1,0 +1,162 @@
+"""Configuration objects and every default and environment variable of the engine.
+
+``StreamingConfig`` is what a job is built with; the other classes are its parts.  All of them are
+frozen dataclasses validated on construction, so a bad value fails where it is written.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Optional, Union
+
+from .errors import ConfigError
+
+Duration = Union[timedelta, int, float]
+"""A duration: a ``timedelta``, or a number of seconds."""
+
+# ---------------------------------------------------------------------------------------------
+# Defaults (the user guide's values) and environment variables
+# ---------------------------------------------------------------------------------------------
+DEFAULT_BUFFER_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 65_536
+DEFAULT_BATCH_TIMEOUT = timedelta(milliseconds=100)
+DEFAULT_MEMORY_STATE_BYTES = 8 * 2**30
+DEFAULT_SLOW_BATCH_WARNING = timedelta(seconds=1)
+
+#: Where generated kernels and Numba's on-disk cache live.
+ENV_CACHE_DIR = "HELIOSDB_CACHE_DIR"
+#: Set to "0" to disable Numba's on-disk cache (every process compiles afresh).
+ENV_NUMBA_CACHE = "HELIOSDB_NUMBA_CACHE"
+#: Set to "0" to run every stateless operator as its own kernel (used to measure the fusion gain).
+ENV_FUSION = "HELIOSDB_FUSION"
+
+
+def cache_dir() -> Path:
+    """The directory for generated kernel sources and the Numba cache.
+
+    ``$HELIOSDB_CACHE_DIR`` if set, else ``~/.cache/heliosdb``.
+    """
+    root = os.environ.get(ENV_CACHE_DIR) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "heliosdb",
+    )
+    return Path(root)
+
+
+def numba_cache_enabled() -> bool:
+    """Whether compiled kernels are cached on disk (``$HELIOSDB_NUMBA_CACHE``, default on)."""
+    return os.environ.get(ENV_NUMBA_CACHE, "1") not in ("0", "false", "no", "off")
+
+
+def fusion_enabled() -> bool:
+    """Whether consecutive stateless operators are fused into one kernel (default on)."""
+    return os.environ.get(ENV_FUSION, "1") not in ("0", "false", "no", "off")
+
+
+def to_nanos(value: Duration, what: str) -> int:
+    """Convert a duration given at the API (``timedelta`` or seconds) to int nanoseconds.
+
+    >>> to_nanos(timedelta(milliseconds=5), "batch_timeout")
+    5000000
+    """
+    if isinstance(value, timedelta):
+        return (value.days * 86_400 + value.seconds) * 1_000_000_000 + value.microseconds * 1_000
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(
+            f"{what} must be a datetime.timedelta or a number of seconds, got {value!r}"
+        )
+    return int(round(value * 1_000_000_000))
+
+
+def _positive_int(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StateBackend:
+    """Where keyed state lives.
+
+    Examples
+    --------
+    >>> StateBackend.memory(max_size_bytes=2**30).kind
+    'memory'
+    """
+
+    kind: str = "memory"
+    max_size_bytes: int = DEFAULT_MEMORY_STATE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.kind != "memory":
+            raise ConfigError(f"state backend {self.kind!r} is not available; use StateBackend.memory()")
+        _positive_int(self.max_size_bytes, "StateBackend.memory(max_size_bytes=)")
+
+    @classmethod
+    def memory(cls, max_size_bytes: int = DEFAULT_MEMORY_STATE_BYTES) -> "StateBackend":
+        """Keyed state in columnar in-memory accumulator arrays, bounded by ``max_size_bytes``."""
+        return cls("memory", max_size_bytes)
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """How a job runs.
+
+    Parameters
+    ----------
+    parallelism
+        Worker threads for the job's compiled stages; ``None`` means ``os.cpu_count()``.
+        Stages (source, stateless chain, keyed operator) run on their own threads and overlap.
+    buffer_size
+        Events buffered between two stages; a full channel blocks its producer (backpressure).
+        A channel always admits one batch, however large.
+    batch_size
+        Rows per micro-batch: a source's batch is cut when it holds this many rows ...
+    batch_timeout
+        ... or when its first row has waited this long (so slow sources still flow).
+    state_backend
+        Where keyed state lives (:class:`StateBackend`).
+
+    Examples
+    --------
+    >>> from datetime import timedelta
+    >>> cfg = StreamingConfig(batch_size=1024, batch_timeout=timedelta(milliseconds=10))
+    >>> cfg.batch_timeout_ns
+    10000000
+    """
+
+    parallelism: Optional[int] = None
+    buffer_size: int = DEFAULT_BUFFER_SIZE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_timeout: Duration = DEFAULT_BATCH_TIMEOUT
+    state_backend: StateBackend = field(default_factory=StateBackend.memory)
+    slow_batch_warning: Duration = DEFAULT_SLOW_BATCH_WARNING
+
+    def __post_init__(self) -> None:
+        if self.parallelism is not None:
+            _positive_int(self.parallelism, "StreamingConfig(parallelism=)")
+        _positive_int(self.buffer_size, "StreamingConfig(buffer_size=)")
+        _positive_int(self.batch_size, "StreamingConfig(batch_size=)")
+        if to_nanos(self.batch_timeout, "StreamingConfig(batch_timeout=)") <= 0:
+            raise ConfigError(f"StreamingConfig(batch_timeout=) must be positive, got {self.batch_timeout!r}")
+        if not isinstance(self.state_backend, StateBackend):
+            raise ConfigError(
+                "StreamingConfig(state_backend=) must be a StateBackend, e.g. StateBackend.memory(), "
+                f"got {self.state_backend!r}"
+            )
+
+    @property
+    def effective_parallelism(self) -> int:
+        """``parallelism``, or the machine's core count when it is ``None``."""
+        return self.parallelism or os.cpu_count() or 1
+
+    @property
+    def batch_timeout_ns(self) -> int:
+        """``batch_timeout`` in nanoseconds."""
+        return to_nanos(self.batch_timeout, "batch_timeout")
+
+    @property
+    def slow_batch_warning_ns(self) -> int:
+        """Batches slower than this are logged at WARNING with their duration."""
+        return to_nanos(self.slow_batch_warning, "slow_batch_warning")

@@ -1,0 +1,149 @@
+"""``StreamEnvironment``: where sources are created and jobs are run."""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any, Dict, Iterable, List, Optional
+
+import pyarrow as pa
+
+from .config import Duration, StreamingConfig, to_nanos
+from .connectors import sources as _src
+from .errors import ConfigError, PlanError
+from .runtime.executor import Job, JobHandle, JobResult
+from .stream import Node, Stream, validate_name
+
+log = logging.getLogger("heliosdb")
+
+
+class StreamEnvironment:
+    """The entry point: create sources, build pipelines, run them.
+
+    Examples
+    --------
+    >>> import heliosdb as hdb
+    >>> from heliosdb import col
+    >>> env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1024))
+    >>> t = env.from_iterable([{"x": i} for i in range(5)]).filter(col("x") % 2 == 0).collect()
+    >>> t["x"].to_pylist()
+    [0, 2, 4]
+    """
+
+    def __init__(self, config: Optional[StreamingConfig] = None):
+        if config is not None and not isinstance(config, StreamingConfig):
+            raise ConfigError(f"StreamEnvironment() takes a StreamingConfig, got {config!r}")
+        self.config = config or StreamingConfig()
+        self._counter = itertools.count(1)
+        self._sinks: List[Node] = []
+        self._names: Dict[str, Node] = {}
+
+    # -- naming ------------------------------------------------------------------------------
+    def _next_name(self, kind: str) -> str:
+        return f"{kind}-{next(self._counter)}"
+
+    def _rename(self, node: Node, name: str) -> None:
+        node.name = name
+
+    def _source(self, source: _src.Source, kind: str) -> Stream:
+        return Stream(self, Node("source", None, self._next_name(kind), {"source": source}))
+
+    # -- sources -----------------------------------------------------------------------------
+    def from_arrow(self, data: Any) -> Stream:
+        """Replay a pyarrow Table / RecordBatch(es) / reader, or a pandas or polars DataFrame.
+
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> hdb.StreamEnvironment().from_arrow(pa.table({"a": [1, 2]})).collect().num_rows
+        2
+        """
+        return self._source(_src.ArrowSource(_src.to_arrow_table(data)), "from_arrow")
+
+    def from_pandas(self, df: Any) -> Stream:
+        """Replay a pandas DataFrame (same as ``from_arrow``)."""
+        return self._source(_src.ArrowSource(_src.to_arrow_table(df, "from_pandas")), "from_pandas")
+
+    def from_polars(self, df: Any) -> Stream:
+        """Replay a polars DataFrame (same as ``from_arrow``)."""
+        return self._source(_src.ArrowSource(_src.to_arrow_table(df, "from_polars")), "from_polars")
+
+    def from_parquet(self, url: str, storage_options: Optional[dict] = None) -> Stream:
+        """Read Parquet files: a path, folder, glob, or any fsspec URL (``s3://``, ``memory://``).
+
+        Files are read in name order; only the columns the pipeline uses are read.
+        """
+        return self._source(_src.ParquetSource(url, storage_options), "from_parquet")
+
+    def from_iterable(self, records: Iterable[dict], schema: Optional[pa.Schema] = None) -> Stream:
+        """Python dict records from any iterable or generator (it may be slow or blocking).
+
+        Without ``schema`` the first record's types are used.
+
+        >>> import heliosdb as hdb
+        >>> hdb.StreamEnvironment().from_iterable([{"a": 1}]).collect().to_pydict()
+        {'a': [1]}
+        """
+        if isinstance(records, (dict, str, bytes)):
+            raise ConfigError("from_iterable() takes an iterable of dict records, e.g. a list of dicts")
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise ConfigError(f"from_iterable(schema=) takes a pyarrow.Schema, got {schema!r}")
+        return self._source(_src.IterableSource(records, schema), "from_iterable")
+
+    def generate(self, rate: Optional[float] = None, count: Optional[int] = None,
+                 duration: Optional[Duration] = None, keys: int = 10_000, seed: int = 42,
+                 start_ms: int = 1_700_000_000_000, events_per_ms: int = 100) -> Stream:
+        """Synthetic events ``ts`` (epoch ms), ``key``, ``value``, ``category``.
+
+        ``rate`` paces it to that many events/s with wall-clock event times; without ``rate``
+        it runs flat out with event time advancing ``events_per_ms`` events per millisecond
+        from ``start_ms``.  It ends after ``count`` events or ``duration``, else runs until
+        stopped.
+
+        >>> import heliosdb as hdb
+        >>> hdb.StreamEnvironment().generate(count=1000).collect().num_rows
+        1000
+        """
+        dur = None if duration is None else to_nanos(duration, "generate(duration=)") / 1e9
+        return self._source(
+            _src.GeneratorSource(rate, count, dur, keys, seed, start_ms, events_per_ms), "generate")
+
+    # -- running -----------------------------------------------------------------------------
+    def _job(self, sinks: List[Node], name: str) -> Job:
+        from .plan import build
+
+        validate_name(name, "job name")
+        if not sinks:
+            raise PlanError("nothing to run: add a sink with stream.sink(hdb.sinks....) first")
+        plan, sink_ops, state_ops, _ = build(self, sinks)
+        return Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns,
+                   sink_ops, state_ops)
+
+    def _run(self, sinks: List[Node], name: str) -> JobResult:
+        src = sinks[0].source().params["source"]
+        if isinstance(src, _src.GeneratorSource) and src.count is None and src.duration_s is None:
+            raise PlanError("collect() needs a bounded source: give generate() a count= or duration=")
+        job = self._job(sinks, name)
+        job.start()
+        return job.wait()
+
+    def execute(self, name: str = "job") -> JobResult:
+        """Run every sink added with ``stream.sink(...)``; block until done.
+
+        Returns a :class:`JobResult` with the job's metrics.  An error in any step stops the
+        job and is raised here (a ``HeliosError`` as it is, anything else as ExecutionError).
+        """
+        job = self._job(list(self._sinks), name)
+        job.start()
+        return job.wait()
+
+    def execute_async(self, name: str = "job") -> JobHandle:
+        """Start every sink's pipeline and return at once with a :class:`JobHandle`."""
+        job = self._job(list(self._sinks), name)
+        job.start()
+        return JobHandle(job)
+
+    def explain(self):
+        """The physical plan of ``execute()``: stages, fused kernels, operators."""
+        from .plan import explain_nodes
+
+        if not self._sinks:
+            raise PlanError("nothing to explain: add a sink with stream.sink(...) first")
+        return explain_nodes(self, list(self._sinks))

@@ -1,0 +1,52 @@
+"""The operator protocol every physical operator follows, and the items that flow between them.
+
+An operator receives record batches and watermarks and returns what it emits:
+
+- ``process_batch(batch) -> list[Item]``: a batch in, zero or more batches (or watermarks) out;
+- ``on_watermark(t) -> list[Item]``: event time has reached ``t`` (ns); emit what closes and
+  forward the watermark;
+- ``close() -> list[Item]``: the input has ended; flush.
+
+Operators in one stage call each other directly (no queue between them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Union
+
+import pyarrow as pa
+
+WATERMARK_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Event time (int64 ns UTC) below which no more events are expected."""
+
+    t: int
+
+
+Item = Union[pa.RecordBatch, Watermark]
+
+
+class Operator:
+    """Base class: a stateless pass-through that forwards watermarks."""
+
+    name: str = "operator"
+    #: Display name of the kind, shown by explain().
+    kind: str = "operator"
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        return [batch]
+
+    def on_watermark(self, t: int) -> List[Item]:
+        return [Watermark(t)]
+
+    def close(self) -> List[Item]:
+        return []
+
+    def state_size_bytes(self) -> int:
+        return 0
+
+    def describe(self) -> str:
+        return f"{self.kind}[{self.name}]"

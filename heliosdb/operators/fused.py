@@ -1,0 +1,108 @@
+"""The fused stateless operator: one generated Numba kernel for a chain of filter/select/
+with_columns steps, plus the Python-level stateless operators (map_batches, inspect)."""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Tuple
+
+import pyarrow as pa
+
+from ..errors import ExecutionError, SchemaError
+from ..kernels.codegen import CompiledProgram, FusedProgram, compile_program
+from .base import Item, Operator
+
+
+class FusedOperator(Operator):
+    """Runs a :class:`FusedProgram`; the kernel is specialised per null pattern of the input."""
+
+    kind = "fused"
+
+    def __init__(self, program: FusedProgram, name: str):
+        self.program = program
+        self.name = name
+        self._compiled: Dict[Tuple[bool, ...], CompiledProgram] = {}
+        self._identity = program.is_identity()
+        self.output_schema = program.output_schema()
+
+    def _kernel_for(self, batch: pa.RecordBatch) -> CompiledProgram:
+        key = tuple(c.null_count > 0 for c in batch.columns)
+        cp = self._compiled.get(key)
+        if cp is None:
+            nullable = {f.name: k for f, k in zip(batch.schema, key)}
+            cp = compile_program(self.program, nullable)
+            self._compiled[key] = cp
+        return cp
+
+    def warm(self) -> None:
+        """Compile the kernel for null-free input ahead of the first batch."""
+        self.process_batch(pa.RecordBatch.from_pylist([], schema=self.program.input_schema))
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        if self._identity:
+            return [batch]
+        if batch.schema != self.program.input_schema:
+            batch = _conform(batch, self.program.input_schema, self.name)
+        out = self._kernel_for(batch)(batch)
+        return [out] if out.num_rows else []
+
+    def describe(self) -> str:
+        steps = " -> ".join(self.program.steps) or "project"
+        return f"fused kernel [{steps}]"
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, step: str) -> pa.RecordBatch:
+    """Cast a batch whose schema differs only in metadata or nullability."""
+    try:
+        return pa.RecordBatch.from_arrays(
+            [batch.column(batch.schema.get_field_index(f.name)).cast(f.type) for f in schema],
+            schema=schema,
+        )
+    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(
+            f"step {step!r}: a batch with schema {batch.schema} does not match the expected "
+            f"{schema}: {exc}"
+        ) from exc
+
+
+class MapBatchesOperator(Operator):
+    """``map_batches(fn)``: Arrow in, Arrow out, called once per batch."""
+
+    kind = "map_batches"
+
+    def __init__(self, fn: Callable, name: str, output_schema: pa.Schema):
+        self.fn = fn
+        self.name = name
+        self.output_schema = output_schema
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        out = self.fn(batch)
+        if isinstance(out, pa.Table):
+            batches = out.combine_chunks().to_batches() if out.num_rows else []
+        elif isinstance(out, pa.RecordBatch):
+            batches = [out] if out.num_rows else []
+        else:
+            raise ExecutionError(
+                f"step {self.name!r}: map_batches function {getattr(self.fn, '__name__', self.fn)!r} "
+                f"must return a pyarrow.RecordBatch or Table, got {type(out).__name__}"
+            )
+        for b in batches:
+            if b.schema != self.output_schema and not b.schema.equals(self.output_schema, check_metadata=False):
+                raise SchemaError(
+                    f"step {self.name!r}: map_batches returned schema {b.schema}, but its output was "
+                    f"declared (or inferred from an empty batch) as {self.output_schema}; pass "
+                    "schema= to map_batches"
+                )
+        return batches
+
+
+class InspectOperator(Operator):
+    """``inspect(fn)``: calls ``fn(batch)`` for its side effect and passes the batch on."""
+
+    kind = "inspect"
+
+    def __init__(self, fn: Callable, name: str):
+        self.fn = fn
+        self.name = name
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        self.fn(batch)
+        return [batch]

@@ -1,0 +1,125 @@
+"""Key columns -> int64 codes for the hash table, and back.
+
+Integers, booleans, timestamps and dates are their own int64 values; floats are their bit
+pattern (with -0.0 folded into 0.0 and every NaN into one NaN); strings get dense ids from a
+per-operator dictionary.  Nulls are code 0 plus a bit in a null word, so a null key is a group
+of its own, distinct from 0 or "".
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.types as pat
+
+from ..errors import SchemaError
+
+
+def _kind(t: pa.DataType) -> Optional[str]:
+    if pat.is_integer(t) or pat.is_boolean(t):
+        return "int"
+    if pat.is_timestamp(t) or pat.is_date(t) or pat.is_duration(t):
+        return "time"
+    if pat.is_floating(t):
+        return "float"
+    if pat.is_string(t) or pat.is_large_string(t):
+        return "str"
+    return None
+
+
+class KeyEncoder:
+    """Encodes the key columns of batches of one schema; decodes codes back to Arrow arrays."""
+
+    def __init__(self, schema: pa.Schema, key_columns: List[str], step: str):
+        self.names = list(key_columns)
+        self.types: List[pa.DataType] = []
+        self.kinds: List[str] = []
+        for name in self.names:
+            idx = schema.get_field_index(name)
+            if idx < 0:
+                raise SchemaError(
+                    f"step {step!r}: key_by column {name!r} is not in the input; it has {schema.names}"
+                )
+            t = schema.field(idx).type
+            k = _kind(t)
+            if k is None:
+                raise SchemaError(
+                    f"step {step!r}: key_by column {name!r} has type {t}; keys must be integers, "
+                    "booleans, floats, strings, dates or timestamps"
+                )
+            self.types.append(t)
+            self.kinds.append(k)
+        self._dicts: List[Optional[Dict[str, int]]] = [{} if k == "str" else None for k in self.kinds]
+        self._values: List[Optional[List[str]]] = [[] if k == "str" else None for k in self.kinds]
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+    def encode(self, batch: pa.RecordBatch) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+        """int64 codes per key column, and the null word (None when no key is null)."""
+        codes: List[np.ndarray] = []
+        nullword: Optional[np.ndarray] = None
+        for j, name in enumerate(self.names):
+            arr = batch.column(batch.schema.get_field_index(name))
+            if arr.null_count:
+                isnull = arr.is_null().to_numpy(zero_copy_only=False)
+                if nullword is None:
+                    nullword = np.zeros(len(arr), dtype=np.int64)
+                nullword |= isnull.astype(np.int64) << j
+            codes.append(self._encode_column(j, arr))
+        return codes, nullword
+
+    def _encode_column(self, j: int, arr: pa.Array) -> np.ndarray:
+        kind = self.kinds[j]
+        if kind == "str":
+            enc = pc.dictionary_encode(arr)
+            mapping = self._dicts[j]
+            values = self._values[j]
+            ids = np.empty(len(enc.dictionary), dtype=np.int64)
+            for i, s in enumerate(enc.dictionary.to_pylist()):
+                code = mapping.get(s)
+                if code is None:
+                    code = mapping[s] = len(values)
+                    values.append(s)
+                ids[i] = code
+            idx = enc.indices.fill_null(0).to_numpy(zero_copy_only=False)
+            return ids[idx] if len(ids) else np.zeros(len(arr), dtype=np.int64)
+        if kind == "float":
+            v = arr.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False) + 0.0
+            v = np.where(np.isnan(v), np.nan, v)
+            return np.ascontiguousarray(v).view(np.int64)
+        if kind == "time":
+            width = arr.type.bit_width
+            arr = arr.view(pa.int64() if width == 64 else pa.int32())
+        if pat.is_boolean(arr.type):
+            arr = arr.cast(pa.int8())
+        v = arr.fill_null(0).to_numpy(zero_copy_only=False)
+        return np.ascontiguousarray(v, dtype=np.int64)
+
+    def decode(self, codes: np.ndarray, nullword: Optional[np.ndarray]) -> List[pa.Array]:
+        """Arrow arrays of the key columns from an int64[rows, width] code matrix."""
+        out = []
+        for j, t in enumerate(self.types):
+            c = np.ascontiguousarray(codes[:, j])
+            mask = None if nullword is None else ((nullword >> j) & 1).astype(bool)
+            kind = self.kinds[j]
+            if kind == "str":
+                values = pa.array(self._values[j], type=pa.string())
+                arr = values.take(pa.array(c)) if len(values) else pa.nulls(len(c), pa.string())
+                if mask is not None:
+                    arr = pc.if_else(pa.array(mask), pa.nulls(len(c), pa.string()), arr)
+                out.append(arr.cast(t))
+            elif kind == "float":
+                out.append(pa.array(c.view(np.float64), mask=mask).cast(t))
+            elif kind == "time":
+                base = pa.int64() if t.bit_width == 64 else pa.int32()
+                out.append(pa.array(c.astype(base.to_pandas_dtype()), type=base, mask=mask).view(t))
+            else:
+                out.append(pa.array(c, type=pa.int64(), mask=mask).cast(t))
+        return out
+
+    def nbytes(self) -> int:
+        return sum(sum(len(s) + 60 for s in v) for v in self._values if v)

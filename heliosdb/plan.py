@@ -1,0 +1,328 @@
+"""Logical plan -> physical stages: operator fusion, column pruning, stage cuts; explain().
+
+- Consecutive ``filter``/``select``/``with_columns`` steps become ONE fused kernel.
+- Columns no later step reads are dropped as early as possible (at the source if it can).
+- A stage (one thread) starts after the source and at each keyed operator, so the stateless
+  kernel and the keyed aggregation run on different cores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
+
+import pyarrow as pa
+
+from .config import fusion_enabled
+from .errors import PlanError
+from .kernels.codegen import FusedProgram
+from .operators.base import Operator
+from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
+from .operators.window import TumblingWindowAggregate, WatermarkAssigner
+from .runtime.executor import PhysicalPlan, PhysicalStage
+from .stream import Node
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .environment import StreamEnvironment
+
+FUSABLE = ("filter", "select", "with_columns")
+
+
+def _apply(program: FusedProgram, node: Node) -> None:
+    if node.kind == "filter":
+        program.add_filter(node.params["predicate"], node.name)
+    elif node.kind == "with_columns":
+        program.add_columns(node.params["exprs"], node.name)
+    else:
+        program.select(node.params["items"], node.name)
+
+
+def _map_batches_schema(node: Node, schema: pa.Schema) -> pa.Schema:
+    if node.params.get("schema") is not None:
+        return node.params["schema"]
+    try:
+        out = node.params["fn"](pa.RecordBatch.from_pylist([], schema=schema))
+    except Exception as exc:
+        raise PlanError(
+            f"step {node.name!r}: map_batches could not infer its output schema by calling the "
+            f"function on an empty batch ({type(exc).__name__}: {exc}); pass schema="
+        ) from exc
+    if not isinstance(out, (pa.RecordBatch, pa.Table)):
+        raise PlanError(
+            f"step {node.name!r}: the map_batches function must return a pyarrow RecordBatch or "
+            f"Table, got {type(out).__name__}"
+        )
+    return out.schema
+
+
+def _chain(node: Node) -> List[Node]:
+    out = []
+    n: Optional[Node] = node
+    while n is not None:
+        out.append(n)
+        n = n.parent
+    return out[::-1]
+
+
+def output_schema(node: Node) -> pa.Schema:
+    """The schema of ``node``'s output, typing every step on the way (raises on errors)."""
+    schema: Optional[pa.Schema] = None
+    for n in _chain(node):
+        schema = _node_schema(n, schema)
+    return schema
+
+
+def _node_schema(n: Node, schema: Optional[pa.Schema]) -> pa.Schema:
+    if n.kind == "source":
+        return n.params["source"].schema
+    if n.kind in FUSABLE:
+        p = FusedProgram.identity(schema)
+        _apply(p, n)
+        return p.output_schema()
+    if n.kind == "map_batches":
+        return _map_batches_schema(n, schema)
+    if n.kind == "window":
+        return _window_op(n, schema, None, 2**62).output_schema
+    if n.kind == "watermark":
+        WatermarkAssigner(n.name, schema, n.params["strategy"].time, 0)
+    return schema
+
+
+def _window_time(n: Node, wm_time: Optional[str]) -> str:
+    t = n.params["time"] or wm_time
+    if t is None:
+        raise PlanError(
+            f"step {n.name!r}: the window needs an event-time column: pass window(..., time='ts') or "
+            "declare .with_watermark(time='ts', ...) upstream"
+        )
+    return t
+
+
+def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: int) -> TumblingWindowAggregate:
+    return TumblingWindowAggregate(n.name, schema, n.params["keys"], n.params["spec"],
+                                   _window_time(n, wm_time), n.params["aggs"], max_bytes)
+
+
+def _required(n: Node, wm_time: Optional[str]) -> Optional[Set[str]]:
+    """Input columns step ``n`` reads (None: all of them)."""
+    if n.kind == "window":
+        cols = set(n.params["keys"]) | {_window_time(n, wm_time)}
+        cols |= {a.column for _, a in n.params["aggs"] if a.column}
+        return cols
+    return None
+
+
+@dataclass
+class Plan:
+    """The physical plan of a job, for reading: ``print(plan)`` or a notebook's HTML view."""
+
+    lines: List[str]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return "<pre>" + html.escape(str(self)) + "</pre>"
+
+
+class _Builder:
+    def __init__(self, env: "StreamEnvironment", sinks: List[Node]):
+        self.env = env
+        self.config = env.config
+        self.fuse = fusion_enabled()
+        self.sinks = sinks
+        sources = {id(s.source()): s.source() for s in sinks}
+        if len(sources) != 1:
+            raise PlanError(
+                f"a job runs one source; these sinks read {len(sources)} different sources. Run "
+                "them as separate jobs (one execute() each)"
+            )
+        self.source = next(iter(sources.values()))
+        self.children: Dict[int, List[Node]] = {}
+        for s in sinks:
+            for n in _chain(s)[:-1]:
+                pass
+            child = s
+            while child.parent is not None:
+                kids = self.children.setdefault(id(child.parent), [])
+                if child not in kids:
+                    kids.append(child)
+                child = child.parent
+        self.stages: List[PhysicalStage] = []
+        self.sink_ops: List[Operator] = []
+        self.state_ops: List[Operator] = []
+        self.needed: Dict[int, Optional[Set[str]]] = {}
+        names = set()
+        for n in self._all_nodes():
+            if n.name in names and n.kind != "source":
+                raise PlanError(f"two steps are named {n.name!r}; step names must be unique in a job")
+            names.add(n.name)
+
+    def _all_nodes(self) -> List[Node]:
+        out, stack = [], [self.source]
+        while stack:
+            n = stack.pop()
+            out.append(n)
+            stack.extend(self.children.get(id(n), []))
+        return out
+
+    # -- column pruning (bottom-up) --------------------------------------------------------------
+    def _needed_after(self, n: Node, wm_time: Optional[str]) -> Optional[Set[str]]:
+        """Columns of ``n``'s output that some later step reads (None: all)."""
+        key = id(n)
+        if key in self.needed:
+            return self.needed[key]
+        result: Optional[Set[str]] = set()
+        if n.kind == "watermark":
+            wm_time = n.params["strategy"].time
+        for c in self.children.get(key, []):
+            req = self._needed_before(c, wm_time)
+            if req is None or result is None:
+                result = None
+            else:
+                result |= req
+        self.needed[key] = result
+        return result
+
+    def _needed_before(self, n: Node, wm_time: Optional[str]) -> Optional[Set[str]]:
+        if n.kind == "sink":
+            return None
+        if n.kind in ("map_batches", "inspect"):
+            return None
+        if n.kind == "window":
+            return _required(n, wm_time)
+        after = self._needed_after(n, wm_time)
+        if n.kind == "watermark":
+            return None if after is None else after | {n.params["strategy"].time}
+        if after is None:
+            return None
+        # A fusable step: its input needs what its kept outputs and predicate read.
+        schema = self._schema_before(n)
+        p = FusedProgram.identity(schema)
+        _apply(p, n)
+        p.prune(after)
+        cols: Set[str] = set()
+        for _, e in p.outputs:
+            cols |= e.columns()
+        if p.predicate is not None:
+            cols |= p.predicate.columns()
+        return cols
+
+    def _schema_before(self, n: Node) -> pa.Schema:
+        return output_schema(n.parent)
+
+    # -- lowering (top-down) ---------------------------------------------------------------------
+    def build(self) -> Tuple[PhysicalPlan, List[str]]:
+        src_node = self.source
+        src = src_node.params["source"]
+        needed = self._needed_after(src_node, None)
+        if needed is not None and hasattr(src, "project"):
+            src.project([c for c in src.schema.names if c in needed])
+        schema = src.schema
+        lines = [f"source [{src_node.name}] {src.describe()}"]
+        kids = self.children.get(id(src_node), [])
+        source_children = []
+        for k in kids:
+            idx = self._new_stage(k)
+            source_children.append(idx)
+            self._lower(k, schema, idx, None)
+        cfg = self.config
+        plan = PhysicalPlan(
+            source=src, source_operators=[], source_children=source_children, stages=self.stages,
+            batch_size=src_node.batch_size or cfg.batch_size,
+            batch_timeout_ns=src_node.batch_timeout_ns or cfg.batch_timeout_ns,
+        )
+        return plan, lines + self._describe()
+
+    def _new_stage(self, first: Node) -> int:
+        self.stages.append(PhysicalStage(f"stage-{len(self.stages)}", []))
+        return len(self.stages) - 1
+
+    def _lower(self, node: Node, schema: pa.Schema, stage: int, wm_time: Optional[str]) -> None:
+        while True:
+            ops = self.stages[stage].operators
+            kind = node.kind
+            if kind in FUSABLE:
+                program = FusedProgram.identity(schema)
+                run = node
+                while True:
+                    _apply(program, run)
+                    kids = self.children.get(id(run), [])
+                    if not self.fuse or len(kids) != 1 or kids[0].kind not in FUSABLE:
+                        break
+                    run = kids[0]
+                program.prune(self._needed_after(run, wm_time))
+                name = node.name if run is node else f"{node.name}..{run.name}"
+                op = FusedOperator(program, name)
+                op.warm()
+                ops.append(op)
+                schema = op.output_schema
+                node = run
+            elif kind == "watermark":
+                st = node.params["strategy"]
+                ops.append(WatermarkAssigner(node.name, schema, st.time, st.max_out_of_orderness_ns))
+                wm_time = st.time
+            elif kind == "window":
+                if ops:
+                    new = self._new_stage(node)
+                    self.stages[stage].children.append(new)
+                    stage, ops = new, self.stages[new].operators
+                time_col = _window_time(node, wm_time)
+                if time_col != wm_time:
+                    ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
+                    wm_time = time_col
+                op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
+                ops.append(op)
+                self.state_ops.append(op)
+                schema = op.output_schema
+            elif kind == "map_batches":
+                out_schema = _map_batches_schema(node, schema)
+                ops.append(MapBatchesOperator(node.params["fn"], node.name, out_schema))
+                schema = out_schema
+            elif kind == "inspect":
+                ops.append(InspectOperator(node.params["fn"], node.name))
+            elif kind == "sink":
+                op = node.params["spec"].bind(schema, node.name)
+                ops.append(op)
+                self.sink_ops.append(op)
+            else:  # pragma: no cover - every kind is handled above
+                raise PlanError(f"unknown step kind {kind!r}")
+            kids = self.children.get(id(node), [])
+            if not kids:
+                return
+            if len(kids) == 1:
+                node = kids[0]
+                continue
+            for k in kids:
+                idx = self._new_stage(k)
+                self.stages[stage].children.append(idx)
+                self._lower(k, schema, idx, wm_time)
+            return
+
+    def _describe(self) -> List[str]:
+        lines = []
+        for i, st in enumerate(self.stages):
+            down = ", ".join(self.stages[c].name for c in st.children) or "-"
+            lines.append(f"{st.name} (thread {i + 1}) -> {down}")
+            for op in st.operators:
+                lines.append(f"  {op.describe()}")
+                if isinstance(op, FusedOperator):
+                    lines.append(f"    out: {', '.join(op.output_schema.names)}")
+        return lines
+
+
+def build(env: "StreamEnvironment", sinks: List[Node]):
+    """(PhysicalPlan, sink operators, state operators, explain lines) for these sinks."""
+    b = _Builder(env, sinks)
+    plan, lines = b.build()
+    return plan, b.sink_ops, b.state_ops, lines
+
+
+def explain_nodes(env: "StreamEnvironment", sinks: List[Node]) -> Plan:
+    plan, _, _, lines = build(env, sinks)
+    header = [f"batch_size={plan.batch_size:,}  batch_timeout={plan.batch_timeout_ns / 1e6:g} ms  "
+              f"buffer_size={env.config.buffer_size:,}  fusion={'on' if fusion_enabled() else 'off'}"]
+    return Plan(header + lines)

@@ -1,0 +1,76 @@
+"""Bounded channels between stages.
+
+A channel holds at most ``capacity`` events (rows); a producer whose batch does not fit waits,
+and the time it waits is recorded: that is the backpressure signal.  An empty channel always
+admits one batch, however large, so a batch bigger than the capacity still flows.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Optional, Tuple
+
+
+class ChannelClosed(Exception):
+    """The job is shutting down; the stage that saw this stops quietly."""
+
+
+END = object()
+"""Sentinel: the producer has finished."""
+
+TIMEOUT = object()
+"""Returned by :meth:`Channel.get` when nothing arrived within the timeout."""
+
+
+class Channel:
+    """A bounded FIFO of (item, rows, ingest_ns) between two stages."""
+
+    def __init__(self, capacity: int, name: str):
+        self.capacity = capacity
+        self.name = name
+        self._q: deque = deque()
+        self._rows = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.blocked_ns = 0
+        self.items_put = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows currently queued (channel fill)."""
+        return self._rows
+
+    def put(self, item: Any, rows: int = 0, ingest_ns: int = 0) -> None:
+        with self._cond:
+            if self._rows and self._rows + rows > self.capacity and not self._closed:
+                t0 = time.perf_counter_ns()
+                while self._rows and self._rows + rows > self.capacity and not self._closed:
+                    self._cond.wait()
+                self.blocked_ns += time.perf_counter_ns() - t0
+            if self._closed:
+                raise ChannelClosed(self.name)
+            self._q.append((item, rows, ingest_ns))
+            self._rows += rows
+            self.items_put += 1
+            self._cond.notify_all()
+
+    def get(self, timeout: Optional[float] = None) -> Tuple[Any, int, int]:
+        """The next (item, rows, ingest_ns); ``(TIMEOUT, 0, 0)`` if none came within ``timeout``."""
+        with self._cond:
+            if not self._q and not self._closed:
+                self._cond.wait_for(lambda: self._q or self._closed, timeout)
+            if self._q:
+                entry = self._q.popleft()
+                self._rows -= entry[1]
+                self._cond.notify_all()
+                return entry
+            if self._closed:
+                raise ChannelClosed(self.name)
+            return TIMEOUT, 0, 0
+
+    def close(self) -> None:
+        """Wake every waiter; later puts and gets on an empty channel raise ChannelClosed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

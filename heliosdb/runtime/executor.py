@@ -1,0 +1,317 @@
+"""The local executor: one thread per stage, bounded channels between them.
+
+The run loop of every stage reads top to bottom: take an item from the input channel, push it
+through the stage's operators (called directly, no queue between them), put what comes out
+into each output channel, and at the end of the input close the operators and pass the end on.
+The source stage is the micro-batcher: it cuts the source's rows into record batches by size
+or by timeout, so a slow source still gets its rows through within ``batch_timeout``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import pyarrow as pa
+
+from ..errors import ExecutionError, HeliosError
+from ..metrics import JobMetrics
+from ..operators.base import WATERMARK_MAX, Operator, Watermark
+from .channel import END, TIMEOUT, Channel, ChannelClosed
+
+log = logging.getLogger("heliosdb.runtime")
+
+_IDLE_POLL_S = 0.05
+
+
+@dataclass
+class PhysicalStage:
+    """Operators run on one thread, in order; their output goes to the ``children`` stages."""
+
+    name: str
+    operators: List[Operator]
+    children: List[int] = field(default_factory=list)
+
+
+@dataclass
+class PhysicalPlan:
+    source: object                    # a connectors.sources.Source
+    source_operators: List[Operator]  # run on the source thread (e.g. column projection)
+    source_children: List[int]
+    stages: List[PhysicalStage]
+    batch_size: int
+    batch_timeout_ns: int
+
+
+@dataclass
+class JobResult:
+    """What ``execute()`` returns: the job's name, its wall time and its final metrics."""
+
+    name: str
+    duration_s: float
+    metrics: Dict[str, object]
+
+    @property
+    def events_per_s(self) -> float:
+        return float(self.metrics["events_per_s"])
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        return (f"JobResult({self.name!r}: {m['streaming_events_processed_total']:,} events in "
+                f"{self.duration_s:.2f}s, {m['events_per_s']:,.0f} events/s, p99 latency "
+                f"{m['latency_p99_ms']:.1f} ms)")
+
+
+def _concat(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+class _Chain:
+    """Operators of one stage, called directly one after another."""
+
+    def __init__(self, operators: List[Operator], metrics: JobMetrics, slow_ns: int):
+        self.ops = operators
+        self.stats = [metrics.operator(op.name, op.kind) for op in operators]
+        self.slow_ns = slow_ns
+
+    def push(self, item, start: int = 0) -> list:
+        """Run ``item`` through the operators from ``start`` on; return what the last emits."""
+        items = [item]
+        for op, st in zip(self.ops[start:], self.stats[start:]):
+            out: list = []
+            for it in items:
+                t0 = time.perf_counter_ns()
+                if isinstance(it, Watermark):
+                    res = op.on_watermark(it.t)
+                else:
+                    st.rows_in += it.num_rows
+                    st.batches += 1
+                    res = op.process_batch(it)
+                dt = time.perf_counter_ns() - t0
+                st.busy_ns += dt
+                if dt > self.slow_ns:
+                    log.warning("slow batch", extra={"operator": op.name, "duration_s": dt / 1e9})
+                for r in res:
+                    if not isinstance(r, Watermark):
+                        st.rows_out += r.num_rows
+                out.extend(res)
+            items = out
+            if not items:
+                break
+        return items
+
+    def close(self) -> list:
+        """End of input: close each operator and push what it flushes through the rest."""
+        out: list = []
+        for i, op in enumerate(self.ops):
+            for r in op.close():
+                out.extend(self.push(r, i + 1))
+        return out
+
+
+class Job:
+    """A running job: threads, channels, metrics.  Use through ``JobHandle``."""
+
+    def __init__(self, plan: PhysicalPlan, name: str, buffer_size: int, slow_ns: int,
+                 sink_operators: List[Operator], state_operators: List[Operator]):
+        self.plan = plan
+        self.name = name
+        self.metrics = JobMetrics(name)
+        self.metrics.state_ops = state_operators
+        self.sinks = sink_operators
+        self.slow_ns = slow_ns
+        self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]
+        self.metrics.channels = self.inputs
+        self._threads: List[threading.Thread] = []
+        self._error: Optional[BaseException] = None
+        self._error_step = ""
+        self._stop = threading.Event()
+        self._drain = False
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- control -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.metrics.started = time.perf_counter()
+        t = threading.Thread(target=self._guard, args=("source", self._run_source),
+                             name=f"{self.name}:source", daemon=True)
+        self._threads.append(t)
+        for i, st in enumerate(self.plan.stages):
+            self._threads.append(threading.Thread(
+                target=self._guard, args=(st.name, self._run_stage, i),
+                name=f"{self.name}:{st.name}", daemon=True))
+        for t in self._threads:
+            t.start()
+        threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join").start()
+
+    def _join_all(self) -> None:
+        for t in self._threads:
+            t.join()
+        self.metrics.finished = time.perf_counter()
+        self._done.set()
+
+    def stop(self, drain: bool = False) -> None:
+        self._drain = drain
+        self._stop.set()
+
+    def wait(self, timeout: Optional[float] = None) -> JobResult:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.name!r} still running after {timeout}s")
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, HeliosError):
+                raise err
+            raise ExecutionError(
+                f"job {self.name!r}: step {self._error_step!r} failed: {type(err).__name__}: {err}"
+            ) from err
+        return JobResult(self.name, self.metrics.elapsed(), self.metrics.snapshot())
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _fail(self, step: str, exc: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error, self._error_step = exc, step
+                log.error("step %r failed: %s", step, exc, extra={"operator": step})
+        self._stop.set()
+        for ch in self.inputs:
+            ch.close()
+
+    def _guard(self, step: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except ChannelClosed:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
+            self._fail(step, exc)
+
+    # -- stages ------------------------------------------------------------------------------
+    def _emit(self, children: List[int], items: list, ingest_ns: int) -> None:
+        for it in items:
+            rows = 0 if isinstance(it, Watermark) else it.num_rows
+            for c in children:
+                self.inputs[c].put(it, rows, ingest_ns)
+
+    def _run_stage(self, index: int) -> None:
+        stage = self.plan.stages[index]
+        chain = _Chain(stage.operators, self.metrics, self.slow_ns)
+        inbox = self.inputs[index]
+        is_sink = not stage.children
+        while True:
+            item, rows, ingest = inbox.get()
+            if item is END:
+                break
+            out = chain.push(item)
+            if is_sink:
+                if rows:
+                    lat = time.time_ns() - ingest
+                    self.metrics.latency.add(max(lat, 0), rows)
+                continue
+            self._emit(stage.children, out, ingest)
+        out = chain.close()
+        if stage.children:
+            self._emit(stage.children, out, time.time_ns())
+            for c in stage.children:
+                self.inputs[c].put(END)
+
+    def _run_source(self) -> None:
+        plan = self.plan
+        src = plan.source
+        chain = _Chain(plan.source_operators, self.metrics, self.slow_ns)
+        size, timeout_ns = plan.batch_size, plan.batch_timeout_ns
+        pending: List[pa.RecordBatch] = []
+        rows = 0
+        first_ingest = 0
+        deadline = 0
+        exhausted = False
+
+        def flush(upto: int) -> None:
+            nonlocal pending, rows, first_ingest
+            batch = _concat(pending)
+            out, rest = batch.slice(0, upto), batch.slice(upto)
+            pending = [rest] if rest.num_rows else []
+            rows = rest.num_rows
+            ingest = first_ingest
+            if not rows:
+                first_ingest = 0
+            self.metrics.events_in += out.num_rows
+            self._emit(plan.source_children, chain.push(out), ingest)
+
+        src.open(size)
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic_ns()
+                wait_s = max(deadline - now, 0) / 1e9 if pending else _IDLE_POLL_S
+                pieces = src.poll(wait_s)
+                if pieces is None:
+                    exhausted = True
+                    break
+                for piece, ingest in pieces:
+                    if not piece.num_rows:
+                        continue
+                    if not pending:
+                        first_ingest = ingest
+                        deadline = time.monotonic_ns() + timeout_ns
+                    pending.append(piece)
+                    rows += piece.num_rows
+                    while rows >= size:
+                        flush(size)
+                        if pending:
+                            deadline = time.monotonic_ns() + timeout_ns
+                if pending and time.monotonic_ns() >= deadline:
+                    flush(rows)
+            if pending:
+                flush(rows)
+        finally:
+            src.close()
+        if exhausted or self._drain:
+            self._emit(plan.source_children, chain.push(Watermark(WATERMARK_MAX)), time.time_ns())
+        for c in plan.source_children:
+            self.inputs[c].put(END)
+
+
+class JobHandle:
+    """A job started by ``env.execute_async()``.
+
+    Examples
+    --------
+    >>> import heliosdb as hdb
+    >>> env = hdb.StreamEnvironment()
+    >>> sink = hdb.sinks.memory()
+    >>> _ = env.from_iterable([{"x": 1}, {"x": 2}]).sink(sink)
+    >>> handle = env.execute_async(name="doc-async")
+    >>> handle.wait().metrics["streaming_events_processed_total"]
+    2
+    """
+
+    def __init__(self, job: Job):
+        self._job = job
+
+    @property
+    def name(self) -> str:
+        return self._job.name
+
+    def stop(self, drain: bool = False) -> None:
+        """Stop reading the sources; in-flight batches finish and sinks flush.
+
+        With ``drain=True`` the end of input is signalled, so every open window is emitted.
+        """
+        self._job.stop(drain)
+
+    def wait(self, timeout: Optional[float] = None) -> JobResult:
+        """Block until the job ends; raise its error if a step failed."""
+        return self._job.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._job.done
+
+    def metrics(self) -> Dict[str, object]:
+        """The job's live metrics (events/s, latency quantiles, open windows, ...)."""
+        return self._job.metrics.snapshot()

@@ -1,0 +1,282 @@
+"""The fluent builder: ``Stream``, ``KeyedStream``, ``WindowedStream``.
+
+Building a stream records a logical plan and executes nothing.  ``collect()``, ``sink()`` +
+``env.execute()`` run it; ``explain()`` shows what would run.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
+
+import pyarrow as pa
+
+from .config import Duration, to_nanos
+from .errors import ConfigError, PlanError, SchemaError
+from .expr import AggSpec, Expr, as_expr, parse_projection
+from .windows import TumblingWindow, WatermarkStrategy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .environment import StreamEnvironment
+    from .plan import Plan
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_name(name: str, what: str = "step name") -> str:
+    """Names become path segments of checkpoints and metric labels: keep them plain."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"{what} {name!r} is not valid: use 1-128 letters, digits, '_', '-' or '.', starting "
+            "with a letter or digit"
+        )
+    return name
+
+
+@dataclass(eq=False)
+class Node:
+    """One step of the logical plan."""
+
+    kind: str
+    parent: Optional["Node"]
+    name: str
+    params: Dict[str, Any] = field(default_factory=dict)
+    batch_size: Optional[int] = None
+    batch_timeout_ns: Optional[int] = None
+
+    def source(self) -> "Node":
+        n = self
+        while n.parent is not None:
+            n = n.parent
+        return n
+
+
+class Stream:
+    """A stream of record batches.  Every method returns a new Stream (the plan is immutable).
+
+    Examples
+    --------
+    >>> import heliosdb as hdb
+    >>> from heliosdb import col
+    >>> env = hdb.StreamEnvironment()
+    >>> s = env.from_iterable([{"k": "a", "v": 1.0}, {"k": "b", "v": 3.0}])
+    >>> s.filter(col("v") > 2).with_columns(v2=col("v") * 2).collect().to_pydict()
+    {'k': ['b'], 'v': [3.0], 'v2': [6.0]}
+    """
+
+    def __init__(self, env: "StreamEnvironment", node: Node):
+        self._env = env
+        self._node = node
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _then(self, kind: str, **params: Any) -> "Stream":
+        return Stream(self._env, Node(kind, self._node, self._env._next_name(kind), params))
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of this stream's records (computed from the plan; runs nothing)."""
+        from .plan import output_schema
+
+        return output_schema(self._node)
+
+    # -- source options ------------------------------------------------------------------------
+    def with_batch_size(self, n: int) -> "Stream":
+        """Cut the source's micro-batches at ``n`` rows (sources only)."""
+        self._require_source("with_batch_size")
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"with_batch_size() takes a positive integer, got {n!r}")
+        node = Node("source", None, self._node.name, self._node.params, n, self._node.batch_timeout_ns)
+        return Stream(self._env, node)
+
+    def with_batch_timeout(self, timeout: Duration) -> "Stream":
+        """Emit a partial micro-batch once its first row has waited ``timeout`` (sources only)."""
+        self._require_source("with_batch_timeout")
+        ns = to_nanos(timeout, "with_batch_timeout()")
+        if ns <= 0:
+            raise ConfigError(f"with_batch_timeout() must be positive, got {timeout!r}")
+        node = Node("source", None, self._node.name, self._node.params, self._node.batch_size, ns)
+        return Stream(self._env, node)
+
+    def _require_source(self, what: str) -> None:
+        if self._node.kind != "source":
+            raise PlanError(f"{what}() applies to a source; call it right after env.from_...()")
+
+    # -- stateless -----------------------------------------------------------------------------
+    def filter(self, predicate: Expr) -> "Stream":
+        """Keep the rows where ``predicate`` is true (null counts as false).
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> env.from_iterable([{"x": 1}, {"x": None}, {"x": 3}]).filter(hdb.col("x") > 1).collect()["x"].to_pylist()
+        [3]
+        """
+        if not isinstance(predicate, Expr):
+            raise PlanError(
+                f"filter() takes an expression such as col('value') > 0.2, got {predicate!r}; for "
+                "arbitrary Python logic over a batch use map_batches()"
+            )
+        return self._then("filter", predicate=predicate)
+
+    def select(self, *columns: Union[str, Expr]) -> "Stream":
+        """Keep (and order) these columns; expressions need ``.alias(name)``.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> env.from_iterable([{"a": 1, "b": 2}]).select("b", (hdb.col("a") + 1).alias("a1")).collect().to_pydict()
+        {'b': [2], 'a1': [2]}
+        """
+        if not columns:
+            raise PlanError("select() needs at least one column")
+        return self._then("select", items=parse_projection(columns, "select"))
+
+    def with_columns(self, **exprs: Any) -> "Stream":
+        """Add or replace columns computed from expressions.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> env.from_iterable([{"v": 2.0}]).with_columns(v2=hdb.col("v") * 2).collect().to_pydict()
+        {'v': [2.0], 'v2': [4.0]}
+        """
+        if not exprs:
+            raise PlanError("with_columns() needs at least one name=expression")
+        return self._then("with_columns", exprs={k: as_expr(v) if not isinstance(v, Expr) else v
+                                                  for k, v in exprs.items()})
+
+    def map_batches(self, fn: Callable[[pa.RecordBatch], Any], schema: Optional[pa.Schema] = None) -> "Stream":
+        """Apply ``fn`` to each record batch (Arrow in, Arrow RecordBatch or Table out).
+
+        The output schema is ``schema`` if given, otherwise what ``fn`` returns for an empty
+        batch of the input schema.
+
+        >>> import heliosdb as hdb, pyarrow.compute as pc
+        >>> env = hdb.StreamEnvironment()
+        >>> s = env.from_iterable([{"w": "a"}]).map_batches(
+        ...     lambda b: b.set_column(0, "w", pc.utf8_upper(b.column(0))))
+        >>> s.collect().to_pydict()
+        {'w': ['A']}
+        """
+        if not callable(fn):
+            raise PlanError(f"map_batches() takes a function of a RecordBatch, got {fn!r}")
+        return self._then("map_batches", fn=fn, schema=schema)
+
+    def inspect(self, fn: Callable[[pa.RecordBatch], None]) -> "Stream":
+        """Call ``fn(batch)`` for each batch (to log or debug) and pass the batch on unchanged."""
+        if not callable(fn):
+            raise PlanError(f"inspect() takes a function of a RecordBatch, got {fn!r}")
+        return self._then("inspect", fn=fn)
+
+    def with_watermark(self, time: str, max_out_of_orderness: Duration = timedelta(0)) -> "Stream":
+        """Declare event time: ``time`` column, and how late (out of order) events may arrive.
+
+        The watermark is the largest event time seen minus ``max_out_of_orderness``; a window
+        closes (and is emitted) when the watermark passes its end.
+        """
+        strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"))
+        return self._then("watermark", strategy=strategy)
+
+    def name(self, name: str) -> "Stream":
+        """Name the last step (shown in explain(), metrics and errors)."""
+        self._env._rename(self._node, validate_name(name))
+        return self
+
+    # -- keyed -------------------------------------------------------------------------------
+    def key_by(self, *columns: str) -> "KeyedStream":
+        """Partition the stream by the values of ``columns`` (ints, strings, floats, times)."""
+        if not columns or not all(isinstance(c, str) for c in columns):
+            raise PlanError(f"key_by() takes one or more column names, got {columns!r}")
+        if len(set(columns)) != len(columns):
+            raise PlanError(f"key_by() names a column twice: {columns!r}")
+        return KeyedStream(self, list(columns))
+
+    # -- sinks and running ---------------------------------------------------------------------
+    def sink(self, spec) -> "Stream":
+        """Send this stream to a sink (``hdb.sinks.*``); run it with ``env.execute()``."""
+        from .connectors.sinks import SinkSpec
+
+        if not isinstance(spec, SinkSpec):
+            raise PlanError(f"sink() takes a sink such as hdb.sinks.parquet(url), got {spec!r}")
+        node = Node("sink", self._node, self._env._next_name(f"sink-{spec.kind}"), {"spec": spec})
+        self._env._sinks.append(node)
+        return Stream(self._env, node)
+
+    def collect(self) -> pa.Table:
+        """Run the pipeline over a bounded source and return the result as a pyarrow Table."""
+        from .connectors.sinks import MemorySink
+
+        out = MemorySink()
+        node = Node("sink", self._node, self._env._next_name("collect"), {"spec": out})
+        self._env._run([node], name="collect")
+        return out.to_table()
+
+    def to_pandas(self):
+        """``collect()`` as a pandas DataFrame."""
+        return self.collect().to_pandas()
+
+    def to_polars(self):
+        """``collect()`` as a polars DataFrame."""
+        import polars as pl
+
+        return pl.from_arrow(self.collect())
+
+    def explain(self) -> "Plan":
+        """The physical plan this stream would run: stages, fused kernels, operators."""
+        from .connectors.sinks import MemorySink
+        from .plan import explain_nodes
+
+        return explain_nodes(self._env, [Node("sink", self._node, "collect", {"spec": MemorySink()})])
+
+    def __repr__(self) -> str:
+        return f"<Stream {self._node.kind}[{self._node.name}]>"
+
+
+class KeyedStream:
+    """A stream partitioned by key; follow with ``.window(...)``."""
+
+    def __init__(self, stream: Stream, keys: List[str]):
+        self._stream = stream
+        self.keys = keys
+
+    def window(self, spec: TumblingWindow, time: Optional[str] = None) -> "WindowedStream":
+        """Group each key's events into windows of ``spec`` on event time column ``time``.
+
+        ``time`` defaults to the column of an upstream ``with_watermark()``.
+        """
+        if not isinstance(spec, TumblingWindow):
+            raise PlanError(f"window() takes a window spec such as TumblingWindow.of(timedelta(seconds=1)), got {spec!r}")
+        if time is not None and not isinstance(time, str):
+            raise PlanError(f"window(time=) takes a column name, got {time!r}")
+        return WindowedStream(self, spec, time)
+
+
+class WindowedStream:
+    """Keyed windows; ``.aggregate(name=hdb.count(), ...)`` turns them into a result stream."""
+
+    def __init__(self, keyed: KeyedStream, spec: TumblingWindow, time: Optional[str]):
+        self._keyed = keyed
+        self.spec = spec
+        self.time = time
+
+    def aggregate(self, **aggs: AggSpec) -> Stream:
+        """One row per (window, key): ``window_start``, ``window_end``, the keys, then ``aggs``.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> rows = [{"ts": 0, "k": 1, "v": 1.0}, {"ts": 500, "k": 1, "v": 3.0}, {"ts": 1500, "k": 1, "v": 5.0}]
+        >>> out = (env.from_iterable(rows).key_by("k").window(hdb.TumblingWindow.of(1), time="ts")
+        ...        .aggregate(n=hdb.count(), total=hdb.sum("v")).collect())
+        >>> out.select(["k", "n", "total"]).to_pydict()
+        {'k': [1, 1], 'n': [2, 1], 'total': [4.0, 5.0]}
+        """
+        if not aggs:
+            raise PlanError("aggregate() needs at least one name=aggregate, e.g. count=hdb.count()")
+        for n, a in aggs.items():
+            if not isinstance(a, AggSpec):
+                raise PlanError(f"aggregate({n}=...) takes hdb.count(), hdb.sum(col), ...; got {a!r}")
+        s = self._keyed._stream
+        reserved = {"window_start", "window_end"} | set(self._keyed.keys)
+        clash = reserved & set(aggs)
+        if clash:
+            raise SchemaError(f"aggregate(): output names {sorted(clash)} clash with the window or key columns")
+        return s._then("window", keys=self._keyed.keys, spec=self.spec, time=self.time,
+                       aggs=list(aggs.items()))

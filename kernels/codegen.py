@@ -1,0 +1,542 @@
+"""Expression trees -> the Python source of ONE fused Numba kernel, and its compile cache.
+
+A chain of consecutive stateless operators (filter, with_columns, select) is folded into a
+:class:`FusedProgram`: one predicate (the AND of every filter, rewritten over the chain's input
+columns) and one list of outputs.  :func:`compile_program` generates a single loop that reads
+each input row once, evaluates the predicate and every computed output, and writes the kept
+rows compactly (branch-free).  Sub-expressions over strings, which Numba cannot read from
+Arrow, are evaluated first with ``pyarrow.compute`` and enter the loop as boolean or numeric
+input columns.
+
+Generated modules are written to the cache directory under a name derived from their source,
+so Numba's on-disk cache finds them again in a new process.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.types as pat
+
+from ..config import cache_dir, numba_cache_enabled
+from ..errors import PlanError, SchemaError
+from ..expr import (
+    BinOp, Cast, Col, Expr, IsNull, Lit, Not, is_numeric, is_stringlike, strip_alias,
+)
+from . import _jit  # noqa: F401  (sets NUMBA_CACHE_DIR before numba is imported)
+
+# -------------------------------------------------------------------------------------------
+# Folding a chain of operators into one program
+# -------------------------------------------------------------------------------------------
+
+
+def substitute(e: Expr, mapping: Dict[str, Expr]) -> Expr:
+    """Rewrite ``e`` so that every ``col(name)`` reads ``mapping[name]`` instead."""
+    e = strip_alias(e)
+    if isinstance(e, Col):
+        return mapping.get(e.name, e)
+    if isinstance(e, Lit):
+        return e
+    if isinstance(e, BinOp):
+        return BinOp(e.op, substitute(e.left, mapping), substitute(e.right, mapping))
+    if isinstance(e, Not):
+        return Not(substitute(e.operand, mapping))
+    if isinstance(e, IsNull):
+        return IsNull(substitute(e.operand, mapping), e.negate)
+    if isinstance(e, Cast):
+        return Cast(substitute(e.operand, mapping), e.to)
+    raise PlanError(f"cannot fuse expression {e!r}")
+
+
+@dataclass
+class FusedProgram:
+    """What a chain of stateless operators computes, over the chain's input schema."""
+
+    input_schema: pa.Schema
+    outputs: List[Tuple[str, Expr]]
+    predicate: Optional[Expr] = None
+    steps: List[str] = field(default_factory=list)
+
+    @classmethod
+    def identity(cls, schema: pa.Schema) -> "FusedProgram":
+        return cls(schema, [(n, Col(n)) for n in schema.names])
+
+    def _mapping(self) -> Dict[str, Expr]:
+        return dict(self.outputs)
+
+    def output_schema(self) -> pa.Schema:
+        fields = []
+        for name, e in self.outputs:
+            if isinstance(e, Col):
+                fields.append(self.input_schema.field(e.name).with_name(name))
+            else:
+                fields.append(pa.field(name, e.dtype(self.input_schema)))
+        return pa.schema(fields)
+
+    def add_filter(self, pred: Expr, step: str) -> None:
+        schema = self.output_schema()
+        t = pred.dtype(schema, step)
+        if not (pat.is_boolean(t) or pat.is_null(t)):
+            raise SchemaError(f"step {step!r}: filter needs a boolean expression, {pred!r} is {t}")
+        p = substitute(pred, self._mapping())
+        self.predicate = p if self.predicate is None else BinOp("&", self.predicate, p)
+        self.steps.append(step)
+
+    def add_columns(self, exprs: Dict[str, Expr], step: str) -> None:
+        schema = self.output_schema()
+        mapping = self._mapping()
+        new = dict(self.outputs)
+        for name, e in exprs.items():
+            e.dtype(schema, step)
+            new[name] = substitute(e, mapping)
+        self.outputs = list(new.items())
+        self.steps.append(step)
+
+    def select(self, items: List[Tuple[str, Expr]], step: str) -> None:
+        schema = self.output_schema()
+        mapping = self._mapping()
+        seen = set()
+        out = []
+        for name, e in items:
+            if name in seen:
+                raise SchemaError(f"step {step!r}: select() names column {name!r} twice")
+            seen.add(name)
+            e.dtype(schema, step)
+            out.append((name, substitute(e, mapping)))
+        self.outputs = out
+        self.steps.append(step)
+
+    def prune(self, needed: Optional[set]) -> None:
+        """Drop outputs nothing downstream reads (``needed`` None keeps all)."""
+        if needed is not None:
+            self.outputs = [(n, e) for n, e in self.outputs if n in needed]
+
+    def is_identity(self) -> bool:
+        return self.predicate is None and all(
+            isinstance(e, Col) and e.name == n for n, e in self.outputs
+        ) and [n for n, _ in self.outputs] == self.input_schema.names
+
+
+# -------------------------------------------------------------------------------------------
+# Arrow-side evaluation of string sub-expressions
+# -------------------------------------------------------------------------------------------
+_ARROW_CMP = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+              ">": pc.greater, ">=": pc.greater_equal}
+
+
+def needs_arrow(e: Expr, schema: pa.Schema) -> bool:
+    """True if ``e`` itself (not just a child) must be evaluated by pyarrow (strings)."""
+    if isinstance(e, BinOp) and e.op in _ARROW_CMP:
+        return is_stringlike(e.left.dtype(schema)) or is_stringlike(e.right.dtype(schema))
+    if isinstance(e, Cast):
+        return is_stringlike(e.to) or is_stringlike(e.operand.dtype(schema))
+    if isinstance(e, IsNull):
+        return not _kernel_type(e.operand.dtype(schema))
+    return False
+
+
+def arrow_eval(e: Expr, batch: pa.RecordBatch) -> pa.Array:
+    """Evaluate a string-valued or string-reading expression with pyarrow.compute."""
+    if isinstance(e, Col):
+        return batch.column(batch.schema.get_field_index(e.name))
+    if isinstance(e, Lit):
+        return pa.array([e.value] * batch.num_rows, type=e.dtype(batch.schema))
+    if isinstance(e, BinOp) and e.op in _ARROW_CMP:
+        return _ARROW_CMP[e.op](arrow_eval(e.left, batch), arrow_eval(e.right, batch))
+    if isinstance(e, IsNull):
+        v = arrow_eval(e.operand, batch)
+        return pc.is_valid(v) if e.negate else pc.is_null(v)
+    if isinstance(e, Cast):
+        return pc.cast(arrow_eval(e.operand, batch), e.to, safe=False)
+    raise PlanError(
+        f"{e!r} mixes string and arithmetic operations in a way the engine does not compile; "
+        "compute the numeric part in its own with_columns() step"
+    )
+
+
+# -------------------------------------------------------------------------------------------
+# Code generation
+# -------------------------------------------------------------------------------------------
+
+
+def _kernel_type(t: pa.DataType) -> bool:
+    return is_numeric(t) or pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t)
+
+
+def _np_name(t: pa.DataType) -> str:
+    if pat.is_boolean(t):
+        return "np.bool_"
+    if pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t):
+        return "np.int64"
+    return "np." + t.to_pandas_dtype().__name__
+
+
+def _lit_code(v) -> str:
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, int):
+        return f"np.int64({v})"
+    if v != v:
+        return "np.nan"
+    if v in (float("inf"), float("-inf")):
+        return "np.inf" if v > 0 else "(-np.inf)"
+    return f"np.float64({v!r})"
+
+
+@dataclass
+class _Input:
+    """One array the kernel reads: a column or a pre-evaluated (pyarrow) sub-expression."""
+
+    source: object            # column name (str) or an Expr evaluated by arrow_eval
+    dtype: pa.DataType
+    nullable: bool = False
+
+
+class _Gen:
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self.inputs: List[_Input] = []
+        self._input_ids: Dict[object, int] = {}
+        self.lines: List[str] = []
+        self._n = 0
+        self._memo: Dict[int, Tuple[str, str]] = {}
+
+    def tmp(self) -> str:
+        self._n += 1
+        return f"t{self._n}"
+
+    def input(self, source, dtype) -> int:
+        key = source if isinstance(source, str) else id(source)
+        if key not in self._input_ids:
+            self._input_ids[key] = len(self.inputs)
+            self.inputs.append(_Input(source, dtype))
+        return self._input_ids[key]
+
+    def emit(self, e: Expr) -> Tuple[str, str]:
+        """Statements for ``e``; returns (value code, validity code: 'True' if never null)."""
+        if id(e) in self._memo:
+            return self._memo[id(e)]
+        r = self._emit(e)
+        self._memo[id(e)] = r
+        return r
+
+    def _assign(self, value: str, valid: str) -> Tuple[str, str]:
+        v = self.tmp()
+        self.lines.append(f"{v} = {value}")
+        if valid in ("True", "False"):
+            return v, valid
+        m = "m" + v[1:]
+        self.lines.append(f"{m} = {valid}")
+        return v, m
+
+    def _emit(self, e: Expr) -> Tuple[str, str]:
+        schema = self.schema
+        if needs_arrow(e, schema):
+            t = e.dtype(schema)
+            if not _kernel_type(t):
+                raise PlanError(f"internal: {e!r} of type {t} cannot enter a kernel")
+            k = self.input(e, t)
+            return f"c{k}[i]", f"__valid{k}__"
+        if isinstance(e, Col):
+            t = e.dtype(schema)
+            k = self.input(e.name, t)
+            return f"c{k}[i]", f"__valid{k}__"
+        if isinstance(e, Lit):
+            if e.value is None:
+                return "np.int64(0)", "False"
+            return _lit_code(e.value), "True"
+        if isinstance(e, Not):
+            a, ma = self.emit(e.operand)
+            return self._assign(f"not {a}", ma)
+        if isinstance(e, IsNull):
+            _, ma = self.emit(e.operand)
+            return self._assign(ma if e.negate else f"not ({ma})", "True")
+        if isinstance(e, Cast):
+            return self._emit_cast(e)
+        assert isinstance(e, BinOp)
+        return self._emit_binop(e)
+
+    def _emit_cast(self, e: Cast) -> Tuple[str, str]:
+        src = e.operand.dtype(self.schema)
+        a, ma = self.emit(e.operand)
+        to = e.to
+        if pat.is_boolean(to):
+            return self._assign(f"{a} != 0", ma)
+        if pat.is_floating(to):
+            return self._assign(f"{_np_name(to)}({a})", ma)
+        # to an integer type
+        if pat.is_floating(src):
+            lo, hi = np.iinfo(to.to_pandas_dtype()).min, np.iinfo(to.to_pandas_dtype()).max
+            ok = f"({ma}) and np.isfinite({a}) and {a} >= {float(lo)!r} and {a} < {float(hi) + 1.0!r}"
+            v, m = self._assign(f"{a} if np.isfinite({a}) and abs({a}) < 9.2e18 else 0.0", ok)
+            return self._assign(f"{_np_name(to)}(np.int64({v}))", m)
+        return self._assign(f"{_np_name(to)}({a})", ma)
+
+    def _emit_binop(self, e: BinOp) -> Tuple[str, str]:
+        op = e.op
+        a, ma = self.emit(e.left)
+        b, mb = self.emit(e.right)
+        both = _and_valid(ma, mb)
+        if op == "&":
+            # Kleene: false if either side is a known false; true if both known true; else null
+            f = f"(({ma}) and not {a}) or (({mb}) and not {b})"
+            return self._assign(f"not ({f})", _or_valid(both, f"({f})"))
+        if op == "|":
+            t = f"(({ma}) and {a}) or (({mb}) and {b})"
+            return self._assign(f"{t}", _or_valid(both, f"({t})"))
+        if op in ("==", "!=", "<", "<=", ">", ">="):
+            return self._assign(f"{a} {op} {b}", both)
+        out_t = e.dtype(self.schema)
+        conv = "np.float64" if pat.is_floating(out_t) else "np.int64"
+        a, b = f"{conv}({a})", f"{conv}({b})"
+        if op in ("+", "-", "*"):
+            return self._assign(f"{a} {op} {b}", both)
+        if op == "/":
+            return self._assign(f"{a} / {b}", both)
+        if op == "**":
+            return self._assign(f"{a} ** {b}", both)
+        if conv == "np.int64":  # // and % on integers: a zero divisor gives null
+            d = self.tmp()
+            self.lines.append(f"{d} = {b}")
+            return self._assign(
+                f"({a} {op} {d}) if {d} != 0 else np.int64(0)", _and_valid(both, f"{d} != 0")
+            )
+        return self._assign(f"{a} {op} {b}", both)
+
+
+def _and_valid(a: str, b: str) -> str:
+    if a == "True":
+        return b
+    if b == "True":
+        return a
+    if "False" in (a, b):
+        return "False"
+    return f"({a}) and ({b})"
+
+
+def _or_valid(a: str, b: str) -> str:
+    if "True" in (a, b):
+        return "True"
+    return f"({a}) or ({b})"
+
+
+@dataclass
+class CompiledProgram:
+    """A FusedProgram ready to run on batches of its input schema."""
+
+    program: FusedProgram
+    kernel: Optional[Callable]
+    source: str
+    inputs: List[_Input]
+    computed: List[Tuple[str, pa.DataType, bool]]   # kernel outputs: name, type, nullable
+    compacted: List[str]                            # numeric pass-through columns compacted in-kernel
+    taken: List[str]                                # other pass-through columns, taken by index
+    arrow_outputs: List[str]                        # string-typed computed columns (pyarrow)
+    nullable_inputs: Tuple[bool, ...]
+    output_schema: pa.Schema
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return run_program(self, batch)
+
+
+_CACHE: Dict[Tuple, CompiledProgram] = {}
+_MODULES: Dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def _load_kernel(src: str) -> Callable:
+    digest = hashlib.sha256(src.encode()).hexdigest()[:20]
+    with _LOCK:
+        if digest in _MODULES:
+            return _MODULES[digest].kernel  # type: ignore[attr-defined]
+        folder = cache_dir() / "kernels"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"fused_{digest}.py"
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(src)
+            os.replace(tmp, path)
+        name = f"heliosdb_fused_{digest}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        _MODULES[digest] = module
+        return module.kernel  # type: ignore[attr-defined]
+
+
+def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> CompiledProgram:
+    """Generate (or fetch from the cache) the fused kernel of ``program``.
+
+    ``nullable`` tells which input columns of the current batch hold nulls; the kernel is
+    specialised for it (columns without nulls pay nothing for null handling).
+    """
+    schema = program.input_schema
+    gen = _Gen(schema)
+    computed: List[Tuple[str, pa.DataType, bool]] = []
+    compacted: List[str] = []
+    taken: List[str] = []
+    arrow_outputs: List[str] = []
+    out_lines: List[Tuple[str, str, str]] = []   # (name, value code, valid code)
+    has_pred = program.predicate is not None
+
+    pred_code = None
+    if has_pred:
+        pv, pm = gen.emit(program.predicate)
+        pred_code = pv if pm == "True" else f"({pv}) and ({pm})"
+    out_types: List[pa.DataType] = []
+    for name, e in program.outputs:
+        t = e.dtype(schema)
+        if isinstance(e, Col):
+            if has_pred and _kernel_type(t):
+                compacted.append(name)
+                k = gen.input(e.name, t)
+                out_lines.append((name, f"c{k}[i]", f"__valid{k}__"))
+                out_types.append(t)
+            else:
+                taken.append(name)
+            continue
+        if not _kernel_type(t):
+            arrow_outputs.append(name)
+            continue
+        v, m = gen.emit(e)
+        out_lines.append((name, v, m))
+        out_types.append(t)
+
+    # Resolve validity placeholders now that the inputs are known.
+    for inp in gen.inputs:
+        inp.nullable = bool(
+            nullable.get(inp.source, False) if isinstance(inp.source, str) else True
+        )
+
+    def fix(code: str) -> str:
+        for k, inp in enumerate(gen.inputs):
+            code = code.replace(f"__valid{k}__", f"v{k}[i]" if inp.nullable else "True")
+        return code
+
+    lines = [fix(x) for x in gen.lines]
+    pred_code = fix(pred_code) if pred_code else None
+    out_lines = [(n, fix(v), fix(m)) for n, v, m in out_lines]
+    for (n, v, m), t in zip(out_lines, out_types):
+        computed.append((n, t, m != "True"))
+    need_sel = has_pred and bool(taken or arrow_outputs)
+
+    args = []
+    for k, inp in enumerate(gen.inputs):
+        args.append(f"c{k}")
+        if inp.nullable:
+            args.append(f"v{k}")
+    body = ["import numpy as np", "from heliosdb.kernels._jit import jit", "", "", "@jit",
+            f"def kernel({', '.join(args + ['n'])}):"]
+    allocs = []
+    for o, (n, t, nb) in enumerate(computed):
+        allocs.append(f"    o{o} = np.empty(n, dtype={_np_name(t)})")
+        if nb:
+            allocs.append(f"    ov{o} = np.empty(n, dtype=np.bool_)")
+    if need_sel:
+        allocs.append("    sel = np.empty(n, dtype=np.int64)")
+    body += allocs + ["    j = 0", "    for i in range(n):"]
+    body += ["        " + x for x in lines]
+    if has_pred:
+        body.append(f"        keep = {pred_code}")
+    idx = "j" if has_pred else "i"
+    for o, (n, v, m) in enumerate(out_lines):
+        body.append(f"        o{o}[{idx}] = {v}")
+        if computed[o][2]:
+            body.append(f"        ov{o}[{idx}] = {m}")
+    if has_pred:
+        if need_sel:
+            body.append("        sel[j] = i")
+        body.append("        j += 1 if keep else 0")
+    else:
+        body.append("        j += 1")
+    rets = ["j"]
+    for o, (n, t, nb) in enumerate(computed):
+        rets.append(f"o{o}")
+        rets.append(f"ov{o}" if nb else "None")
+    rets.append("sel" if need_sel else "None")
+    body.append(f"    return {', '.join(rets)}")
+    src = "\n".join(body) + "\n"
+
+    kernel = _load_kernel(src) if (computed or has_pred) else None
+    return CompiledProgram(
+        program, kernel, src, gen.inputs, computed, compacted, taken, arrow_outputs,
+        tuple(i.nullable for i in gen.inputs), program.output_schema(),
+    )
+
+
+# -------------------------------------------------------------------------------------------
+# Running a compiled program on a batch
+# -------------------------------------------------------------------------------------------
+
+
+def column_numpy(arr: pa.Array) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(values, validity or None) of an Arrow array as numpy, zero-copy where possible."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t):
+        arr = arr.view(pa.int64())
+    valid = None
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        if pat.is_boolean(arr.type):
+            values = arr.fill_null(False).to_numpy(zero_copy_only=False)
+        else:
+            values = arr.fill_null(0).to_numpy(zero_copy_only=False)
+    elif pat.is_boolean(arr.type):
+        values = arr.to_numpy(zero_copy_only=False)
+    else:
+        values = arr.to_numpy(zero_copy_only=False)
+    return values, valid
+
+
+def numpy_column(values: np.ndarray, valid: Optional[np.ndarray], t: pa.DataType) -> pa.Array:
+    """An Arrow array of type ``t`` over ``values`` (zero-copy for fixed-width types)."""
+    mask = None if valid is None else ~valid
+    if pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t):
+        return pa.array(values, type=pa.int64(), mask=mask).view(t)
+    return pa.array(values, type=t, mask=mask)
+
+
+def _input_array(inp: _Input, batch: pa.RecordBatch) -> pa.Array:
+    if isinstance(inp.source, str):
+        return batch.column(batch.schema.get_field_index(inp.source))
+    return arrow_eval(inp.source, batch)
+
+
+def run_program(cp: CompiledProgram, batch: pa.RecordBatch) -> pa.RecordBatch:
+    n = batch.num_rows
+    args = []
+    for inp in cp.inputs:
+        values, valid = column_numpy(_input_array(inp, batch))
+        args.append(values)
+        if inp.nullable:
+            args.append(valid if valid is not None else np.ones(n, dtype=np.bool_))
+    res = cp.kernel(*args, n) if cp.kernel is not None else (n, None)
+    j = res[0]
+    sel = res[-1] if cp.kernel is not None else None
+    cols: Dict[str, pa.Array] = {}
+    for o, (name, t, nb) in enumerate(cp.computed):
+        values, valid = res[1 + 2 * o], res[2 + 2 * o]
+        cols[name] = numpy_column(values[:j], None if valid is None else valid[:j], t)
+    idx = None if sel is None else pa.array(sel[:j])
+    outputs = dict(cp.program.outputs)
+    for name in cp.taken:
+        a = batch.column(batch.schema.get_field_index(outputs[name].name))
+        cols[name] = a if idx is None else a.take(idx)
+    for name in cp.arrow_outputs:
+        a = arrow_eval(outputs[name], batch)
+        cols[name] = a if idx is None else a.take(idx)
+    arrays = [cols[f.name] for f in cp.output_schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=cp.output_schema)

@@ -1,0 +1,168 @@
+"""Plain, obvious numpy versions of every public kernel.  Tests compare the kernels with these.
+
+Nothing here is fast, and nothing here is used by the engine at run time.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.types as pat
+
+from ..expr import BinOp, Cast, Col, Expr, IsNull, Lit, Not, is_stringlike, strip_alias
+
+INT64_MAX = 2**63 - 1
+
+
+def tumbling_starts(ts: np.ndarray, factor: int, size_ns: int):
+    """Reference for :func:`heliosdb.kernels.window.tumbling_starts` (Python integers)."""
+    out = np.zeros(len(ts), dtype=np.int64)
+    lo, hi, bad = INT64_MAX, -INT64_MAX - 1, -1
+    for i, t in enumerate(ts.tolist()):
+        t = t * factor
+        s = t - t % size_ns                 # Python's % floors: right for negative times
+        if not (-INT64_MAX <= t <= INT64_MAX) or s + size_ns > INT64_MAX:
+            bad = i if bad < 0 else bad
+            continue
+        out[i] = s
+        lo, hi = min(lo, s), max(hi, s)
+    return out, lo, hi, bad
+
+
+def _py(arr: pa.Array) -> list:
+    return arr.to_pylist()
+
+
+def evaluate(e: Expr, batch: pa.RecordBatch) -> pa.Array:
+    """Evaluate ``e`` row by row with Python values and the engine's documented semantics."""
+    n = batch.num_rows
+    t = e.dtype(batch.schema)
+    e = strip_alias(e)
+    if isinstance(e, Col):
+        return batch.column(batch.schema.get_field_index(e.name))
+    if isinstance(e, Lit):
+        return pa.array([e.value] * n, type=t if not pat.is_null(t) else pa.int64())
+    if isinstance(e, Not):
+        return pa.array([None if v is None else not v for v in _py(evaluate(e.operand, batch))], pa.bool_())
+    if isinstance(e, IsNull):
+        vals = _py(evaluate(e.operand, batch))
+        return pa.array([(v is not None) if e.negate else (v is None) for v in vals], pa.bool_())
+    if isinstance(e, Cast):
+        vals = _py(evaluate(e.operand, batch))
+        if is_stringlike(e.to) or is_stringlike(e.operand.dtype(batch.schema)):
+            import pyarrow.compute as pc
+
+            return pc.cast(evaluate(e.operand, batch), e.to, safe=False)
+        out = []
+        for v in vals:
+            if v is None:
+                out.append(None)
+            elif pat.is_boolean(e.to):
+                out.append(v != 0)
+            elif pat.is_floating(e.to):
+                out.append(float(v))
+            else:
+                if isinstance(v, float) and (not math.isfinite(v)):
+                    out.append(None)
+                    continue
+                iv = int(v)
+                info = np.iinfo(e.to.to_pandas_dtype())
+                if isinstance(v, float) and not (info.min <= iv <= info.max):
+                    out.append(None)
+                    continue
+                bits = info.bits
+                iv = (iv + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)   # wrap like C
+                out.append(iv)
+        return pa.array(out, e.to)
+    assert isinstance(e, BinOp)
+    lv, rv = _py(evaluate(e.left, batch)), _py(evaluate(e.right, batch))
+    out = [_binop(e.op, a, b, t) for a, b in zip(lv, rv)]
+    return pa.array(out, t)
+
+
+def _wrap64(v: int) -> int:
+    return (v + 2**63) % 2**64 - 2**63
+
+
+def _binop(op: str, a, b, t: pa.DataType):
+    if op == "&":
+        if a is False or b is False:
+            return False
+        if a is None or b is None:
+            return None
+        return True
+    if op == "|":
+        if a is True or b is True:
+            return True
+        if a is None or b is None:
+            return None
+        return False
+    if a is None or b is None:
+        return None
+    if op in ("==", "!=", "<", "<=", ">", ">="):
+        return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    if pat.is_floating(t):
+        a, b = float(a), float(b)
+        with np.errstate(all="ignore"):
+            fa, fb = np.float64(a), np.float64(b)
+            if op == "+": return float(fa + fb)
+            if op == "-": return float(fa - fb)
+            if op == "*": return float(fa * fb)
+            if op == "/": return float(fa / fb)
+            if op == "**": return float(np.power(fa, fb))
+            if op == "//": return float(np.floor_divide(fa, fb))
+            if op == "%": return float(np.mod(fa, fb))
+    a, b = int(a), int(b)
+    if op == "+": return _wrap64(a + b)
+    if op == "-": return _wrap64(a - b)
+    if op == "*": return _wrap64(a * b)
+    if b == 0:
+        return None
+    if op == "//": return _wrap64(a // b)
+    if op == "%": return _wrap64(a % b)
+    raise AssertionError(op)
+
+
+def fused(outputs: List[Tuple[str, Expr]], predicate: Optional[Expr], batch: pa.RecordBatch) -> pa.Table:
+    """Reference for a fused program: evaluate every output, then keep rows where predicate is true."""
+    cols = {name: evaluate(e, batch) for name, e in outputs}
+    table = pa.table(cols) if cols else pa.table({"__n": pa.nulls(batch.num_rows)}).drop(["__n"])
+    if predicate is not None:
+        keep = evaluate(predicate, batch).fill_null(False)
+        table = table.filter(keep)
+    return table
+
+
+def group_aggregate(keys: List[tuple], values: Dict[str, List], aggs: List[Tuple[str, str, Optional[str]]]):
+    """Reference keyed aggregation over Python rows.
+
+    ``keys`` is one tuple per row; ``values`` maps column -> list of values (None = null);
+    ``aggs`` is (output name, kind, column).  Returns {key tuple: {output: value}} in
+    first-seen order with SQL null semantics and NaN ordered above every number.
+    """
+    groups: Dict[tuple, List[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    out = {}
+    for k, rows in groups.items():
+        res = {}
+        for name, kind, column in aggs:
+            if kind == "count":
+                res[name] = len(rows) if column is None else sum(values[column][i] is not None for i in rows)
+                continue
+            vs = [values[column][i] for i in rows if values[column][i] is not None]
+            if not vs:
+                res[name] = None
+            elif kind == "sum":
+                res[name] = math.fsum(vs) if isinstance(vs[0], float) else _wrap64(sum(vs))
+            elif kind == "mean":
+                res[name] = math.fsum(vs) / len(vs)
+            elif kind == "min":
+                nums = [v for v in vs if v == v]
+                res[name] = min(nums) if nums else float("nan")
+            elif kind == "max":
+                res[name] = float("nan") if any(v != v for v in vs) else max(vs)
+        out[k] = res
+    return out

@@ -1,0 +1,67 @@
+"""Numba kernels for event time: unit conversion and window assignment.
+
+Times inside the engine are int64 nanoseconds UTC.  Windows align to the epoch:
+``start = t - floormod(t, size)``, which is also right for negative times.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit
+
+INT64_MIN = np.iinfo(np.int64).min
+INT64_MAX = np.iinfo(np.int64).max
+
+
+@jit
+def tumbling_starts(ts, factor, size_ns):
+    """Window start (ns) for every time ``ts * factor`` (ns); also the min and max start.
+
+    Returns ``(starts, lo, hi, bad)`` where ``bad`` is the first index whose time overflows
+    int64 nanoseconds (or whose window end would), else -1.  Empty input gives lo > hi.
+    """
+    n = ts.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    lo = INT64_MAX
+    hi = INT64_MIN
+    limit = INT64_MAX // factor
+    end_limit = INT64_MAX - size_ns
+    bad = -1
+    for i in range(n):
+        t = ts[i]
+        if t > limit or t < -limit:
+            if bad < 0:
+                bad = i
+            out[i] = 0
+            continue
+        t = t * factor
+        r = t % size_ns
+        if r < 0:
+            r += size_ns
+        s = t - r
+        if s > end_limit:
+            if bad < 0:
+                bad = i
+        out[i] = s
+        if s < lo:
+            lo = s
+        if s > hi:
+            hi = s
+    return out, lo, hi, bad
+
+
+@jit
+def max_time(ts, factor):
+    """Largest ``ts * factor`` (saturating at the int64 limits); INT64_MIN for empty input."""
+    m = INT64_MIN
+    for i in range(ts.shape[0]):
+        if ts[i] > m:
+            m = ts[i]
+    if m == INT64_MIN:
+        return m
+    limit = INT64_MAX // factor
+    if m > limit:
+        return INT64_MAX
+    if m < -limit:
+        return INT64_MIN + 1
+    return m * factor

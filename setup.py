@@ -1,0 +1,49 @@
+"""Build HeliosDB: the Python package plus the Cython kernels from ``kernels/``.
+
+``kernels/`` installs as the subpackage ``heliosdb.kernels`` (never as a top-level ``kernels``).
+"""
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "heliosdb.kernels._hashagg",
+        ["kernels/_hashagg.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+]
+
+setup(
+    name="heliosdb-streaming",
+    version="0.1.0",
+    description="A columnar micro-batch stream processing engine with compiled kernels",
+    python_requires=">=3.10",
+    packages=["heliosdb", "heliosdb.runtime", "heliosdb.operators", "heliosdb.connectors",
+              "heliosdb.kernels"],
+    package_dir={"heliosdb": "heliosdb", "heliosdb.kernels": "kernels"},
+    package_data={"heliosdb.kernels": ["*.pyi", "*.pyx"]},
+    ext_modules=cythonize(extensions, language_level=3),
+    install_requires=[
+        "pyarrow>=14",
+        "numpy>=1.24",
+        "numba>=0.59",
+        "zstandard>=0.22",
+        "fsspec>=2023.6",
+        "prometheus-client>=0.19",
+        "rich>=13",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7.4",
+            "hypothesis>=6.90",
+            "pandas>=2.0",
+            "duckdb>=0.10",
+            "polars>=0.20",
+            "pytest-benchmark>=4.0",
+            "pytest-timeout>=2.2",
+        ],
+        "bench": ["duckdb>=0.10", "polars>=0.20", "pytest-benchmark>=4.0", "pandas>=2.0"],
+    },
+    entry_points={"console_scripts": ["heliosdb=heliosdb.cli:main"]},
+    zip_safe=False,
+)
