@@ -303,7 +303,7 @@ def update_f64(const int64_t[::1] gids, const double[::1] values, valid,
     the caller give NaN where every value was NaN (min) or any was (max), as SQL does.
     """
     cdef int64_t i, g, n = gids.shape[0]
-    cdef double v
+    cdef double v, m
     cdef const uint8_t[::1] ok
     if valid is None:
         with nogil:
@@ -312,10 +312,10 @@ def update_f64(const int64_t[::1] gids, const double[::1] values, valid,
                 v = values[i]
                 nn[g] += 1
                 sum_[g] += v
-                if v < mn[g]:
-                    mn[g] = v
-                if v > mx[g]:
-                    mx[g] = v
+                m = mn[g]
+                mn[g] = v if v < m else m      # branch-free (minsd/cmov): few rows per group
+                m = mx[g]
+                mx[g] = v if v > m else m
                 if v != v:
                     nan[g] += 1
     else:
@@ -327,10 +327,10 @@ def update_f64(const int64_t[::1] gids, const double[::1] values, valid,
                     v = values[i]
                     nn[g] += 1
                     sum_[g] += v
-                    if v < mn[g]:
-                        mn[g] = v
-                    if v > mx[g]:
-                        mx[g] = v
+                    m = mn[g]
+                    mn[g] = v if v < m else m
+                    m = mx[g]
+                    mx[g] = v if v > m else m
                     if v != v:
                         nan[g] += 1
 
@@ -339,7 +339,7 @@ def update_i64(const int64_t[::1] gids, const int64_t[::1] values, valid,
                int64_t[::1] nn, int64_t[::1] sum_, int64_t[::1] mn, int64_t[::1] mx):
     """Fold int64 values into per-group non-null count, sum (wrapping), min and max."""
     cdef int64_t i, g, n = gids.shape[0]
-    cdef int64_t v
+    cdef int64_t v, m
     cdef const uint8_t[::1] ok
     if valid is None:
         with nogil:
@@ -348,10 +348,10 @@ def update_i64(const int64_t[::1] gids, const int64_t[::1] values, valid,
                 v = values[i]
                 nn[g] += 1
                 sum_[g] = <int64_t> (<uint64_t> sum_[g] + <uint64_t> v)
-                if v < mn[g]:
-                    mn[g] = v
-                if v > mx[g]:
-                    mx[g] = v
+                m = mn[g]
+                mn[g] = v if v < m else m
+                m = mx[g]
+                mx[g] = v if v > m else m
     else:
         ok = valid
         with nogil:
@@ -361,7 +361,7 @@ def update_i64(const int64_t[::1] gids, const int64_t[::1] values, valid,
                     v = values[i]
                     nn[g] += 1
                     sum_[g] = <int64_t> (<uint64_t> sum_[g] + <uint64_t> v)
-                    if v < mn[g]:
-                        mn[g] = v
-                    if v > mx[g]:
-                        mx[g] = v
+                    m = mn[g]
+                    mn[g] = v if v < m else m
+                    m = mx[g]
+                    mx[g] = v if v > m else m

@@ -65,3 +65,47 @@ def max_time(ts, factor):
     if m < -limit:
         return INT64_MIN + 1
     return m * factor
+
+
+@jit
+def tumbling_runs(ts, factor, size_ns, max_runs):
+    """Split ``ts`` (scaled by ``factor`` to ns) into runs of rows in the same window.
+
+    Returns ``(bounds, starts, k, bad)``: run ``r`` is rows ``bounds[r]:bounds[r+1]`` in the
+    window starting at ``starts[r]``.  ``k`` is -1 when there are more than ``max_runs`` runs
+    (the caller then sorts the batch by window first).  ``bad`` is the first row whose time
+    overflows int64 nanoseconds (or whose window end would), else -1.  Consecutive rows in
+    the same window cost a comparison, not a division, so ordered input is cheap.
+    """
+    n = ts.shape[0]
+    bounds = np.empty(max_runs + 1, dtype=np.int64)
+    starts = np.empty(max_runs, dtype=np.int64)
+    limit = INT64_MAX // factor
+    end_limit = INT64_MAX - size_ns
+    k = 0
+    cur = 0
+    cur_end = 0
+    for i in range(n):
+        t = ts[i]
+        if t > limit or t < -limit:
+            return bounds, starts, 0, i
+        t = t * factor
+        if k > 0 and t >= cur and t < cur_end:
+            continue
+        r = t % size_ns
+        if r < 0:
+            r += size_ns
+        s = t - r
+        if s > end_limit:
+            return bounds, starts, 0, i
+        if k > 0 and s == cur:
+            continue
+        if k == max_runs:
+            return bounds, starts, -1, -1
+        bounds[k] = i
+        starts[k] = s
+        k += 1
+        cur = s
+        cur_end = s + size_ns
+    bounds[k] = n
+    return bounds, starts, k, -1

@@ -96,7 +96,9 @@ class KeyEncoder:
             arr = arr.view(pa.int64() if width == 64 else pa.int32())
         if pat.is_boolean(arr.type):
             arr = arr.cast(pa.int8())
-        v = arr.fill_null(0).to_numpy(zero_copy_only=False)
+        if arr.null_count:
+            arr = arr.fill_null(0)
+        v = arr.to_numpy(zero_copy_only=False)
         return np.ascontiguousarray(v, dtype=np.int64)
 
     def decode(self, codes: np.ndarray, nullword: Optional[np.ndarray]) -> List[pa.Array]:

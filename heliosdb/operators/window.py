@@ -1,9 +1,11 @@
 """Keyed tumbling-window aggregation on event time.
 
-Per batch: window starts from the time column (Numba) -> (window start, key codes) to a dense
-group id in a hash table (Cython) -> accumulator arrays updated by group id (Cython, nogil).
-On a watermark, every group whose window ended at or before it is emitted and its state freed
-(the table is compacted, so state stays proportional to the open windows).
+State is kept per open window: a hash table from key codes to dense group ids (Cython) and
+accumulator arrays indexed by group id (Cython, nogil).  A batch is split into runs of rows in
+the same window (Numba; ordered input costs a comparison per row, disordered input is sorted by
+window first), and each run updates its window's state through zero-copy slices.  When the
+watermark passes a window's end, the window's state is turned into output rows as a whole and
+dropped, so memory is proportional to the open windows.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pyarrow.types as pat
 from ..errors import DataError, HeliosError
 from ..expr import AggSpec
 from ..kernels import _hashagg
-from ..kernels.window import tumbling_starts
+from ..kernels.window import max_time, tumbling_runs, tumbling_starts
 from ..windows import TumblingWindow, time_factor
 from .base import Item, Operator, Watermark
 from .keys import KeyEncoder
@@ -27,10 +29,13 @@ log = logging.getLogger("heliosdb.window")
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 WINDOW_TYPE = pa.timestamp("ns", tz="UTC")
+MAX_RUNS = 64
 
 
 class _ColumnStats:
     """Per-group non-null count, sum, min, max (and NaN count for floats) of one column."""
+
+    FIELDS = ("nn", "nan", "sum", "min", "max")
 
     def __init__(self, is_float: bool, capacity: int):
         self.is_float = is_float
@@ -41,67 +46,90 @@ class _ColumnStats:
         self.min = np.full(capacity, np.inf if is_float else _I64_MAX, dt)
         self.max = np.full(capacity, -np.inf if is_float else _I64_MIN, dt)
 
-    def arrays(self):
-        return ("nn", "nan", "sum", "min", "max")
-
-    def fill_values(self):
-        return {"nn": 0, "nan": 0, "sum": 0, "min": np.inf if self.is_float else _I64_MAX,
-                "max": -np.inf if self.is_float else _I64_MIN}
-
     def resize(self, capacity: int) -> None:
-        fills = self.fill_values()
-        for a in self.arrays():
+        fills = {"nn": 0, "nan": 0, "sum": 0, "min": np.inf if self.is_float else _I64_MAX,
+                 "max": -np.inf if self.is_float else _I64_MIN}
+        for a in self.FIELDS:
             old = getattr(self, a)
             new = np.full(capacity, fills[a], old.dtype)
-            n = min(len(old), capacity)
-            new[:n] = old[:n]
+            new[: len(old)] = old
             setattr(self, a, new)
 
-    def take(self, idx: np.ndarray, capacity: int) -> None:
-        fills = self.fill_values()
-        for a in self.arrays():
-            old = getattr(self, a)
-            new = np.full(capacity, fills[a], old.dtype)
-            new[: len(idx)] = old[idx]
-            setattr(self, a, new)
-
-    def update(self, gids: np.ndarray, arr: pa.Array) -> None:
-        valid = None
-        if arr.null_count:
-            valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
-            arr = arr.fill_null(0)
+    def update(self, gids: np.ndarray, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
         if self.is_float:
-            v = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-            _hashagg.update_f64(gids, v, valid, self.nn, self.nan, self.sum, self.min, self.max)
+            _hashagg.update_f64(gids, values, valid, self.nn, self.nan, self.sum, self.min, self.max)
         else:
-            v = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-            _hashagg.update_i64(gids, v, valid, self.nn, self.sum, self.min, self.max)
+            _hashagg.update_i64(gids, values, valid, self.nn, self.sum, self.min, self.max)
 
-    def result(self, kind: str, idx: np.ndarray) -> pa.Array:
-        nn = self.nn[idx]
+    def result(self, kind: str, n: int) -> pa.Array:
+        nn = self.nn[:n]
         empty = nn == 0
         mask = empty if empty.any() else None
         if kind == "count":
             return pa.array(nn, pa.int64())
         if kind == "sum":
-            return pa.array(self.sum[idx], mask=mask)
+            return pa.array(self.sum[:n], mask=mask)
         if kind == "mean":
             with np.errstate(invalid="ignore", divide="ignore"):
-                return pa.array(self.sum[idx] / np.maximum(nn, 1), pa.float64(), mask=mask)
+                return pa.array(self.sum[:n] / np.maximum(nn, 1), pa.float64(), mask=mask)
         if kind == "min":
-            v = self.min[idx]
-            if self.is_float:
-                v = np.where(self.nan[idx] == nn, np.nan, v)
+            v = self.min[:n]
+            if self.is_float and self.nan[:n].any():
+                v = np.where(self.nan[:n] == nn, np.nan, v)
             return pa.array(v, mask=mask)
         if kind == "max":
-            v = self.max[idx]
-            if self.is_float:
-                v = np.where(self.nan[idx] > 0, np.nan, v)
+            v = self.max[:n]
+            if self.is_float and self.nan[:n].any():
+                v = np.where(self.nan[:n] > 0, np.nan, v)
             return pa.array(v, mask=mask)
         raise AssertionError(kind)
 
     def nbytes(self) -> int:
-        return sum(getattr(self, a).nbytes for a in self.arrays())
+        return sum(getattr(self, a).nbytes for a in self.FIELDS)
+
+
+class _WindowState:
+    """The groups of one window: key codes -> group id, and their accumulators."""
+
+    def __init__(self, width: int, stat_floats: Dict[str, bool], count_rows: bool, capacity: int):
+        self.table = _hashagg.GroupTable(width, capacity)
+        self.capacity = capacity
+        self.counts = np.zeros(capacity, np.int64) if count_rows else None
+        self.stats = {c: _ColumnStats(f, capacity) for c, f in stat_floats.items()}
+
+    def add(self, cols: List[np.ndarray], values: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]],
+            gids: np.ndarray) -> None:
+        self.table.insert(cols, gids)
+        groups = self.table.n_groups
+        if groups > self.capacity:
+            cap = self.capacity
+            while cap < groups:
+                cap *= 2
+            if self.counts is not None:
+                new = np.zeros(cap, np.int64)
+                new[: self.capacity] = self.counts
+                self.counts = new
+            for st in self.stats.values():
+                st.resize(cap)
+            self.capacity = cap
+        if self.counts is not None:
+            _hashagg.count_rows(gids, self.counts)
+        for c, st in self.stats.items():
+            v, ok = values[c]
+            st.update(gids, v, ok)
+
+    def nbytes(self) -> int:
+        n = self.table.nbytes + (self.counts.nbytes if self.counts is not None else 0)
+        return n + sum(st.nbytes() for st in self.stats.values())
+
+
+def _values(arr: pa.Array, is_float: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    valid = None
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
+        arr = arr.fill_null(0)
+    dt = np.float64 if is_float else np.int64
+    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=dt), valid
 
 
 class TumblingWindowAggregate(Operator):
@@ -124,155 +152,132 @@ class TumblingWindowAggregate(Operator):
         out_fields = [pa.field("window_start", WINDOW_TYPE, nullable=False),
                       pa.field("window_end", WINDOW_TYPE, nullable=False)]
         out_fields += [schema.field(k) for k in keys]
-        self.stats: Dict[str, _ColumnStats] = {}
+        self.stat_floats: Dict[str, bool] = {}
         self.count_rows = any(a.kind == "count" and a.column is None for _, a in aggs)
         for out_name, agg in aggs:
             out_fields.append(pa.field(out_name, agg.output_type(schema, name)))
-            if agg.column is not None and agg.column not in self.stats:
-                t = schema.field(agg.column).type
-                self.stats[agg.column] = _ColumnStats(pat.is_floating(t), 1024)
+            if agg.column is not None and agg.column not in self.stat_floats:
+                self.stat_floats[agg.column] = pat.is_floating(schema.field(agg.column).type)
         self.output_schema = pa.schema(out_fields)
-        self._stat_idx = {c: schema.get_field_index(c) for c in self.stats}
-        self.capacity = 1024
-        self.counts = np.zeros(self.capacity, np.int64)
-        self.nulls = False                      # whether the table carries a null word
-        self.table = _hashagg.GroupTable(1 + self.encoder.width, 1024)
+        self._stat_idx = {c: schema.get_field_index(c) for c in self.stat_floats}
+        self.width = self.encoder.width
+        self.nulls = False                       # whether key tuples carry a null word
+        self.windows: Dict[int, _WindowState] = {}
         self.watermark = _I64_MIN
-        self.min_open = _I64_MAX                # smallest window start with state
         self.late_events = 0
+        self._capacity_hint = 1024
         self._gids = np.empty(0, np.int64)
+        self._state_bytes = 0
 
     # -- per batch ---------------------------------------------------------------------------
-    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-        n = batch.num_rows
-        if n == 0:
-            return []
+    def _times(self, batch: pa.RecordBatch) -> np.ndarray:
         tcol = batch.column(self.time_idx)
         if tcol.null_count:
-            row = tcol.is_null().to_numpy(zero_copy_only=False).argmax()
+            row = int(tcol.is_null().to_numpy(zero_copy_only=False).argmax())
             raise DataError(
                 f"step {self.name!r}: time column {self.time!r} is null at row {row} of a batch; "
                 "every event needs an event time (filter nulls out first)"
             )
-        ts = (tcol.view(pa.int64()) if self.time_is_ts else tcol).to_numpy(zero_copy_only=False)
-        starts, lo, hi, bad = tumbling_starts(ts, self.factor, self.size_ns)
+        return (tcol.view(pa.int64()) if self.time_is_ts else tcol).to_numpy(zero_copy_only=False)
+
+    def _bad_time(self, ts: np.ndarray, row: int) -> DataError:
+        return DataError(
+            f"step {self.name!r}: time column {self.time!r} value {int(ts[row])} (row {row}) is "
+            "outside the range of int64 nanoseconds (years 1678-2262)"
+        )
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        if batch.num_rows == 0:
+            return []
+        ts = self._times(batch)
+        bounds, starts, k, bad = tumbling_runs(ts, self.factor, self.size_ns, MAX_RUNS)
         if bad >= 0:
-            raise DataError(
-                f"step {self.name!r}: time column {self.time!r} value {int(ts[bad])} (row {bad}) is "
-                "outside the range of int64 nanoseconds (years 1678-2262)"
-            )
-        if lo + self.size_ns <= self.watermark:
-            # Windows that already closed: these events are late (counted, not aggregated).
-            ontime = starts + self.size_ns > self.watermark
-            late = n - int(ontime.sum())
-            self.late_events += late
-            log.warning("step %r: %d late events dropped (watermark %d)", self.name, late, self.watermark)
-            batch = batch.filter(pa.array(ontime))
-            starts = np.ascontiguousarray(starts[ontime])
-            n = batch.num_rows
-            if n == 0:
-                return []
-            lo = int(starts.min())
+            raise self._bad_time(ts, bad)
+        if k < 0:
+            # Many windows interleaved: sort the batch by window, then every window is one run.
+            all_starts = tumbling_starts(ts, self.factor, self.size_ns)[0]
+            order = np.argsort(all_starts, kind="stable")
+            batch = batch.take(pa.array(order))
+            sorted_starts = all_starts[order]
+            cut = np.flatnonzero(np.diff(sorted_starts)) + 1
+            bounds = np.concatenate([[0], cut, [batch.num_rows]])
+            starts = sorted_starts[bounds[:-1]]
+            k = len(starts)
+        n = batch.num_rows
         codes, nullword = self.encoder.encode(batch)
         if nullword is not None and not self.nulls:
-            self.table = self.table.widen(0)
+            for st in self.windows.values():
+                st.table = st.table.widen(0)
             self.nulls = True
-        cols = [starts] + codes
+        cols = codes
         if self.nulls:
-            cols.append(nullword if nullword is not None else np.zeros(n, np.int64))
+            cols = codes + [nullword if nullword is not None else np.zeros(n, np.int64)]
+        values = {c: _values(batch.column(i), self.stat_floats[c]) for c, i in self._stat_idx.items()}
         if len(self._gids) < n:
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
-        gids = self._gids[:n]
-        self.table.insert(cols, gids)
-        self._reserve(self.table.n_groups)
-        if self.count_rows:
-            _hashagg.count_rows(gids, self.counts)
-        for c, st in self.stats.items():
-            st.update(gids, batch.column(self._stat_idx[c]))
-        if lo < self.min_open:
-            self.min_open = lo
+        for r in range(k):
+            start, b0, b1 = int(starts[r]), int(bounds[r]), int(bounds[r + 1])
+            if start + self.size_ns <= self.watermark:
+                self.late_events += b1 - b0
+                log.warning("step %r: %d late events for the closed window starting %d ns dropped",
+                            self.name, b1 - b0, start)
+                continue
+            state = self.windows.get(start)
+            if state is None:
+                state = self.windows[start] = _WindowState(
+                    len(cols), self.stat_floats, self.count_rows, self._capacity_hint)
+            state.add([c[b0:b1] for c in cols],
+                      {c: (v[b0:b1], None if ok is None else ok[b0:b1]) for c, (v, ok) in values.items()},
+                      self._gids[: b1 - b0])
         self._check_memory()
         return []
-
-    def _reserve(self, groups: int) -> None:
-        if groups <= self.capacity:
-            return
-        cap = self.capacity
-        while cap < groups:
-            cap *= 2
-        new = np.zeros(cap, np.int64)
-        new[: self.capacity] = self.counts
-        self.counts = new
-        for st in self.stats.values():
-            st.resize(cap)
-        self.capacity = cap
 
     def _check_memory(self) -> None:
         size = self.state_size_bytes()
         if size > self.max_state_bytes:
+            groups = sum(st.table.n_groups for st in self.windows.values())
             raise HeliosError(
-                f"step {self.name!r}: window state is {size:,} bytes ({self.table.n_groups:,} open "
-                f"groups), over the memory backend's bound of {self.max_state_bytes:,} bytes; raise "
-                "StateBackend.memory(max_size_bytes=), use smaller windows, or fewer keys"
+                f"step {self.name!r}: window state is {size:,} bytes ({groups:,} groups in "
+                f"{len(self.windows)} open windows), over the memory backend's bound of "
+                f"{self.max_state_bytes:,} bytes; raise StateBackend.memory(max_size_bytes=), use "
+                "smaller windows or fewer keys"
             )
 
     def state_size_bytes(self) -> int:
-        return (self.table.nbytes + self.counts.nbytes + self.encoder.nbytes()
-                + sum(st.nbytes() for st in self.stats.values()))
-
-    @property
-    def open_groups(self) -> int:
-        return self.table.n_groups
+        return sum(st.nbytes() for st in self.windows.values()) + self.encoder.nbytes()
 
     def open_windows(self) -> int:
-        if not self.table.n_groups:
-            return 0
-        return int(np.unique(self.table.keys_view()[:, 0]).size)
+        return len(self.windows)
 
     # -- event time --------------------------------------------------------------------------
     def on_watermark(self, t: int) -> List[Item]:
         out: List[Item] = []
         if t > self.watermark:
             self.watermark = t
-            if self.table.n_groups and self.min_open <= t - self.size_ns:
-                out.append(self._emit_closed())
+            if self.windows:
+                closed = sorted(s for s in self.windows if s + self.size_ns <= t)
+                for s in closed:
+                    state = self.windows.pop(s)
+                    if state.table.n_groups:
+                        out.append(self._results(s, state))
+                    self._capacity_hint = max(1024, state.table.n_groups)
         out.append(Watermark(t))
         return out
 
-    def _emit_closed(self) -> pa.RecordBatch:
-        keys = self.table.keys_view()
-        starts = keys[:, 0]
-        closed = starts <= self.watermark - self.size_ns
-        idx = np.flatnonzero(closed)
-        keep = np.flatnonzero(~closed)
-        batch = self._results(keys, idx)
-        self.table.compact(np.ascontiguousarray(keep, dtype=np.int64))
-        cap = max(1024, 1 << int(max(len(keep), 1) - 1).bit_length())
-        counts = np.zeros(cap, np.int64)
-        counts[: len(keep)] = self.counts[keep]
-        self.counts = counts
-        for st in self.stats.values():
-            st.take(keep, cap)
-        self.capacity = cap
-        self.min_open = int(starts[keep].min()) if len(keep) else _I64_MAX
-        return batch
-
-    def _results(self, keys: np.ndarray, idx: np.ndarray) -> pa.RecordBatch:
-        starts = np.ascontiguousarray(keys[idx, 0])
-        arrays = [pa.array(starts, pa.int64()).view(WINDOW_TYPE),
-                  pa.array(starts + self.size_ns, pa.int64()).view(WINDOW_TYPE)]
-        w = self.encoder.width
-        nullword = keys[idx, 1 + w] if self.nulls else None
-        arrays += self.encoder.decode(keys[idx, 1: 1 + w], nullword)
+    def _results(self, start: int, state: _WindowState) -> pa.RecordBatch:
+        n = state.table.n_groups
+        keys = state.table.keys_view()
+        arrays = [pa.array(np.full(n, start, np.int64), pa.int64()).view(WINDOW_TYPE),
+                  pa.array(np.full(n, start + self.size_ns, np.int64), pa.int64()).view(WINDOW_TYPE)]
+        w = self.width
+        nullword = keys[:, w] if self.nulls else None
+        arrays += self.encoder.decode(keys[:, :w], nullword)
         for out_name, agg in self.aggs:
             if agg.kind == "count" and agg.column is None:
-                arrays.append(pa.array(self.counts[idx], pa.int64()))
+                arrays.append(pa.array(state.counts[:n], pa.int64()))
             else:
-                arrays.append(self.stats[agg.column].result(agg.kind, idx))
+                arrays.append(state.stats[agg.column].result(agg.kind, n))
         return pa.RecordBatch.from_arrays(arrays, schema=self.output_schema)
-
-    def close(self) -> List[Item]:
-        return []
 
     def describe(self) -> str:
         keys = ", ".join(self.encoder.names)
@@ -286,9 +291,6 @@ class WatermarkAssigner(Operator):
     kind = "watermark"
 
     def __init__(self, name: str, schema: pa.Schema, time: str, max_out_of_orderness_ns: int):
-        from ..kernels.window import max_time
-
-        self._max_time = max_time
         self.name = name
         self.time = time
         self.factor = time_factor(schema, time, name)
@@ -302,7 +304,7 @@ class WatermarkAssigner(Operator):
         if col.null_count:
             col = col.drop_null()
         ts = (col.view(pa.int64()) if self.is_ts else col).to_numpy(zero_copy_only=False)
-        m = int(self._max_time(ts, self.factor))
+        m = int(max_time(ts, self.factor))
         if m != _I64_MIN and m - self.bound > self.current:
             self.current = m - self.bound
             return [batch, Watermark(self.current)]
