@@ -145,3 +145,18 @@ def validate(result: pa.Table, ref: dict, window_ms: bool = False) -> None:
         np.testing.assert_allclose(result[c].to_numpy()[order], ref[c], rtol=1e-6)
     np.testing.assert_allclose(result["mean"].to_numpy()[order], ref["sum"] / ref["count"], rtol=1e-6)
     assert int(result["count"].to_numpy().sum()) == ref["passed"]
+
+
+def heliosdb_w1_parquet(url: str, **config) -> pa.Table:
+    import heliosdb as hdb
+    from heliosdb import col
+
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(**config))
+    return (env.from_parquet(url)
+            .filter(col("value") > 0.2)
+            .with_columns(v2=col("value") * 2.0)
+            .key_by("key")
+            .window(hdb.TumblingWindow.of(timedelta(seconds=1)), time="ts")
+            .aggregate(count=hdb.count(), sum=hdb.sum("v2"), min=hdb.min("v2"),
+                       max=hdb.max("v2"), mean=hdb.mean("v2"))
+            .collect())

@@ -1,0 +1,273 @@
+"""W1 throughput benchmark and the measurements issue #2 asks for; records benchmarks/RESULTS.md.
+
+    python -m benchmarks.w1            # everything, N = 20M (about 5 minutes on 2 cores)
+    python -m benchmarks.w1 --quick    # N = 2M, fewer runs (a smoke test of the script)
+
+Every figure is a median of several runs after a warm-up, measured in this run, next to the
+references measured in the same run (DuckDB SQL over the same Arrow table with 2 threads,
+Polars lazy, a hand-fused single-pass Numba loop).  Outputs are validated against the numpy
+reference before any time is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List
+
+from . import w1data
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def timed_runs(fn: Callable, runs: int, warmup: int = 1) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _py(code: str, env: Dict[str, str]) -> str:
+    """Run ``code`` in a fresh interpreter; return its stdout (raises on failure)."""
+    full = dict(os.environ)
+    full.update(env)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
+                         cwd=str(ROOT), timeout=900)
+    if res.returncode != 0:
+        raise RuntimeError(f"subprocess failed:\n{res.stderr[-3000:]}")
+    return res.stdout.strip().splitlines()[-1]
+
+
+def throughput(table, n: int, runs: int, ref) -> Dict[str, float]:
+    import pyarrow as pa  # noqa: F401
+
+    engines = {
+        "HeliosDB": lambda: w1data.heliosdb_w1(table),
+        "DuckDB (SQL, 2 threads)": lambda: w1data.duckdb_w1(table, threads=2),
+        "Polars (lazy)": lambda: w1data.polars_w1(table),
+        "hand-fused Numba loop": lambda: w1data.numba_w1(table),
+    }
+    res = {}
+    for name, fn in engines.items():
+        w1data.validate(fn(), ref)
+        times = timed_runs(fn, runs)
+        res[name] = n / statistics.median(times)
+        print(f"  {name:28s} {res[name] / 1e6:7.2f} M events/s  (runs: {', '.join(f'{t:.3f}' for t in times)} s)")
+    return res
+
+
+def fusion_gain(table, n: int, runs: int, ref) -> Dict[str, float]:
+    res = {}
+    for label, flag in (("fused", "1"), ("unfused", "0")):
+        os.environ["HELIOSDB_FUSION"] = flag
+        try:
+            w1data.validate(w1data.heliosdb_w1(table), ref)
+            res[label] = n / statistics.median(timed_runs(lambda: w1data.heliosdb_w1(table), runs))
+        finally:
+            os.environ.pop("HELIOSDB_FUSION", None)
+        print(f"  {label:10s} {res[label] / 1e6:7.2f} M events/s")
+    return res
+
+
+def batching_gain(table, n: int, runs: int) -> Dict[int, float]:
+    res = {}
+    for bs in (1024, 4096, 16384, 65536, 262144):
+        res[bs] = n / statistics.median(timed_runs(lambda: w1data.heliosdb_w1(table, batch_size=bs), runs))
+        print(f"  batch_size {bs:>7,}: {res[bs] / 1e6:7.2f} M events/s")
+    return res
+
+
+def parquet_source(table, n: int, runs: int, ref) -> float:
+    import pyarrow.parquet as pq
+
+    folder = tempfile.mkdtemp(prefix="w1-parquet-")
+    per = max(n // 20, 1)
+    for i in range(0, n, per):
+        pq.write_table(table.slice(i, per), f"{folder}/part-{i // per:02d}.parquet", compression="zstd")
+
+    def run():
+        return w1data.heliosdb_w1_parquet(folder + "/*.parquet")
+
+    w1data.validate(run(), ref)
+    eps = n / statistics.median(timed_runs(run, runs))
+    print(f"  from 20 zstd Parquet files: {eps / 1e6:7.2f} M events/s")
+    return eps
+
+
+_STARTUP = textwrap.dedent("""
+    import time; t0 = time.perf_counter()
+    import heliosdb as hdb
+    from heliosdb import col
+    from benchmarks import w1data
+    t = w1data.make_table(10_000)
+    w1data.heliosdb_w1(t)
+    print(time.perf_counter() - t0)
+""")
+
+
+def compile_time() -> Dict[str, float]:
+    cache = tempfile.mkdtemp(prefix="helios-cache-")
+    env = {"HELIOSDB_CACHE_DIR": cache}
+    cold = float(_py(_STARTUP, env))
+    warm = statistics.median(float(_py(_STARTUP, env)) for _ in range(3))
+    nocache = float(_py(_STARTUP, {"HELIOSDB_CACHE_DIR": cache, "HELIOSDB_NUMBA_CACHE": "0"}))
+    print(f"  import + compile + first W1 (10k rows): cold cache {cold:.2f} s, warm cache {warm:.2f} s, "
+          f"cache off {nocache:.2f} s")
+    return {"cold": cold, "warm": warm, "nocache": nocache}
+
+
+_LATENCY = textwrap.dedent("""
+    from datetime import timedelta
+    import json
+    import heliosdb as hdb
+    from heliosdb import col
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_timeout=timedelta(milliseconds=10)))
+    (env.generate(rate=100_000, duration=timedelta(seconds=10)).filter(col("value") > 0.2)
+        .with_columns(v2=col("value") * 2.0).sink(hdb.sinks.callback(lambda b: None)))
+    m = env.execute("w2-stateless").metrics
+    print(json.dumps([m["latency_p50_ms"], m["latency_p99_ms"], m["events_per_s"]]))
+""")
+
+
+def latency(runs: int) -> Dict[str, float]:
+    res = [json.loads(_py(_LATENCY, {})) for _ in range(runs)]
+    p50 = statistics.median(r[0] for r in res)
+    p99 = statistics.median(r[1] for r in res)
+    print(f"  100K events/s, batch_timeout 10 ms: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+          f"(p99 of each run: {', '.join(f'{r[1]:.2f}' for r in res)})")
+    return {"p50": p50, "p99": p99, "runs": [r[1] for r in res]}
+
+
+_MEMORY = textwrap.dedent("""
+    import gc, json, os, threading, time
+    from benchmarks import w1data
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    w1data.heliosdb_w1(w1data.make_table(100_000))      # compile outside the measurement
+    gc.collect()
+    base = rss()
+    t = w1data.make_table({n})
+    gc.collect()
+    before = rss()
+    peak = [before]
+    stop = threading.Event()
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+    th = threading.Thread(target=sample); th.start()
+    out = w1data.heliosdb_w1(t)
+    stop.set(); th.join()
+    print(json.dumps([base, before, max(peak[0], rss()), t.nbytes, out.nbytes]))
+""")
+
+
+def memory(n: int) -> Dict[str, float]:
+    """Peak resident memory during W1 (sampled every 2 ms) above the baseline before the table."""
+    base, before, peak, tbytes, obytes = json.loads(_py(_MEMORY.format(n=n), {}))
+    ratio = (peak - base) / tbytes
+    print(f"  input table {tbytes / 2**20:,.0f} MiB; peak RSS above the pre-table baseline "
+          f"{(peak - base) / 2**20:,.0f} MiB = {ratio:.2f}x the table (after building the table: "
+          f"{(before - base) / 2**20:,.0f} MiB)")
+    return {"table_mib": tbytes / 2**20, "peak_mib": (peak - base) / 2**20, "ratio": ratio,
+            "before_mib": (before - base) / 2**20}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N = 2M and fewer runs (smoke test)")
+    ap.add_argument("--no-record", action="store_true", help="do not rewrite benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    n = 2_000_000 if args.quick else 20_000_000
+    runs = 3 if args.quick else 5
+    print(f"W1: N = {n:,} events, median of {runs} runs after a warm-up")
+    table = w1data.make_table(n)
+    ref = w1data.reference(table)
+    if n == 20_000_000:
+        exp = w1data.EXPECTED_20M
+        assert len(ref["key"]) == exp["rows"] and ref["passed"] == exp["passed"], "W1 data drifted"
+    print("throughput (in-memory Arrow table):")
+    tp = throughput(table, n, runs, ref)
+    print("source: Parquet files")
+    pq_eps = parquet_source(table, n, runs, ref)
+    print("fusion gain:")
+    fg = fusion_gain(table, n, runs, ref)
+    print("batching gain:")
+    bg = batching_gain(table, n, max(runs - 2, 3))
+    del table
+    print("start-up (fresh process):")
+    ct = compile_time()
+    print("stateless latency:")
+    lat = latency(3)
+    print("peak memory:")
+    mem = memory(n)
+    if not args.no_record:
+        record(n, runs, tp, pq_eps, fg, bg, ct, lat, mem, quick=args.quick)
+        print(f"recorded in {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+def record(n, runs, tp, pq_eps, fg, bg, ct, lat, mem, quick: bool) -> None:
+    h = tp["HeliosDB"]
+    lines = [
+        "## W1 (issue #2) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "",
+        f"Command: `python -m benchmarks.w1{' --quick' if quick else ''}` (or `make bench`). "
+        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}. N = {n:,}; medians of {runs} runs after a warm-up; "
+        "every engine's output validated against the numpy reference first.",
+        "",
+        "| engine (same run, same in-memory Arrow table) | events/s | HeliosDB / engine |",
+        "|---|---:|---:|",
+    ]
+    for name, eps in tp.items():
+        lines.append(f"| {name} | {eps / 1e6:.2f} M | {h / eps:.2f} |")
+    lines += [
+        "",
+        f"- W1 from 20 zstd Parquet files (HeliosDB): {pq_eps / 1e6:.2f} M events/s.",
+        f"- Fusion gain: fused {fg['fused'] / 1e6:.2f} M/s vs unfused (`HELIOSDB_FUSION=0`) "
+        f"{fg['unfused'] / 1e6:.2f} M/s = {fg['fused'] / fg['unfused']:.2f}x.",
+        "- Batching gain (HeliosDB, events/s by batch size): "
+        + ", ".join(f"{bs // 1024}K: {eps / 1e6:.2f} M" for bs, eps in bg.items())
+        + f"; 256K vs 1K = {bg[262144] / bg[1024]:.1f}x.",
+        f"- Start-up, fresh process, import + compile + first W1 on 10k rows: cold Numba cache "
+        f"{ct['cold']:.2f} s, warm cache {ct['warm']:.2f} s (median of 3), cache disabled {ct['nocache']:.2f} s.",
+        f"- Stateless latency (generate at 100K events/s for 10 s -> filter -> with_columns -> sink, "
+        f"batch_timeout 10 ms), ingest to sink: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms "
+        f"(median of 3 runs; p99 per run {', '.join(f'{x:.2f}' for x in lat['runs'])} ms). Quantiles are the "
+        "upper edge of their histogram bucket (buckets 6% wide), so they err high.",
+        f"- Peak memory of W1: input table {mem['table_mib']:,.0f} MiB; peak RSS above the baseline before "
+        f"the table was built {mem['peak_mib']:,.0f} MiB = {mem['ratio']:.2f}x the table (includes the table "
+        "itself; resident memory sampled every 2 ms during the run).",
+        "",
+    ]
+    block = "\n".join(lines)
+    marker_a, marker_b = "<!-- w1:start -->", "<!-- w1:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nFigures measured on this project's 2-core machine. Each section says the command that reproduces it.\n\n"
+    if marker_a in text:
+        head, rest = text.split(marker_a, 1)
+        tail = rest.split(marker_b, 1)[1]
+        text = head + marker_a + "\n" + block + "\n" + marker_b + tail
+    else:
+        text = text.rstrip() + "\n\n" + marker_a + "\n" + block + "\n" + marker_b + "\n"
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
