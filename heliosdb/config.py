@@ -106,8 +106,10 @@ class StreamingConfig:
     Parameters
     ----------
     parallelism
-        Worker threads for the job's compiled stages; ``None`` means ``os.cpu_count()``.
-        Stages (source, stateless chain, keyed operator) run on their own threads and overlap.
+        Parallel subtasks of each keyed window aggregate (rows reach them through a hash
+        exchange on the key); ``None`` means ``os.cpu_count()``.  Override per operator with
+        ``.set_parallelism(n)``.  The source, the fused stateless stage and each subtask run
+        on threads of their own.
     buffer_size
         Events buffered between two stages; a full channel blocks its producer (backpressure).
         A channel always admits one batch, however large.

@@ -219,10 +219,11 @@ class _Builder:
         src_node = self.source
         src = src_node.params["source"]
         needed = self._needed_after(src_node, None)
-        if needed is not None and hasattr(src, "project"):
-            src.project([c for c in src.schema.names if c in needed])
+        if needed is not None and set(needed) != set(src.schema.names):
+            # Read only what some step uses (a copy: the stream may run again with other sinks).
+            src = src.project([c for c in src.schema.names if c in needed])
         schema = src.schema
-        lines = [f"source [{src_node.name}] {src.describe()}"]
+        lines = [f"source [{src_node.name}] {src.describe()} (thread 1)"]
         kids = self.children.get(id(src_node), [])
         source_children = []
         for k in kids:
@@ -266,18 +267,27 @@ class _Builder:
                 ops.append(WatermarkAssigner(node.name, schema, st.time, st.max_out_of_orderness_ns))
                 wm_time = st.time
             elif kind == "window":
-                if ops:
-                    new = self._new_stage(node)
-                    self.stages[stage].children.append(new)
-                    stage, ops = new, self.stages[new].operators
                 time_col = _window_time(node, wm_time)
-                if time_col != wm_time:
-                    ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
-                    wm_time = time_col
-                op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
-                ops.append(op)
-                self.state_ops.append(op)
-                schema = op.output_schema
+                parallel = node.params.get("parallelism") or self.config.effective_parallelism
+                if parallel > 1:
+                    # Watermarks are assigned before the exchange and broadcast, so every
+                    # subtask sees the same event time whichever keys it holds.
+                    if time_col != wm_time:
+                        ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
+                        wm_time = time_col
+                    stage, schema = self._parallel_window(node, schema, stage, wm_time, parallel)
+                else:
+                    if ops:
+                        new = self._new_stage(node)
+                        self.stages[stage].children.append(new)
+                        stage, ops = new, self.stages[new].operators
+                    if time_col != wm_time:
+                        ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
+                        wm_time = time_col
+                    op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
+                    ops.append(op)
+                    self.state_ops.append(op)
+                    schema = op.output_schema
             elif kind == "map_batches":
                 out_schema = _map_batches_schema(node, schema)
                 ops.append(MapBatchesOperator(node.params["fn"], node.name, out_schema))
@@ -302,11 +312,41 @@ class _Builder:
                 self._lower(k, schema, idx, wm_time)
             return
 
+    def _parallel_window(self, node: Node, schema: pa.Schema, stage: int, wm_time: str,
+                         parallel: int) -> Tuple[int, pa.Schema]:
+        """Hash exchange -> ``parallel`` window subtasks -> a merge stage; returns the merge."""
+        from .operators.exchange import HashPartitioner
+
+        up = self.stages[stage]
+        up.partitioner = HashPartitioner(schema, node.params["keys"], parallel, node.name)
+        merge = None
+        out_schema = schema
+        subtasks = []
+        for i in range(parallel):
+            idx = self._new_stage(node)
+            self.stages[idx].name = f"{node.name}#{i}"
+            op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
+            op.name = f"{node.name}#{i}"
+            self.stages[idx].operators.append(op)
+            self.stages[idx].origin = i
+            self.state_ops.append(op)
+            up.children.append(idx)
+            subtasks.append(idx)
+            out_schema = op.output_schema
+        merge = self._new_stage(node)
+        self.stages[merge].name = f"{node.name}.merge"
+        self.stages[merge].n_inputs = parallel
+        for idx in subtasks:
+            self.stages[idx].children.append(merge)
+        return merge, out_schema
+
     def _describe(self) -> List[str]:
         lines = []
         for i, st in enumerate(self.stages):
             down = ", ".join(self.stages[c].name for c in st.children) or "-"
-            lines.append(f"{st.name} (thread {i + 1}) -> {down}")
+            how = " by hash of " + ", ".join(st.partitioner.keys) if st.partitioner else ""
+            merge = f", merges {st.n_inputs} inputs" if st.n_inputs > 1 else ""
+            lines.append(f"{st.name} (thread {i + 2}{merge}) -> {down}{how}")
             for op in st.operators:
                 lines.append(f"  {op.describe()}")
                 if isinstance(op, FusedOperator):

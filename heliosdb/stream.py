@@ -175,6 +175,23 @@ class Stream:
         strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"))
         return self._then("watermark", strategy=strategy)
 
+    def set_parallelism(self, n: int) -> "Stream":
+        """Run the last step, a keyed window aggregate, as ``n`` parallel subtasks.
+
+        Rows reach the subtasks through a hash exchange on the key columns, so each key lives
+        in exactly one subtask; the result is the same as with ``n = 1``.  The default is
+        ``StreamingConfig(parallelism=)``.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"set_parallelism() takes a positive integer, got {n!r}")
+        if self._node.kind != "window":
+            raise PlanError(
+                f"set_parallelism() applies to a keyed window aggregate; step {self._node.name!r} is "
+                f"a {self._node.kind} step, which runs in its stage's fused kernel"
+            )
+        self._node.params["parallelism"] = n
+        return self
+
     def name(self, name: str) -> "Stream":
         """Name the last step (shown in explain(), metrics and errors)."""
         self._env._rename(self._node, validate_name(name))

@@ -166,3 +166,38 @@ def group_aggregate(keys: List[tuple], values: Dict[str, List], aggs: List[Tuple
                 res[name] = float("nan") if any(v != v for v in vs) else max(vs)
         out[k] = res
     return out
+
+
+_M64 = 2**64 - 1
+
+
+def _mix64(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    h ^= h >> 33
+    return h
+
+
+def _combine64(h: int, v: int) -> int:
+    return _mix64(h ^ ((v + 0x9E3779B97F4A7C15 + ((h << 6) & _M64) + (h >> 2)) & _M64))
+
+
+def key_hash(rows: List[tuple]) -> List[int]:
+    """Reference for the exchange hash: each row a tuple of int / str / None key values."""
+    out = []
+    for row in rows:
+        h = 0
+        for v in row:
+            if v is None:
+                x = 0x5BD1E9955BD1E995
+            elif isinstance(v, str):
+                x = 0xCBF29CE484222325
+                for b in v.encode():
+                    x = ((x ^ b) * 0x100000001B3) & _M64
+            else:
+                x = _mix64(int(v) & _M64)
+            h = _combine64(h, x)
+        out.append(h)
+    return out

@@ -37,6 +37,10 @@ class Source:
     def describe(self) -> str:
         return self.kind
 
+    def project(self, columns: List[str]) -> "Source":
+        """A source that yields only ``columns`` (itself if it cannot prune)."""
+        return self
+
 
 def to_arrow_table(data: Any, what: str = "from_arrow") -> pa.Table:
     """A pyarrow Table from a Table, RecordBatch(es), RecordBatchReader, pandas or polars frame."""
@@ -76,8 +80,11 @@ class ArrowSource(Source):
         b = next(self._batches, None)
         return None if b is None else [(b, time.time_ns())]
 
+    def project(self, columns: List[str]) -> "Source":
+        return ArrowSource(self.table.select(columns))
+
     def describe(self) -> str:
-        return f"arrow table ({self.table.num_rows:,} rows)"
+        return f"arrow table ({self.table.num_rows:,} rows, columns {', '.join(self.schema.names)})"
 
 
 class ParquetSource(Source):
@@ -119,11 +126,15 @@ class ParquetSource(Source):
             try:
                 with self.fs.open(path, "rb") as f:
                     pf = pq.ParquetFile(f)
-                    if pf.schema_arrow.remove_metadata() != self.schema.remove_metadata():
-                        raise SchemaError(
-                            f"from_parquet: file {path!r} has schema {pf.schema_arrow}, but the first "
-                            f"file {self.files[0]!r} has {self.schema}; all files must agree"
-                        )
+                    file_schema = pf.schema_arrow
+                    for field in self.schema:
+                        i = file_schema.get_field_index(field.name)
+                        if i < 0 or file_schema.field(i).type != field.type:
+                            raise SchemaError(
+                                f"from_parquet: file {path!r} has schema {file_schema}, but the first "
+                                f"file {self.files[0]!r} has {field.name!r} as {field.type}; all files "
+                                "must agree"
+                            )
                     yield from pf.iter_batches(batch_size=self.batch_size, columns=self.columns)
             except (SchemaError, DataError):
                 raise
@@ -134,8 +145,17 @@ class ParquetSource(Source):
         b = next(self._it, None)
         return None if b is None else [(b, time.time_ns())]
 
+    def project(self, columns: List[str]) -> "Source":
+        import copy
+
+        out = copy.copy(self)
+        out.columns = list(columns)
+        out.schema = pa.schema([self.schema.field(c) for c in columns])
+        return out
+
     def describe(self) -> str:
-        return f"parquet {self.url!r} ({len(self.files)} files)"
+        cols = "all columns" if self.columns is None else "columns " + ", ".join(self.columns)
+        return f"parquet {self.url!r} ({len(self.files)} files, {cols})"
 
 
 def infer_schema(record: dict) -> pa.Schema:

@@ -17,6 +17,7 @@ from typing import List, Union
 import pyarrow as pa
 
 WATERMARK_MAX = 2**63 - 1
+WATERMARK_MIN = -(2**63)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,11 @@ TIMEOUT = object()
 
 
 class Channel:
-    """A bounded FIFO of (item, rows, ingest_ns) between two stages."""
+    """A bounded FIFO of (item, rows, ingest_ns, origin) between stages.
+
+    ``origin`` tells a stage with several producers (a merge after parallel subtasks) which
+    producer an item came from.
+    """
 
     def __init__(self, capacity: int, name: str):
         self.capacity = capacity
@@ -41,7 +45,7 @@ class Channel:
         """Rows currently queued (channel fill)."""
         return self._rows
 
-    def put(self, item: Any, rows: int = 0, ingest_ns: int = 0) -> None:
+    def put(self, item: Any, rows: int = 0, ingest_ns: int = 0, origin: int = 0) -> None:
         with self._cond:
             if self._rows and self._rows + rows > self.capacity and not self._closed:
                 t0 = time.perf_counter_ns()
@@ -50,13 +54,13 @@ class Channel:
                 self.blocked_ns += time.perf_counter_ns() - t0
             if self._closed:
                 raise ChannelClosed(self.name)
-            self._q.append((item, rows, ingest_ns))
+            self._q.append((item, rows, ingest_ns, origin))
             self._rows += rows
             self.items_put += 1
             self._cond.notify_all()
 
-    def get(self, timeout: Optional[float] = None) -> Tuple[Any, int, int]:
-        """The next (item, rows, ingest_ns); ``(TIMEOUT, 0, 0)`` if none came within ``timeout``."""
+    def get(self, timeout: Optional[float] = None) -> Tuple[Any, int, int, int]:
+        """The next (item, rows, ingest_ns, origin); ``(TIMEOUT, 0, 0, 0)`` after ``timeout``."""
         with self._cond:
             if not self._q and not self._closed:
                 self._cond.wait_for(lambda: self._q or self._closed, timeout)
@@ -67,7 +71,7 @@ class Channel:
                 return entry
             if self._closed:
                 raise ChannelClosed(self.name)
-            return TIMEOUT, 0, 0
+            return TIMEOUT, 0, 0, 0
 
     def close(self) -> None:
         """Wake every waiter; later puts and gets on an empty channel raise ChannelClosed."""

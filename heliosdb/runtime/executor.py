@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics
-from ..operators.base import WATERMARK_MAX, Operator, Watermark
+from ..operators.base import WATERMARK_MAX, WATERMARK_MIN, Operator, Watermark
 from .channel import END, TIMEOUT, Channel, ChannelClosed
 
 log = logging.getLogger("heliosdb.runtime")
@@ -28,11 +28,20 @@ _IDLE_POLL_S = 0.05
 
 @dataclass
 class PhysicalStage:
-    """Operators run on one thread, in order; their output goes to the ``children`` stages."""
+    """Operators run on one thread, in order; their output goes to the ``children`` stages.
+
+    With a ``partitioner`` the output is split by key hash, part ``i`` to ``children[i]`` (the
+    parallel subtasks of a keyed operator), and watermarks go to all.  ``n_inputs`` is the
+    number of producers feeding this stage (a merge after parallel subtasks); ``origin`` is this
+    stage's position among its children's producers.
+    """
 
     name: str
     operators: List[Operator]
     children: List[int] = field(default_factory=list)
+    partitioner: Optional[object] = None
+    n_inputs: int = 1
+    origin: int = 0
 
 
 @dataclass
@@ -43,6 +52,7 @@ class PhysicalPlan:
     stages: List[PhysicalStage]
     batch_size: int
     batch_timeout_ns: int
+    source_partitioner: Optional[object] = None
 
 
 @dataclass
@@ -192,33 +202,57 @@ class Job:
             self._fail(step, exc)
 
     # -- stages ------------------------------------------------------------------------------
-    def _emit(self, children: List[int], items: list, ingest_ns: int) -> None:
+    def _emit(self, children: List[int], items: list, ingest_ns: int, partitioner=None,
+              origin: int = 0) -> None:
         for it in items:
-            rows = 0 if isinstance(it, Watermark) else it.num_rows
-            for c in children:
-                self.inputs[c].put(it, rows, ingest_ns)
+            if isinstance(it, Watermark):
+                for c in children:
+                    self.inputs[c].put(it, 0, ingest_ns, origin)
+            elif partitioner is not None:
+                for part, piece in partitioner.split(it):
+                    self.inputs[children[part]].put(piece, piece.num_rows, ingest_ns, origin)
+            else:
+                for c in children:
+                    self.inputs[c].put(it, it.num_rows, ingest_ns, origin)
+
+    def _end(self, children: List[int], origin: int) -> None:
+        for c in children:
+            self.inputs[c].put(END, 0, 0, origin)
 
     def _run_stage(self, index: int) -> None:
         stage = self.plan.stages[index]
         chain = _Chain(stage.operators, self.metrics, self.slow_ns)
         inbox = self.inputs[index]
         is_sink = not stage.children
+        # A merge stage forwards the smallest watermark of its inputs, and ends when all have.
+        marks = [WATERMARK_MIN] * stage.n_inputs
+        current = WATERMARK_MIN
+        open_inputs = stage.n_inputs
         while True:
-            item, rows, ingest = inbox.get()
+            item, rows, ingest, origin = inbox.get()
             if item is END:
+                open_inputs -= 1
+                if open_inputs:
+                    continue
                 break
+            if stage.n_inputs > 1 and isinstance(item, Watermark):
+                marks[origin] = max(marks[origin], item.t)
+                low = min(marks)
+                if low <= current:
+                    continue
+                current = low
+                item = Watermark(low)
             out = chain.push(item)
             if is_sink:
                 if rows:
                     lat = time.time_ns() - ingest
                     self.metrics.latency.add(max(lat, 0), rows)
                 continue
-            self._emit(stage.children, out, ingest)
+            self._emit(stage.children, out, ingest, stage.partitioner, stage.origin)
         out = chain.close()
         if stage.children:
-            self._emit(stage.children, out, time.time_ns())
-            for c in stage.children:
-                self.inputs[c].put(END)
+            self._emit(stage.children, out, time.time_ns(), stage.partitioner, stage.origin)
+            self._end(stage.children, stage.origin)
 
     def _run_source(self) -> None:
         plan = self.plan
@@ -241,7 +275,7 @@ class Job:
             if not rows:
                 first_ingest = 0
             self.metrics.events_in += out.num_rows
-            self._emit(plan.source_children, chain.push(out), ingest)
+            self._emit(plan.source_children, chain.push(out), ingest, plan.source_partitioner)
 
         src.open(size)
         try:
@@ -271,9 +305,9 @@ class Job:
         finally:
             src.close()
         if exhausted or self._drain:
-            self._emit(plan.source_children, chain.push(Watermark(WATERMARK_MAX)), time.time_ns())
-        for c in plan.source_children:
-            self.inputs[c].put(END)
+            self._emit(plan.source_children, chain.push(Watermark(WATERMARK_MAX)), time.time_ns(),
+                       plan.source_partitioner)
+        self._end(plan.source_children, 0)
 
 
 class JobHandle:
