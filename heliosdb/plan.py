@@ -66,12 +66,15 @@ def _chain(node: Node) -> List[Node]:
 def output_schema(node: Node) -> pa.Schema:
     """The schema of ``node``'s output, typing every step on the way (raises on errors)."""
     schema: Optional[pa.Schema] = None
+    wm_time: Optional[str] = None
     for n in _chain(node):
-        schema = _node_schema(n, schema)
+        schema = _node_schema(n, schema, wm_time)
+        if n.kind == "watermark":
+            wm_time = n.params["strategy"].time
     return schema
 
 
-def _node_schema(n: Node, schema: Optional[pa.Schema]) -> pa.Schema:
+def _node_schema(n: Node, schema: Optional[pa.Schema], wm_time: Optional[str]) -> pa.Schema:
     if n.kind == "source":
         return n.params["source"].schema
     if n.kind in FUSABLE:
@@ -81,7 +84,7 @@ def _node_schema(n: Node, schema: Optional[pa.Schema]) -> pa.Schema:
     if n.kind == "map_batches":
         return _map_batches_schema(n, schema)
     if n.kind == "window":
-        return _window_op(n, schema, None, 2**62).output_schema
+        return _window_op(n, schema, wm_time, 2**62).output_schema
     if n.kind == "watermark":
         WatermarkAssigner(n.name, schema, n.params["strategy"].time, 0)
     return schema
@@ -218,6 +221,9 @@ class _Builder:
     def build(self) -> Tuple[PhysicalPlan, List[str]]:
         src_node = self.source
         src = src_node.params["source"]
+        for sink in self.sinks:
+            # Type every step against the full source schema first, so errors list real columns.
+            output_schema(sink)
         needed = self._needed_after(src_node, None)
         if needed is not None and set(needed) != set(src.schema.names):
             # Read only what some step uses (a copy: the stream may run again with other sinks).
@@ -235,6 +241,7 @@ class _Builder:
             source=src, source_operators=[], source_children=source_children, stages=self.stages,
             batch_size=src_node.batch_size or cfg.batch_size,
             batch_timeout_ns=src_node.batch_timeout_ns or cfg.batch_timeout_ns,
+            source_name=src_node.name,
         )
         return plan, lines + self._describe()
 

@@ -295,6 +295,14 @@ def count_rows(const int64_t[::1] gids, int64_t[::1] counts):
             counts[gids[i]] += 1
 
 
+def count_valid(const int64_t[::1] gids, const uint8_t[::1] valid, int64_t[::1] counts):
+    """``counts[g] += valid[i]``: per-group count of non-null values."""
+    cdef int64_t i, n = gids.shape[0]
+    with nogil:
+        for i in range(n):
+            counts[gids[i]] += valid[i]
+
+
 def update_f64(const int64_t[::1] gids, const double[::1] values, valid,
                int64_t[::1] nn, int64_t[::1] nan, double[::1] sum_, double[::1] mn, double[::1] mx):
     """Fold float64 values into per-group non-null count, NaN count, sum, min and max.

@@ -201,3 +201,19 @@ def key_hash(rows: List[tuple]) -> List[int]:
             h = _combine64(h, x)
         out.append(h)
     return out
+
+
+def watermark_splits(ts: np.ndarray, factor: int, bound: int, max_seen: int, emitted: int):
+    """Reference for :func:`heliosdb.kernels.window.watermark_splits` (Python integers)."""
+    cuts, marks = [], []
+    lo, hi = -INT64_MAX, INT64_MAX
+    for i, t in enumerate(ts.tolist()):
+        t = min(max(t * factor, lo), hi)
+        if max_seen > -INT64_MAX - 1:
+            implied = max_seen - bound
+            if t < implied and implied > emitted:
+                cuts.append(i)
+                marks.append(implied)
+                emitted = implied
+        max_seen = max(max_seen, t)
+    return cuts, marks, max_seen

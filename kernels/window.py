@@ -109,3 +109,39 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
         cur_end = s + size_ns
     bounds[k] = n
     return bounds, starts, k, -1
+
+
+@jit
+def watermark_splits(ts, factor, bound, max_seen, emitted):
+    """Where a batch must be cut so lateness does not depend on micro-batch boundaries.
+
+    Row ``i`` is behind the watermark its predecessors imply (largest time before it minus
+    ``bound``) when its time is smaller than that; such a row needs that watermark delivered
+    before it.  Returns ``(cuts, marks, k, max_seen)``: cut the batch before rows ``cuts[:k]``
+    and emit watermarks ``marks[:k]`` there.  ``max_seen`` (ns) and ``emitted`` (the last
+    watermark sent) carry over between batches.  Ordered input, or input disordered less than
+    ``bound``, never needs a cut.
+    """
+    n = ts.shape[0]
+    cuts = np.empty(n, dtype=np.int64)
+    marks = np.empty(n, dtype=np.int64)
+    k = 0
+    limit = INT64_MAX // factor
+    for i in range(n):
+        t = ts[i]
+        if t > limit:
+            t = INT64_MAX
+        elif t < -limit:
+            t = INT64_MIN + 1
+        else:
+            t = t * factor
+        if max_seen > INT64_MIN:
+            implied = max_seen - bound
+            if t < implied and implied > emitted:
+                cuts[k] = i
+                marks[k] = implied
+                k += 1
+                emitted = implied
+        if t > max_seen:
+            max_seen = t
+    return cuts, marks, k, max_seen

@@ -179,6 +179,7 @@ class IterableSource(Source):
         self._schema = schema
         self._first: List[dict] = []
         self._iter: Optional[Iterator[dict]] = None
+        self._consumed = False
 
     @property
     def schema(self) -> pa.Schema:  # type: ignore[override]
@@ -194,8 +195,15 @@ class IterableSource(Source):
     def open(self, batch_size: int) -> None:
         super().open(batch_size)
         schema = self.schema
-        if self._iter is None:
+        if self._iter is None or self._consumed:
+            if self._consumed and iter(self._records) is self._records:
+                raise ConfigError(
+                    "from_iterable: this source wraps a one-shot iterator (e.g. a generator) that an "
+                    "earlier run consumed; pass a list, or create the source again for each run"
+                )
             self._iter = iter(self._records)
+            self._first = []
+        self._consumed = True
         self._rows: List[dict] = list(self._first)
         self._first_ns = time.time_ns() if self._rows else 0
         self._done = False
@@ -245,12 +253,16 @@ class IterableSource(Source):
         return [(self._to_batch(rows, start), ingest)]
 
     def _to_batch(self, rows: List[dict], start: int) -> pa.RecordBatch:
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise DataError(
+                    f"from_iterable: record {start + i} is a {type(r).__name__}, not a dict; every "
+                    "record must be a dict of field name -> value"
+                )
         try:
             return pa.RecordBatch.from_pylist(rows, schema=self._schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
             for i, r in enumerate(rows):
-                if not isinstance(r, dict):
-                    raise DataError(f"from_iterable: record {start + i} is a {type(r).__name__}, not a dict") from exc
                 for f in self._schema:
                     try:
                         pa.array([r.get(f.name)], type=f.type)

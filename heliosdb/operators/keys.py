@@ -85,8 +85,13 @@ class KeyEncoder:
                     code = mapping[s] = len(values)
                     values.append(s)
                 ids[i] = code
-            idx = enc.indices.fill_null(0).to_numpy(zero_copy_only=False)
-            return ids[idx] if len(ids) else np.zeros(len(arr), dtype=np.int64)
+            if not len(ids):
+                return np.zeros(len(arr), dtype=np.int64)
+            codes = ids[enc.indices.fill_null(0).to_numpy(zero_copy_only=False)]
+            if arr.null_count:
+                # A null's code must not depend on the batch (the null word marks it as null).
+                codes[arr.is_null().to_numpy(zero_copy_only=False)] = 0
+            return codes
         if kind == "float":
             v = arr.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False) + 0.0
             v = np.where(np.isnan(v), np.nan, v)

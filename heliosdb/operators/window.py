@@ -19,7 +19,7 @@ import pyarrow.types as pat
 from ..errors import DataError, HeliosError
 from ..expr import AggSpec
 from ..kernels import _hashagg
-from ..kernels.window import max_time, tumbling_runs, tumbling_starts
+from ..kernels.window import tumbling_runs, tumbling_starts, watermark_splits
 from ..windows import TumblingWindow, time_factor
 from .base import Item, Operator, Watermark
 from .keys import KeyEncoder
@@ -33,11 +33,17 @@ MAX_RUNS = 64
 
 
 class _ColumnStats:
-    """Per-group non-null count, sum, min, max (and NaN count for floats) of one column."""
+    """Per-group non-null count, sum, min, max (and NaN count for floats) of one column.
+
+    ``kind`` is "float", "int", or "count" for a column only counted (any type: only its
+    non-null count is kept).
+    """
 
     FIELDS = ("nn", "nan", "sum", "min", "max")
 
-    def __init__(self, is_float: bool, capacity: int):
+    def __init__(self, kind: str, capacity: int):
+        self.kind = kind
+        is_float = kind == "float"
         self.is_float = is_float
         dt = np.float64 if is_float else np.int64
         self.nn = np.zeros(capacity, np.int64)
@@ -55,8 +61,13 @@ class _ColumnStats:
             new[: len(old)] = old
             setattr(self, a, new)
 
-    def update(self, gids: np.ndarray, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
-        if self.is_float:
+    def update(self, gids: np.ndarray, values: Optional[np.ndarray], valid: Optional[np.ndarray]) -> None:
+        if self.kind == "count":
+            if valid is None:
+                _hashagg.count_rows(gids, self.nn)
+            else:
+                _hashagg.count_valid(gids, valid, self.nn)
+        elif self.is_float:
             _hashagg.update_f64(gids, values, valid, self.nn, self.nan, self.sum, self.min, self.max)
         else:
             _hashagg.update_i64(gids, values, valid, self.nn, self.sum, self.min, self.max)
@@ -91,11 +102,11 @@ class _ColumnStats:
 class _WindowState:
     """The groups of one window: key codes -> group id, and their accumulators."""
 
-    def __init__(self, width: int, stat_floats: Dict[str, bool], count_rows: bool, capacity: int):
+    def __init__(self, width: int, stat_kinds: Dict[str, str], count_rows: bool, capacity: int):
         self.table = _hashagg.GroupTable(width, capacity)
         self.capacity = capacity
         self.counts = np.zeros(capacity, np.int64) if count_rows else None
-        self.stats = {c: _ColumnStats(f, capacity) for c, f in stat_floats.items()}
+        self.stats = {c: _ColumnStats(k, capacity) for c, k in stat_kinds.items()}
 
     def add(self, cols: List[np.ndarray], values: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]],
             gids: np.ndarray) -> None:
@@ -123,12 +134,17 @@ class _WindowState:
         return n + sum(st.nbytes() for st in self.stats.values())
 
 
-def _values(arr: pa.Array, is_float: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def _values(arr: pa.Array, kind: str) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(values as float64/int64, validity as uint8 or None); only validity for "count"."""
     valid = None
     if arr.null_count:
         valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
+        if kind == "count":
+            return None, valid
         arr = arr.fill_null(0)
-    dt = np.float64 if is_float else np.int64
+    if kind == "count":
+        return None, None
+    dt = np.float64 if kind == "float" else np.int64
     return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=dt), valid
 
 
@@ -152,14 +168,19 @@ class TumblingWindowAggregate(Operator):
         out_fields = [pa.field("window_start", WINDOW_TYPE, nullable=False),
                       pa.field("window_end", WINDOW_TYPE, nullable=False)]
         out_fields += [schema.field(k) for k in keys]
-        self.stat_floats: Dict[str, bool] = {}
+        self.stat_kinds: Dict[str, str] = {}
         self.count_rows = any(a.kind == "count" and a.column is None for _, a in aggs)
         for out_name, agg in aggs:
             out_fields.append(pa.field(out_name, agg.output_type(schema, name)))
-            if agg.column is not None and agg.column not in self.stat_floats:
-                self.stat_floats[agg.column] = pat.is_floating(schema.field(agg.column).type)
+            if agg.column is not None:
+                t = schema.field(agg.column).type
+                kind = "float" if pat.is_floating(t) else "int" if pat.is_integer(t) else "count"
+                if agg.kind == "count" and self.stat_kinds.get(agg.column) in (None, "count"):
+                    kind = "count"      # only counted so far: keep just the non-null count
+                if self.stat_kinds.get(agg.column) in (None, "count"):
+                    self.stat_kinds[agg.column] = kind
         self.output_schema = pa.schema(out_fields)
-        self._stat_idx = {c: schema.get_field_index(c) for c in self.stat_floats}
+        self._stat_idx = {c: schema.get_field_index(c) for c in self.stat_kinds}
         self.width = self.encoder.width
         self.nulls = False                       # whether key tuples carry a null word
         self.windows: Dict[int, _WindowState] = {}
@@ -212,7 +233,7 @@ class TumblingWindowAggregate(Operator):
         cols = codes
         if self.nulls:
             cols = codes + [nullword if nullword is not None else np.zeros(n, np.int64)]
-        values = {c: _values(batch.column(i), self.stat_floats[c]) for c, i in self._stat_idx.items()}
+        values = {c: _values(batch.column(i), self.stat_kinds[c]) for c, i in self._stat_idx.items()}
         if len(self._gids) < n:
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
         for r in range(k):
@@ -225,9 +246,10 @@ class TumblingWindowAggregate(Operator):
             state = self.windows.get(start)
             if state is None:
                 state = self.windows[start] = _WindowState(
-                    len(cols), self.stat_floats, self.count_rows, self._capacity_hint)
+                    len(cols), self.stat_kinds, self.count_rows, self._capacity_hint)
             state.add([c[b0:b1] for c in cols],
-                      {c: (v[b0:b1], None if ok is None else ok[b0:b1]) for c, (v, ok) in values.items()},
+                      {c: (None if v is None else v[b0:b1], None if ok is None else ok[b0:b1])
+                       for c, (v, ok) in values.items()},
                       self._gids[: b1 - b0])
         self._check_memory()
         return []
@@ -286,7 +308,13 @@ class TumblingWindowAggregate(Operator):
 
 
 class WatermarkAssigner(Operator):
-    """Emits ``Watermark(max event time seen - max_out_of_orderness)`` after each batch."""
+    """Emits ``Watermark(max event time seen - max_out_of_orderness)`` after each batch.
+
+    A row that is behind the watermark implied by the rows before it gets that watermark
+    delivered first (the batch is cut there), so whether an event is late depends only on the
+    order of events, never on where micro-batches were cut: replaying history and following a
+    live source give the same results.
+    """
 
     kind = "watermark"
 
@@ -297,18 +325,34 @@ class WatermarkAssigner(Operator):
         self.idx = schema.get_field_index(time)
         self.is_ts = pat.is_timestamp(schema.field(time).type)
         self.bound = max_out_of_orderness_ns
-        self.current = _I64_MIN
+        self.current = _I64_MIN           # last watermark emitted
+        self.max_seen = _I64_MIN          # largest event time seen (ns)
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         col = batch.column(self.idx)
         if col.null_count:
-            col = col.drop_null()
+            row = int(col.is_null().to_numpy(zero_copy_only=False).argmax())
+            raise DataError(
+                f"step {self.name!r}: time column {self.time!r} is null at row {row} of a batch; "
+                "every event needs an event time (filter nulls out first)"
+            )
         ts = (col.view(pa.int64()) if self.is_ts else col).to_numpy(zero_copy_only=False)
-        m = int(max_time(ts, self.factor))
-        if m != _I64_MIN and m - self.bound > self.current:
-            self.current = m - self.bound
-            return [batch, Watermark(self.current)]
-        return [batch]
+        cuts, marks, k, self.max_seen = watermark_splits(ts, self.factor, self.bound,
+                                                         self.max_seen, self.current)
+        out: List[Item] = []
+        start = 0
+        for j in range(k):
+            cut, mark = int(cuts[j]), int(marks[j])
+            if cut > start:
+                out.append(batch.slice(start, cut - start))
+            out.append(Watermark(mark))
+            self.current = mark
+            start = cut
+        out.append(batch.slice(start) if start else batch)
+        if self.max_seen != _I64_MIN and self.max_seen - self.bound > self.current:
+            self.current = self.max_seen - self.bound
+            out.append(Watermark(self.current))
+        return out
 
     def on_watermark(self, t: int) -> List[Item]:
         # An upstream watermark (e.g. end of input) only ever moves ours forward.

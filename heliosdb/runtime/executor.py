@@ -53,6 +53,7 @@ class PhysicalPlan:
     batch_size: int
     batch_timeout_ns: int
     source_partitioner: Optional[object] = None
+    source_name: str = "source"
 
 
 @dataclass
@@ -80,6 +81,15 @@ def _concat(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
+class StepFailed(Exception):
+    """Carries the name of the step whose code raised, and the original exception."""
+
+    def __init__(self, step: str, error: BaseException):
+        super().__init__(step, error)
+        self.step = step
+        self.error = error
+
+
 class _Chain:
     """Operators of one stage, called directly one after another."""
 
@@ -95,12 +105,17 @@ class _Chain:
             out: list = []
             for it in items:
                 t0 = time.perf_counter_ns()
-                if isinstance(it, Watermark):
-                    res = op.on_watermark(it.t)
-                else:
-                    st.rows_in += it.num_rows
-                    st.batches += 1
-                    res = op.process_batch(it)
+                try:
+                    if isinstance(it, Watermark):
+                        res = op.on_watermark(it.t)
+                    else:
+                        st.rows_in += it.num_rows
+                        st.batches += 1
+                        res = op.process_batch(it)
+                except HeliosError:
+                    raise
+                except Exception as exc:
+                    raise StepFailed(op.name, exc) from exc
                 dt = time.perf_counter_ns() - t0
                 st.busy_ns += dt
                 if dt > self.slow_ns:
@@ -118,7 +133,13 @@ class _Chain:
         """End of input: close each operator and push what it flushes through the rest."""
         out: list = []
         for i, op in enumerate(self.ops):
-            for r in op.close():
+            try:
+                flushed = op.close()
+            except HeliosError:
+                raise
+            except Exception as exc:
+                raise StepFailed(op.name, exc) from exc
+            for r in flushed:
                 out.extend(self.push(r, i + 1))
         return out
 
@@ -147,7 +168,7 @@ class Job:
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
         self.metrics.started = time.perf_counter()
-        t = threading.Thread(target=self._guard, args=("source", self._run_source),
+        t = threading.Thread(target=self._guard, args=(self.plan.source_name, self._run_source),
                              name=f"{self.name}:source", daemon=True)
         self._threads.append(t)
         for i, st in enumerate(self.plan.stages):
@@ -198,6 +219,8 @@ class Job:
             fn(*args)
         except ChannelClosed:
             pass
+        except StepFailed as exc:
+            self._fail(exc.step, exc.error)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
             self._fail(step, exc)
 
