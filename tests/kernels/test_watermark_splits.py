@@ -1,0 +1,66 @@
+"""watermark_splits (Numba) against its plain reference, and what it guarantees."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from heliosdb.kernels import reference as ref
+from heliosdb.kernels.window import watermark_splits
+
+I64_MIN = -(2**63)
+
+times = st.lists(st.integers(-10**6, 10**6), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ts=times, bound=st.integers(0, 5000), factor=st.sampled_from([1, 1_000_000]))
+def test_cuts_match_reference(ts, bound, factor):
+    arr = np.array(ts, dtype=np.int64)
+    cuts, marks, k, seen = watermark_splits(arr, factor, bound, I64_MIN, I64_MIN)
+    rcuts, rmarks, rseen = ref.watermark_splits(arr, factor, bound, I64_MIN, I64_MIN)
+    assert cuts[:k].tolist() == rcuts
+    assert marks[:k].tolist() == rmarks
+    assert seen == rseen
+
+
+@settings(max_examples=200, deadline=None)
+@given(ts=times, bound=st.integers(0, 5000), split=st.integers(0, 60))
+def test_state_carries_over_between_batches(ts, bound, split):
+    # Cutting the input into two batches must give the same cut positions and watermarks.
+    arr = np.array(ts, dtype=np.int64)
+    whole = ref.watermark_splits(arr, 1, bound, I64_MIN, I64_MIN)
+    a, b = arr[:split], arr[split:]
+    c1, m1, k1, seen = watermark_splits(a, 1, bound, I64_MIN, I64_MIN)
+    emitted = I64_MIN
+    if k1:
+        emitted = int(m1[k1 - 1])
+    if seen != I64_MIN and seen - bound > emitted:
+        emitted = seen - bound          # the watermark sent after the first batch
+    c2, m2, k2, _ = watermark_splits(b, 1, bound, seen, emitted)
+    cuts = c1[:k1].tolist() + [len(a) + int(c) for c in c2[:k2]]
+    # A cut at the batch boundary is implied by the end-of-batch watermark: drop it from whole.
+    expected = [c for c, m in zip(whole[0], whole[1]) if not (c == len(a) and m <= emitted)]
+    assert cuts == expected
+
+
+def test_ordered_input_never_needs_a_cut():
+    ts = np.arange(0, 100_000, 7, dtype=np.int64)
+    _, _, k, seen = watermark_splits(ts, 1_000_000, 0, I64_MIN, I64_MIN)
+    assert k == 0 and seen == ts[-1] * 1_000_000
+
+
+def test_disorder_within_the_bound_needs_no_cut():
+    ts = np.array([100, 90, 120, 111, 130], dtype=np.int64)   # at most 10 behind the max so far
+    _, _, k, _ = watermark_splits(ts, 1, 10, I64_MIN, I64_MIN)
+    assert k == 0
+
+
+def test_row_behind_the_implied_watermark_gets_it_first():
+    # 5000 then 100 with bound 1000: the watermark 4000 must precede row 1.
+    cuts, marks, k, _ = watermark_splits(np.array([5000, 100, 5100], np.int64), 1, 1000, I64_MIN, I64_MIN)
+    assert (cuts[:k].tolist(), marks[:k].tolist()) == ([1], [4000])
+
+
+def test_extreme_times_saturate_instead_of_overflowing():
+    ts = np.array([2**62, -(2**62), 5], dtype=np.int64)
+    cuts, marks, k, seen = watermark_splits(ts, 1_000_000, 0, I64_MIN, I64_MIN)
+    rcuts, rmarks, rseen = ref.watermark_splits(ts, 1_000_000, 0, I64_MIN, I64_MIN)
+    assert (cuts[:k].tolist(), marks[:k].tolist(), seen) == (rcuts, rmarks, rseen)
