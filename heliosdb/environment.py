@@ -58,17 +58,33 @@ class StreamEnvironment:
         return self._source(_src.ArrowSource(_src.to_arrow_table(data)), "from_arrow")
 
     def from_pandas(self, df: Any) -> Stream:
-        """Replay a pandas DataFrame (same as ``from_arrow``)."""
+        """Replay a pandas DataFrame (same as ``from_arrow``).
+
+        >>> import heliosdb as hdb, pandas as pd
+        >>> hdb.StreamEnvironment().from_pandas(pd.DataFrame({"a": [1, 2]})).collect().num_rows
+        2
+        """
         return self._source(_src.ArrowSource(_src.to_arrow_table(df, "from_pandas")), "from_pandas")
 
     def from_polars(self, df: Any) -> Stream:
-        """Replay a polars DataFrame (same as ``from_arrow``)."""
+        """Replay a polars DataFrame (same as ``from_arrow``).
+
+        >>> import heliosdb as hdb, polars as pl
+        >>> hdb.StreamEnvironment().from_polars(pl.DataFrame({"a": [1, 2]})).collect().num_rows
+        2
+        """
         return self._source(_src.ArrowSource(_src.to_arrow_table(df, "from_polars")), "from_polars")
 
     def from_parquet(self, url: str, storage_options: Optional[dict] = None) -> Stream:
         """Read Parquet files: a path, folder, glob, or any fsspec URL (``s3://``, ``memory://``).
 
         Files are read in name order; only the columns the pipeline uses are read.
+
+        >>> import heliosdb as hdb, pyarrow as pa, pyarrow.parquet as pq, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> pq.write_table(pa.table({"a": [1, 2, 3]}), f"{folder}/part-0.parquet")
+        >>> hdb.StreamEnvironment().from_parquet(folder + "/*.parquet").collect().num_rows
+        3
         """
         return self._source(_src.ParquetSource(url, storage_options), "from_parquet")
 
@@ -129,19 +145,41 @@ class StreamEnvironment:
 
         Returns a :class:`JobResult` with the job's metrics.  An error in any step stops the
         job and is raised here (a ``HeliosError`` as it is, anything else as ExecutionError).
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> env.execute(name="doc-execute").metrics["streaming_events_processed_total"]
+        1000
         """
         job = self._job(list(self._sinks), name)
         job.start()
         return job.wait()
 
     def execute_async(self, name: str = "job") -> JobHandle:
-        """Start every sink's pipeline and return at once with a :class:`JobHandle`."""
+        """Start every sink's pipeline and return at once with a :class:`JobHandle`.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(rate=1000).sink(hdb.sinks.memory())    # unbounded
+        >>> handle = env.execute_async(name="doc-async-stop")
+        >>> handle.stop()
+        >>> handle.wait().name
+        'doc-async-stop'
+        """
         job = self._job(list(self._sinks), name)
         job.start()
         return JobHandle(job)
 
     def explain(self):
-        """The physical plan of ``execute()``: stages, fused kernels, operators."""
+        """The physical plan of ``execute()``: stages, fused kernels, operators.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.from_iterable([{"x": 1}]).filter(hdb.col("x") > 0).sink(hdb.sinks.console())
+        >>> print(env.explain())  # doctest: +ELLIPSIS
+        batch_size=65,536 ...
+        """
         from .plan import explain_nodes
 
         if not self._sinks:

@@ -82,7 +82,15 @@ class Stream:
 
     # -- source options ------------------------------------------------------------------------
     def with_batch_size(self, n: int) -> "Stream":
-        """Cut the source's micro-batches at ``n`` rows (sources only)."""
+        """Cut the source's micro-batches at ``n`` rows (sources only).
+
+        >>> import heliosdb as hdb
+        >>> sizes = []
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=10).with_batch_size(4).inspect(lambda b: sizes.append(b.num_rows)).collect()
+        >>> sizes
+        [4, 4, 2]
+        """
         self._require_source("with_batch_size")
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"with_batch_size() takes a positive integer, got {n!r}")
@@ -90,7 +98,14 @@ class Stream:
         return Stream(self._env, node)
 
     def with_batch_timeout(self, timeout: Duration) -> "Stream":
-        """Emit a partial micro-batch once its first row has waited ``timeout`` (sources only)."""
+        """Emit a partial micro-batch once its first row has waited ``timeout`` (sources only).
+
+        >>> import heliosdb as hdb
+        >>> from datetime import timedelta
+        >>> s = hdb.StreamEnvironment().from_iterable([{"x": 1}]).with_batch_timeout(timedelta(milliseconds=5))
+        >>> s.collect().num_rows
+        1
+        """
         self._require_source("with_batch_timeout")
         ns = to_nanos(timeout, "with_batch_timeout()")
         if ns <= 0:
@@ -161,7 +176,14 @@ class Stream:
         return self._then("map_batches", fn=fn, schema=schema)
 
     def inspect(self, fn: Callable[[pa.RecordBatch], None]) -> "Stream":
-        """Call ``fn(batch)`` for each batch (to log or debug) and pass the batch on unchanged."""
+        """Call ``fn(batch)`` for each batch (to log or debug) and pass the batch on unchanged.
+
+        >>> import heliosdb as hdb
+        >>> seen = []
+        >>> _ = hdb.StreamEnvironment().from_iterable([{"x": 1}]).inspect(lambda b: seen.append(b.num_rows)).collect()
+        >>> seen
+        [1]
+        """
         if not callable(fn):
             raise PlanError(f"inspect() takes a function of a RecordBatch, got {fn!r}")
         return self._then("inspect", fn=fn)
@@ -170,7 +192,18 @@ class Stream:
         """Declare event time: ``time`` column, and how late (out of order) events may arrive.
 
         The watermark is the largest event time seen minus ``max_out_of_orderness``; a window
-        closes (and is emitted) when the watermark passes its end.
+        closes (and is emitted) when the watermark passes its end.  An event is late when its
+        window has closed by the watermark its predecessors imply; this depends only on the
+        order of events, never on how they were cut into micro-batches.
+
+        >>> import heliosdb as hdb
+        >>> from datetime import timedelta
+        >>> rows = [{"ts": 1500, "k": 1}, {"ts": 900, "k": 1}]     # 900 is 0.6 s out of order
+        >>> (hdb.StreamEnvironment().from_iterable(rows)
+        ...  .with_watermark(time="ts", max_out_of_orderness=timedelta(seconds=1))
+        ...  .key_by("k").window(hdb.TumblingWindow.of(1)).aggregate(n=hdb.count())
+        ...  .collect()["n"].to_pylist())
+        [1, 1]
         """
         strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"))
         return self._then("watermark", strategy=strategy)
@@ -193,13 +226,24 @@ class Stream:
         return self
 
     def name(self, name: str) -> "Stream":
-        """Name the last step (shown in explain(), metrics and errors)."""
+        """Name the last step (shown in explain(), metrics and errors).
+
+        >>> import heliosdb as hdb
+        >>> s = hdb.StreamEnvironment().from_iterable([{"x": 1}]).filter(hdb.col("x") > 0).name("positive")
+        >>> "positive" in str(s.explain())
+        True
+        """
         self._env._rename(self._node, validate_name(name))
         return self
 
     # -- keyed -------------------------------------------------------------------------------
     def key_by(self, *columns: str) -> "KeyedStream":
-        """Partition the stream by the values of ``columns`` (ints, strings, floats, times)."""
+        """Partition the stream by the values of ``columns`` (ints, strings, floats, times).
+
+        >>> import heliosdb as hdb
+        >>> hdb.StreamEnvironment().from_iterable([{"user": "a", "ts": 0}]).key_by("user").keys
+        ['user']
+        """
         if not columns or not all(isinstance(c, str) for c in columns):
             raise PlanError(f"key_by() takes one or more column names, got {columns!r}")
         if len(set(columns)) != len(columns):
@@ -208,7 +252,15 @@ class Stream:
 
     # -- sinks and running ---------------------------------------------------------------------
     def sink(self, spec) -> "Stream":
-        """Send this stream to a sink (``hdb.sinks.*``); run it with ``env.execute()``."""
+        """Send this stream to a sink (``hdb.sinks.*``); run it with ``env.execute()``.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> out = hdb.sinks.memory()
+        >>> _ = env.from_iterable([{"x": 1}]).sink(out)
+        >>> env.execute(name="doc-sink").metrics["events_out"] >= 0, out.to_table().num_rows
+        (True, 1)
+        """
         from .connectors.sinks import SinkSpec
 
         if not isinstance(spec, SinkSpec):
@@ -218,7 +270,12 @@ class Stream:
         return Stream(self._env, node)
 
     def collect(self) -> pa.Table:
-        """Run the pipeline over a bounded source and return the result as a pyarrow Table."""
+        """Run the pipeline over a bounded source and return the result as a pyarrow Table.
+
+        >>> import heliosdb as hdb
+        >>> hdb.StreamEnvironment().generate(count=10).collect().num_rows
+        10
+        """
         from .connectors.sinks import MemorySink
 
         out = MemorySink()
@@ -227,17 +284,35 @@ class Stream:
         return out.to_table()
 
     def to_pandas(self):
-        """``collect()`` as a pandas DataFrame."""
+        """``collect()`` as a pandas DataFrame.
+
+        >>> import heliosdb as hdb
+        >>> hdb.StreamEnvironment().from_iterable([{"x": 1}]).to_pandas().shape
+        (1, 1)
+        """
         return self.collect().to_pandas()
 
     def to_polars(self):
-        """``collect()`` as a polars DataFrame."""
+        """``collect()`` as a polars DataFrame.
+
+        >>> import heliosdb as hdb
+        >>> hdb.StreamEnvironment().from_iterable([{"x": 1}]).to_polars().shape
+        (1, 1)
+        """
         import polars as pl
 
         return pl.from_arrow(self.collect())
 
     def explain(self) -> "Plan":
-        """The physical plan this stream would run: stages, fused kernels, operators."""
+        """The physical plan this stream would run: stages, fused kernels, operators.
+
+        >>> import heliosdb as hdb
+        >>> from heliosdb import col
+        >>> s = (hdb.StreamEnvironment().from_iterable([{"v": 1.0}])
+        ...      .filter(col("v") > 0).with_columns(w=col("v") * 2))
+        >>> str(s.explain()).count("fused kernel")
+        1
+        """
         from .connectors.sinks import MemorySink
         from .plan import explain_nodes
 
@@ -258,6 +333,11 @@ class KeyedStream:
         """Group each key's events into windows of ``spec`` on event time column ``time``.
 
         ``time`` defaults to the column of an upstream ``with_watermark()``.
+
+        >>> import heliosdb as hdb
+        >>> w = hdb.StreamEnvironment().from_iterable([{"k": 1, "ts": 0}]).key_by("k").window(hdb.TumblingWindow.of(60), time="ts")
+        >>> w.spec.size_ns
+        60000000000
         """
         if not isinstance(spec, TumblingWindow):
             raise PlanError(f"window() takes a window spec such as TumblingWindow.of(timedelta(seconds=1)), got {spec!r}")
