@@ -273,12 +273,17 @@ class _Gen:
             return self._assign(f"{a} != 0", ma)
         if pat.is_floating(to):
             return self._assign(f"{_np_name(to)}({a})", ma)
-        # to an integer type
+        # to an integer type: truncate toward zero; NaN, inf and out-of-range values are null
         if pat.is_floating(src):
-            lo, hi = np.iinfo(to.to_pandas_dtype()).min, np.iinfo(to.to_pandas_dtype()).max
-            ok = f"({ma}) and np.isfinite({a}) and {a} >= {float(lo)!r} and {a} < {float(hi) + 1.0!r}"
-            v, m = self._assign(f"{a} if np.isfinite({a}) and abs({a}) < 9.2e18 else 0.0", ok)
-            return self._assign(f"{_np_name(to)}(np.int64({v}))", m)
+            info = np.iinfo(to.to_pandas_dtype())
+            if info.bits == 64:
+                fits = f"{a} >= {-(2.0 ** 63)!r} and {a} < {2.0 ** 63!r}"
+            else:
+                fits = f"{a} > {float(info.min) - 1.0!r} and {a} < {float(info.max) + 1.0!r}"
+            ok = self.tmp()
+            self.lines.append(f"{ok} = {fits}")
+            v, _ = self._assign(f"{a} if {ok} else 0.0", "True")
+            return self._assign(f"{_np_name(to)}(np.int64({v}))", _and_valid(ma, ok))
         return self._assign(f"{_np_name(to)}({a})", ma)
 
     def _emit_binop(self, e: BinOp) -> Tuple[str, str]:
@@ -299,6 +304,10 @@ class _Gen:
         conv = "np.float64" if pat.is_floating(out_t) else "np.int64"
         a, b = f"{conv}({a})", f"{conv}({b})"
         if op in ("+", "-", "*"):
+            if conv == "np.int64":
+                # Wrap on overflow, visibly: Numba's signed overflow is undefined behaviour, and
+                # the optimiser would fold e.g. (i + big) > i to True.
+                return self._assign(f"np.int64(np.uint64({a}) {op} np.uint64({b}))", both)
             return self._assign(f"{a} {op} {b}", both)
         if op == "/":
             return self._assign(f"{a} / {b}", both)
@@ -307,9 +316,11 @@ class _Gen:
         if conv == "np.int64":  # // and % on integers: a zero divisor gives null
             d = self.tmp()
             self.lines.append(f"{d} = {b}")
-            return self._assign(
-                f"({a} {op} {d}) if {d} != 0 else np.int64(0)", _and_valid(both, f"{d} != 0")
-            )
+            if op == "//":   # x // -1 is -x, wrapping for INT64_MIN (idiv would trap)
+                value = f"(np.int64(np.uint64(0) - np.uint64({a})) if {d} == -1 else {a} // {d})"
+            else:
+                value = f"(np.int64(0) if {d} == -1 else {a} % {d})"
+            return self._assign(f"{value} if {d} != 0 else np.int64(0)", _and_valid(both, f"{d} != 0"))
         return self._assign(f"{a} {op} {b}", both)
 
 

@@ -23,7 +23,7 @@ def tumbling_starts(ts: np.ndarray, factor: int, size_ns: int):
     for i, t in enumerate(ts.tolist()):
         t = t * factor
         s = t - t % size_ns                 # Python's % floors: right for negative times
-        if not (-INT64_MAX <= t <= INT64_MAX) or s + size_ns > INT64_MAX:
+        if not (-INT64_MAX <= t <= INT64_MAX) or s + size_ns > INT64_MAX or s < -INT64_MAX - 1:
             bad = i if bad < 0 else bad
             continue
         out[i] = s
@@ -102,6 +102,8 @@ def _binop(op: str, a, b, t: pa.DataType):
     if a is None or b is None:
         return None
     if op in ("==", "!=", "<", "<=", ">", ">="):
+        if isinstance(a, float) or isinstance(b, float):
+            a, b = float(a), float(b)      # int vs float compares as float64 (as SQL engines do)
         return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
     if pat.is_floating(t):
         a, b = float(a), float(b)

@@ -42,6 +42,8 @@ def tumbling_starts(ts, factor, size_ns):
         if s > end_limit:
             if bad < 0:
                 bad = i
+            out[i] = 0
+            continue
         out[i] = s
         if s < lo:
             lo = s
@@ -85,6 +87,7 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
     k = 0
     cur = 0
     cur_end = 0
+    too_many = False
     for i in range(n):
         t = ts[i]
         if t > limit or t < -limit:
@@ -98,15 +101,18 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
         s = t - r
         if s > end_limit:
             return bounds, starts, 0, i
-        if k > 0 and s == cur:
+        if too_many or (k > 0 and s == cur):
             continue
         if k == max_runs:
-            return bounds, starts, -1, -1
+            too_many = True      # keep scanning: an overflowing time must still be reported
+            continue
         bounds[k] = i
         starts[k] = s
         k += 1
         cur = s
         cur_end = s + size_ns
+    if too_many:
+        return bounds, starts, -1, -1
     bounds[k] = n
     return bounds, starts, k, -1
 

@@ -216,7 +216,9 @@ class TumblingWindowAggregate(Operator):
             raise self._bad_time(ts, bad)
         if k < 0:
             # Many windows interleaved: sort the batch by window, then every window is one run.
-            all_starts = tumbling_starts(ts, self.factor, self.size_ns)[0]
+            all_starts, _, _, bad = tumbling_starts(ts, self.factor, self.size_ns)
+            if bad >= 0:
+                raise self._bad_time(ts, bad)
             order = np.argsort(all_starts, kind="stable")
             batch = batch.take(pa.array(order))
             sorted_starts = all_starts[order]
