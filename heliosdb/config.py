@@ -107,9 +107,9 @@ class StreamingConfig:
     ----------
     parallelism
         Parallel subtasks of each keyed window aggregate (rows reach them through a hash
-        exchange on the key); ``None`` means ``os.cpu_count()``.  Override per operator with
-        ``.set_parallelism(n)``.  The source, the fused stateless stage and each subtask run
-        on threads of their own.
+        exchange on the key).  ``None`` means one less than the core count (at least 1): the
+        fused stateless stage keeps a core of its own, and the source and each subtask run on
+        threads of their own.  Override per operator with ``.set_parallelism(n)``.
     buffer_size
         Events buffered between two stages; a full channel blocks its producer (backpressure).
         A channel always admits one batch, however large.
@@ -150,8 +150,8 @@ class StreamingConfig:
 
     @property
     def effective_parallelism(self) -> int:
-        """``parallelism``, or the machine's core count when it is ``None``."""
-        return self.parallelism or os.cpu_count() or 1
+        """``parallelism``, or one less than the machine's core count (at least 1) when ``None``."""
+        return self.parallelism or max(1, (os.cpu_count() or 1) - 1)
 
     @property
     def batch_timeout_ns(self) -> int:
