@@ -284,13 +284,15 @@ class _Builder:
                         wm_time = time_col
                     stage, schema = self._parallel_window(node, schema, stage, wm_time, parallel)
                 else:
-                    if ops:
+                    if time_col != wm_time:
+                        # Before the stage cut when there is an upstream stage: that thread has
+                        # slack, the window's is the critical path.
+                        ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
+                        wm_time = time_col
+                    if len(ops) > 1 or (ops and not isinstance(ops[0], WatermarkAssigner)):
                         new = self._new_stage(node)
                         self.stages[stage].children.append(new)
                         stage, ops = new, self.stages[new].operators
-                    if time_col != wm_time:
-                        ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
-                        wm_time = time_col
                     op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
                     ops.append(op)
                     self.state_ops.append(op)

@@ -354,6 +354,7 @@ class CompiledProgram:
     arrow_outputs: List[str]                        # string-typed computed columns (pyarrow)
     nullable_inputs: Tuple[bool, ...]
     output_schema: pa.Schema
+    need_sel: bool = False
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return run_program(self, batch)
@@ -447,16 +448,18 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
         args.append(f"c{k}")
         if inp.nullable:
             args.append(f"v{k}")
-    body = ["import numpy as np", "from heliosdb.kernels._jit import jit", "", "", "@jit",
-            f"def kernel({', '.join(args + ['n'])}):"]
-    allocs = []
+    # Outputs are allocated by the caller from Arrow's memory pool (see run_program), so the
+    # kernel allocates nothing and Arrow arrays wrap the results without a copy.
+    outs = []
     for o, (n, t, nb) in enumerate(computed):
-        allocs.append(f"    o{o} = np.empty(n, dtype={_np_name(t)})")
+        outs.append(f"o{o}")
         if nb:
-            allocs.append(f"    ov{o} = np.empty(n, dtype=np.bool_)")
+            outs.append(f"ov{o}")
     if need_sel:
-        allocs.append("    sel = np.empty(n, dtype=np.int64)")
-    body += allocs + ["    j = 0", "    for i in range(n):"]
+        outs.append("sel")
+    body = ["import numpy as np", "from heliosdb.kernels._jit import jit", "", "", "@jit",
+            f"def kernel({', '.join(args + ['n'] + outs)}):"]
+    body += ["    j = 0", "    for i in range(n):"]
     body += ["        " + x for x in lines]
     if has_pred:
         body.append(f"        keep = {pred_code}")
@@ -471,18 +474,13 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
         body.append("        j += 1 if keep else 0")
     else:
         body.append("        j += 1")
-    rets = ["j"]
-    for o, (n, t, nb) in enumerate(computed):
-        rets.append(f"o{o}")
-        rets.append(f"ov{o}" if nb else "None")
-    rets.append("sel" if need_sel else "None")
-    body.append(f"    return {', '.join(rets)}")
+    body.append("    return j")
     src = "\n".join(body) + "\n"
 
     kernel = _load_kernel(src) if (computed or has_pred) else None
     return CompiledProgram(
         program, kernel, src, gen.inputs, computed, compacted, taken, arrow_outputs,
-        tuple(i.nullable for i in gen.inputs), program.output_schema(),
+        tuple(i.nullable for i in gen.inputs), program.output_schema(), need_sel,
     )
 
 
@@ -512,8 +510,30 @@ def column_numpy(arr: pa.Array) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return values, valid
 
 
-def numpy_column(values: np.ndarray, valid: Optional[np.ndarray], t: pa.DataType) -> pa.Array:
+def _np_dtype(t: pa.DataType) -> np.dtype:
+    if pat.is_boolean(t):
+        return np.dtype(np.bool_)
+    if pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t):
+        return np.dtype(np.int64)
+    return np.dtype(t.to_pandas_dtype())
+
+
+def pool_array(n: int, dtype: np.dtype) -> Tuple[np.ndarray, pa.Buffer]:
+    """A writable numpy array over a buffer from Arrow's memory pool (no page faults per batch:
+    the pool keeps freed memory, unlike large mallocs that glibc maps and unmaps)."""
+    buf = pa.allocate_buffer(max(n, 1) * dtype.itemsize)
+    return np.frombuffer(buf, dtype=dtype)[:n], buf
+
+
+def numpy_column(values: np.ndarray, valid: Optional[np.ndarray], t: pa.DataType,
+                 buf: Optional[pa.Buffer] = None) -> pa.Array:
     """An Arrow array of type ``t`` over ``values`` (zero-copy for fixed-width types)."""
+    n = len(values)
+    validity = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    if buf is not None and not pat.is_boolean(t):
+        storage = pa.int64() if (pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t)) else t
+        arr = pa.Array.from_buffers(storage, n, [validity, buf])
+        return arr.view(t) if storage != t else arr
     mask = None if valid is None else ~valid
     if pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t):
         return pa.array(values, type=pa.int64(), mask=mask).view(t)
@@ -534,13 +554,28 @@ def run_program(cp: CompiledProgram, batch: pa.RecordBatch) -> pa.RecordBatch:
         args.append(values)
         if inp.nullable:
             args.append(valid if valid is not None else np.ones(n, dtype=np.bool_))
-    res = cp.kernel(*args, n) if cp.kernel is not None else (n, None)
-    j = res[0]
-    sel = res[-1] if cp.kernel is not None else None
+    outs = []
+    bufs = []
+    for name, t, nb in cp.computed:
+        arr, buf = pool_array(n, _np_dtype(t))
+        outs.append(arr)
+        bufs.append(buf)
+        if nb:
+            outs.append(np.empty(n, dtype=np.bool_))
+    sel = np.empty(n, dtype=np.int64) if cp.need_sel else None
+    if sel is not None:
+        outs.append(sel)
+    j = cp.kernel(*args, n, *outs) if cp.kernel is not None else n
     cols: Dict[str, pa.Array] = {}
+    k = 0
     for o, (name, t, nb) in enumerate(cp.computed):
-        values, valid = res[1 + 2 * o], res[2 + 2 * o]
-        cols[name] = numpy_column(values[:j], None if valid is None else valid[:j], t)
+        values = outs[k][:j]
+        k += 1
+        valid = None
+        if nb:
+            valid = outs[k][:j]
+            k += 1
+        cols[name] = numpy_column(values, valid, t, bufs[o])
     idx = None if sel is None else pa.array(sel[:j])
     outputs = dict(cp.program.outputs)
     for name in cp.taken:

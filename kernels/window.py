@@ -77,7 +77,8 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
     window starting at ``starts[r]``.  ``k`` is -1 when there are more than ``max_runs`` runs
     (the caller then sorts the batch by window first).  ``bad`` is the first row whose time
     overflows int64 nanoseconds (or whose window end would), else -1.  Consecutive rows in
-    the same window cost a comparison, not a division, so ordered input is cheap.
+    the same window cost a comparison in the column's own unit, not a division, so ordered
+    input is cheap.
     """
     n = ts.shape[0]
     bounds = np.empty(max_runs + 1, dtype=np.int64)
@@ -86,21 +87,27 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
     end_limit = INT64_MAX - size_ns
     k = 0
     cur = 0
-    cur_end = 0
+    lo_raw = 1
+    hi_raw = 0           # [lo_raw, hi_raw): raw times in the current window (empty at first)
     too_many = False
     for i in range(n):
         t = ts[i]
+        if t >= lo_raw and t < hi_raw:
+            continue
         if t > limit or t < -limit:
             return bounds, starts, 0, i
         t = t * factor
-        if k > 0 and t >= cur and t < cur_end:
-            continue
         r = t % size_ns
         if r < 0:
             r += size_ns
         s = t - r
         if s > end_limit:
             return bounds, starts, 0, i
+        # raw bounds of window s: ceil(s / factor) .. ceil((s + size) / factor), within limit
+        lo_raw = -((-s) // factor)
+        hi_raw = -((-(s + size_ns)) // factor)
+        if hi_raw > limit + 1:
+            hi_raw = limit + 1
         if too_many or (k > 0 and s == cur):
             continue
         if k == max_runs:
@@ -110,11 +117,38 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
         starts[k] = s
         k += 1
         cur = s
-        cur_end = s + size_ns
     if too_many:
         return bounds, starts, -1, -1
     bounds[k] = n
     return bounds, starts, k, -1
+
+
+@jit
+def _scaled(t, factor, limit):
+    if t > limit:
+        return INT64_MAX
+    if t < -limit:
+        return INT64_MIN + 1
+    return t * factor
+
+
+@jit
+def _watermark_pass(ts, factor, bound, max_seen, emitted, cuts, marks, fill):
+    k = 0
+    limit = INT64_MAX // factor
+    for i in range(ts.shape[0]):
+        t = _scaled(ts[i], factor, limit)
+        if max_seen > INT64_MIN:
+            implied = max_seen - bound
+            if t < implied and implied > emitted:
+                if fill:
+                    cuts[k] = i
+                    marks[k] = implied
+                k += 1
+                emitted = implied
+        if t > max_seen:
+            max_seen = t
+    return k, max_seen
 
 
 @jit
@@ -126,28 +160,13 @@ def watermark_splits(ts, factor, bound, max_seen, emitted):
     before it.  Returns ``(cuts, marks, k, max_seen)``: cut the batch before rows ``cuts[:k]``
     and emit watermarks ``marks[:k]`` there.  ``max_seen`` (ns) and ``emitted`` (the last
     watermark sent) carry over between batches.  Ordered input, or input disordered less than
-    ``bound``, never needs a cut.
+    ``bound``, never needs a cut (and costs one pass that stores nothing).
     """
-    n = ts.shape[0]
-    cuts = np.empty(n, dtype=np.int64)
-    marks = np.empty(n, dtype=np.int64)
-    k = 0
-    limit = INT64_MAX // factor
-    for i in range(n):
-        t = ts[i]
-        if t > limit:
-            t = INT64_MAX
-        elif t < -limit:
-            t = INT64_MIN + 1
-        else:
-            t = t * factor
-        if max_seen > INT64_MIN:
-            implied = max_seen - bound
-            if t < implied and implied > emitted:
-                cuts[k] = i
-                marks[k] = implied
-                k += 1
-                emitted = implied
-        if t > max_seen:
-            max_seen = t
-    return cuts, marks, k, max_seen
+    none = np.empty(0, dtype=np.int64)
+    k, seen = _watermark_pass(ts, factor, bound, max_seen, emitted, none, none, False)
+    if k == 0:
+        return none, none, 0, seen
+    cuts = np.empty(k, dtype=np.int64)
+    marks = np.empty(k, dtype=np.int64)
+    _watermark_pass(ts, factor, bound, max_seen, emitted, cuts, marks, True)
+    return cuts, marks, k, seen
