@@ -27,11 +27,91 @@ class SinkSpec:
 
 
 class _SinkOperator(Operator):
+    """Sink operators are module-level classes holding their spec as an attribute: a class made
+    inside ``bind()`` would sit in a reference cycle and keep a run's results alive until the
+    cyclic garbage collector happened to run."""
+
     kind = "sink"
 
-    def __init__(self, name: str, schema: pa.Schema):
+    def __init__(self, name: str, schema: pa.Schema, spec: "SinkSpec"):
         self.name = name
         self.schema = schema
+        self.spec = spec
+
+    def on_watermark(self, t: int) -> List[Item]:
+        return []
+
+
+class _MemorySinkOp(_SinkOperator):
+    kind = "memory sink"
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        with self.spec._lock:
+            self.spec.batches.append(batch)
+        return []
+
+
+class _ConsoleSinkOp(_SinkOperator):
+    kind = "console sink"
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        print(format_rows(pa.Table.from_batches([batch]), self.spec.max_rows),
+              file=self.spec.file or sys.stdout, flush=True)
+        return []
+
+
+class _CallbackSinkOp(_SinkOperator):
+    kind = "callback sink"
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        self.spec.fn(batch)
+        return []
+
+
+class _ParquetSinkOp(_SinkOperator):
+    kind = "parquet sink"
+
+    def __init__(self, name: str, schema: pa.Schema, spec: "ParquetSink", fs, root: str, run: str):
+        super().__init__(name, schema, spec)
+        self.fs, self.root, self.run = fs, root, run
+        self.writer = None
+        self.handle = None
+        self.rows = 0
+        self.part = 0
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        path = f"{self.root.rstrip('/')}/part-{self.part:05d}-{self.run}.parquet"
+        self.part += 1
+        self.handle = self.fs.open(path, "wb")
+        self.writer = pq.ParquetWriter(self.handle, self.schema, compression=self.spec.compression)
+        self.spec.files.append(path)
+        self.rows = 0
+
+    def _roll(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.handle.close()
+            self.writer = None
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        try:
+            if self.writer is None:
+                self._open()
+            self.writer.write_batch(batch)
+            self.rows += batch.num_rows
+            if self.rows >= self.spec.rows_per_file:
+                self._roll()
+        except OSError as exc:
+            raise ExecutionError(
+                f"step {self.name!r}: writing Parquet under {self.spec.url!r} failed: {exc}"
+            ) from exc
+        return []
+
+    def close(self) -> List[Item]:
+        self._roll()
+        return []
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -59,20 +139,7 @@ class MemorySink(SinkSpec):
     def bind(self, schema: pa.Schema, name: str) -> Operator:
         self.schema = schema
         self.batches = []
-        sink = self
-
-        class _Op(_SinkOperator):
-            kind = "memory sink"
-
-            def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-                with sink._lock:
-                    sink.batches.append(batch)
-                return []
-
-            def on_watermark(self, t: int) -> List[Item]:
-                return []
-
-        return _Op(name, schema)
+        return _MemorySinkOp(name, schema, self)
 
     def to_table(self) -> pa.Table:
         """Everything received, as one pyarrow Table (empty with the right schema if nothing)."""
@@ -103,58 +170,11 @@ class ParquetSink(SinkSpec):
 
     def bind(self, schema: pa.Schema, name: str) -> Operator:
         import fsspec
-        import pyarrow.parquet as pq
 
         fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         fs.makedirs(root, exist_ok=True)
-        spec = self
-        spec.files = []
-        run = uuid.uuid4().hex[:12]
-
-        class _Op(_SinkOperator):
-            kind = "parquet sink"
-
-            def __init__(self) -> None:
-                super().__init__(name, schema)
-                self.writer = None
-                self.handle = None
-                self.rows = 0
-                self.part = 0
-
-            def _open(self) -> None:
-                path = f"{root.rstrip('/')}/part-{self.part:05d}-{run}.parquet"
-                self.part += 1
-                self.handle = fs.open(path, "wb")
-                self.writer = pq.ParquetWriter(self.handle, schema, compression=spec.compression)
-                spec.files.append(path)
-                self.rows = 0
-
-            def _roll(self) -> None:
-                if self.writer is not None:
-                    self.writer.close()
-                    self.handle.close()
-                    self.writer = None
-
-            def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-                try:
-                    if self.writer is None:
-                        self._open()
-                    self.writer.write_batch(batch)
-                    self.rows += batch.num_rows
-                    if self.rows >= spec.rows_per_file:
-                        self._roll()
-                except OSError as exc:
-                    raise ExecutionError(f"step {name!r}: writing Parquet under {spec.url!r} failed: {exc}") from exc
-                return []
-
-            def on_watermark(self, t: int) -> List[Item]:
-                return []
-
-            def close(self) -> List[Item]:
-                self._roll()
-                return []
-
-        return _Op()
+        self.files = []
+        return _ParquetSinkOp(name, schema, self, fs, root, uuid.uuid4().hex[:12])
 
 
 # -- console -------------------------------------------------------------------------------------
@@ -182,20 +202,7 @@ class ConsoleSink(SinkSpec):
         self.file = file
 
     def bind(self, schema: pa.Schema, name: str) -> Operator:
-        spec = self
-
-        class _Op(_SinkOperator):
-            kind = "console sink"
-
-            def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-                print(format_rows(pa.Table.from_batches([batch]), spec.max_rows),
-                      file=spec.file or sys.stdout, flush=True)
-                return []
-
-            def on_watermark(self, t: int) -> List[Item]:
-                return []
-
-        return _Op(name, schema)
+        return _ConsoleSinkOp(name, schema, self)
 
 
 # -- callback ------------------------------------------------------------------------------------
@@ -210,16 +217,4 @@ class CallbackSink(SinkSpec):
         self.fn = fn
 
     def bind(self, schema: pa.Schema, name: str) -> Operator:
-        fn = self.fn
-
-        class _Op(_SinkOperator):
-            kind = "callback sink"
-
-            def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-                fn(batch)
-                return []
-
-            def on_watermark(self, t: int) -> List[Item]:
-                return []
-
-        return _Op(name, schema)
+        return _CallbackSinkOp(name, schema, self)
