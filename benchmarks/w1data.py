@@ -160,3 +160,24 @@ def heliosdb_w1_parquet(url: str, **config) -> pa.Table:
             .aggregate(count=hdb.count(), sum=hdb.sum("v2"), min=hdb.min("v2"),
                        max=hdb.max("v2"), mean=hdb.mean("v2"))
             .collect())
+
+
+def heliosdb_stateless(table: pa.Table, **config) -> int:
+    """W1's stateless part alone (filter -> with_columns -> select), counted at a sink."""
+    import heliosdb as hdb
+    from heliosdb import col
+
+    rows = [0]
+
+    def count(batch):
+        rows[0] += batch.num_rows
+
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(**config))
+    (env.from_arrow(table)
+     .filter(col("value") > 0.2)
+     .with_columns(v2=col("value") * 2.0)
+     .filter(col("v2") < 1.9)
+     .select("ts", "key", "v2")
+     .sink(hdb.sinks.callback(count)))
+    env.execute(name="w1-stateless")
+    return rows[0]
