@@ -11,6 +11,7 @@ reference before any time is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -82,26 +83,29 @@ def throughput(table, n: int, runs: int, ref) -> Dict[str, float]:
     return res
 
 
+@contextlib.contextmanager
+def fusion(on: bool):
+    """Plan with operator fusion on or off (``HELIOSDB_FUSION``) inside the block."""
+    os.environ["HELIOSDB_FUSION"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("HELIOSDB_FUSION", None)
+
+
 def fusion_gain(table, n: int, runs: int, ref) -> Dict[str, float]:
-    def run(flag: str):
-        os.environ["HELIOSDB_FUSION"] = flag
-        try:
-            return w1data.heliosdb_w1(table)
-        finally:
-            os.environ.pop("HELIOSDB_FUSION", None)
+    def run(fn, on: bool):
+        with fusion(on):
+            return fn(table)
 
-    def stateless(flag: str):
-        os.environ["HELIOSDB_FUSION"] = flag
-        try:
-            return w1data.heliosdb_stateless(table)
-        finally:
-            os.environ.pop("HELIOSDB_FUSION", None)
-
-    w1data.validate(run("0"), ref)
-    assert stateless("1") == stateless("0")
-    times = interleaved({"fused": lambda: run("1"), "unfused": lambda: run("0"),
-                         "stateless fused": lambda: stateless("1"),
-                         "stateless unfused": lambda: stateless("0")}, runs)
+    w1data.validate(run(w1data.heliosdb_w1, False), ref)
+    assert run(w1data.heliosdb_stateless, True) == run(w1data.heliosdb_stateless, False)
+    times = interleaved({
+        "fused": lambda: run(w1data.heliosdb_w1, True),
+        "unfused": lambda: run(w1data.heliosdb_w1, False),
+        "stateless fused": lambda: run(w1data.heliosdb_stateless, True),
+        "stateless unfused": lambda: run(w1data.heliosdb_stateless, False),
+    }, runs)
     res = {k: n / statistics.median(v) for k, v in times.items()}
     for k, v in res.items():
         print(f"  {k:18s} {v / 1e6:7.2f} M events/s")

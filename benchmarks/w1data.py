@@ -26,19 +26,25 @@ def make_table(n: int = 20_000_000) -> pa.Table:
     return pa.table({"ts": ts, "key": key, "value": value, "category": category})
 
 
-def heliosdb_w1(table: pa.Table, **config) -> pa.Table:
+def w1_pipeline(stream):
+    """W1's steps on any source stream: filter -> project -> 1 s tumbling window aggregate."""
     import heliosdb as hdb
     from heliosdb import col
 
-    env = hdb.StreamEnvironment(hdb.StreamingConfig(**config))
-    return (env.from_arrow(table)
+    return (stream
             .filter(col("value") > 0.2)
             .with_columns(v2=col("value") * 2.0)
             .key_by("key")
             .window(hdb.TumblingWindow.of(timedelta(seconds=1)), time="ts")
             .aggregate(count=hdb.count(), sum=hdb.sum("v2"), min=hdb.min("v2"),
-                       max=hdb.max("v2"), mean=hdb.mean("v2"))
-            .collect())
+                       max=hdb.max("v2"), mean=hdb.mean("v2")))
+
+
+def heliosdb_w1(table: pa.Table, **config) -> pa.Table:
+    import heliosdb as hdb
+
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(**config))
+    return w1_pipeline(env.from_arrow(table)).collect()
 
 
 def duckdb_w1(table: pa.Table, threads: int = 2) -> pa.Table:
@@ -149,17 +155,9 @@ def validate(result: pa.Table, ref: dict, window_ms: bool = False) -> None:
 
 def heliosdb_w1_parquet(url: str, **config) -> pa.Table:
     import heliosdb as hdb
-    from heliosdb import col
 
     env = hdb.StreamEnvironment(hdb.StreamingConfig(**config))
-    return (env.from_parquet(url)
-            .filter(col("value") > 0.2)
-            .with_columns(v2=col("value") * 2.0)
-            .key_by("key")
-            .window(hdb.TumblingWindow.of(timedelta(seconds=1)), time="ts")
-            .aggregate(count=hdb.count(), sum=hdb.sum("v2"), min=hdb.min("v2"),
-                       max=hdb.max("v2"), mean=hdb.mean("v2"))
-            .collect())
+    return w1_pipeline(env.from_parquet(url)).collect()
 
 
 def heliosdb_stateless(table: pa.Table, **config) -> int:

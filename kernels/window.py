@@ -14,6 +14,15 @@ INT64_MAX = np.iinfo(np.int64).max
 
 
 @jit
+def _window_start(t, size_ns):
+    """Start of the window of size ``size_ns`` holding ``t``: floors toward -inf (epoch-aligned)."""
+    r = t % size_ns
+    if r < 0:
+        r += size_ns
+    return t - r
+
+
+@jit
 def tumbling_starts(ts, factor, size_ns):
     """Window start (ns) for every time ``ts * factor`` (ns); also the min and max start.
 
@@ -34,11 +43,7 @@ def tumbling_starts(ts, factor, size_ns):
                 bad = i
             out[i] = 0
             continue
-        t = t * factor
-        r = t % size_ns
-        if r < 0:
-            r += size_ns
-        s = t - r
+        s = _window_start(t * factor, size_ns)
         if s > end_limit:
             if bad < 0:
                 bad = i
@@ -96,11 +101,7 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
             continue
         if t > limit or t < -limit:
             return bounds, starts, 0, i
-        t = t * factor
-        r = t % size_ns
-        if r < 0:
-            r += size_ns
-        s = t - r
+        s = _window_start(t * factor, size_ns)
         if s > end_limit:
             return bounds, starts, 0, i
         # raw bounds of window s: ceil(s / factor) .. ceil((s + size) / factor), within limit
