@@ -365,6 +365,9 @@ class _Builder:
 
 def build(env: "StreamEnvironment", sinks: List[Node]):
     """(PhysicalPlan, sink operators, state operators, explain lines) for these sinks."""
+    from .kernels import warmup
+
+    warmup()      # once per process: no batch waits for the compiler
     b = _Builder(env, sinks)
     plan, lines = b.build()
     return plan, b.sink_ops, b.state_ops, lines
