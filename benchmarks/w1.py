@@ -59,6 +59,7 @@ def interleaved(fns: Dict[str, Callable], runs: int) -> Dict[str, List[float]]:
 def _py(code: str, env: Dict[str, str]) -> str:
     """Run ``code`` in a fresh interpreter; return its stdout (raises on failure)."""
     full = dict(os.environ)
+    full.pop("NUMBA_CACHE_DIR", None)     # set by our own import of heliosdb: the child picks its own
     full.update(env)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
                          cwd=str(ROOT), timeout=900)
@@ -261,7 +262,9 @@ def record(n, runs, tp, pq_eps, fg, bg, ct, lat, mem, quick: bool) -> None:
         f"Command: `python -m benchmarks.w1{' --quick' if quick else ''}` (or `make bench`). "
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}. N = {n:,}; medians of {runs} runs after a warm-up; "
-        "every engine's output validated against the numpy reference first.",
+        "the contenders of each comparison run round-robin, so drift in the machine's speed hits "
+        "them alike; every engine's output is validated against the numpy reference first. The "
+        "machine is noisy: single runs vary by up to 2x (page-fault cost), so read the medians.",
         "",
         "| engine (same run, same in-memory Arrow table) | events/s | HeliosDB / engine |",
         "|---|---:|---:|",
@@ -279,8 +282,9 @@ def record(n, runs, tp, pq_eps, fg, bg, ct, lat, mem, quick: bool) -> None:
         "- Batching gain (HeliosDB, events/s by batch size): "
         + ", ".join(f"{bs // 1024}K: {eps / 1e6:.2f} M" for bs, eps in bg.items())
         + f"; 256K vs 1K = {bg[262144] / bg[1024]:.1f}x.",
-        f"- Start-up, fresh process, import + compile + first W1 on 10k rows: cold Numba cache "
-        f"{ct['cold']:.2f} s, warm cache {ct['warm']:.2f} s (median of 3), cache disabled {ct['nocache']:.2f} s.",
+        f"- Start-up, fresh process, import + compile of every kernel + first W1 on 10k rows: cold Numba "
+        f"cache {ct['cold']:.2f} s, warm cache {ct['warm']:.2f} s (median of 3), cache disabled "
+        f"{ct['nocache']:.2f} s.",
         f"- Stateless latency (generate at 100K events/s for 10 s -> filter -> with_columns -> sink, "
         f"batch_timeout 10 ms), ingest to sink: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms "
         f"(median of 3 runs; p99 per run {', '.join(f'{x:.2f}' for x in lat['runs'])} ms). Quantiles are the "
