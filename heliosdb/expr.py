@@ -411,7 +411,8 @@ def count(column: Optional[str] = None) -> AggSpec:
 
 
 def sum(column: str) -> AggSpec:  # noqa: A001 - the user guide's name
-    """Sum of the non-null values (int64 for integer columns, float64 for floats).
+    """Sum of the non-null values: int64 for integer columns (wrapping on overflow, as C and
+    numpy do), float64 for floats (NaN if any value is NaN).
 
     >>> sum("v2")
     sum('v2')
