@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     print("start-up (fresh process):")
     ct = compile_time()
     print("stateless latency:")
-    lat = latency(3)
+    lat = latency(5)
     print("peak memory:")
     mem = memory(n)
     if not args.no_record:
@@ -287,7 +287,7 @@ def record(n, runs, tp, pq_eps, fg, bg, ct, lat, mem, quick: bool) -> None:
         f"{ct['nocache']:.2f} s.",
         f"- Stateless latency (generate at 100K events/s for 10 s -> filter -> with_columns -> sink, "
         f"batch_timeout 10 ms), ingest to sink: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms "
-        f"(median of 3 runs; p99 per run {', '.join(f'{x:.2f}' for x in lat['runs'])} ms). Quantiles are the "
+        f"(median of {len(lat['runs'])} runs; p99 per run {', '.join(f'{x:.2f}' for x in lat['runs'])} ms). Quantiles are the "
         "upper edge of their histogram bucket (buckets 6% wide), so they err high.",
         f"- Peak memory of W1: input table {mem['table_mib']:,.0f} MiB; peak RSS above the baseline before "
         f"the table was built {mem['peak_mib']:,.0f} MiB = {mem['ratio']:.2f}x the table (includes the table "
