@@ -238,7 +238,7 @@ class _Builder:
             self._lower(k, schema, idx, None)
         cfg = self.config
         plan = PhysicalPlan(
-            source=src, source_operators=[], source_children=source_children, stages=self.stages,
+            source=src, source_children=source_children, stages=self.stages,
             batch_size=src_node.batch_size or cfg.batch_size,
             batch_timeout_ns=src_node.batch_timeout_ns or cfg.batch_timeout_ns,
             source_name=src_node.name,

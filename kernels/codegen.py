@@ -360,7 +360,6 @@ class CompiledProgram:
         return run_program(self, batch)
 
 
-_CACHE: Dict[Tuple, CompiledProgram] = {}
 _MODULES: Dict[str, object] = {}
 _LOCK = threading.Lock()
 

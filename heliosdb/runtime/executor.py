@@ -47,7 +47,6 @@ class PhysicalStage:
 @dataclass
 class PhysicalPlan:
     source: object                    # a connectors.sources.Source
-    source_operators: List[Operator]  # run on the source thread (e.g. column projection)
     source_children: List[int]
     stages: List[PhysicalStage]
     batch_size: int
@@ -280,7 +279,6 @@ class Job:
     def _run_source(self) -> None:
         plan = self.plan
         src = plan.source
-        chain = _Chain(plan.source_operators, self.metrics, self.slow_ns)
         size, timeout_ns = plan.batch_size, plan.batch_timeout_ns
         pending: List[pa.RecordBatch] = []
         rows = 0
@@ -298,7 +296,7 @@ class Job:
             if not rows:
                 first_ingest = 0
             self.metrics.events_in += out.num_rows
-            self._emit(plan.source_children, chain.push(out), ingest, plan.source_partitioner)
+            self._emit(plan.source_children, [out], ingest, plan.source_partitioner)
 
         src.open(size)
         try:
@@ -328,7 +326,7 @@ class Job:
         finally:
             src.close()
         if exhausted or self._drain:
-            self._emit(plan.source_children, chain.push(Watermark(WATERMARK_MAX)), time.time_ns(),
+            self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns(),
                        plan.source_partitioner)
         self._end(plan.source_children, 0)
 
