@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
 import pyarrow as pa
 
@@ -35,14 +35,10 @@ class StreamEnvironment:
         self.config = config or StreamingConfig()
         self._counter = itertools.count(1)
         self._sinks: List[Node] = []
-        self._names: Dict[str, Node] = {}
 
     # -- naming ------------------------------------------------------------------------------
     def _next_name(self, kind: str) -> str:
         return f"{kind}-{next(self._counter)}"
-
-    def _rename(self, node: Node, name: str) -> None:
-        node.name = name
 
     def _source(self, source: _src.Source, kind: str) -> Stream:
         return Stream(self, Node("source", None, self._next_name(kind), {"source": source}))
@@ -128,17 +124,16 @@ class StreamEnvironment:
         validate_name(name, "job name")
         if not sinks:
             raise PlanError("nothing to run: add a sink with stream.sink(hdb.sinks....) first")
-        plan, sink_ops, state_ops, _ = build(self, sinks)
-        return Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns,
-                   sink_ops, state_ops)
+        plan, _, state_ops, _ = build(self, sinks)
+        job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops)
+        job.start()
+        return job
 
     def _run(self, sinks: List[Node], name: str) -> JobResult:
         src = sinks[0].source().params["source"]
         if isinstance(src, _src.GeneratorSource) and src.count is None and src.duration_s is None:
             raise PlanError("collect() needs a bounded source: give generate() a count= or duration=")
-        job = self._job(sinks, name)
-        job.start()
-        return job.wait()
+        return self._job(sinks, name).wait()
 
     def execute(self, name: str = "job") -> JobResult:
         """Run every sink added with ``stream.sink(...)``; block until done.
@@ -152,9 +147,7 @@ class StreamEnvironment:
         >>> env.execute(name="doc-execute").metrics["streaming_events_processed_total"]
         1000
         """
-        job = self._job(list(self._sinks), name)
-        job.start()
-        return job.wait()
+        return self._job(list(self._sinks), name).wait()
 
     def execute_async(self, name: str = "job") -> JobHandle:
         """Start every sink's pipeline and return at once with a :class:`JobHandle`.
@@ -167,9 +160,7 @@ class StreamEnvironment:
         >>> handle.wait().name
         'doc-async-stop'
         """
-        job = self._job(list(self._sinks), name)
-        job.start()
-        return JobHandle(job)
+        return JobHandle(self._job(list(self._sinks), name))
 
     def explain(self):
         """The physical plan of ``execute()``: stages, fused kernels, operators.

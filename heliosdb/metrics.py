@@ -7,6 +7,7 @@ nothing on the hot path.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -15,7 +16,6 @@ import numpy as np
 
 # The user guide's metric names (Prometheus exposition uses exactly these).
 EVENTS_PROCESSED = "streaming_events_processed_total"
-LATENCY_MS = "streaming_latency_ms"
 STATE_SIZE_BYTES = "streaming_state_size_bytes"
 BACKPRESSURE = "streaming_backpressure"
 OPERATOR_LATENCY_MS = "streaming_operator_latency_ms"
@@ -32,11 +32,13 @@ class LatencyHistogram:
         self.edges = self.LOW_NS * 10 ** (np.arange(0, 9 * self.PER_DECADE + 1) / self.PER_DECADE)
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
         self.total = 0
+        self._lock = threading.Lock()     # several sink stages may add at once
 
     def add(self, latency_ns: int, weight: int = 1) -> None:
         i = int(np.searchsorted(self.edges, latency_ns, side="right"))
-        self.counts[i] += weight
-        self.total += weight
+        with self._lock:
+            self.counts[i] += weight
+            self.total += weight
 
     def quantile(self, q: float) -> float:
         """Latency (ms) at quantile ``q``: the upper edge of the bucket holding it (conservative)."""
@@ -66,7 +68,6 @@ class JobMetrics:
     started: float = field(default_factory=time.perf_counter)
     finished: float = 0.0
     events_in: int = 0
-    events_out: int = 0
     operators: Dict[str, OperatorStats] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     channels: List = field(default_factory=list)
@@ -85,23 +86,25 @@ class JobMetrics:
         """A plain dict of the current figures (safe to call from any thread)."""
         el = max(self.elapsed(), 1e-9)
         blocked = {ch.name: ch.blocked_ns / 1e9 for ch in self.channels}
+        operators = list(self.operators.items())      # one-step copies: stage threads write
+        state_ops = list(self.state_ops)
         return {
             "job": self.job,
             "elapsed_s": el,
             EVENTS_PROCESSED: self.events_in,
-            "events_out": self.events_out,
+            "events_out": sum(s.rows_in for _, s in operators if s.kind.endswith("sink")),
             "events_per_s": self.events_in / el,
             "latency_p50_ms": self.latency.quantile(0.50),
             "latency_p99_ms": self.latency.quantile(0.99),
-            STATE_SIZE_BYTES: sum(op.state_size_bytes() for op in self.state_ops),
-            "open_windows": sum(op.open_windows() for op in self.state_ops if hasattr(op, "open_windows")),
-            LATE_EVENTS: sum(getattr(op, "late_events", 0) for op in self.state_ops),
+            STATE_SIZE_BYTES: sum(op.state_size_bytes() for op in state_ops),
+            "open_windows": sum(op.open_windows() for op in state_ops if hasattr(op, "open_windows")),
+            LATE_EVENTS: sum(getattr(op, "late_events", 0) for op in state_ops),
             BACKPRESSURE: int(any(v / el > 0.1 for v in blocked.values())),
             "blocked_s": blocked,
             "operators": {
                 n: {"kind": s.kind, "rows_in": s.rows_in, "rows_out": s.rows_out,
                     "batches": s.batches, "busy_s": s.busy_ns / 1e9,
                     OPERATOR_LATENCY_MS: (s.busy_ns / s.batches / 1e6) if s.batches else 0.0}
-                for n, s in self.operators.items()
+                for n, s in operators
             },
         }

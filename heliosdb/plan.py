@@ -131,9 +131,21 @@ class Plan:
         return "<pre>" + html.escape(str(self)) + "</pre>"
 
 
+class _PlannedSink(Operator):
+    """Stands in for a sink in explain(): binding the real one would create folders or reset
+    a memory sink's results."""
+
+    kind = "sink"
+
+    def __init__(self, name: str, kind: str):
+        self.name = name
+        self.kind = f"{kind} sink"
+
+
 class _Builder:
-    def __init__(self, env: "StreamEnvironment", sinks: List[Node]):
+    def __init__(self, env: "StreamEnvironment", sinks: List[Node], explain: bool = False):
         self.env = env
+        self.explain = explain
         self.config = env.config
         self.fuse = fusion_enabled()
         self.sinks = sinks
@@ -146,8 +158,6 @@ class _Builder:
         self.source = next(iter(sources.values()))
         self.children: Dict[int, List[Node]] = {}
         for s in sinks:
-            for n in _chain(s)[:-1]:
-                pass
             child = s
             while child.parent is not None:
                 kids = self.children.setdefault(id(child.parent), [])
@@ -233,7 +243,7 @@ class _Builder:
         kids = self.children.get(id(src_node), [])
         source_children = []
         for k in kids:
-            idx = self._new_stage(k)
+            idx = self._new_stage()
             source_children.append(idx)
             self._lower(k, schema, idx, None)
         cfg = self.config
@@ -245,7 +255,7 @@ class _Builder:
         )
         return plan, lines + self._describe()
 
-    def _new_stage(self, first: Node) -> int:
+    def _new_stage(self) -> int:
         self.stages.append(PhysicalStage(f"stage-{len(self.stages)}", []))
         return len(self.stages) - 1
 
@@ -265,7 +275,8 @@ class _Builder:
                 program.prune(self._needed_after(run, wm_time))
                 name = node.name if run is node else f"{node.name}..{run.name}"
                 op = FusedOperator(program, name)
-                op.warm()
+                if not self.explain:
+                    op.warm()
                 ops.append(op)
                 schema = op.output_schema
                 node = run
@@ -276,21 +287,17 @@ class _Builder:
             elif kind == "window":
                 time_col = _window_time(node, wm_time)
                 parallel = node.params.get("parallelism") or self.config.effective_parallelism
+                if time_col != wm_time:
+                    # Before the stage cut (and, with parallelism, before the exchange, so every
+                    # subtask sees the same event time): the upstream thread has slack, the
+                    # window's is the critical path.
+                    ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
+                    wm_time = time_col
                 if parallel > 1:
-                    # Watermarks are assigned before the exchange and broadcast, so every
-                    # subtask sees the same event time whichever keys it holds.
-                    if time_col != wm_time:
-                        ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
-                        wm_time = time_col
                     stage, schema = self._parallel_window(node, schema, stage, wm_time, parallel)
                 else:
-                    if time_col != wm_time:
-                        # Before the stage cut when there is an upstream stage: that thread has
-                        # slack, the window's is the critical path.
-                        ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
-                        wm_time = time_col
                     if len(ops) > 1 or (ops and not isinstance(ops[0], WatermarkAssigner)):
-                        new = self._new_stage(node)
+                        new = self._new_stage()
                         self.stages[stage].children.append(new)
                         stage, ops = new, self.stages[new].operators
                     op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
@@ -304,7 +311,8 @@ class _Builder:
             elif kind == "inspect":
                 ops.append(InspectOperator(node.params["fn"], node.name))
             elif kind == "sink":
-                op = node.params["spec"].bind(schema, node.name)
+                spec = node.params["spec"]
+                op = _PlannedSink(node.name, spec.kind) if self.explain else spec.bind(schema, node.name)
                 ops.append(op)
                 self.sink_ops.append(op)
             else:  # pragma: no cover - every kind is handled above
@@ -316,7 +324,7 @@ class _Builder:
                 node = kids[0]
                 continue
             for k in kids:
-                idx = self._new_stage(k)
+                idx = self._new_stage()
                 self.stages[stage].children.append(idx)
                 self._lower(k, schema, idx, wm_time)
             return
@@ -328,11 +336,10 @@ class _Builder:
 
         up = self.stages[stage]
         up.partitioner = HashPartitioner(schema, node.params["keys"], parallel, node.name)
-        merge = None
         out_schema = schema
         subtasks = []
         for i in range(parallel):
-            idx = self._new_stage(node)
+            idx = self._new_stage()
             self.stages[idx].name = f"{node.name}#{i}"
             op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
             op.name = f"{node.name}#{i}"
@@ -342,7 +349,7 @@ class _Builder:
             up.children.append(idx)
             subtasks.append(idx)
             out_schema = op.output_schema
-        merge = self._new_stage(node)
+        merge = self._new_stage()
         self.stages[merge].name = f"{node.name}.merge"
         self.stages[merge].n_inputs = parallel
         for idx in subtasks:
@@ -363,18 +370,23 @@ class _Builder:
         return lines
 
 
-def build(env: "StreamEnvironment", sinks: List[Node]):
-    """(PhysicalPlan, sink operators, state operators, explain lines) for these sinks."""
+def build(env: "StreamEnvironment", sinks: List[Node], explain: bool = False):
+    """(PhysicalPlan, sink operators, state operators, explain lines) for these sinks.
+
+    With ``explain`` nothing is bound or compiled: sinks are placeholders, so explaining a
+    plan has no side effects.
+    """
     from .kernels import warmup
 
-    warmup()      # once per process: no batch waits for the compiler
-    b = _Builder(env, sinks)
+    if not explain:
+        warmup()      # once per process: no batch waits for the compiler
+    b = _Builder(env, sinks, explain)
     plan, lines = b.build()
     return plan, b.sink_ops, b.state_ops, lines
 
 
 def explain_nodes(env: "StreamEnvironment", sinks: List[Node]) -> Plan:
-    plan, _, _, lines = build(env, sinks)
+    plan, _, _, lines = build(env, sinks, explain=True)
     header = [f"batch_size={plan.batch_size:,}  batch_timeout={plan.batch_timeout_ns / 1e6:g} ms  "
               f"buffer_size={env.config.buffer_size:,}  fusion={'on' if fusion_enabled() else 'off'}"]
     return Plan(header + lines)

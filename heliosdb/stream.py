@@ -155,8 +155,7 @@ class Stream:
         """
         if not exprs:
             raise PlanError("with_columns() needs at least one name=expression")
-        return self._then("with_columns", exprs={k: as_expr(v) if not isinstance(v, Expr) else v
-                                                  for k, v in exprs.items()})
+        return self._then("with_columns", exprs={k: as_expr(v) for k, v in exprs.items()})
 
     def map_batches(self, fn: Callable[[pa.RecordBatch], Any], schema: Optional[pa.Schema] = None) -> "Stream":
         """Apply ``fn`` to each record batch (Arrow in, Arrow RecordBatch or Table out).
@@ -233,7 +232,7 @@ class Stream:
         >>> "positive" in str(s.explain())
         True
         """
-        self._env._rename(self._node, validate_name(name))
+        self._node.name = validate_name(name)
         return self
 
     # -- keyed -------------------------------------------------------------------------------

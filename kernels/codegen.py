@@ -149,7 +149,7 @@ def arrow_eval(e: Expr, batch: pa.RecordBatch) -> pa.Array:
     if isinstance(e, Col):
         return batch.column(batch.schema.get_field_index(e.name))
     if isinstance(e, Lit):
-        return pa.array([e.value] * batch.num_rows, type=e.dtype(batch.schema))
+        return pa.scalar(e.value, type=e.dtype(batch.schema))     # pyarrow.compute broadcasts it
     if isinstance(e, BinOp) and e.op in _ARROW_CMP:
         return _ARROW_CMP[e.op](arrow_eval(e.left, batch), arrow_eval(e.right, batch))
     if isinstance(e, IsNull):
@@ -502,8 +502,6 @@ def column_numpy(arr: pa.Array) -> Tuple[np.ndarray, Optional[np.ndarray]]:
             values = arr.fill_null(False).to_numpy(zero_copy_only=False)
         else:
             values = arr.fill_null(0).to_numpy(zero_copy_only=False)
-    elif pat.is_boolean(arr.type):
-        values = arr.to_numpy(zero_copy_only=False)
     else:
         values = arr.to_numpy(zero_copy_only=False)
     return values, valid
@@ -539,10 +537,15 @@ def numpy_column(values: np.ndarray, valid: Optional[np.ndarray], t: pa.DataType
     return pa.array(values, type=t, mask=mask)
 
 
+def _full(x, n: int) -> pa.Array:
+    """``x`` as an array of ``n`` rows (a scalar from arrow_eval is broadcast)."""
+    return pa.repeat(x, n) if isinstance(x, pa.Scalar) else x
+
+
 def _input_array(inp: _Input, batch: pa.RecordBatch) -> pa.Array:
     if isinstance(inp.source, str):
         return batch.column(batch.schema.get_field_index(inp.source))
-    return arrow_eval(inp.source, batch)
+    return _full(arrow_eval(inp.source, batch), batch.num_rows)
 
 
 def run_program(cp: CompiledProgram, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -581,7 +584,7 @@ def run_program(cp: CompiledProgram, batch: pa.RecordBatch) -> pa.RecordBatch:
         a = batch.column(batch.schema.get_field_index(outputs[name].name))
         cols[name] = a if idx is None else a.take(idx)
     for name in cp.arrow_outputs:
-        a = arrow_eval(outputs[name], batch)
+        a = _full(arrow_eval(outputs[name], batch), n)
         cols[name] = a if idx is None else a.take(idx)
     arrays = [cols[f.name] for f in cp.output_schema]
     return pa.RecordBatch.from_arrays(arrays, schema=cp.output_schema)

@@ -82,6 +82,20 @@ def evaluate(e: Expr, batch: pa.RecordBatch) -> pa.Array:
     return pa.array(out, t)
 
 
+def _ieee_pow(a: float, b: float) -> float:
+    """C99/IEEE pow, as compiled kernels compute it (numpy's power differs, e.g. (-inf)**0.5)."""
+    try:
+        return math.pow(a, b)
+    except ValueError:
+        if a == 0.0 and b < 0:  # pole: +-inf, negative only for -0.0 to an odd integer power
+            odd = float(b).is_integer() and int(b) % 2 == 1
+            return float("-inf") if odd and math.copysign(1.0, a) < 0 else float("inf")
+        return float("nan")     # negative base, non-integer exponent
+    except OverflowError:
+        negative = a < 0 and float(b).is_integer() and int(b) % 2 == 1
+        return float("-inf") if negative else float("inf")
+
+
 def _wrap64(v: int) -> int:
     return (v + 2**63) % 2**64 - 2**63
 
@@ -113,7 +127,7 @@ def _binop(op: str, a, b, t: pa.DataType):
             if op == "-": return float(fa - fb)
             if op == "*": return float(fa * fb)
             if op == "/": return float(fa / fb)
-            if op == "**": return float(np.power(fa, fb))
+            if op == "**": return _ieee_pow(a, b)
             if op == "//": return float(np.floor_divide(fa, fb))
             if op == "%": return float(np.mod(fa, fb))
     a, b = int(a), int(b)

@@ -85,15 +85,34 @@ class _ParquetSinkOp(_SinkOperator):
         path = f"{self.root.rstrip('/')}/part-{self.part:05d}-{self.run}.parquet"
         self.part += 1
         self.handle = self.fs.open(path, "wb")
-        self.writer = pq.ParquetWriter(self.handle, self.schema, compression=self.spec.compression)
+        try:
+            self.writer = pq.ParquetWriter(self.handle, self.schema, compression=self.spec.compression)
+        except BaseException:
+            self.handle.close()
+            self.handle = None
+            raise
         self.spec.files.append(path)
         self.rows = 0
 
     def _roll(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.handle.close()
-            self.writer = None
+            try:
+                self.writer.close()
+            finally:
+                self.writer = None
+                self.handle.close()
+                self.handle = None
+
+    def abort(self) -> None:
+        """Close and delete the unfinished file (earlier, rolled files stay, complete)."""
+        if self.writer is None:
+            return
+        path = self.spec.files.pop()
+        try:
+            self._roll()
+        finally:
+            if self.fs.exists(path):
+                self.fs.rm(path)
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         try:

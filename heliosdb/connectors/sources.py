@@ -145,6 +145,11 @@ class ParquetSource(Source):
         b = next(self._it, None)
         return None if b is None else [(b, time.time_ns())]
 
+    def close(self) -> None:
+        it = getattr(self, "_it", None)
+        if it is not None:
+            it.close()          # closes the file the generator has open
+
     def project(self, columns: List[str]) -> "Source":
         import copy
 

@@ -46,6 +46,9 @@ class Operator:
     def close(self) -> List[Item]:
         return []
 
+    def abort(self) -> None:
+        """The job failed or was cancelled: release files and handles, flush nothing."""
+
     def state_size_bytes(self) -> int:
         return 0
 

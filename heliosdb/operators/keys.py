@@ -53,6 +53,7 @@ class KeyEncoder:
             self.kinds.append(k)
         self._dicts: List[Optional[Dict[str, int]]] = [{} if k == "str" else None for k in self.kinds]
         self._values: List[Optional[List[str]]] = [[] if k == "str" else None for k in self.kinds]
+        self._bytes = 0                 # running size of the string dictionaries
 
     @property
     def width(self) -> int:
@@ -84,6 +85,7 @@ class KeyEncoder:
                 if code is None:
                     code = mapping[s] = len(values)
                     values.append(s)
+                    self._bytes += len(s) + 60
                 ids[i] = code
             if not len(ids):
                 return np.zeros(len(arr), dtype=np.int64)
@@ -129,4 +131,5 @@ class KeyEncoder:
         return out
 
     def nbytes(self) -> int:
-        return sum(sum(len(s) + 60 for s in v) for v in self._values if v)
+        """Approximate bytes held by the string dictionaries."""
+        return self._bytes

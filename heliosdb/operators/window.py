@@ -188,7 +188,6 @@ class TumblingWindowAggregate(Operator):
         self.late_events = 0
         self._capacity_hint = 1024
         self._gids = np.empty(0, np.int64)
-        self._state_bytes = 0
 
     # -- per batch ---------------------------------------------------------------------------
     def _times(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -268,7 +267,9 @@ class TumblingWindowAggregate(Operator):
             )
 
     def state_size_bytes(self) -> int:
-        return sum(st.nbytes() for st in self.windows.values()) + self.encoder.nbytes()
+        # list() copies the dict in one step, so a metrics reader on another thread never
+        # iterates it while the window thread adds or drops a window.
+        return sum(st.nbytes() for st in list(self.windows.values())) + self.encoder.nbytes()
 
     def open_windows(self) -> int:
         return len(self.windows)

@@ -19,7 +19,7 @@ import pyarrow as pa
 from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics
 from ..operators.base import WATERMARK_MAX, WATERMARK_MIN, Operator, Watermark
-from .channel import END, TIMEOUT, Channel, ChannelClosed
+from .channel import END, Channel, ChannelClosed
 
 log = logging.getLogger("heliosdb.runtime")
 
@@ -51,7 +51,6 @@ class PhysicalPlan:
     stages: List[PhysicalStage]
     batch_size: int
     batch_timeout_ns: int
-    source_partitioner: Optional[object] = None
     source_name: str = "source"
 
 
@@ -147,12 +146,11 @@ class Job:
     """A running job: threads, channels, metrics.  Use through ``JobHandle``."""
 
     def __init__(self, plan: PhysicalPlan, name: str, buffer_size: int, slow_ns: int,
-                 sink_operators: List[Operator], state_operators: List[Operator]):
+                 state_operators: List[Operator]):
         self.plan = plan
         self.name = name
         self.metrics = JobMetrics(name)
         self.metrics.state_ops = state_operators
-        self.sinks = sink_operators
         self.slow_ns = slow_ns
         self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]
         self.metrics.channels = self.inputs
@@ -167,6 +165,8 @@ class Job:
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
         self.metrics.started = time.perf_counter()
+        # Built before any thread starts, so the metrics' operator table is complete up front.
+        self._chains = [_Chain(st.operators, self.metrics, self.slow_ns) for st in self.plan.stages]
         t = threading.Thread(target=self._guard, args=(self.plan.source_name, self._run_source),
                              name=f"{self.name}:source", daemon=True)
         self._threads.append(t)
@@ -242,8 +242,19 @@ class Job:
             self.inputs[c].put(END, 0, 0, origin)
 
     def _run_stage(self, index: int) -> None:
+        try:
+            self._stage_loop(index)
+        except BaseException:
+            for op in self.plan.stages[index].operators:
+                try:
+                    op.abort()
+                except Exception:  # noqa: BLE001 - the original error is what matters
+                    log.exception("step %r: abort failed", op.name)
+            raise
+
+    def _stage_loop(self, index: int) -> None:
         stage = self.plan.stages[index]
-        chain = _Chain(stage.operators, self.metrics, self.slow_ns)
+        chain = self._chains[index]
         inbox = self.inputs[index]
         is_sink = not stage.children
         # A merge stage forwards the smallest watermark of its inputs, and ends when all have.
@@ -296,7 +307,7 @@ class Job:
             if not rows:
                 first_ingest = 0
             self.metrics.events_in += out.num_rows
-            self._emit(plan.source_children, [out], ingest, plan.source_partitioner)
+            self._emit(plan.source_children, [out], ingest)
 
         src.open(size)
         try:
@@ -326,8 +337,7 @@ class Job:
         finally:
             src.close()
         if exhausted or self._drain:
-            self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns(),
-                       plan.source_partitioner)
+            self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns())
         self._end(plan.source_children, 0)
 
 
