@@ -63,12 +63,19 @@ def _chain(node: Node) -> List[Node]:
     return out[::-1]
 
 
-def output_schema(node: Node) -> pa.Schema:
-    """The schema of ``node``'s output, typing every step on the way (raises on errors)."""
+def output_schema(node: Node, cache: Optional[Dict[int, pa.Schema]] = None) -> pa.Schema:
+    """The schema of ``node``'s output, typing every step on the way (raises on errors).
+
+    ``cache`` (node id -> schema) lets one planning pass type each step once, so a
+    ``map_batches`` function is called on an empty batch once, not once per later step.
+    """
+    cache = {} if cache is None else cache
     schema: Optional[pa.Schema] = None
     wm_time: Optional[str] = None
     for n in _chain(node):
-        schema = _node_schema(n, schema, wm_time)
+        if id(n) not in cache:
+            cache[id(n)] = _node_schema(n, schema, wm_time)
+        schema = cache[id(n)]
         if n.kind == "watermark":
             wm_time = n.params["strategy"].time
     return schema
@@ -168,6 +175,7 @@ class _Builder:
         self.sink_ops: List[Operator] = []
         self.state_ops: List[Operator] = []
         self.needed: Dict[int, Optional[Set[str]]] = {}
+        self.schemas: Dict[int, pa.Schema] = {}     # node id -> output schema, typed once
         names = set()
         for n in self._all_nodes():
             if n.name in names and n.kind != "source":
@@ -225,7 +233,7 @@ class _Builder:
         return cols
 
     def _schema_before(self, n: Node) -> pa.Schema:
-        return output_schema(n.parent)
+        return output_schema(n.parent, self.schemas)
 
     # -- lowering (top-down) ---------------------------------------------------------------------
     def build(self) -> Tuple[PhysicalPlan, List[str]]:
@@ -233,7 +241,7 @@ class _Builder:
         src = src_node.params["source"]
         for sink in self.sinks:
             # Type every step against the full source schema first, so errors list real columns.
-            output_schema(sink)
+            output_schema(sink, self.schemas)
         needed = self._needed_after(src_node, None)
         if needed is not None and set(needed) != set(src.schema.names):
             # Read only what some step uses (a copy: the stream may run again with other sinks).
@@ -305,7 +313,7 @@ class _Builder:
                     self.state_ops.append(op)
                     schema = op.output_schema
             elif kind == "map_batches":
-                out_schema = _map_batches_schema(node, schema)
+                out_schema = output_schema(node, self.schemas)
                 ops.append(MapBatchesOperator(node.params["fn"], node.name, out_schema))
                 schema = out_schema
             elif kind == "inspect":
