@@ -7,7 +7,7 @@ table and the accumulators are separate (as in DataFusion's GroupsAccumulator). 
 ``with nogil``.  Keys are never hashed through Python objects.
 """
 from libc.stdint cimport int64_t, uint64_t, int32_t, uint8_t, uintptr_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp
 from libc.stdlib cimport malloc, calloc, realloc, free
 
 import numpy as np
@@ -373,3 +373,154 @@ def update_i64(const int64_t[::1] gids, const int64_t[::1] values, valid,
                     mn[g] = v if v < m else m
                     m = mx[g]
                     mx[g] = v if v > m else m
+
+
+# -- strings -> dense ids -------------------------------------------------------------------------
+cdef inline uint64_t _hash_bytes(const uint8_t* p, int64_t n) noexcept nogil:
+    cdef uint64_t h = 0xCBF29CE484222325ULL
+    cdef int64_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 0x100000001B3ULL
+    return _mix(h ^ <uint64_t> n)
+
+
+cdef class StringTable:
+    """Open-addressing hash table: byte strings (Arrow string values) -> dense ids 0, 1, 2, ...
+
+    The bytes of every distinct string are kept once, in insertion order, so the table can
+    give its values back as an Arrow array (``values()``) to decode ids.
+    """
+
+    cdef uint8_t* data
+    cdef int64_t data_len, data_cap
+    cdef int64_t* offs          # offs[id] .. offs[id + 1] delimit string id; offs[0] = 0
+    cdef uint64_t* hashes
+    cdef int64_t n_, cap
+    cdef int32_t* slots
+    cdef uint64_t mask
+    cdef int64_t grow_at
+
+    def __cinit__(self):
+        self.data_cap = 4096
+        self.cap = 1024
+        self.data = <uint8_t*> malloc(self.data_cap)
+        self.offs = <int64_t*> malloc((self.cap + 1) * sizeof(int64_t))
+        self.hashes = <uint64_t*> malloc(self.cap * sizeof(uint64_t))
+        self.slots = <int32_t*> calloc(2048, sizeof(int32_t))
+        if self.data == NULL or self.offs == NULL or self.hashes == NULL or self.slots == NULL:
+            raise MemoryError("StringTable: out of memory")
+        self.offs[0] = 0
+        self.n_ = 0
+        self.data_len = 0
+        self.mask = 2047
+        self.grow_at = 1024
+
+    def __dealloc__(self):
+        free(self.data)
+        free(self.offs)
+        free(self.hashes)
+        free(self.slots)
+
+    def __len__(self) -> int:
+        return self.n_
+
+    @property
+    def nbytes(self) -> int:
+        return self.data_cap + (self.cap + 1) * 8 + self.cap * 8 + (<int64_t> self.mask + 1) * 4
+
+    cdef bint _grow_slots(self) noexcept nogil:
+        cdef int64_t nslots = 2 * (<int64_t> self.mask + 1)
+        cdef int32_t* s = <int32_t*> calloc(nslots, sizeof(int32_t))
+        cdef int64_t g
+        cdef uint64_t pos
+        if s == NULL:
+            return False
+        free(self.slots)
+        self.slots = s
+        self.mask = <uint64_t> (nslots - 1)
+        self.grow_at = nslots // 2
+        for g in range(self.n_):
+            pos = self.hashes[g] & self.mask
+            while self.slots[pos] != 0:
+                pos = (pos + 1) & self.mask
+            self.slots[pos] = <int32_t> (g + 1)
+        return True
+
+    cdef int64_t _add(self, const uint8_t* p, int64_t n, uint64_t h, uint64_t pos) noexcept nogil:
+        cdef int64_t g = self.n_
+        cdef uint8_t* nd
+        cdef int64_t* no
+        cdef uint64_t* nh
+        cdef int64_t need = self.data_len + n
+        if need > self.data_cap:
+            while need > self.data_cap:
+                self.data_cap *= 2
+            nd = <uint8_t*> realloc(self.data, self.data_cap)
+            if nd == NULL:
+                return -1
+            self.data = nd
+        if g >= self.cap:
+            no = <int64_t*> realloc(self.offs, (2 * self.cap + 1) * sizeof(int64_t))
+            if no == NULL:
+                return -1
+            self.offs = no
+            nh = <uint64_t*> realloc(self.hashes, 2 * self.cap * sizeof(uint64_t))
+            if nh == NULL:
+                return -1
+            self.hashes = nh
+            self.cap *= 2
+        if n:
+            memcpy(self.data + self.data_len, p, n)
+        self.data_len += n
+        self.offs[g + 1] = self.data_len
+        self.hashes[g] = h
+        self.slots[pos] = <int32_t> (g + 1)
+        self.n_ = g + 1
+        if self.n_ >= self.grow_at:
+            if not self._grow_slots():
+                return -1
+        return g
+
+    def encode(self, const int64_t[::1] offsets, const uint8_t[::1] data, int64_t[::1] out):
+        """Ids of strings ``data[offsets[i]:offsets[i+1]]`` into ``out`` (new ones appended)."""
+        cdef int64_t n = out.shape[0]
+        cdef int64_t i, g, a, b, ln
+        cdef uint64_t h, pos
+        cdef int32_t s
+        cdef const uint8_t* base = &data[0] if data.shape[0] else NULL
+        cdef bint failed = False
+        if offsets.shape[0] != n + 1:
+            raise ValueError("offsets must have one more entry than out")
+        if n and (offsets[0] < 0 or offsets[n] > data.shape[0]):
+            raise ValueError("offsets point outside data")
+        with nogil:
+            for i in range(n):
+                a = offsets[i]
+                b = offsets[i + 1]
+                ln = b - a
+                h = _hash_bytes(base + a, ln)
+                pos = h & self.mask
+                while True:
+                    s = self.slots[pos]
+                    if s == 0:
+                        g = self._add(base + a, ln, h, pos)
+                        if g < 0:
+                            failed = True
+                        break
+                    g = s - 1
+                    if (self.hashes[g] == h and self.offs[g + 1] - self.offs[g] == ln
+                            and (ln == 0 or memcmp(self.data + self.offs[g], base + a, ln) == 0)):
+                        break
+                    pos = (pos + 1) & self.mask
+                if failed:
+                    break
+                out[i] = g
+        if failed:
+            raise MemoryError(f"StringTable: out of memory at {self.n_} strings")
+
+    def values(self):
+        """(offsets int64[n+1], data bytes) of the strings in id order: pa.large_string buffers."""
+        offs = np.empty(self.n_ + 1, dtype=np.int64)
+        cdef int64_t[::1] o = offs
+        memcpy(&o[0], self.offs, (self.n_ + 1) * sizeof(int64_t))
+        return offs, bytes((<char*> self.data)[: self.data_len]) if self.data_len else b""

@@ -2,12 +2,13 @@
 
 Integers, booleans, timestamps and dates are their own int64 values; floats are their bit
 pattern (with -0.0 folded into 0.0 and every NaN into one NaN); strings get dense ids from a
-per-operator dictionary.  Nulls are code 0 plus a bit in a null word, so a null key is a group
+per-operator Cython string table (each batch's distinct strings, found by Arrow's
+dictionary_encode, are looked up in C; no Python object per string).  Nulls are code 0 plus a bit in a null word, so a null key is a group
 of its own, distinct from 0 or "".
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.types as pat
 
 from ..errors import SchemaError
+from ..kernels._hashagg import StringTable
 
 
 def _kind(t: pa.DataType) -> Optional[str]:
@@ -51,9 +53,8 @@ class KeyEncoder:
                 )
             self.types.append(t)
             self.kinds.append(k)
-        self._dicts: List[Optional[Dict[str, int]]] = [{} if k == "str" else None for k in self.kinds]
-        self._values: List[Optional[List[str]]] = [[] if k == "str" else None for k in self.kinds]
-        self._bytes = 0                 # running size of the string dictionaries
+        self._tables: List[Optional[StringTable]] = [StringTable() if k == "str" else None for k in self.kinds]
+        self._decoded: List[Optional[pa.Array]] = [None] * len(self.kinds)   # values, cached
 
     @property
     def width(self) -> int:
@@ -77,17 +78,16 @@ class KeyEncoder:
         kind = self.kinds[j]
         if kind == "str":
             enc = pc.dictionary_encode(arr)
-            mapping = self._dicts[j]
-            values = self._values[j]
-            ids = np.empty(len(enc.dictionary), dtype=np.int64)
-            for i, s in enumerate(enc.dictionary.to_pylist()):
-                code = mapping.get(s)
-                if code is None:
-                    code = mapping[s] = len(values)
-                    values.append(s)
-                    self._bytes += len(s) + 60
-                ids[i] = code
-            if not len(ids):
+            d = enc.dictionary
+            ids = np.empty(len(d), dtype=np.int64)
+            if len(d):
+                bufs = d.buffers()
+                off_t = np.int32 if pat.is_string(d.type) else np.int64
+                offsets = np.frombuffer(bufs[1], dtype=off_t)[d.offset: d.offset + len(d) + 1]
+                data = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
+                        else np.zeros(0, dtype=np.uint8))
+                self._tables[j].encode(offsets.astype(np.int64), data, ids)
+            else:
                 return np.zeros(len(arr), dtype=np.int64)
             codes = ids[enc.indices.fill_null(0).to_numpy(zero_copy_only=False)]
             if arr.null_count:
@@ -116,7 +116,7 @@ class KeyEncoder:
             mask = None if nullword is None else ((nullword >> j) & 1).astype(bool)
             kind = self.kinds[j]
             if kind == "str":
-                values = pa.array(self._values[j], type=pa.string())
+                values = self._string_values(j)
                 arr = values.take(pa.array(c)) if len(values) else pa.nulls(len(c), pa.string())
                 if mask is not None:
                     arr = pc.if_else(pa.array(mask), pa.nulls(len(c), pa.string()), arr)
@@ -130,6 +130,17 @@ class KeyEncoder:
                 out.append(pa.array(c, type=pa.int64(), mask=mask).cast(t))
         return out
 
+    def _string_values(self, j: int) -> pa.Array:
+        """Every string key column ``j`` has seen, in id order (rebuilt only after growth)."""
+        table = self._tables[j]
+        cached = self._decoded[j]
+        if cached is None or len(cached) != len(table):
+            offsets, data = table.values()
+            cached = pa.Array.from_buffers(pa.large_string(), len(table),
+                                           [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+            cached = self._decoded[j] = cached.cast(pa.string())
+        return cached
+
     def nbytes(self) -> int:
-        """Approximate bytes held by the string dictionaries."""
-        return self._bytes
+        """Bytes held by the string tables."""
+        return sum(t.nbytes for t in self._tables if t is not None)
