@@ -10,6 +10,7 @@ import pyarrow.types as pat
 
 from ..errors import SchemaError
 from ..kernels.partition import hash_int64, hash_strings, partition_order
+from .keys import int64_codes, string_buffers
 
 _NO_NULLS = np.empty(0, np.uint8)
 
@@ -33,26 +34,11 @@ class HashPartitioner:
         valid = _NO_NULLS
         if arr.null_count:
             valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
-        t = arr.type
-        if pat.is_string(t) or pat.is_large_string(t):
-            off_t = np.int32 if pat.is_string(t) else np.int64
-            bufs = arr.buffers()
-            offsets = np.frombuffer(bufs[1], dtype=off_t)[arr.offset: arr.offset + len(arr) + 1]
-            data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
+        if pat.is_string(arr.type) or pat.is_large_string(arr.type):
+            offsets, data = string_buffers(arr)
             hash_strings(offsets, data, valid, h)
-            return
-        if pat.is_floating(t):
-            v = arr.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False) + 0.0
-            v = np.where(np.isnan(v), np.nan, v).view(np.int64)
         else:
-            if pat.is_timestamp(t) or pat.is_date(t) or pat.is_duration(t):
-                arr = arr.view(pa.int64() if t.bit_width == 64 else pa.int32())
-            if pat.is_boolean(arr.type):
-                arr = arr.cast(pa.int8())
-            if arr.null_count:
-                arr = arr.fill_null(0)
-            v = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-        hash_int64(v, valid, h)
+            hash_int64(int64_codes(arr), valid, h)
 
     def partitions(self, batch: pa.RecordBatch) -> np.ndarray:
         """The partition of every row (used by tests and by split)."""

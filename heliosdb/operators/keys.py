@@ -19,6 +19,32 @@ from ..errors import SchemaError
 from ..kernels._hashagg import StringTable
 
 
+def string_buffers(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """(offsets, data) of an Arrow string / large_string array as numpy views (no copy)."""
+    bufs = arr.buffers()
+    off_t = np.int32 if pat.is_string(arr.type) else np.int64
+    offsets = np.frombuffer(bufs[1], dtype=off_t)[arr.offset: arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+def int64_codes(arr: pa.Array) -> np.ndarray:
+    """A non-string key column as int64 codes: integers, booleans and times as themselves,
+    floats as their bit pattern (-0.0 folded into 0.0, every NaN into one NaN); nulls as 0."""
+    t = arr.type
+    if pat.is_floating(t):
+        v = arr.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False) + 0.0
+        v = np.where(np.isnan(v), np.nan, v)
+        return np.ascontiguousarray(v).view(np.int64)
+    if pat.is_timestamp(t) or pat.is_date(t) or pat.is_duration(t):
+        arr = arr.view(pa.int64() if t.bit_width == 64 else pa.int32())
+    if pat.is_boolean(arr.type):
+        arr = arr.cast(pa.int8())
+    if arr.null_count:
+        arr = arr.fill_null(0)
+    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def _kind(t: pa.DataType) -> Optional[str]:
     if pat.is_integer(t) or pat.is_boolean(t):
         return "int"
@@ -81,11 +107,7 @@ class KeyEncoder:
             d = enc.dictionary
             ids = np.empty(len(d), dtype=np.int64)
             if len(d):
-                bufs = d.buffers()
-                off_t = np.int32 if pat.is_string(d.type) else np.int64
-                offsets = np.frombuffer(bufs[1], dtype=off_t)[d.offset: d.offset + len(d) + 1]
-                data = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
-                        else np.zeros(0, dtype=np.uint8))
+                offsets, data = string_buffers(d)
                 self._tables[j].encode(offsets.astype(np.int64), data, ids)
             else:
                 return np.zeros(len(arr), dtype=np.int64)
@@ -94,19 +116,7 @@ class KeyEncoder:
                 # A null's code must not depend on the batch (the null word marks it as null).
                 codes[arr.is_null().to_numpy(zero_copy_only=False)] = 0
             return codes
-        if kind == "float":
-            v = arr.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False) + 0.0
-            v = np.where(np.isnan(v), np.nan, v)
-            return np.ascontiguousarray(v).view(np.int64)
-        if kind == "time":
-            width = arr.type.bit_width
-            arr = arr.view(pa.int64() if width == 64 else pa.int32())
-        if pat.is_boolean(arr.type):
-            arr = arr.cast(pa.int8())
-        if arr.null_count:
-            arr = arr.fill_null(0)
-        v = arr.to_numpy(zero_copy_only=False)
-        return np.ascontiguousarray(v, dtype=np.int64)
+        return int64_codes(arr)
 
     def decode(self, codes: np.ndarray, nullword: Optional[np.ndarray]) -> List[pa.Array]:
         """Arrow arrays of the key columns from an int64[rows, width] code matrix."""
