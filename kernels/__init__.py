@@ -44,7 +44,6 @@ def warmup() -> float:
     for ts in (np.arange(4, dtype=np.int64), readonly(np.arange(4, dtype=np.int64))):
         window.tumbling_starts(ts, 1_000_000, 10)
         window.tumbling_runs(ts, 1_000_000, 10, 4)
-        window.max_time(ts, 1_000_000)
         window.watermark_splits(ts, 1_000_000, 0, lo, lo)
         h = np.zeros(4, np.uint64)
         partition.hash_int64(ts, np.empty(0, np.uint8), h)

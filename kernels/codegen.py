@@ -352,7 +352,6 @@ class CompiledProgram:
     compacted: List[str]                            # numeric pass-through columns compacted in-kernel
     taken: List[str]                                # other pass-through columns, taken by index
     arrow_outputs: List[str]                        # string-typed computed columns (pyarrow)
-    nullable_inputs: Tuple[bool, ...]
     output_schema: pa.Schema
     need_sel: bool = False
 
@@ -479,7 +478,7 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
     kernel = _load_kernel(src) if (computed or has_pred) else None
     return CompiledProgram(
         program, kernel, src, gen.inputs, computed, compacted, taken, arrow_outputs,
-        tuple(i.nullable for i in gen.inputs), program.output_schema(), need_sel,
+        program.output_schema(), need_sel,
     )
 
 

@@ -58,23 +58,6 @@ def tumbling_starts(ts, factor, size_ns):
 
 
 @jit
-def max_time(ts, factor):
-    """Largest ``ts * factor`` (saturating at the int64 limits); INT64_MIN for empty input."""
-    m = INT64_MIN
-    for i in range(ts.shape[0]):
-        if ts[i] > m:
-            m = ts[i]
-    if m == INT64_MIN:
-        return m
-    limit = INT64_MAX // factor
-    if m > limit:
-        return INT64_MAX
-    if m < -limit:
-        return INT64_MIN + 1
-    return m * factor
-
-
-@jit
 def tumbling_runs(ts, factor, size_ns, max_runs):
     """Split ``ts`` (scaled by ``factor`` to ns) into runs of rows in the same window.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 
 class ChannelClosed(Exception):
@@ -19,8 +19,6 @@ class ChannelClosed(Exception):
 END = object()
 """Sentinel: the producer has finished."""
 
-TIMEOUT = object()
-"""Returned by :meth:`Channel.get` when nothing arrived within the timeout."""
 
 
 class Channel:
@@ -38,12 +36,6 @@ class Channel:
         self._cond = threading.Condition()
         self._closed = False
         self.blocked_ns = 0
-        self.items_put = 0
-
-    @property
-    def rows(self) -> int:
-        """Rows currently queued (channel fill)."""
-        return self._rows
 
     def put(self, item: Any, rows: int = 0, ingest_ns: int = 0, origin: int = 0) -> None:
         with self._cond:
@@ -56,22 +48,18 @@ class Channel:
                 raise ChannelClosed(self.name)
             self._q.append((item, rows, ingest_ns, origin))
             self._rows += rows
-            self.items_put += 1
             self._cond.notify_all()
 
-    def get(self, timeout: Optional[float] = None) -> Tuple[Any, int, int, int]:
-        """The next (item, rows, ingest_ns, origin); ``(TIMEOUT, 0, 0, 0)`` after ``timeout``."""
+    def get(self) -> Tuple[Any, int, int, int]:
+        """The next (item, rows, ingest_ns, origin), waiting for one; ChannelClosed on shutdown."""
         with self._cond:
-            if not self._q and not self._closed:
-                self._cond.wait_for(lambda: self._q or self._closed, timeout)
-            if self._q:
-                entry = self._q.popleft()
-                self._rows -= entry[1]
-                self._cond.notify_all()
-                return entry
-            if self._closed:
+            self._cond.wait_for(lambda: self._q or self._closed)
+            if not self._q:
                 raise ChannelClosed(self.name)
-            return TIMEOUT, 0, 0, 0
+            entry = self._q.popleft()
+            self._rows -= entry[1]
+            self._cond.notify_all()
+            return entry
 
     def close(self) -> None:
         """Wake every waiter; later puts and gets on an empty channel raise ChannelClosed."""

@@ -1,10 +1,8 @@
 """The event-time kernels of ``heliosdb.kernels.window`` against plain Python references.
 
-``tumbling_starts`` is compared with ``kernels.reference.tumbling_starts``; ``tumbling_runs`` and
-``max_time`` have no twin there, so the references are written below from the docstrings: runs
-are the maximal stretches of consecutive rows with the same reference start, and ``max_time`` is
-the largest ``ts * factor`` clamped into int64 (below-range saturates to INT64_MIN + 1, because
-INT64_MIN itself means "no time", the value for empty input).
+``tumbling_starts`` is compared with ``kernels.reference.tumbling_starts``; ``tumbling_runs`` has
+no twin there, so its reference is written below from the docstring: runs are the maximal
+stretches of consecutive rows with the same reference start.
 """
 from __future__ import annotations
 
@@ -14,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from heliosdb.kernels import reference
-from heliosdb.kernels.window import max_time, tumbling_runs, tumbling_starts
+from heliosdb.kernels.window import tumbling_runs, tumbling_starts
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
@@ -38,13 +36,6 @@ def ref_runs(ts: np.ndarray, factor: int, size_ns: int, max_runs: int):
     if len(run_starts) > max_runs:
         return None, None, -1, -1
     return bounds + [len(ts)], run_starts, len(run_starts), -1
-
-
-def ref_max_time(ts: np.ndarray, factor: int) -> int:
-    values = ts.tolist()
-    if not values or max(values) == I64_MIN:
-        return I64_MIN
-    return min(max(max(values) * factor, I64_MIN + 1), I64_MAX)
 
 
 def assert_starts_match(ts: np.ndarray, factor: int, size_ns: int) -> None:
@@ -256,26 +247,3 @@ def test_tumbling_runs_matches_reference(batch, max_runs):
 def test_concatenated_runs_reproduce_per_row_starts(batch, max_runs):
     ts, factor, size_ns = batch
     assert_runs_match(ts, factor, size_ns, max_runs)
-
-
-# -- max_time ----------------------------------------------------------------------------------
-def test_max_time_of_empty_input_is_int64_min():
-    assert max_time(np.empty(0, np.int64), 1_000_000) == I64_MIN
-
-
-@pytest.mark.parametrize("factor", FACTORS[1:])
-def test_max_time_saturates_at_int64_limits(factor):
-    limit = I64_MAX // factor
-    assert max_time(np.array([0, limit + 1], np.int64), factor) == I64_MAX
-    assert max_time(np.array([limit, -5], np.int64), factor) == limit * factor
-    assert max_time(np.array([-limit - 1], np.int64), factor) == I64_MIN + 1
-
-
-@settings(max_examples=300, deadline=None)
-@given(time_batches())
-@example((np.array([I64_MIN], np.int64), 1_000_000, 1))
-@example((np.array([I64_MIN + 1], np.int64), 1_000_000, 1))
-def test_max_time_matches_reference(batch):
-    ts, factor, _ = batch
-    assert int(max_time(ts, factor)) == ref_max_time(ts, factor)
-    assert int(max_time(ts[::2], factor)) == ref_max_time(ts[::2], factor)
