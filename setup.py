@@ -11,6 +11,11 @@ extensions = [
         ["kernels/_hashagg.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "heliosdb.kernels._accum",
+        ["kernels/_accum.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

@@ -7,21 +7,24 @@
 1
 """
 from . import sinks
-from .config import StateBackend, StreamingConfig
+from .config import StateBackend, StateConfig, StreamingConfig
 from .environment import StreamEnvironment
 from .errors import (ConfigError, DataError, ExecutionError, HeliosError, PlanError,
                      SchemaError)
-from .expr import AggSpec, Expr, col, count, lit, max, mean, min, sum
+from .expr import (AggSpec, Expr, col, count, count_distinct, first, last, lit, max, mean, min,
+                   quantile, stddev, sum, var)
 from .plan import Plan
 from .runtime.executor import JobHandle, JobResult
 from .stream import KeyedStream, Stream, WindowedStream
-from .windows import TumblingWindow
+from .windows import SessionWindow, SlidingWindow, TumblingWindow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "StreamEnvironment", "StreamingConfig", "StateBackend", "Stream", "KeyedStream",
-    "WindowedStream", "TumblingWindow", "col", "lit", "count", "sum", "min", "max", "mean",
+    "WindowedStream", "TumblingWindow", "SlidingWindow", "SessionWindow", "StateConfig", "col",
+    "lit", "count", "sum", "min", "max", "mean", "var", "stddev", "first", "last",
+    "count_distinct", "quantile",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
     "SchemaError", "PlanError", "ExecutionError", "DataError",
 ]

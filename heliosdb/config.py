@@ -24,6 +24,14 @@ DEFAULT_BATCH_SIZE = 65_536
 DEFAULT_BATCH_TIMEOUT = timedelta(milliseconds=100)
 DEFAULT_MEMORY_STATE_BYTES = 8 * 2**30
 DEFAULT_SLOW_BATCH_WARNING = timedelta(seconds=1)
+#: Prometheus exposition: the usual port of Python exporters, on the loopback interface only.
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_METRICS_HOST = "127.0.0.1"
+#: Busy / blocked / idle fractions and the backpressure flag cover this trailing window.
+DEFAULT_METRICS_WINDOW = timedelta(seconds=10)
+#: explain()'s state estimate assumes this many payload bytes per value of a string or binary
+#: column (its schema does not say); fixed-width columns use their exact width.
+DEFAULT_VARIABLE_WIDTH_BYTES = 16
 
 #: Where generated kernels and Numba's on-disk cache live.
 ENV_CACHE_DIR = "HELIOSDB_CACHE_DIR"
@@ -31,6 +39,9 @@ ENV_CACHE_DIR = "HELIOSDB_CACHE_DIR"
 ENV_NUMBA_CACHE = "HELIOSDB_NUMBA_CACHE"
 #: Set to "0" to run every stateless operator as its own kernel (used to measure the fusion gain).
 ENV_FUSION = "HELIOSDB_FUSION"
+#: Set to "0" to turn off per-batch operator timing (operator latency, busy time, batch sizes);
+#: used to measure what metrics cost.  Event counts, end-to-end latency and backpressure stay.
+ENV_METRICS = "HELIOSDB_METRICS"
 
 
 def cache_dir() -> Path:
@@ -53,6 +64,11 @@ def numba_cache_enabled() -> bool:
 def fusion_enabled() -> bool:
     """Whether consecutive stateless operators are fused into one kernel (default on)."""
     return os.environ.get(ENV_FUSION, "1") not in ("0", "false", "no", "off")
+
+
+def operator_metrics_enabled() -> bool:
+    """Whether operators are timed per batch (``$HELIOSDB_METRICS``, default on)."""
+    return os.environ.get(ENV_METRICS, "1") not in ("0", "false", "no", "off")
 
 
 def to_nanos(value: Duration, what: str) -> int:
@@ -100,6 +116,83 @@ class StateBackend:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Serve the job's Prometheus metrics over HTTP at ``http://{host}:{port}/metrics``.
+
+    Parameters
+    ----------
+    port
+        TCP port; ``0`` picks a free one (read it from ``env.metrics_url``).
+    host
+        Interface to bind; the loopback interface by default, so nothing is exposed beyond
+        the machine unless asked for (``"0.0.0.0"``).
+    window
+        Busy, blocked and idle fractions, and the backpressure flag, cover this trailing
+        window (cumulative counters are exported too, for ``rate()`` in Prometheus).
+
+    Examples
+    --------
+    >>> MetricsConfig(port=0).host
+    '127.0.0.1'
+    >>> MetricsConfig(port=70000)
+    Traceback (most recent call last):
+    ...
+    heliosdb.errors.ConfigError: MetricsConfig(port=) must be a TCP port 0-65535 (0: any free port), got 70000
+    """
+
+    port: int = DEFAULT_METRICS_PORT
+    host: str = DEFAULT_METRICS_HOST
+    window: Duration = DEFAULT_METRICS_WINDOW
+
+    def __post_init__(self) -> None:
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(
+                f"MetricsConfig(port=) must be a TCP port 0-65535 (0: any free port), got {self.port!r}")
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError(f"MetricsConfig(host=) must be an address such as '127.0.0.1', got {self.host!r}")
+        if to_nanos(self.window, "MetricsConfig(window=)") <= 0:
+            raise ConfigError(f"MetricsConfig(window=) must be positive, got {self.window!r}")
+
+    @property
+    def window_ns(self) -> int:
+        """``window`` in nanoseconds."""
+        return to_nanos(self.window, "window")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Keyed-state housekeeping: evict keys untouched for ``ttl`` (processing time), checked
+    every ``cleanup_interval`` (default: ``ttl``).  Applies to running keyed aggregates
+    (``key_by(...).aggregate(...)``); ``.with_state_ttl()`` overrides it per operator.  Window
+    state needs no TTL: it is dropped when the watermark passes.
+
+    Examples
+    --------
+    >>> from datetime import timedelta
+    >>> StateConfig(ttl=timedelta(hours=1), cleanup_interval=timedelta(minutes=5)).cleanup_interval_ns
+    300000000000
+    """
+
+    ttl: Optional[Duration] = None
+    cleanup_interval: Optional[Duration] = None
+
+    def __post_init__(self) -> None:
+        for what, v in (("ttl", self.ttl), ("cleanup_interval", self.cleanup_interval)):
+            if v is not None and to_nanos(v, f"StateConfig({what}=)") <= 0:
+                raise ConfigError(f"StateConfig({what}=) must be positive, got {v!r}")
+
+    @property
+    def ttl_ns(self) -> Optional[int]:
+        return None if self.ttl is None else to_nanos(self.ttl, "StateConfig(ttl=)")
+
+    @property
+    def cleanup_interval_ns(self) -> Optional[int]:
+        if self.cleanup_interval is None:
+            return self.ttl_ns
+        return to_nanos(self.cleanup_interval, "StateConfig(cleanup_interval=)")
+
+
+@dataclass(frozen=True)
 class StreamingConfig:
     """How a job runs.
 
@@ -119,6 +212,11 @@ class StreamingConfig:
         ... or when its first row has waited this long (so slow sources still flow).
     state_backend
         Where keyed state lives (:class:`StateBackend`).
+    state
+        Keyed-state TTL (:class:`StateConfig`).
+    metrics
+        Serve Prometheus metrics over HTTP (:class:`MetricsConfig`); ``None`` serves none (the
+        job still keeps them: ``JobHandle.metrics()``, ``diagnose()``).
 
     Examples
     --------
@@ -134,6 +232,8 @@ class StreamingConfig:
     batch_timeout: Duration = DEFAULT_BATCH_TIMEOUT
     state_backend: StateBackend = field(default_factory=StateBackend.memory)
     slow_batch_warning: Duration = DEFAULT_SLOW_BATCH_WARNING
+    state: StateConfig = field(default_factory=StateConfig)
+    metrics: Optional[MetricsConfig] = None
 
     def __post_init__(self) -> None:
         if self.parallelism is not None:
@@ -146,6 +246,13 @@ class StreamingConfig:
             raise ConfigError(
                 "StreamingConfig(state_backend=) must be a StateBackend, e.g. StateBackend.memory(), "
                 f"got {self.state_backend!r}"
+            )
+        if not isinstance(self.state, StateConfig):
+            raise ConfigError(f"StreamingConfig(state=) must be a StateConfig, got {self.state!r}")
+        if self.metrics is not None and not isinstance(self.metrics, MetricsConfig):
+            raise ConfigError(
+                "StreamingConfig(metrics=) must be a MetricsConfig, e.g. MetricsConfig(port=9464), "
+                f"got {self.metrics!r}"
             )
 
     @property

@@ -1,63 +1,285 @@
 """Every metric the engine keeps, defined once, with the user guide's names.
 
-``JobMetrics`` is what a running job updates (each counter from one thread) and what
-``JobHandle.metrics()`` / ``JobResult.metrics`` report.  Latency is an event's ingestion time
-to its arrival at a sink, kept in a log-bucketed histogram weighted by rows, so quantiles cost
-nothing on the hot path.
+A running job updates plain counters (each from one thread, per batch, never per event):
+:class:`OperatorStats` per operator, :class:`TaskStats` per thread (a *task*: the source, or a
+stage's chain of operators), :class:`CheckpointStats` per job, and the end-to-end
+:class:`LatencyHistogram`.  Readers on other threads (``JobHandle.metrics()``, ``diagnose()``,
+the progress display, a Prometheus scrape) copy them with :meth:`JobMetrics.sample` and
+:meth:`JobMetrics.snapshot`; nothing is computed on the hot path for them.
+
+:data:`METRICS` lists every exported metric (name, type, labels, help).  A
+:class:`MetricsCollector` turns live jobs into Prometheus metric families at scrape time, and a
+:class:`MetricsServer` serves one environment's registry over HTTP, so several environments
+(and jobs) in one process never collide.  A task is named after its first operator (the source
+after the source step), which is the ``task`` label of the task metrics.
 """
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Deque, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-# The user guide's metric names (Prometheus exposition uses exactly these).
+log = logging.getLogger("heliosdb.metrics")
+checkpoint_log = logging.getLogger("heliosdb.checkpoint")
+
+# -- the exported metrics ----------------------------------------------------------------------
+# The user guide's names (its dashboards and alerts query exactly these).
 EVENTS_PROCESSED = "streaming_events_processed_total"
+LATENCY_MS = "streaming_latency_ms"
 STATE_SIZE_BYTES = "streaming_state_size_bytes"
 BACKPRESSURE = "streaming_backpressure"
+CHECKPOINT_DURATION_S = "streaming_checkpoint_duration_seconds"
+CHECKPOINT_FAILURES = "streaming_checkpoint_failures_total"
 OPERATOR_LATENCY_MS = "streaming_operator_latency_ms"
+# Ours.
+CHECKPOINTS = "streaming_checkpoints_total"
+OPERATOR_EVENTS_IN = "streaming_operator_events_in_total"
+OPERATOR_EVENTS_OUT = "streaming_operator_events_out_total"
+OPERATOR_BATCHES = "streaming_operator_batches_total"
+OPERATOR_BATCH_ROWS = "streaming_operator_batch_size_rows"
+OPERATOR_BUSY_S = "streaming_operator_busy_seconds_total"
+OPERATOR_BACKPRESSURE = "streaming_operator_backpressure"
 LATE_EVENTS = "streaming_late_events_total"
+WATERMARK_LAG_S = "streaming_watermark_lag_seconds"
+OPEN_WINDOWS = "streaming_open_windows"
+STATE_LIMIT_BYTES = "streaming_state_size_limit_bytes"
+CHANNEL_FILL = "streaming_channel_fill_ratio"
+TASK_BUSY_S = "streaming_task_busy_seconds_total"
+TASK_BLOCKED_S = "streaming_task_blocked_seconds_total"
+TASK_IDLE_S = "streaming_task_idle_seconds_total"
+TASK_INFO = "streaming_task_info"
+JOB_RUNNING = "streaming_job_running"
+JOB_UPTIME_S = "streaming_job_uptime_seconds"
+
+_J, _JO, _JT = ("job",), ("job", "operator"), ("job", "task")
+
+#: name -> (Prometheus type, labels, help).  The one list of what ``/metrics`` exposes.
+METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
+    EVENTS_PROCESSED: ("counter", _JO, "Events read from the job's source (operator = the source step)."),
+    LATENCY_MS: ("histogram", _J, "End-to-end latency per event, ingestion at the source to arrival at a sink, in ms."),
+    STATE_SIZE_BYTES: ("gauge", _JO, "Bytes of keyed state held by a stateful operator."),
+    BACKPRESSURE: ("gauge", _J, "1 when some task spent more than 10% of the trailing window blocked on a full output channel, else 0."),
+    CHECKPOINT_DURATION_S: ("histogram", _J, "Duration of completed checkpoints, in seconds."),
+    CHECKPOINT_FAILURES: ("counter", _J, "Checkpoints that failed."),
+    CHECKPOINTS: ("counter", _J, "Checkpoints completed."),
+    OPERATOR_LATENCY_MS: ("histogram", _JO, "Time an operator takes for one batch (or a watermark that emits results), in ms."),
+    OPERATOR_EVENTS_IN: ("counter", _JO, "Events into an operator."),
+    OPERATOR_EVENTS_OUT: ("counter", _JO, "Events out of an operator."),
+    OPERATOR_BATCHES: ("counter", _JO, "Batches into an operator."),
+    OPERATOR_BATCH_ROWS: ("histogram", _JO, "Rows per batch into an operator."),
+    OPERATOR_BUSY_S: ("counter", _JO, "Seconds an operator spent working (its own time, without waits)."),
+    OPERATOR_BACKPRESSURE: ("gauge", _JO, "Fraction of the trailing window the operator's task was blocked on a full output channel."),
+    LATE_EVENTS: ("counter", _JO, "Events that arrived for a window already closed (dropped, or sent to late_output())."),
+    WATERMARK_LAG_S: ("gauge", _JO, "Wall clock minus the operator's event-time watermark, in seconds."),
+    OPEN_WINDOWS: ("gauge", _JO, "Windows a window operator holds open."),
+    STATE_LIMIT_BYTES: ("gauge", _JO, "The state backend's bound on a stateful operator's state."),
+    CHANNEL_FILL: ("gauge", _JO, "Fill of the channel into an operator's task: queued events / buffer_size (can exceed 1: a channel always admits one batch)."),
+    TASK_BUSY_S: ("counter", _JT, "Seconds a task (thread) spent working."),
+    TASK_BLOCKED_S: ("counter", _JT, "Seconds a task spent blocked on a full output channel (backpressure)."),
+    TASK_IDLE_S: ("counter", _JT, "Seconds a task spent waiting for input."),
+    TASK_INFO: ("info", ("job", "task", "operators", "downstream", "group"), "A task's operators (in order), the tasks it feeds, and its parallel group."),
+    JOB_RUNNING: ("gauge", _J, "1 while the job runs, 0 once it has ended."),
+    JOB_UPTIME_S: ("gauge", _J, "Seconds since the job started (its run time once ended)."),
+}
+
+#: A task blocked longer than this fraction of the window counts as backpressured.
+BACKPRESSURE_THRESHOLD = 0.1
 
 
+# -- histograms ----------------------------------------------------------------------------------
 class LatencyHistogram:
-    """Row-weighted histogram of latencies, 1 us to 1000 s, 40 buckets per decade."""
+    """Weighted histogram of durations, 1 us to 1000 s, 40 log-spaced buckets per decade.
+
+    ``add`` is a few hundred nanoseconds (no numpy call), so it runs once per batch on the hot
+    path.  A histogram added to from several threads (the sinks of one job) needs
+    ``locked=True``; one written by one thread does not.
+
+    Examples
+    --------
+    >>> h = LatencyHistogram()
+    >>> h.add(2_000_000, weight=3)          # 2 ms, three events
+    >>> h.total, round(h.quantile(0.5), 2)
+    (3, 2.11)
+    """
 
     PER_DECADE = 40
     LOW_NS = 1_000
+    DECADES = 9
+    #: The exported (Prometheus) bucket bounds: every quarter decade from 10 us to 100 s.
+    EXPORT_EDGES = tuple(range(40, 321, 10))
 
-    def __init__(self) -> None:
-        self.edges = self.LOW_NS * 10 ** (np.arange(0, 9 * self.PER_DECADE + 1) / self.PER_DECADE)
-        self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
+    def __init__(self, locked: bool = True) -> None:
+        self.edges = self.LOW_NS * 10 ** (np.arange(0, self.DECADES * self.PER_DECADE + 1) / self.PER_DECADE)
+        self.counts = [0] * (len(self.edges) + 1)
         self.total = 0
-        self._lock = threading.Lock()     # several sink stages may add at once
+        self.sum_ns = 0
+        self._top = len(self.edges)
+        self._lock = threading.Lock() if locked else None
+
+    def _index(self, ns: int) -> int:
+        if ns < self.LOW_NS:
+            return 0
+        return min(int(math.log10(ns / self.LOW_NS) * self.PER_DECADE) + 1, self._top)
 
     def add(self, latency_ns: int, weight: int = 1) -> None:
-        i = int(np.searchsorted(self.edges, latency_ns, side="right"))
+        i = self._index(latency_ns)
+        if self._lock is None:
+            self.counts[i] += weight
+            self.total += weight
+            self.sum_ns += latency_ns * weight
+            return
         with self._lock:
             self.counts[i] += weight
             self.total += weight
+            self.sum_ns += latency_ns * weight
 
     def quantile(self, q: float) -> float:
         """Latency (ms) at quantile ``q``: the upper edge of the bucket holding it (conservative)."""
-        if self.total == 0:
+        counts = list(self.counts)
+        total = sum(counts)
+        if total == 0:
             return float("nan")
-        target = q * self.total
-        i = int(np.searchsorted(np.cumsum(self.counts), target, side="left"))
+        i = int(np.searchsorted(np.cumsum(counts), q * total, side="left"))
         i = min(i, len(self.edges) - 1)
         return float(self.edges[i]) / 1e6
 
+    def buckets(self, unit_ns: float) -> Tuple[List[Tuple[float, int]], int, float]:
+        """(cumulative counts at the exported bounds in ``unit_ns`` units, total, sum in units)."""
+        counts = list(self.counts)                 # one-step copy: the writer keeps going
+        cum = np.cumsum(counts)
+        # counts[i] holds edges[i-1] <= x < edges[i], so "x below edges[k]" is cum[k].
+        out = [(float(self.edges[k]) / unit_ns, int(cum[k])) for k in self.EXPORT_EDGES]
+        return out, int(cum[-1]), self.sum_ns / unit_ns
 
+
+class PowerHistogram:
+    """Counts of sizes by power of two (for rows per batch): ``add`` is one list increment."""
+
+    SLOTS = 33
+    #: Exported bounds: powers of four, 1 to 4Mi rows.
+    EXPORT_POWERS = tuple(range(0, 23, 2))
+
+    def __init__(self) -> None:
+        self.counts = [0] * self.SLOTS
+        self.sum = 0
+
+    def add(self, n: int) -> None:
+        # slot b holds 2**(b-1) < n <= 2**b (n <= 1 in slot 0)
+        self.counts[(n - 1).bit_length() if n > 1 else 0] += 1
+        self.sum += n
+
+    def buckets(self) -> Tuple[List[Tuple[float, int]], int, float]:
+        cum = np.cumsum(list(self.counts))
+        out = [(float(2 ** b), int(cum[min(b, self.SLOTS - 1)])) for b in self.EXPORT_POWERS]
+        return out, int(cum[-1]), float(self.sum)
+
+
+# -- live counters -------------------------------------------------------------------------------
 @dataclass
 class OperatorStats:
+    """One operator's counters; written by its task's thread only."""
+
     name: str
     kind: str
+    task: str = ""
     rows_in: int = 0
     rows_out: int = 0
     batches: int = 0
     busy_ns: int = 0
+    latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(locked=False))
+    batch_rows: PowerHistogram = field(default_factory=PowerHistogram)
+
+
+@dataclass
+class TaskStats:
+    """One thread's time, split into busy, blocked (on a full output channel) and idle
+    (waiting for input).  A channel the task waits on sets ``*_since`` while it waits, so a
+    reader sees a wait in progress, not only finished ones."""
+
+    name: str
+    operators: List[str]
+    stage: str = ""
+    downstream: List[str] = field(default_factory=list)
+    group: str = ""
+    inbox: Optional[object] = None          # the input Channel (None for the source)
+    started_ns: int = 0
+    finished_ns: int = 0
+    blocked_ns: int = 0
+    blocked_since: int = 0
+    idle_ns: int = 0
+    idle_since: int = 0
+    rows_in: int = 0
+
+    def times(self, now: int) -> Tuple[int, int, int, int]:
+        """(alive, busy, blocked, idle) nanoseconds up to ``now``, waits in progress included."""
+        if not self.started_ns:
+            return 0, 0, 0, 0
+        end = self.finished_ns or now
+        alive = max(end - self.started_ns, 0)
+        since = self.blocked_since
+        blocked = self.blocked_ns + (max(end - since, 0) if since and not self.finished_ns else 0)
+        since = self.idle_since
+        idle = self.idle_ns + (max(end - since, 0) if since and not self.finished_ns else 0)
+        blocked, idle = min(blocked, alive), min(idle, alive)
+        return alive, max(alive - blocked - idle, 0), blocked, idle
+
+
+class CheckpointStats:
+    """Checkpoint counters, for the checkpoint coordinator to update.
+
+    Each method records the event and logs it at INFO (a failure at WARNING) with the job and
+    epoch as structured fields.
+
+    Examples
+    --------
+    >>> cp = CheckpointStats("doc-job")
+    >>> cp.completed(epoch=1, duration_s=0.25)
+    >>> cp.failed(epoch=2, error=OSError("disk full"))
+    >>> cp.count, cp.failures, cp.epoch
+    (1, 1, 1)
+    """
+
+    def __init__(self, job: str):
+        self.job = job
+        self.count = 0
+        self.failures = 0
+        self.epoch = 0
+        self.duration = LatencyHistogram()
+
+    def completed(self, epoch: int, duration_s: float, size_bytes: Optional[int] = None) -> None:
+        self.count += 1
+        self.epoch = epoch
+        self.duration.add(int(duration_s * 1e9))
+        size = "" if size_bytes is None else f", {size_bytes:,} bytes"
+        checkpoint_log.info("job %r: checkpoint %d completed in %.3f s%s", self.job, epoch, duration_s,
+                            size, extra={"job": self.job, "epoch": epoch, "duration_s": duration_s})
+
+    def failed(self, epoch: int, error: BaseException) -> None:
+        self.failures += 1
+        checkpoint_log.warning("job %r: checkpoint %d failed: %s: %s", self.job, epoch,
+                               type(error).__name__, error, extra={"job": self.job, "epoch": epoch})
+
+    def restored(self, epoch: int, source: str = "") -> None:
+        self.epoch = epoch
+        where = f" from {source}" if source else ""
+        checkpoint_log.info("job %r: restored checkpoint %d%s", self.job, epoch, where,
+                            extra={"job": self.job, "epoch": epoch})
+
+
+@dataclass
+class Sample:
+    """Cumulative figures of a job at one instant; two samples give rates and fractions."""
+
+    t_ns: int
+    events_in: int
+    tasks: Dict[str, Tuple[int, int, int, int, int]]   # name -> (alive, busy, blocked, idle, rows_in)
+    ops: Dict[str, Tuple[int, int]]                     # name -> (busy_ns, rows_in)
 
 
 @dataclass
@@ -69,9 +291,19 @@ class JobMetrics:
     finished: float = 0.0
     events_in: int = 0
     operators: Dict[str, OperatorStats] = field(default_factory=dict)
+    tasks: Dict[str, TaskStats] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     channels: List = field(default_factory=list)
     state_ops: List = field(default_factory=list)
+    source: str = "source"
+    window_ns: int = 10_000_000_000
+    checkpoints: CheckpointStats = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.checkpoints is None:
+            self.checkpoints = CheckpointStats(self.job)
+        self._history: Deque[Sample] = deque(maxlen=64)
+        self._history_lock = threading.Lock()
 
     def operator(self, name: str, kind: str) -> OperatorStats:
         st = self.operators.get(name)
@@ -82,29 +314,265 @@ class JobMetrics:
     def elapsed(self) -> float:
         return (self.finished or time.perf_counter()) - self.started
 
+    @property
+    def running(self) -> bool:
+        return not self.finished
+
+    # -- samples and trailing windows ------------------------------------------------------------
+    def sample(self) -> Sample:
+        """The cumulative figures now (safe from any thread)."""
+        now = time.perf_counter_ns()
+        tasks = {}
+        for name, ts in list(self.tasks.items()):
+            alive, busy, blocked, idle = ts.times(now)
+            tasks[name] = (alive, busy, blocked, idle, self._task_rows(ts))
+        ops = {n: (s.busy_ns, s.rows_in) for n, s in list(self.operators.items())}
+        return Sample(now, self.events_in, tasks, ops)
+
+    def _task_rows(self, ts: TaskStats) -> int:
+        if not ts.operators:
+            return self.events_in
+        st = self.operators.get(ts.operators[0])
+        return st.rows_in if st is not None else 0
+
+    def recent(self, window_ns: Optional[int] = None) -> Tuple[Sample, Sample]:
+        """(then, now): ``now`` is a fresh sample, ``then`` the newest kept sample at least
+        ``window_ns`` older (or the job's start).  Samples are kept, one a second at most, as
+        readers take them: no thread of its own."""
+        window_ns = self.window_ns if window_ns is None else window_ns
+        now = self.sample()
+        with self._history_lock:
+            hist = self._history
+            if not hist or now.t_ns - hist[-1].t_ns >= 1_000_000_000:
+                hist.append(now)
+            then = None
+            for s in reversed(hist):
+                if now.t_ns - s.t_ns >= window_ns:
+                    then = s
+                    break
+        return (then or self._zero(now)), now
+
+    def _zero(self, now: Sample) -> Sample:
+        return Sample(now.t_ns, 0, {n: (0, 0, 0, 0, 0) for n in now.tasks}, {n: (0, 0) for n in now.ops})
+
+    def fractions(self, then: Sample, now: Sample) -> Dict[str, Dict[str, float]]:
+        """Per task: busy, blocked and idle fractions between two samples (each task over the
+        time it was alive in between)."""
+        out = {}
+        for name, (alive, busy, blocked, idle, rows) in now.tasks.items():
+            a0, b0, bl0, i0, r0 = then.tasks.get(name, (0, 0, 0, 0, 0))
+            dt = alive - a0
+            if dt <= 0:
+                out[name] = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "alive_s": 0.0, "rows": rows - r0}
+                continue
+            out[name] = {"busy": (busy - b0) / dt, "blocked": (blocked - bl0) / dt,
+                         "idle": (idle - i0) / dt, "alive_s": dt / 1e9, "rows": rows - r0}
+        return out
+
+    # -- snapshot ----------------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, object]:
-        """A plain dict of the current figures (safe to call from any thread)."""
+        """A plain dict of the current figures (safe to call from any thread).
+
+        Rates and fractions (``events_per_s`` is over the whole run; ``recent_events_per_s``,
+        ``tasks`` and ``streaming_backpressure`` over the trailing window).
+        """
         el = max(self.elapsed(), 1e-9)
+        then, now = self.recent()
+        frac = self.fractions(then, now)
+        dt = max((now.t_ns - then.t_ns) / 1e9, 1e-9) if then.t_ns != now.t_ns else el
         blocked = {ch.name: ch.blocked_ns / 1e9 for ch in self.channels}
         operators = list(self.operators.items())      # one-step copies: stage threads write
         state_ops = list(self.state_ops)
+        task_of = {op: t.name for t in list(self.tasks.values()) for op in t.operators}
         return {
             "job": self.job,
             "elapsed_s": el,
+            "running": self.running,
             EVENTS_PROCESSED: self.events_in,
             "events_out": sum(s.rows_in for _, s in operators if s.kind.endswith("sink")),
             "events_per_s": self.events_in / el,
+            "recent_events_per_s": (now.events_in - then.events_in) / dt,
             "latency_p50_ms": self.latency.quantile(0.50),
+            "latency_p95_ms": self.latency.quantile(0.95),
             "latency_p99_ms": self.latency.quantile(0.99),
             STATE_SIZE_BYTES: sum(op.state_size_bytes() for op in state_ops),
             "open_windows": sum(op.open_windows() for op in state_ops if hasattr(op, "open_windows")),
             LATE_EVENTS: sum(getattr(op, "late_events", 0) for op in state_ops),
-            BACKPRESSURE: int(any(v / el > 0.1 for v in blocked.values())),
+            BACKPRESSURE: int(any(f["blocked"] > BACKPRESSURE_THRESHOLD for f in frac.values())),
             "blocked_s": blocked,
+            "tasks": frac,
+            CHECKPOINTS: self.checkpoints.count,
+            CHECKPOINT_FAILURES: self.checkpoints.failures,
             "operators": {
-                n: {"kind": s.kind, "rows_in": s.rows_in, "rows_out": s.rows_out,
-                    "batches": s.batches, "busy_s": s.busy_ns / 1e9,
-                    OPERATOR_LATENCY_MS: (s.busy_ns / s.batches / 1e6) if s.batches else 0.0}
+                n: {"kind": s.kind, "task": task_of.get(n, ""), "rows_in": s.rows_in,
+                    "rows_out": s.rows_out, "batches": s.batches, "busy_s": s.busy_ns / 1e9,
+                    OPERATOR_LATENCY_MS: (s.busy_ns / s.batches / 1e6) if s.batches else 0.0,
+                    "latency_p99_ms": s.latency.quantile(0.99)}
                 for n, s in operators
             },
         }
+
+
+# -- Prometheus exposition -----------------------------------------------------------------------
+def _families(jobs: List[JobMetrics]) -> Iterator[object]:
+    """Prometheus metric families for ``jobs``, built from one sample of each."""
+    from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                        HistogramMetricFamily, InfoMetricFamily)
+
+    def fam(name: str):
+        typ, labels, doc = METRICS[name]
+        if typ == "counter":
+            return CounterMetricFamily(name[: -len("_total")], doc, labels=labels)
+        if typ == "gauge":
+            return GaugeMetricFamily(name, doc, labels=labels)
+        if typ == "histogram":
+            return HistogramMetricFamily(name, doc, labels=labels)
+        return InfoMetricFamily(name[: -len("_info")], doc, labels=labels[:1])
+
+    f = {name: fam(name) for name in METRICS}
+
+    def hist(name: str, labels: List[str], buckets: Tuple[List[Tuple[float, int]], int, float]) -> None:
+        bounds, total, total_sum = buckets
+        bs = [(f"{le:.6g}", c) for le, c in bounds] + [("+Inf", total)]
+        f[name].add_metric(labels, bs, total_sum)
+
+    wall = time.time()
+    for jm in jobs:
+        job = jm.job
+        then, now = jm.recent()
+        frac = jm.fractions(then, now)
+        f[EVENTS_PROCESSED].add_metric([job, jm.source], jm.events_in)
+        hist(LATENCY_MS, [job], jm.latency.buckets(1e6))
+        f[BACKPRESSURE].add_metric([job], int(any(v["blocked"] > BACKPRESSURE_THRESHOLD
+                                                  for v in frac.values())))
+        cp = jm.checkpoints
+        hist(CHECKPOINT_DURATION_S, [job], cp.duration.buckets(1e9))
+        f[CHECKPOINT_FAILURES].add_metric([job], cp.failures)
+        f[CHECKPOINTS].add_metric([job], cp.count)
+        f[JOB_RUNNING].add_metric([job], int(jm.running))
+        f[JOB_UPTIME_S].add_metric([job], jm.elapsed())
+        task_of = {}
+        for name, ts in list(jm.tasks.items()):
+            alive, busy, blocked, idle, _ = now.tasks.get(name, (0, 0, 0, 0, 0))
+            f[TASK_BUSY_S].add_metric([job, name], busy / 1e9)
+            f[TASK_BLOCKED_S].add_metric([job, name], blocked / 1e9)
+            f[TASK_IDLE_S].add_metric([job, name], idle / 1e9)
+            f[TASK_INFO].add_metric([job], {"task": name, "operators": ",".join(ts.operators),
+                                            "downstream": ",".join(ts.downstream), "group": ts.group})
+            for op in ts.operators:
+                task_of[op] = name
+            if ts.inbox is not None and ts.operators:
+                ch = ts.inbox
+                f[CHANNEL_FILL].add_metric([job, ts.operators[0]], ch.rows / ch.capacity)
+        for name, st in list(jm.operators.items()):
+            lab = [job, name]
+            f[OPERATOR_EVENTS_IN].add_metric(lab, st.rows_in)
+            f[OPERATOR_EVENTS_OUT].add_metric(lab, st.rows_out)
+            f[OPERATOR_BATCHES].add_metric(lab, st.batches)
+            f[OPERATOR_BUSY_S].add_metric(lab, st.busy_ns / 1e9)
+            hist(OPERATOR_LATENCY_MS, lab, st.latency.buckets(1e6))
+            hist(OPERATOR_BATCH_ROWS, lab, st.batch_rows.buckets())
+            task = frac.get(task_of.get(name, ""))
+            f[OPERATOR_BACKPRESSURE].add_metric(lab, task["blocked"] if task else 0.0)
+        for op in list(jm.state_ops):
+            lab = [job, op.name]
+            f[STATE_SIZE_BYTES].add_metric(lab, op.state_size_bytes())
+            limit = getattr(op, "max_state_bytes", None)
+            if limit:
+                f[STATE_LIMIT_BYTES].add_metric(lab, limit)
+            f[LATE_EVENTS].add_metric(lab, getattr(op, "late_events", 0))
+            if hasattr(op, "open_windows"):
+                f[OPEN_WINDOWS].add_metric(lab, op.open_windows())
+            wm = getattr(op, "watermark", None)
+            if isinstance(wm, (int, np.integer)) and -(2**62) < wm < 2**62:
+                f[WATERMARK_LAG_S].add_metric(lab, wall - int(wm) / 1e9)
+    return iter(f.values())
+
+
+class MetricsCollector:
+    """A prometheus-client collector of the jobs added to it (the newest run of each name).
+
+    Examples
+    --------
+    >>> from prometheus_client import CollectorRegistry, generate_latest
+    >>> registry = CollectorRegistry()
+    >>> collector = MetricsCollector(registry)
+    >>> collector.add(JobMetrics("doc-job"))
+    >>> b'streaming_events_processed_total{job="doc-job",operator="source"} 0.0' in generate_latest(registry)
+    True
+    """
+
+    def __init__(self, registry=None):
+        self._jobs: Dict[str, JobMetrics] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def add(self, metrics: JobMetrics) -> None:
+        """Export ``metrics`` (replacing an earlier run of a job with the same name)."""
+        with self._lock:
+            self._jobs.pop(metrics.job, None)
+            self._jobs[metrics.job] = metrics
+
+    def jobs(self) -> List[JobMetrics]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def collect(self):
+        return _families(self.jobs())
+
+    def describe(self):
+        return []        # families are built at scrape time: no describe-time collection
+
+
+class MetricsServer:
+    """One environment's metrics registry, served over HTTP at ``url`` by prometheus-client.
+
+    Examples
+    --------
+    >>> from urllib.request import urlopen
+    >>> server = MetricsServer(port=0)           # any free port on 127.0.0.1
+    >>> server.add(JobMetrics("doc-served"))
+    >>> b'job="doc-served"' in urlopen(server.url).read()
+    True
+    >>> server.close()
+    """
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = MetricsCollector(self.registry)
+        try:
+            self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"MetricsConfig(host={host!r}, port={port}): cannot serve metrics there ({exc}); "
+                "pick another port, or port=0 for any free one"
+            ) from exc
+        self.host = host
+        self.port = self._httpd.server_port
+        log.info("serving metrics at %s", self.url, extra={"url": self.url})
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def add(self, metrics: JobMetrics) -> None:
+        self.collector.add(metrics)
+
+    def text(self) -> str:
+        """The exposition text a scrape would get now."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()

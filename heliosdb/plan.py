@@ -17,7 +17,8 @@ from .errors import PlanError
 from .kernels.codegen import FusedProgram
 from .operators.base import Operator
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
-from .operators.window import TumblingWindowAggregate, WatermarkAssigner
+from .operators.keyed import KeyedAggregate
+from .operators.window import WatermarkAssigner, window_operator
 from .runtime.executor import PhysicalPlan, PhysicalStage
 from .stream import Node
 
@@ -92,30 +93,39 @@ def _node_schema(n: Node, schema: Optional[pa.Schema], wm_time: Optional[str]) -
         return _map_batches_schema(n, schema)
     if n.kind == "window":
         return _window_op(n, schema, wm_time, 2**62).output_schema
+    if n.kind == "keyed_aggregate":
+        return _keyed_op(n, schema, 2**62, None).output_schema
+    if n.kind == "late_output":
+        return output_schema(n.parent.parent, {})      # the window's input
     if n.kind == "watermark":
         WatermarkAssigner(n.name, schema, n.params["strategy"].time, 0)
     return schema
 
 
-def _window_time(n: Node, wm_time: Optional[str]) -> str:
-    t = n.params["time"] or wm_time
-    if t is None:
-        raise PlanError(
-            f"step {n.name!r}: the window needs an event-time column: pass window(..., time='ts') or "
-            "declare .with_watermark(time='ts', ...) upstream"
-        )
-    return t
+def _window_time(n: Node, wm_time: Optional[str]) -> Optional[str]:
+    """The window's event-time column; None means processing time."""
+    return n.params["time"] or wm_time
 
 
-def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: int) -> TumblingWindowAggregate:
-    return TumblingWindowAggregate(n.name, schema, n.params["keys"], n.params["spec"],
-                                   _window_time(n, wm_time), n.params["aggs"], max_bytes)
+def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: int):
+    return window_operator(n.name, schema, n.params["keys"], n.params["spec"],
+                           _window_time(n, wm_time), n.params["aggs"], max_bytes,
+                           n.params.get("lateness", 0))
+
+
+def _keyed_op(n: Node, schema: pa.Schema, max_bytes: int, state) -> KeyedAggregate:
+    ttl, every = n.params.get("ttl") or (None, None)
+    if ttl is None and state is not None:
+        ttl, every = state.ttl_ns, state.cleanup_interval_ns
+    return KeyedAggregate(n.name, schema, n.params["keys"], n.params["aggs"], max_bytes, ttl, every)
 
 
 def _required(n: Node, wm_time: Optional[str]) -> Optional[Set[str]]:
     """Input columns step ``n`` reads (None: all of them)."""
-    if n.kind == "window":
-        cols = set(n.params["keys"]) | {_window_time(n, wm_time)}
+    if n.kind in ("window", "keyed_aggregate"):
+        cols = set(n.params["keys"])
+        if n.kind == "window" and _window_time(n, wm_time):
+            cols.add(_window_time(n, wm_time))
         cols |= {a.column for _, a in n.params["aggs"] if a.column}
         return cols
     return None
@@ -211,9 +221,11 @@ class _Builder:
     def _needed_before(self, n: Node, wm_time: Optional[str]) -> Optional[Set[str]]:
         if n.kind == "sink":
             return None
-        if n.kind in ("map_batches", "inspect"):
+        if n.kind in ("map_batches", "inspect", "late_output"):
             return None
-        if n.kind == "window":
+        if n.kind in ("window", "keyed_aggregate"):
+            if any(k.kind == "late_output" for k in self.children.get(id(n), [])):
+                return None            # late events leave with every input column
             return _required(n, wm_time)
         after = self._needed_after(n, wm_time)
         if n.kind == "watermark":
@@ -290,28 +302,39 @@ class _Builder:
                 node = run
             elif kind == "watermark":
                 st = node.params["strategy"]
-                ops.append(WatermarkAssigner(node.name, schema, st.time, st.max_out_of_orderness_ns))
+                ops.append(WatermarkAssigner(node.name, schema, st.time, st.max_out_of_orderness_ns,
+                                             st.idle_timeout_ns))
                 wm_time = st.time
-            elif kind == "window":
-                time_col = _window_time(node, wm_time)
+            elif kind in ("window", "keyed_aggregate"):
+                time_col = _window_time(node, wm_time) if kind == "window" else None
                 parallel = node.params.get("parallelism") or self.config.effective_parallelism
-                if time_col != wm_time:
+                if time_col is not None and time_col != wm_time:
                     # Before the stage cut (and, with parallelism, before the exchange, so every
                     # subtask sees the same event time): the upstream thread has slack, the
                     # window's is the critical path.
                     ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
                     wm_time = time_col
+                in_schema = schema
                 if parallel > 1:
-                    stage, schema = self._parallel_window(node, schema, stage, wm_time, parallel)
+                    stage, schema, op_stages = self._parallel_window(node, schema, stage, wm_time, parallel)
                 else:
                     if len(ops) > 1 or (ops and not isinstance(ops[0], WatermarkAssigner)):
                         new = self._new_stage()
                         self.stages[stage].children.append(new)
                         stage, ops = new, self.stages[new].operators
-                    op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
+                    op = self._keyed_operator(node, schema, wm_time)
                     ops.append(op)
                     self.state_ops.append(op)
                     schema = op.output_schema
+                    op_stages = [stage]
+                for late in [k for k in self.children.get(id(node), []) if k.kind == "late_output"]:
+                    idx = self._new_stage()
+                    self.stages[idx].name = f"{late.name}"
+                    self.stages[idx].n_inputs = len(op_stages)
+                    for s_ in op_stages:
+                        self.stages[s_].side_children.setdefault("late", []).append(idx)
+                    for k in self.children.get(id(late), []):
+                        self._lower(k, in_schema, idx, wm_time)
             elif kind == "map_batches":
                 out_schema = output_schema(node, self.schemas)
                 ops.append(MapBatchesOperator(node.params["fn"], node.name, out_schema))
@@ -325,7 +348,7 @@ class _Builder:
                 self.sink_ops.append(op)
             else:  # pragma: no cover - every kind is handled above
                 raise PlanError(f"unknown step kind {kind!r}")
-            kids = self.children.get(id(node), [])
+            kids = [k for k in self.children.get(id(node), []) if k.kind != "late_output"]
             if not kids:
                 return
             if len(kids) == 1:
@@ -338,7 +361,7 @@ class _Builder:
             return
 
     def _parallel_window(self, node: Node, schema: pa.Schema, stage: int, wm_time: str,
-                         parallel: int) -> Tuple[int, pa.Schema]:
+                         parallel: int) -> Tuple[int, pa.Schema, List[int]]:
         """Hash exchange -> ``parallel`` window subtasks -> a merge stage; returns the merge."""
         from .operators.exchange import HashPartitioner
 
@@ -349,7 +372,7 @@ class _Builder:
         for i in range(parallel):
             idx = self._new_stage()
             self.stages[idx].name = f"{node.name}#{i}"
-            op = _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes)
+            op = self._keyed_operator(node, schema, wm_time)
             op.name = f"{node.name}#{i}"
             self.stages[idx].operators.append(op)
             self.stages[idx].origin = i
@@ -362,7 +385,13 @@ class _Builder:
         self.stages[merge].n_inputs = parallel
         for idx in subtasks:
             self.stages[idx].children.append(merge)
-        return merge, out_schema
+        return merge, out_schema, subtasks
+
+    def _keyed_operator(self, node: Node, schema: pa.Schema, wm_time: Optional[str]):
+        max_bytes = self.config.state_backend.max_size_bytes
+        if node.kind == "window":
+            return _window_op(node, schema, wm_time, max_bytes)
+        return _keyed_op(node, schema, max_bytes, self.config.state)
 
     def _describe(self) -> List[str]:
         lines = []

@@ -15,7 +15,7 @@ import pyarrow as pa
 from .config import Duration, to_nanos
 from .errors import ConfigError, PlanError, SchemaError
 from .expr import AggSpec, Expr, as_expr, parse_projection
-from .windows import TumblingWindow, WatermarkStrategy
+from .windows import WINDOW_SPECS, TumblingWindow, WatermarkStrategy, WindowSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from .environment import StreamEnvironment
@@ -187,13 +187,18 @@ class Stream:
             raise PlanError(f"inspect() takes a function of a RecordBatch, got {fn!r}")
         return self._then("inspect", fn=fn)
 
-    def with_watermark(self, time: str, max_out_of_orderness: Duration = timedelta(0)) -> "Stream":
+    def with_watermark(self, time: str, max_out_of_orderness: Duration = timedelta(0),
+                       idle_timeout: Optional[Duration] = None) -> "Stream":
         """Declare event time: ``time`` column, and how late (out of order) events may arrive.
 
         The watermark is the largest event time seen minus ``max_out_of_orderness``; a window
         closes (and is emitted) when the watermark passes its end.  An event is late when its
         window has closed by the watermark its predecessors imply; this depends only on the
         order of events, never on how they were cut into micro-batches.
+
+        With ``idle_timeout``, once the source has sent nothing for that long the watermark
+        advances with the wall clock, so the windows of a quiet live stream still close (leave
+        it unset when replaying history: a stall would make later events late).
 
         >>> import heliosdb as hdb
         >>> from datetime import timedelta
@@ -204,25 +209,79 @@ class Stream:
         ...  .collect()["n"].to_pylist())
         [1, 1]
         """
-        strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"))
+        idle = None if idle_timeout is None else to_nanos(idle_timeout, "with_watermark(idle_timeout=)")
+        strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"), idle)
         return self._then("watermark", strategy=strategy)
 
     def set_parallelism(self, n: int) -> "Stream":
-        """Run the last step, a keyed window aggregate, as ``n`` parallel subtasks.
+        """Run the last step, a keyed aggregate (windowed or running), as ``n`` parallel subtasks.
 
         Rows reach the subtasks through a hash exchange on the key columns, so each key lives
-        in exactly one subtask; the result is the same as with ``n = 1``.  The default is
-        ``StreamingConfig(parallelism=)``.
+        in exactly one subtask (and keeps its arrival order); the result is the same as with
+        ``n = 1``.  The default is ``StreamingConfig(parallelism=)``.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> s = env.generate(count=1000).key_by("key").aggregate(n=hdb.count()).set_parallelism(2)
+        >>> "merges 2 inputs" in str(s.explain())
+        True
         """
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"set_parallelism() takes a positive integer, got {n!r}")
-        if self._node.kind != "window":
+        if self._node.kind not in ("window", "keyed_aggregate"):
             raise PlanError(
-                f"set_parallelism() applies to a keyed window aggregate; step {self._node.name!r} is "
+                f"set_parallelism() applies to a keyed aggregate; step {self._node.name!r} is "
                 f"a {self._node.kind} step, which runs in its stage's fused kernel"
             )
         self._node.params["parallelism"] = n
         return self
+
+    def with_state_ttl(self, ttl: Duration, cleanup_interval: Optional[Duration] = None) -> "Stream":
+        """Evict keys of the last step (a running keyed aggregate) untouched for ``ttl``
+        (processing time), checked every ``cleanup_interval`` (default ``ttl``).
+
+        >>> import heliosdb as hdb
+        >>> from datetime import timedelta
+        >>> s = (hdb.StreamEnvironment().from_iterable([{"k": 1}]).key_by("k")
+        ...      .aggregate(n=hdb.count()).with_state_ttl(timedelta(hours=1)))
+        >>> "ttl 3600s" in str(s.explain())
+        True
+        """
+        if self._node.kind != "keyed_aggregate":
+            raise PlanError(
+                f"with_state_ttl() applies to a running keyed aggregate (key_by(...).aggregate(...)); "
+                f"step {self._node.name!r} is a {self._node.kind} step (window state is dropped by "
+                "the watermark)"
+            )
+        ttl_ns = to_nanos(ttl, "with_state_ttl(ttl)")
+        every = ttl_ns if cleanup_interval is None else to_nanos(cleanup_interval, "with_state_ttl(cleanup_interval)")
+        if ttl_ns <= 0 or every <= 0:
+            raise ConfigError("with_state_ttl(): ttl and cleanup_interval must be positive")
+        self._node.params["ttl"] = (ttl_ns, every)
+        return self
+
+    def late_output(self) -> "Stream":
+        """The events the last step (a window aggregate) found too late: later than the
+        allowed lateness after their windows' end.  A stream of its own with the input's
+        schema, which can be transformed and sunk like any other; the events are also counted in
+        ``streaming_late_events_total``.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> rows = [{"ts": 5000, "k": 1}, {"ts": 100, "k": 1}]          # 100 is 4.9 s late
+        >>> w = env.from_iterable(rows).with_watermark("ts").key_by("k").window(hdb.TumblingWindow.of(1)).aggregate(n=hdb.count())
+        >>> late, out = hdb.sinks.memory(), hdb.sinks.memory()
+        >>> _ = w.sink(out); _ = w.late_output().sink(late)
+        >>> _ = env.execute(name="doc-late")
+        >>> late.to_table().to_pydict(), out.to_table()["n"].to_pylist()
+        ({'ts': [100], 'k': [1]}, [1])
+        """
+        if self._node.kind != "window":
+            raise PlanError(
+                f"late_output() applies to a window aggregate; step {self._node.name!r} is a "
+                f"{self._node.kind} step"
+            )
+        return Stream(self._env, Node("late_output", self._node, self._env._next_name("late"), {}))
 
     def name(self, name: str) -> "Stream":
         """Name the last step (shown in explain(), metrics and errors).
@@ -328,30 +387,74 @@ class KeyedStream:
         self._stream = stream
         self.keys = keys
 
-    def window(self, spec: TumblingWindow, time: Optional[str] = None) -> "WindowedStream":
-        """Group each key's events into windows of ``spec`` on event time column ``time``.
+    def window(self, spec: WindowSpec, time: Optional[str] = None,
+               allowed_lateness: Duration = timedelta(0)) -> "WindowedStream":
+        """Group each key's events into windows of ``spec``.
 
-        ``time`` defaults to the column of an upstream ``with_watermark()``.
+        ``spec`` is ``TumblingWindow.of(size)``, ``SlidingWindow.of(size, slide)`` or
+        ``SessionWindow.with_gap(gap)``.  ``time`` is the event-time column; it defaults to
+        the column of an upstream ``with_watermark()``, and without either the windows run on
+        processing time (an event's time is its arrival at the window operator; windows close
+        by the wall clock, also while no data arrives).
+
+        A window is emitted when the watermark passes its end, and its state is kept until the
+        watermark passes ``end + allowed_lateness``.  An event arriving in that interval updates
+        the window and emits an *update*: a new row for the same window and key that supersedes
+        the earlier one.  Events later than that go to ``late_output()``.
 
         >>> import heliosdb as hdb
         >>> w = hdb.StreamEnvironment().from_iterable([{"k": 1, "ts": 0}]).key_by("k").window(hdb.TumblingWindow.of(60), time="ts")
         >>> w.spec.size_ns
         60000000000
         """
-        if not isinstance(spec, TumblingWindow):
-            raise PlanError(f"window() takes a window spec such as TumblingWindow.of(timedelta(seconds=1)), got {spec!r}")
+        if not isinstance(spec, WINDOW_SPECS):
+            raise PlanError(
+                "window() takes a window spec such as TumblingWindow.of(timedelta(seconds=1)), "
+                f"SlidingWindow.of(size, slide) or SessionWindow.with_gap(gap); got {spec!r}"
+            )
         if time is not None and not isinstance(time, str):
             raise PlanError(f"window(time=) takes a column name, got {time!r}")
-        return WindowedStream(self, spec, time)
+        lateness = to_nanos(allowed_lateness, "window(allowed_lateness=)")
+        if lateness < 0:
+            raise ConfigError(f"window(allowed_lateness=) must not be negative, got {allowed_lateness!r}")
+        return WindowedStream(self, spec, time, lateness)
+
+    def aggregate(self, **aggs: AggSpec) -> "Stream":
+        """Running per-key aggregates (no window): after each batch, one row per key the batch
+        touched with that key's aggregates so far: the keys, then ``aggs``.  A later row for a
+        key supersedes the earlier one.  Bound the state with ``.with_state_ttl(td)`` or
+        ``StreamingConfig(state=StateConfig(ttl=))``.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> rows = [{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 5}]
+        >>> out = env.from_iterable(rows).with_batch_size(2).key_by("k").aggregate(total=hdb.sum("v")).collect()
+        >>> out.to_pydict()
+        {'k': ['a', 'b'], 'total': [3, 5]}
+        """
+        _check_aggs(aggs, set(self.keys))
+        return self._stream._then("keyed_aggregate", keys=self.keys, aggs=list(aggs.items()))
+
+
+def _check_aggs(aggs: Dict[str, Any], reserved: set) -> None:
+    if not aggs:
+        raise PlanError("aggregate() needs at least one name=aggregate, e.g. count=hdb.count()")
+    for n, a in aggs.items():
+        if not isinstance(a, AggSpec):
+            raise PlanError(f"aggregate({n}=...) takes hdb.count(), hdb.sum(col), ...; got {a!r}")
+    clash = reserved & set(aggs)
+    if clash:
+        raise SchemaError(f"aggregate(): output names {sorted(clash)} clash with the window or key columns")
 
 
 class WindowedStream:
     """Keyed windows; ``.aggregate(name=hdb.count(), ...)`` turns them into a result stream."""
 
-    def __init__(self, keyed: KeyedStream, spec: TumblingWindow, time: Optional[str]):
+    def __init__(self, keyed: KeyedStream, spec: WindowSpec, time: Optional[str], allowed_lateness_ns: int = 0):
         self._keyed = keyed
         self.spec = spec
         self.time = time
+        self.allowed_lateness_ns = allowed_lateness_ns
 
     def aggregate(self, **aggs: AggSpec) -> Stream:
         """One row per (window, key): ``window_start``, ``window_end``, the keys, then ``aggs``.
@@ -364,15 +467,6 @@ class WindowedStream:
         >>> out.select(["k", "n", "total"]).to_pydict()
         {'k': [1, 1], 'n': [2, 1], 'total': [4.0, 5.0]}
         """
-        if not aggs:
-            raise PlanError("aggregate() needs at least one name=aggregate, e.g. count=hdb.count()")
-        for n, a in aggs.items():
-            if not isinstance(a, AggSpec):
-                raise PlanError(f"aggregate({n}=...) takes hdb.count(), hdb.sum(col), ...; got {a!r}")
-        s = self._keyed._stream
-        reserved = {"window_start", "window_end"} | set(self._keyed.keys)
-        clash = reserved & set(aggs)
-        if clash:
-            raise SchemaError(f"aggregate(): output names {sorted(clash)} clash with the window or key columns")
-        return s._then("window", keys=self._keyed.keys, spec=self.spec, time=self.time,
-                       aggs=list(aggs.items()))
+        _check_aggs(aggs, {"window_start", "window_end"} | set(self._keyed.keys))
+        return self._keyed._stream._then("window", keys=self._keyed.keys, spec=self.spec, time=self.time,
+                                         aggs=list(aggs.items()), lateness=self.allowed_lateness_ns)

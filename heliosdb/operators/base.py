@@ -5,7 +5,12 @@ An operator receives record batches and watermarks and returns what it emits:
 - ``process_batch(batch) -> list[Item]``: a batch in, zero or more batches (or watermarks) out;
 - ``on_watermark(t) -> list[Item]``: event time has reached ``t`` (ns); emit what closes and
   forward the watermark;
+- ``on_tick(now) -> list[Item]``: wall-clock timer (ns since the epoch), sent after idle
+  batch timeouts so processing-time windows and idle watermarks advance without data;
 - ``close() -> list[Item]``: the input has ended; flush.
+
+An operator may also emit ``SideOutput(tag, batch)``: it skips the rest of the stage and goes
+to the stages reading that side output (``late_output()``).
 
 Operators in one stage call each other directly (no queue between them).
 """
@@ -27,7 +32,26 @@ class Watermark:
     t: int
 
 
-Item = Union[pa.RecordBatch, Watermark]
+@dataclass(frozen=True)
+class Tick:
+    """Wall-clock time (int64 ns since the epoch): runs timers while no data arrives."""
+
+    now: int
+
+
+@dataclass(frozen=True)
+class SideOutput:
+    """A batch for a side output (e.g. ``"late"``) of the operator that emitted it."""
+
+    tag: str
+    batch: pa.RecordBatch
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+
+Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput]
 
 
 class Operator:
@@ -42,6 +66,9 @@ class Operator:
 
     def on_watermark(self, t: int) -> List[Item]:
         return [Watermark(t)]
+
+    def on_tick(self, now: int) -> List[Item]:
+        return [Tick(now)]
 
     def close(self) -> List[Item]:
         return []

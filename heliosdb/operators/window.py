@@ -1,15 +1,36 @@
-"""Keyed tumbling-window aggregation on event time.
+"""Keyed window aggregation: tumbling, sliding (pane-based), session; event or processing time.
 
-State is kept per open window: a hash table from key codes to dense group ids (Cython) and
-accumulator arrays indexed by group id (Cython, nogil).  A batch is split into runs of rows in
-the same window (Numba; ordered input costs a comparison per row, disordered input is sorted by
-window first), and each run updates its window's state through zero-copy slices.  When the
-watermark passes a window's end, the window's state is turned into output rows as a whole and
-dropped, so memory is proportional to the open windows.
+Windowing has three parts (as in Bytewax): a clock (event time and its watermark, or the wall
+clock), a windower (which windows an event belongs to, when they close), and the aggregation
+(``accumulators.Partial``: arrays indexed by dense group id, with update and merge).
+
+- Tumbling and sliding windows share one operator.  Events are aggregated once into *panes* of
+  ``gcd(size, slide)`` (for tumbling windows a pane is the window): a batch is split into runs
+  of rows in the same pane (Numba; ordered input costs a comparison per row), each run's keys
+  get group ids in the pane's hash table (Cython) and update its accumulators (Cython, nogil).
+  When the watermark passes a window's end, its panes are merged (``size / slide`` merges of
+  each key, not one per event per window) and emitted.  A pane is dropped when the last
+  window holding it is past its end plus the allowed lateness.
+- Sessions: each key's events form sessions ``[first, last + gap)``; ``SessionSet`` (Cython)
+  assigns events and merges sessions an event bridges; accumulators are indexed by session id.
+
+Lateness: an event is late when every window it belongs to ended at least
+``allowed_lateness`` before the watermark; late events go to the ``late`` side output (and are
+counted), never silently dropped.  An event for a window that has already been emitted but is
+still within the allowed lateness updates the window and emits an *update*: a new row with
+the same window and key that supersedes the earlier one.
+
+Timeline of a 10 s tumbling window with 5 s allowed lateness::
+
+    event time   0 ............ 10 ......... 15
+    window       [0, 10) open    |  emitted   | dropped
+    an event at 3 arriving when watermark = 12 -> update row for [0, 10)
+    an event at 3 arriving when watermark = 15 -> late output
 """
 from __future__ import annotations
 
 import logging
+import time as _time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -18,10 +39,11 @@ import pyarrow.types as pat
 
 from ..errors import DataError, HeliosError
 from ..expr import AggSpec
-from ..kernels import _hashagg
+from ..kernels import _accum, _hashagg
 from ..kernels.window import tumbling_runs, tumbling_starts, watermark_splits
-from ..windows import TumblingWindow, time_factor
-from .base import Item, Operator, Watermark
+from ..windows import SessionWindow, SlidingWindow, TumblingWindow, time_factor
+from .accumulators import AccPlan, Partial, Prepared
+from .base import WATERMARK_MAX, Item, Operator, SideOutput, Tick, Watermark
 from .keys import KeyEncoder
 
 log = logging.getLogger("heliosdb.window")
@@ -30,166 +52,44 @@ _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 WINDOW_TYPE = pa.timestamp("ns", tz="UTC")
 MAX_RUNS = 64
+LATE = "late"
 
 
-class _ColumnStats:
-    """Per-group non-null count, sum, min, max (and NaN count for floats) of one column.
-
-    ``kind`` is "float", "int", or "count" for a column only counted (any type: only its
-    non-null count is kept).
-    """
-
-    FIELDS = ("nn", "nan", "sum", "min", "max")
-
-    def __init__(self, kind: str, capacity: int):
-        self.kind = kind
-        is_float = kind == "float"
-        self.is_float = is_float
-        dt = np.float64 if is_float else np.int64
-        self.nn = np.zeros(capacity, np.int64)
-        self.nan = np.zeros(capacity, np.int64)
-        self.sum = np.zeros(capacity, dt)
-        self.min = np.full(capacity, np.inf if is_float else _I64_MAX, dt)
-        self.max = np.full(capacity, -np.inf if is_float else _I64_MIN, dt)
-
-    def resize(self, capacity: int) -> None:
-        fills = {"nn": 0, "nan": 0, "sum": 0, "min": np.inf if self.is_float else _I64_MAX,
-                 "max": -np.inf if self.is_float else _I64_MIN}
-        for a in self.FIELDS:
-            old = getattr(self, a)
-            new = np.full(capacity, fills[a], old.dtype)
-            new[: len(old)] = old
-            setattr(self, a, new)
-
-    def update(self, gids: np.ndarray, values: Optional[np.ndarray], valid: Optional[np.ndarray]) -> None:
-        if self.kind == "count":
-            if valid is None:
-                _hashagg.count_rows(gids, self.nn)
-            else:
-                _hashagg.count_valid(gids, valid, self.nn)
-        elif self.is_float:
-            _hashagg.update_f64(gids, values, valid, self.nn, self.nan, self.sum, self.min, self.max)
-        else:
-            _hashagg.update_i64(gids, values, valid, self.nn, self.sum, self.min, self.max)
-
-    def result(self, kind: str, n: int) -> pa.Array:
-        nn = self.nn[:n]
-        empty = nn == 0
-        mask = empty if empty.any() else None
-        if kind == "count":
-            return pa.array(nn, pa.int64())
-        if kind == "sum":
-            return pa.array(self.sum[:n], mask=mask)
-        if kind == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return pa.array(self.sum[:n] / np.maximum(nn, 1), pa.float64(), mask=mask)
-        if kind == "min":
-            v = self.min[:n]
-            if self.is_float and self.nan[:n].any():
-                v = np.where(self.nan[:n] == nn, np.nan, v)
-            return pa.array(v, mask=mask)
-        if kind == "max":
-            v = self.max[:n]
-            if self.is_float and self.nan[:n].any():
-                v = np.where(self.nan[:n] > 0, np.nan, v)
-            return pa.array(v, mask=mask)
-        raise AssertionError(kind)
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, a).nbytes for a in self.FIELDS)
+def _ts_array(values: np.ndarray) -> pa.Array:
+    return pa.array(values, pa.int64()).view(WINDOW_TYPE)
 
 
-class _WindowState:
-    """The groups of one window: key codes -> group id, and their accumulators."""
-
-    def __init__(self, width: int, stat_kinds: Dict[str, str], count_rows: bool, capacity: int):
-        self.table = _hashagg.GroupTable(width, capacity)
-        self.capacity = capacity
-        self.counts = np.zeros(capacity, np.int64) if count_rows else None
-        self.stats = {c: _ColumnStats(k, capacity) for c, k in stat_kinds.items()}
-
-    def add(self, cols: List[np.ndarray], values: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]],
-            gids: np.ndarray) -> None:
-        self.table.insert(cols, gids)
-        groups = self.table.n_groups
-        if groups > self.capacity:
-            cap = self.capacity
-            while cap < groups:
-                cap *= 2
-            if self.counts is not None:
-                new = np.zeros(cap, np.int64)
-                new[: self.capacity] = self.counts
-                self.counts = new
-            for st in self.stats.values():
-                st.resize(cap)
-            self.capacity = cap
-        if self.counts is not None:
-            _hashagg.count_rows(gids, self.counts)
-        for c, st in self.stats.items():
-            v, ok = values[c]
-            st.update(gids, v, ok)
-
-    def nbytes(self) -> int:
-        n = self.table.nbytes + (self.counts.nbytes if self.counts is not None else 0)
-        return n + sum(st.nbytes() for st in self.stats.values())
-
-
-def _values(arr: pa.Array, kind: str) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """(values as float64/int64, validity as uint8 or None); only validity for "count"."""
-    valid = None
-    if arr.null_count:
-        valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
-        if kind == "count":
-            return None, valid
-        arr = arr.fill_null(0)
-    if kind == "count":
-        return None, None
-    dt = np.float64 if kind == "float" else np.int64
-    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=dt), valid
-
-
-class TumblingWindowAggregate(Operator):
-    """``key_by(...).window(TumblingWindow.of(size), time=...).aggregate(...)``."""
+class _KeyedBase(Operator):
+    """What every keyed window operator shares: keys, time, aggregates, lateness, output."""
 
     kind = "window"
 
-    def __init__(self, name: str, schema: pa.Schema, keys: List[str], window: TumblingWindow,
-                 time: str, aggs: List[Tuple[str, AggSpec]], max_state_bytes: int):
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], time: Optional[str],
+                 aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int):
         self.name = name
-        self.window = window
-        self.size_ns = window.size_ns
-        self.time = time
-        self.factor = time_factor(schema, time, name)
-        self.time_idx = schema.get_field_index(time)
-        self.time_is_ts = pat.is_timestamp(schema.field(time).type)
+        self.input_schema = schema
+        self.time = time                      # None: processing time (arrival at this operator)
+        if time is not None:
+            self.factor = time_factor(schema, time, name)
+            self.time_idx = schema.get_field_index(time)
+            self.time_is_ts = pat.is_timestamp(schema.field(time).type)
         self.encoder = KeyEncoder(schema, keys, name)
         self.aggs = aggs
+        self.acc = AccPlan(schema, aggs, name)
         self.max_state_bytes = max_state_bytes
-        out_fields = [pa.field("window_start", WINDOW_TYPE, nullable=False),
-                      pa.field("window_end", WINDOW_TYPE, nullable=False)]
-        out_fields += [schema.field(k) for k in keys]
-        self.stat_kinds: Dict[str, str] = {}
-        self.count_rows = any(a.kind == "count" and a.column is None for _, a in aggs)
-        for out_name, agg in aggs:
-            out_fields.append(pa.field(out_name, agg.output_type(schema, name)))
-            if agg.column is not None:
-                t = schema.field(agg.column).type
-                kind = "float" if pat.is_floating(t) else "int" if pat.is_integer(t) else "count"
-                if agg.kind == "count" and self.stat_kinds.get(agg.column) in (None, "count"):
-                    kind = "count"      # only counted so far: keep just the non-null count
-                if self.stat_kinds.get(agg.column) in (None, "count"):
-                    self.stat_kinds[agg.column] = kind
-        self.output_schema = pa.schema(out_fields)
-        self._stat_idx = {c: schema.get_field_index(c) for c in self.stat_kinds}
+        self.lateness = allowed_lateness_ns
+        fields = [pa.field("window_start", WINDOW_TYPE, nullable=False),
+                  pa.field("window_end", WINDOW_TYPE, nullable=False)]
+        fields += [schema.field(k) for k in keys]
+        self.output_schema = pa.schema(fields + self.acc.output_fields)
         self.width = self.encoder.width
-        self.nulls = False                       # whether key tuples carry a null word
-        self.windows: Dict[int, _WindowState] = {}
+        self.nulls = False                    # whether key tuples carry a null word
         self.watermark = _I64_MIN
         self.late_events = 0
-        self._capacity_hint = 1024
-        self._gids = np.empty(0, np.int64)
+        self.updates = 0                      # update rows emitted for already-emitted windows
+        self.seq = 0                          # arrival number of the next row (first/last)
 
-    # -- per batch ---------------------------------------------------------------------------
+    # -- inputs --------------------------------------------------------------------------------
     def _times(self, batch: pa.RecordBatch) -> np.ndarray:
         tcol = batch.column(self.time_idx)
         if tcol.null_count:
@@ -206,108 +106,451 @@ class TumblingWindowAggregate(Operator):
             "outside the range of int64 nanoseconds (years 1678-2262)"
         )
 
-    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-        if batch.num_rows == 0:
-            return []
-        ts = self._times(batch)
-        bounds, starts, k, bad = tumbling_runs(ts, self.factor, self.size_ns, MAX_RUNS)
-        if bad >= 0:
-            raise self._bad_time(ts, bad)
-        if k < 0:
-            # Many windows interleaved: sort the batch by window, then every window is one run.
-            all_starts, _, _, bad = tumbling_starts(ts, self.factor, self.size_ns)
-            if bad >= 0:
-                raise self._bad_time(ts, bad)
-            order = np.argsort(all_starts, kind="stable")
-            batch = batch.take(pa.array(order))
-            sorted_starts = all_starts[order]
-            cut = np.flatnonzero(np.diff(sorted_starts)) + 1
-            bounds = np.concatenate([[0], cut, [batch.num_rows]])
-            starts = sorted_starts[bounds[:-1]]
-            k = len(starts)
-        n = batch.num_rows
+    def _seqs(self, n: int) -> Optional[np.ndarray]:
+        base = self.seq
+        self.seq += n
+        return np.arange(base, base + n, dtype=np.int64) if self.acc.needs_seq else None
+
+    def _key_columns(self, batch: pa.RecordBatch) -> List[np.ndarray]:
         codes, nullword = self.encoder.encode(batch)
         if nullword is not None and not self.nulls:
-            for st in self.windows.values():
-                st.table = st.table.widen(0)
+            self._widen()
             self.nulls = True
-        cols = codes
         if self.nulls:
-            cols = codes + [nullword if nullword is not None else np.zeros(n, np.int64)]
-        values = {c: _values(batch.column(i), self.stat_kinds[c]) for c, i in self._stat_idx.items()}
-        if len(self._gids) < n:
-            self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
-        for r in range(k):
-            start, b0, b1 = int(starts[r]), int(bounds[r]), int(bounds[r + 1])
-            if start + self.size_ns <= self.watermark:
-                self.late_events += b1 - b0
-                log.warning("step %r: %d late events for the closed window starting %d ns dropped",
-                            self.name, b1 - b0, start)
-                continue
-            state = self.windows.get(start)
-            if state is None:
-                state = self.windows[start] = _WindowState(
-                    len(cols), self.stat_kinds, self.count_rows, self._capacity_hint)
-            state.add([c[b0:b1] for c in cols],
-                      {c: (None if v is None else v[b0:b1], None if ok is None else ok[b0:b1])
-                       for c, (v, ok) in values.items()},
-                      self._gids[: b1 - b0])
-        self._check_memory()
-        return []
+            codes = codes + [nullword if nullword is not None else np.zeros(batch.num_rows, np.int64)]
+        return codes
+
+    def _widen(self) -> None:
+        """Key tuples gain a null word (the first null key arrived)."""
+        raise NotImplementedError  # pragma: no cover - each operator widens its tables
+
+    def _decode_keys(self, keys: np.ndarray) -> List[pa.Array]:
+        w = self.width
+        return self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)
+
+    def _late(self, rows: List[pa.RecordBatch]) -> List[Item]:
+        if not rows:
+            return []
+        n = sum(r.num_rows for r in rows)
+        self.late_events += n
+        log.info("step %r: %d late events to the late output", self.name, n,
+                 extra={"operator": self.name})
+        batch = rows[0] if len(rows) == 1 else pa.Table.from_batches(rows).combine_chunks().to_batches()[0]
+        return [SideOutput(LATE, batch)]
 
     def _check_memory(self) -> None:
         size = self.state_size_bytes()
         if size > self.max_state_bytes:
-            groups = sum(st.table.n_groups for st in self.windows.values())
             raise HeliosError(
-                f"step {self.name!r}: window state is {size:,} bytes ({groups:,} groups in "
-                f"{len(self.windows)} open windows), over the memory backend's bound of "
-                f"{self.max_state_bytes:,} bytes; raise StateBackend.memory(max_size_bytes=), use "
-                "smaller windows or fewer keys"
+                f"step {self.name!r}: window state is {size:,} bytes ({self._state_summary()}), "
+                f"over the memory backend's bound of {self.max_state_bytes:,} bytes; raise "
+                "StateBackend.memory(max_size_bytes=), use smaller windows or fewer keys"
             )
 
+    def _state_summary(self) -> str:
+        return ""
+
+    def _batch(self, start: np.ndarray, end: np.ndarray, keys: np.ndarray, aggs: List[pa.Array]) -> pa.RecordBatch:
+        arrays = [_ts_array(start), _ts_array(end)] + self._decode_keys(keys) + aggs
+        return pa.RecordBatch.from_arrays(arrays, schema=self.output_schema)
+
+
+class _Pane:
+    """The groups of one pane: key tuple -> group id, and their accumulators."""
+
+    __slots__ = ("table", "partial")
+
+    def __init__(self, width: int, plan: AccPlan, capacity: int):
+        self.table = _hashagg.GroupTable(width, capacity)
+        self.partial = Partial(plan, capacity)
+
+    def add(self, cols: List[np.ndarray], p: Prepared, gids: np.ndarray) -> None:
+        self.table.insert(cols, gids)
+        self.partial.ensure(self.table.n_groups)
+        self.partial.update(gids, p)
+
+    def nbytes(self) -> int:
+        return self.table.nbytes + self.partial.nbytes()
+
+
+class WindowAggregate(_KeyedBase):
+    """``key_by(...).window(TumblingWindow | SlidingWindow, time=...).aggregate(...)``."""
+
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, time: Optional[str],
+                 aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int = 0):
+        super().__init__(name, schema, keys, time, aggs, max_state_bytes, allowed_lateness_ns)
+        self.window = window
+        if isinstance(window, TumblingWindow):
+            self.size_ns = self.slide_ns = self.pane_ns = window.size_ns
+        else:
+            self.size_ns, self.slide_ns, self.pane_ns = window.size_ns, window.slide_ns, window.pane_ns
+        self.panes: Dict[int, _Pane] = {}
+        self._capacity_hint = 1024
+        self._gids = np.empty(0, np.int64)
+
+    # -- which windows -------------------------------------------------------------------------
+    def _last_window(self, pane: int) -> int:
+        """Start of the last window holding ``pane``."""
+        return pane - (pane % self.slide_ns)
+
+    def _first_window(self, pane: int) -> int:
+        s = pane - self.size_ns + self.pane_ns          # earliest start whose window holds pane
+        r = s % self.slide_ns
+        return s if r == 0 else s + (self.slide_ns - r)
+
+    def _windows_of(self, pane: int) -> range:
+        return range(self._first_window(pane), self._last_window(pane) + 1, self.slide_ns)
+
+    def _is_late(self, pane: int) -> bool:
+        return self._last_window(pane) + self.size_ns + self.lateness <= self.watermark
+
+    # -- per batch -----------------------------------------------------------------------------
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        n = batch.num_rows
+        if n == 0:
+            return []
+        seqs = self._seqs(n)
+        if self.time is None:
+            now = _time.time_ns()
+            start = now - now % self.pane_ns
+            bounds, starts, k = np.array([0, n]), np.array([start]), 1
+        else:
+            ts = self._times(batch)
+            bounds, starts, k, bad = tumbling_runs(ts, self.factor, self.pane_ns, MAX_RUNS)
+            if bad >= 0:
+                raise self._bad_time(ts, bad)
+            if k < 0:
+                # Many panes interleaved: sort the batch by pane, then every pane is one run.
+                all_starts, _, _, bad = tumbling_starts(ts, self.factor, self.pane_ns)
+                if bad >= 0:
+                    raise self._bad_time(ts, bad)
+                order = np.argsort(all_starts, kind="stable")
+                batch = batch.take(pa.array(order))
+                if seqs is not None:
+                    seqs = seqs[order]
+                sorted_starts = all_starts[order]
+                cut = np.flatnonzero(np.diff(sorted_starts)) + 1
+                bounds = np.concatenate([[0], cut, [n]])
+                starts = sorted_starts[bounds[:-1]]
+                k = len(starts)
+        cols = self._key_columns(batch)
+        prepared = self.acc.prepare(batch, seqs)
+        if len(self._gids) < n:
+            self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
+        late: List[pa.RecordBatch] = []
+        touched: Dict[int, List[np.ndarray]] = {}       # emitted window -> key tuples updated
+        for r in range(k):
+            pane_start, b0, b1 = int(starts[r]), int(bounds[r]), int(bounds[r + 1])
+            if self._last_window(pane_start) + self.size_ns > _I64_MAX:
+                raise self._bad_time(ts, b0)
+            if self._is_late(pane_start):
+                late.append(batch.slice(b0, b1 - b0))
+                continue
+            pane = self.panes.get(pane_start)
+            if pane is None:
+                pane = self.panes[pane_start] = _Pane(len(cols), self.acc, self._capacity_hint)
+            run_cols = [c[b0:b1] for c in cols]
+            pane.add(run_cols, prepared.slice(b0, b1), self._gids[: b1 - b0])
+            for s in self._windows_of(pane_start):
+                if s + self.size_ns <= self.watermark:        # already emitted: an update
+                    touched.setdefault(s, []).append(np.stack(run_cols, axis=1))
+        self._check_memory()
+        out: List[Item] = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
+        out = [b for b in out if b is not None]
+        self.updates += sum(b.num_rows for b in out)
+        return out + self._late(late) + self._advance_processing_time()
+
+    def _advance_processing_time(self) -> List[Item]:
+        if self.time is not None or not self.panes:
+            return []
+        return self._fire(_time.time_ns())[:-1]
+
+    def _widen(self) -> None:
+        for pane in self.panes.values():
+            pane.table = pane.table.widen(0)
+
+    def _state_summary(self) -> str:
+        groups = sum(p.table.n_groups for p in self.panes.values())
+        return f"{groups:,} groups in {len(self.panes)} panes"
+
     def state_size_bytes(self) -> int:
-        # list() copies the dict in one step, so a metrics reader on another thread never
-        # iterates it while the window thread adds or drops a window.
-        return sum(st.nbytes() for st in list(self.windows.values())) + self.encoder.nbytes()
+        # list() copies in one step: a metrics reader on another thread never iterates the dict
+        # while the window thread changes it.
+        return sum(p.nbytes() for p in list(self.panes.values())) + self.encoder.nbytes() + self.acc.codec_bytes()
 
     def open_windows(self) -> int:
-        return len(self.windows)
+        return len(self.panes)
 
-    # -- event time --------------------------------------------------------------------------
+    # -- closing windows -------------------------------------------------------------------------
     def on_watermark(self, t: int) -> List[Item]:
+        if self.time is None:
+            # Processing time: only the end of input (max watermark) closes everything.
+            return (self._fire(t) if t == WATERMARK_MAX else []) + [Watermark(t)]
+        return self._fire(t)
+
+    def on_tick(self, now: int) -> List[Item]:
+        out = self._advance_processing_time()
+        return out + [Tick(now)]
+
+    def _fire(self, t: int) -> List[Item]:
         out: List[Item] = []
         if t > self.watermark:
-            self.watermark = t
-            if self.windows:
-                closed = sorted(s for s in self.windows if s + self.size_ns <= t)
-                for s in closed:
-                    state = self.windows.pop(s)
-                    if state.table.n_groups:
-                        out.append(self._results(s, state))
-                    self._capacity_hint = max(1024, state.table.n_groups)
+            before, self.watermark = self.watermark, t
+            if self.panes:
+                due = set()
+                for p in self.panes:
+                    for s in self._windows_of(p):
+                        if before < s + self.size_ns <= t:
+                            due.add(s)
+                for s in sorted(due):
+                    b = self._emit(s)
+                    if b is not None:
+                        out.append(b)
+                for p in [p for p in self.panes if self._is_late(p)]:
+                    pane = self.panes.pop(p)
+                    self._capacity_hint = max(1024, pane.table.n_groups)
         out.append(Watermark(t))
         return out
 
-    def _results(self, start: int, state: _WindowState) -> pa.RecordBatch:
-        n = state.table.n_groups
-        keys = state.table.keys_view()
-        arrays = [pa.array(np.full(n, start, np.int64), pa.int64()).view(WINDOW_TYPE),
-                  pa.array(np.full(n, start + self.size_ns, np.int64), pa.int64()).view(WINDOW_TYPE)]
-        w = self.width
-        nullword = keys[:, w] if self.nulls else None
-        arrays += self.encoder.decode(keys[:, :w], nullword)
-        for out_name, agg in self.aggs:
-            if agg.kind == "count" and agg.column is None:
-                arrays.append(pa.array(state.counts[:n], pa.int64()))
-            else:
-                arrays.append(state.stats[agg.column].result(agg.kind, n))
-        return pa.RecordBatch.from_arrays(arrays, schema=self.output_schema)
+    def _window(self, s: int) -> Optional[Tuple[np.ndarray, Partial]]:
+        """(key tuples, accumulators) of the window starting at ``s``: its panes merged."""
+        panes = [self.panes[p] for p in range(s, s + self.size_ns, self.pane_ns) if p in self.panes]
+        panes = [p for p in panes if p.table.n_groups]
+        if not panes:
+            return None
+        if len(panes) == 1:
+            p = panes[0]
+            return p.table.keys_view()[: p.table.n_groups], p.partial
+        width = panes[0].table.width
+        table = _hashagg.GroupTable(width, max(p.table.n_groups for p in panes) * 2)
+        acc = Partial(self.acc, max(p.table.n_groups for p in panes))
+        for p in panes:
+            m = p.table.n_groups
+            keys = p.table.keys_view()[:m]
+            ids = np.empty(m, np.int64)
+            table.insert([np.ascontiguousarray(keys[:, j]) for j in range(width)], ids)
+            acc.ensure(table.n_groups)
+            acc.merge(p.partial, np.arange(m, dtype=np.int64), ids)
+        return table.keys_view()[: table.n_groups], acc
+
+    def _emit(self, s: int, only: Optional[np.ndarray] = None) -> Optional[pa.RecordBatch]:
+        """The rows of window ``s`` (only the key tuples in ``only``, for updates)."""
+        w = self._window(s)
+        if w is None:
+            return None
+        keys, acc = w
+        ids = None
+        if only is not None:
+            width = keys.shape[1]
+            lookup = _hashagg.GroupTable(width, len(only) * 2)
+            tmp = np.empty(len(only), np.int64)
+            lookup.insert([np.ascontiguousarray(only[:, j]) for j in range(width)], tmp)
+            known = lookup.n_groups
+            tmp = np.empty(len(keys), np.int64)
+            lookup.insert([np.ascontiguousarray(keys[:, j]) for j in range(width)], tmp)
+            ids = np.flatnonzero(tmp < known)
+            keys = keys[ids]
+        m = len(keys)
+        if m == 0:
+            return None
+        return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64),
+                           keys, acc.results(ids))
+
+    def close(self) -> List[Item]:
+        return []
 
     def describe(self) -> str:
         keys = ", ".join(self.encoder.names)
         aggs = ", ".join(f"{n}={a!r}" for n, a in self.aggs)
-        return f"window[{self.name}] key_by({keys}) {self.window!r} on {self.time!r}: {aggs}"
+        on = f"on {self.time!r}" if self.time else "on processing time"
+        late = f", allowed lateness {self.lateness / 1e9:g}s" if self.lateness else ""
+        return f"window[{self.name}] key_by({keys}) {self.window!r} {on}{late}: {aggs}"
+
+
+class SessionAggregate(_KeyedBase):
+    """``key_by(...).window(SessionWindow.with_gap(gap), time=...).aggregate(...)``."""
+
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], window: SessionWindow,
+                 time: Optional[str], aggs: List[Tuple[str, AggSpec]], max_state_bytes: int,
+                 allowed_lateness_ns: int = 0):
+        super().__init__(name, schema, keys, time, aggs, max_state_bytes, allowed_lateness_ns)
+        self.window = window
+        self.gap = window.gap_ns
+        self.keys = _hashagg.GroupTable(self.width, 1024)    # key tuple -> key id
+        self.sessions = _accum.SessionSet(self.gap)
+        self.partial = Partial(self.acc, 1024)                # indexed by session id
+        self.emitted = np.zeros(1024, np.uint8)               # session id -> result sent
+        self.dead = 0
+
+    def _widen(self) -> None:
+        self.keys = self.keys.widen(0)
+
+    def _ns(self, batch: pa.RecordBatch) -> np.ndarray:
+        if self.time is None:
+            return np.full(batch.num_rows, _time.time_ns(), np.int64)
+        ts = self._times(batch)
+        limit = (_I64_MAX - self.gap) // self.factor
+        bad = np.flatnonzero((ts > limit) | (ts < -limit))
+        if len(bad):
+            raise self._bad_time(ts, int(bad[0]))
+        return ts.astype(np.int64) * self.factor
+
+    def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        n = batch.num_rows
+        if n == 0:
+            return []
+        seqs = self._seqs(n)
+        ts = self._ns(batch)
+        cols = self._key_columns(batch)
+        kid = np.empty(n, np.int64)
+        self.keys.insert(cols, kid)
+        sid = np.empty(n, np.int64)
+        late_before = self.watermark - self.lateness if self.watermark > _I64_MIN + self.lateness else _I64_MIN
+        merged_from, merged_into = self.sessions.assign(kid, ts, self.keys.n_groups, late_before, sid)
+        count = self.sessions.n
+        self.partial.ensure(count)
+        if len(self.emitted) < count:
+            grown = np.zeros(max(count, 2 * len(self.emitted)), np.uint8)
+            grown[: len(self.emitted)] = self.emitted
+            self.emitted = grown
+        ok = sid >= 0
+        prepared = self.acc.prepare(batch, seqs)
+        out: List[Item] = []
+        if not ok.all():
+            idx = np.flatnonzero(ok)
+            out += self._late([batch.filter(pa.array(~ok))])
+            prepared = prepared.take(idx)
+            sid_ok = np.ascontiguousarray(sid[idx])
+        else:
+            sid_ok = sid
+        # Merges fold earlier state into the surviving session, in the order they happened; the
+        # batch's rows then land in their final sessions.
+        for f, i in zip(merged_from.tolist(), merged_into.tolist()):
+            self.partial.merge(self.partial, np.array([f]), np.array([i]))
+            self.emitted[i] |= self.emitted[f]
+        self.dead += len(merged_from)
+        sid_ok = self._resolve(sid_ok, merged_from, merged_into)
+        self.partial.update(sid_ok, prepared)
+        if self.watermark > _I64_MIN:
+            # Emitted sessions this batch changed: still closed -> emit the update now; reopened
+            # (their end moved past the watermark) -> emitted again when they close.
+            changed = np.unique(np.concatenate([sid_ok, merged_into]))
+            changed = changed[self.emitted[changed] == 1]
+            if len(changed):
+                end = np.asarray(self.sessions.last)[changed] + self.gap
+                closed = changed[end <= self.watermark]
+                self.emitted[changed[end > self.watermark]] = 0
+                if len(closed):
+                    b = self._rows(closed)
+                    self.updates += b.num_rows
+                    out.insert(0, b)
+        self._check_memory()
+        return out + self._advance_processing_time()
+
+    @staticmethod
+    def _resolve(sid: np.ndarray, merged_from: np.ndarray, merged_into: np.ndarray) -> np.ndarray:
+        """Session ids after this batch's merges (a merged-away id -> its survivor)."""
+        if not len(merged_from):
+            return sid
+        top = max(int(sid.max()) if len(sid) else 0, int(merged_from.max()), int(merged_into.max())) + 1
+        to = np.arange(top, dtype=np.int64)
+        for f, i in zip(merged_from.tolist(), merged_into.tolist()):
+            to[f] = i
+        # follow chains (a session merged into one that was merged later)
+        for _ in range(len(merged_from)):
+            nxt = to[to]
+            if np.array_equal(nxt, to):
+                break
+            to = nxt
+        return np.ascontiguousarray(to[sid])
+
+    def _rows(self, sids: np.ndarray) -> pa.RecordBatch:
+        ss = self.sessions
+        start = np.asarray(ss.start)[sids]
+        end = np.asarray(ss.last)[sids] + self.gap
+        keys = self.keys.keys_view()[np.asarray(ss.key)[sids]]
+        return self._batch(start, end, keys, self.partial.results(sids))
+
+    def _advance_processing_time(self) -> List[Item]:
+        if self.time is not None:
+            return []
+        return self._fire(_time.time_ns())[:-1]
+
+    def on_watermark(self, t: int) -> List[Item]:
+        if self.time is None:
+            return (self._fire(t) if t == WATERMARK_MAX else []) + [Watermark(t)]
+        return self._fire(t)
+
+    def on_tick(self, now: int) -> List[Item]:
+        return self._advance_processing_time() + [Tick(now)]
+
+    def _fire(self, t: int) -> List[Item]:
+        out: List[Item] = []
+        if t > self.watermark:
+            self.watermark = t
+            ss = self.sessions
+            n = ss.n
+            if n:
+                alive = np.asarray(ss.alive)[:n].astype(bool)
+                end = np.asarray(ss.last)[:n] + self.gap
+                due = np.flatnonzero(alive & (end <= t) & (self.emitted[:n] == 0))
+                if len(due):
+                    order = np.lexsort((np.asarray(ss.start)[due], end[due]))
+                    due = due[order]
+                    out.append(self._rows(due))
+                    self.emitted[due] = 1
+                limit = t - self.lateness if t > _I64_MIN + self.lateness else _I64_MIN
+                gone = np.flatnonzero(alive & (end <= limit))
+                if len(gone):
+                    ss.remove(gone)
+                    self.dead += len(gone)
+                if self.dead > 1024 and self.dead * 2 > n:
+                    self._compact()
+        out.append(Watermark(t))
+        return out
+
+    def _compact(self) -> None:
+        """Drop closed sessions and keys without open sessions; renumber the rest."""
+        ss = self.sessions
+        n = ss.n
+        keep = np.flatnonzero(np.asarray(ss.alive)[:n]).astype(np.int64)
+        key_of = np.asarray(ss.key)[keep]
+        live_keys = np.unique(key_of)
+        key_map = np.full(self.keys.n_groups, -1, np.int64)
+        key_map[live_keys] = np.arange(len(live_keys), dtype=np.int64)
+        self.keys.compact(np.ascontiguousarray(live_keys))
+        ss.compact(keep, key_map, max(len(live_keys), 1))
+        self.partial = self.partial.take(keep)
+        emitted = np.zeros(max(1024, 2 * len(keep)), np.uint8)
+        emitted[: len(keep)] = self.emitted[keep]
+        self.emitted = emitted
+        self.dead = 0
+
+    def _state_summary(self) -> str:
+        open_ = int(np.asarray(self.sessions.alive)[: self.sessions.n].sum())
+        return f"{open_:,} open sessions of {self.keys.n_groups:,} keys"
+
+    def state_size_bytes(self) -> int:
+        return (self.keys.nbytes + self.sessions.nbytes + self.partial.nbytes() + self.emitted.nbytes
+                + self.encoder.nbytes() + self.acc.codec_bytes())
+
+    def open_windows(self) -> int:
+        return int(np.asarray(self.sessions.alive)[: self.sessions.n].sum())
+
+    def describe(self) -> str:
+        keys = ", ".join(self.encoder.names)
+        aggs = ", ".join(f"{n}={a!r}" for n, a in self.aggs)
+        on = f"on {self.time!r}" if self.time else "on processing time"
+        late = f", allowed lateness {self.lateness / 1e9:g}s" if self.lateness else ""
+        return f"window[{self.name}] key_by({keys}) {self.window!r} {on}{late}: {aggs}"
+
+
+def window_operator(name: str, schema: pa.Schema, keys: List[str], window, time: Optional[str],
+                    aggs: List[Tuple[str, AggSpec]], max_state_bytes: int,
+                    allowed_lateness_ns: int = 0) -> _KeyedBase:
+    """The operator for a window spec."""
+    cls = SessionAggregate if isinstance(window, SessionWindow) else WindowAggregate
+    return cls(name, schema, keys, window, time, aggs, max_state_bytes, allowed_lateness_ns)
 
 
 class WatermarkAssigner(Operator):
@@ -316,20 +559,24 @@ class WatermarkAssigner(Operator):
     A row that is behind the watermark implied by the rows before it gets that watermark
     delivered first (the batch is cut there), so whether an event is late depends only on the
     order of events, never on where micro-batches were cut: replaying history and following a
-    live source give the same results.
+    live source give the same results.  With ``idle_timeout_ns``, ticks that find no data for
+    that long advance the watermark by the wall time since the last event.
     """
 
     kind = "watermark"
 
-    def __init__(self, name: str, schema: pa.Schema, time: str, max_out_of_orderness_ns: int):
+    def __init__(self, name: str, schema: pa.Schema, time: str, max_out_of_orderness_ns: int,
+                 idle_timeout_ns: Optional[int] = None):
         self.name = name
         self.time = time
         self.factor = time_factor(schema, time, name)
         self.idx = schema.get_field_index(time)
         self.is_ts = pat.is_timestamp(schema.field(time).type)
         self.bound = max_out_of_orderness_ns
+        self.idle_timeout = idle_timeout_ns
         self.current = _I64_MIN           # last watermark emitted
         self.max_seen = _I64_MIN          # largest event time seen (ns)
+        self.last_data = _time.time_ns()  # wall time of the last batch
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         col = batch.column(self.idx)
@@ -339,6 +586,8 @@ class WatermarkAssigner(Operator):
                 f"step {self.name!r}: time column {self.time!r} is null at row {row} of a batch; "
                 "every event needs an event time (filter nulls out first)"
             )
+        if self.idle_timeout is not None:
+            self.last_data = _time.time_ns()
         ts = (col.view(pa.int64()) if self.is_ts else col).to_numpy(zero_copy_only=False)
         cuts, marks, k, self.max_seen = watermark_splits(ts, self.factor, self.bound,
                                                          self.max_seen, self.current)
@@ -364,5 +613,17 @@ class WatermarkAssigner(Operator):
             return [Watermark(t)]
         return []
 
+    def on_tick(self, now: int) -> List[Item]:
+        out: List[Item] = []
+        idle = now - self.last_data
+        if (self.idle_timeout is not None and self.max_seen != _I64_MIN
+                and idle >= self.idle_timeout):
+            mark = self.max_seen - self.bound + idle
+            if mark > self.current:
+                self.current = mark
+                out.append(Watermark(mark))
+        return out + [Tick(now)]
+
     def describe(self) -> str:
-        return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s"
+        idle = f", idle timeout {self.idle_timeout / 1e9:g}s" if self.idle_timeout else ""
+        return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}"

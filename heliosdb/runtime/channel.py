@@ -3,6 +3,10 @@
 A channel holds at most ``capacity`` events (rows); a producer whose batch does not fit waits,
 and the time it waits is recorded: that is the backpressure signal.  An empty channel always
 admits one batch, however large, so a batch bigger than the capacity still flows.
+
+A ``waiter`` passed to ``put`` / ``get`` (a task's :class:`~heliosdb.metrics.TaskStats`) is told
+when a wait starts (``blocked_since`` / ``idle_since``) and how long it took (``blocked_ns`` /
+``idle_ns``); only calls that actually wait pay for the clock.
 """
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ class ChannelClosed(Exception):
 
 END = object()
 """Sentinel: the producer has finished."""
-
 
 
 class Channel:
@@ -37,23 +40,43 @@ class Channel:
         self._closed = False
         self.blocked_ns = 0
 
-    def put(self, item: Any, rows: int = 0, ingest_ns: int = 0, origin: int = 0) -> None:
+    @property
+    def rows(self) -> int:
+        """Events queued now."""
+        return self._rows
+
+    def put(self, item: Any, rows: int = 0, ingest_ns: int = 0, origin: int = 0,
+            waiter: Any = None) -> None:
         with self._cond:
             if self._rows and self._rows + rows > self.capacity and not self._closed:
                 t0 = time.perf_counter_ns()
+                if waiter is not None:
+                    waiter.blocked_since = t0
                 while self._rows and self._rows + rows > self.capacity and not self._closed:
                     self._cond.wait()
-                self.blocked_ns += time.perf_counter_ns() - t0
+                dt = time.perf_counter_ns() - t0
+                self.blocked_ns += dt
+                if waiter is not None:
+                    waiter.blocked_since = 0
+                    waiter.blocked_ns += dt
             if self._closed:
                 raise ChannelClosed(self.name)
             self._q.append((item, rows, ingest_ns, origin))
             self._rows += rows
             self._cond.notify_all()
 
-    def get(self) -> Tuple[Any, int, int, int]:
+    def get(self, waiter: Any = None) -> Tuple[Any, int, int, int]:
         """The next (item, rows, ingest_ns, origin), waiting for one; ChannelClosed on shutdown."""
         with self._cond:
-            self._cond.wait_for(lambda: self._q or self._closed)
+            if not self._q and not self._closed:
+                t0 = time.perf_counter_ns()
+                if waiter is not None:
+                    waiter.idle_since = t0
+                while not self._q and not self._closed:
+                    self._cond.wait()
+                if waiter is not None:
+                    waiter.idle_since = 0
+                    waiter.idle_ns += time.perf_counter_ns() - t0
             if not self._q:
                 raise ChannelClosed(self.name)
             entry = self._q.popleft()

@@ -5,10 +5,15 @@ through the stage's operators (called directly, no queue between them), put what
 into each output channel, and at the end of the input close the operators and pass the end on.
 The source stage is the micro-batcher: it cuts the source's rows into record batches by size
 or by timeout, so a slow source still gets its rows through within ``batch_timeout``.
+
+Each thread is a *task* with a :class:`~heliosdb.metrics.TaskStats`: the channels it waits on
+record its idle and blocked time, and its operators are timed per batch (never per event), so
+``diagnose()`` can tell which operator holds the pipeline back.
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,9 +21,10 @@ from typing import Dict, List, Optional
 
 import pyarrow as pa
 
+from ..config import operator_metrics_enabled
 from ..errors import ExecutionError, HeliosError
-from ..metrics import JobMetrics
-from ..operators.base import WATERMARK_MAX, WATERMARK_MIN, Operator, Watermark
+from ..metrics import JobMetrics, TaskStats
+from ..operators.base import WATERMARK_MAX, WATERMARK_MIN, Operator, SideOutput, Tick, Watermark
 from .channel import END, Channel, ChannelClosed
 
 log = logging.getLogger("heliosdb.runtime")
@@ -33,7 +39,8 @@ class PhysicalStage:
     With a ``partitioner`` the output is split by key hash, part ``i`` to ``children[i]`` (the
     parallel subtasks of a keyed operator), and watermarks go to all.  ``n_inputs`` is the
     number of producers feeding this stage (a merge after parallel subtasks); ``origin`` is this
-    stage's position among its children's producers.
+    stage's position among its children's producers.  ``side_children`` maps a side-output tag
+    (``"late"``) to the stages reading it; they get watermarks, ticks and the end too.
     """
 
     name: str
@@ -42,6 +49,7 @@ class PhysicalStage:
     partitioner: Optional[object] = None
     n_inputs: int = 1
     origin: int = 0
+    side_children: Dict[str, List[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,23 +97,83 @@ class StepFailed(Exception):
 
 
 class _Chain:
-    """Operators of one stage, called directly one after another."""
+    """Operators of one stage, called directly one after another.
 
-    def __init__(self, operators: List[Operator], metrics: JobMetrics, slow_ns: int):
+    Timed (the default), each call of an operator adds to its busy time, latency histogram and
+    batch-size histogram, and a call slower than ``slow_ns`` is logged; untimed
+    (``HELIOSDB_METRICS=0``) only events and batches are counted.
+    """
+
+    def __init__(self, operators: List[Operator], metrics: JobMetrics, slow_ns: int,
+                 timed: bool = True):
         self.ops = operators
         self.stats = [metrics.operator(op.name, op.kind) for op in operators]
         self.slow_ns = slow_ns
+        self.metrics = metrics
+        self.push = self._push_timed if timed else self._push_counted
 
-    def push(self, item, start: int = 0) -> list:
+    def _slow(self, step: str, dt: int, rows: int) -> None:
+        m = self.metrics
+        what = f"batch of {rows:,} rows" if rows else "timer"
+        log.warning("job %r step %r: slow %s took %.3f s (warning above %.3f s)", m.job, step, what,
+                    dt / 1e9, self.slow_ns / 1e9,
+                    extra={"job": m.job, "operator": step, "epoch": m.checkpoints.epoch,
+                           "duration_s": dt / 1e9, "rows": rows})
+
+    def _push_timed(self, item, start: int = 0) -> list:
         """Run ``item`` through the operators from ``start`` on; return what the last emits."""
         items = [item]
         for op, st in zip(self.ops[start:], self.stats[start:]):
             out: list = []
             for it in items:
+                if isinstance(it, SideOutput):
+                    out.append(it)          # bound for another stage: skips the rest of this one
+                    continue
                 t0 = time.perf_counter_ns()
+                n = 0
                 try:
                     if isinstance(it, Watermark):
                         res = op.on_watermark(it.t)
+                    elif isinstance(it, Tick):
+                        res = op.on_tick(it.now)
+                    else:
+                        n = it.num_rows
+                        st.rows_in += n
+                        st.batches += 1
+                        st.batch_rows.add(n)
+                        res = op.process_batch(it)
+                except HeliosError:
+                    raise
+                except Exception as exc:
+                    raise StepFailed(op.name, exc) from exc
+                dt = time.perf_counter_ns() - t0
+                st.busy_ns += dt
+                if n or len(res) > 1:       # a batch, or a timer that emitted results
+                    st.latency.add(dt)
+                if dt > self.slow_ns:
+                    self._slow(op.name, dt, n)
+                for r in res:
+                    if not isinstance(r, (Watermark, Tick)):
+                        st.rows_out += r.num_rows
+                out.extend(res)
+            items = out
+            if not items:
+                break
+        return items
+
+    def _push_counted(self, item, start: int = 0) -> list:
+        items = [item]
+        for op, st in zip(self.ops[start:], self.stats[start:]):
+            out: list = []
+            for it in items:
+                if isinstance(it, SideOutput):
+                    out.append(it)
+                    continue
+                try:
+                    if isinstance(it, Watermark):
+                        res = op.on_watermark(it.t)
+                    elif isinstance(it, Tick):
+                        res = op.on_tick(it.now)
                     else:
                         st.rows_in += it.num_rows
                         st.batches += 1
@@ -114,12 +182,8 @@ class _Chain:
                     raise
                 except Exception as exc:
                     raise StepFailed(op.name, exc) from exc
-                dt = time.perf_counter_ns() - t0
-                st.busy_ns += dt
-                if dt > self.slow_ns:
-                    log.warning("slow batch", extra={"operator": op.name, "duration_s": dt / 1e9})
                 for r in res:
-                    if not isinstance(r, Watermark):
+                    if not isinstance(r, (Watermark, Tick)):
                         st.rows_out += r.num_rows
                 out.extend(res)
             items = out
@@ -146,14 +210,18 @@ class Job:
     """A running job: threads, channels, metrics.  Use through ``JobHandle``."""
 
     def __init__(self, plan: PhysicalPlan, name: str, buffer_size: int, slow_ns: int,
-                 state_operators: List[Operator]):
+                 state_operators: List[Operator], metrics_window_ns: int = 10_000_000_000,
+                 timed: Optional[bool] = None):
         self.plan = plan
         self.name = name
-        self.metrics = JobMetrics(name)
+        self.metrics = JobMetrics(name, source=plan.source_name, window_ns=metrics_window_ns)
         self.metrics.state_ops = state_operators
         self.slow_ns = slow_ns
+        self.timed = operator_metrics_enabled() if timed is None else timed
         self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]
         self.metrics.channels = self.inputs
+        self._tasks = self._make_tasks()
+        self._source_task = self.metrics.tasks[plan.source_name]
         self._threads: List[threading.Thread] = []
         self._error: Optional[BaseException] = None
         self._error_step = ""
@@ -162,11 +230,35 @@ class Job:
         self._done = threading.Event()
         self._lock = threading.Lock()
 
+    def _make_tasks(self) -> List[TaskStats]:
+        """One TaskStats per thread, named after its first operator (the source after its step);
+        the producers of a merge stage are parallel subtasks, grouped under their common name."""
+        stages = self.plan.stages
+        names = [st.operators[0].name if st.operators else st.name for st in stages]
+        group = [""] * len(stages)
+        downstream: List[List[str]] = []
+        for i, st in enumerate(stages):
+            outs = list(st.children) + [c for cs in getattr(st, "side_children", {}).values() for c in cs]
+            downstream.append([names[c] for c in outs])
+            for c in st.children:
+                if stages[c].n_inputs > 1:
+                    group[i] = re.sub(r"#\d+$", "", names[i])
+        tasks = [TaskStats(names[i], [op.name for op in st.operators], st.name, downstream[i],
+                           group[i], self.inputs[i]) for i, st in enumerate(stages)]
+        source = TaskStats(self.plan.source_name, [], "source",
+                           [names[c] for c in self.plan.source_children])
+        self.metrics.tasks = {source.name: source, **{t.name: t for t in tasks}}
+        for t in tasks:
+            for op in t.operators:
+                self.metrics.operator(op, "").task = t.name
+        return tasks
+
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
         self.metrics.started = time.perf_counter()
         # Built before any thread starts, so the metrics' operator table is complete up front.
-        self._chains = [_Chain(st.operators, self.metrics, self.slow_ns) for st in self.plan.stages]
+        self._chains = [_Chain(st.operators, self.metrics, self.slow_ns, self.timed)
+                        for st in self.plan.stages]
         t = threading.Thread(target=self._guard, args=(self.plan.source_name, self._run_source),
                              name=f"{self.name}:source", daemon=True)
         self._threads.append(t)
@@ -174,6 +266,8 @@ class Job:
             self._threads.append(threading.Thread(
                 target=self._guard, args=(st.name, self._run_stage, i),
                 name=f"{self.name}:{st.name}", daemon=True))
+        log.info("job %r started: %d threads (%s)", self.name, len(self._threads),
+                 ", ".join(self.metrics.tasks), extra={"job": self.name})
         for t in self._threads:
             t.start()
         threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join").start()
@@ -181,7 +275,12 @@ class Job:
     def _join_all(self) -> None:
         for t in self._threads:
             t.join()
-        self.metrics.finished = time.perf_counter()
+        m = self.metrics
+        m.finished = time.perf_counter()
+        if self._error is None:
+            el = m.elapsed()
+            log.info("job %r finished: %d events in %.2f s (%.0f events/s)", self.name, m.events_in,
+                     el, m.events_in / max(el, 1e-9), extra={"job": self.name, "duration_s": el})
         self._done.set()
 
     def stop(self, drain: bool = False) -> None:
@@ -208,7 +307,9 @@ class Job:
         with self._lock:
             if self._error is None:
                 self._error, self._error_step = exc, step
-                log.error("step %r failed: %s", step, exc, extra={"operator": step})
+                log.error("job %r step %r failed: %s: %s", self.name, step, type(exc).__name__, exc,
+                          extra={"job": self.name, "operator": step,
+                                 "epoch": self.metrics.checkpoints.epoch})
         self._stop.set()
         for ch in self.inputs:
             ch.close()
@@ -225,23 +326,32 @@ class Job:
 
     # -- stages ------------------------------------------------------------------------------
     def _emit(self, children: List[int], items: list, ingest_ns: int, partitioner=None,
-              origin: int = 0) -> None:
+              origin: int = 0, side: Optional[Dict[str, List[int]]] = None,
+              task: Optional[TaskStats] = None) -> None:
         for it in items:
-            if isinstance(it, Watermark):
+            if isinstance(it, (Watermark, Tick)):
                 for c in children:
-                    self.inputs[c].put(it, 0, ingest_ns, origin)
+                    self.inputs[c].put(it, 0, ingest_ns, origin, task)
+                for cs in (side or {}).values():
+                    for c in cs:
+                        self.inputs[c].put(it, 0, ingest_ns, origin, task)
+            elif isinstance(it, SideOutput):
+                for c in (side or {}).get(it.tag, ()):
+                    self.inputs[c].put(it.batch, it.num_rows, ingest_ns, origin, task)
             elif partitioner is not None:
                 for part, piece in partitioner.split(it):
-                    self.inputs[children[part]].put(piece, piece.num_rows, ingest_ns, origin)
+                    self.inputs[children[part]].put(piece, piece.num_rows, ingest_ns, origin, task)
             else:
                 for c in children:
-                    self.inputs[c].put(it, it.num_rows, ingest_ns, origin)
+                    self.inputs[c].put(it, it.num_rows, ingest_ns, origin, task)
 
-    def _end(self, children: List[int], origin: int) -> None:
+    def _end(self, children: List[int], origin: int, task: Optional[TaskStats] = None) -> None:
         for c in children:
-            self.inputs[c].put(END, 0, 0, origin)
+            self.inputs[c].put(END, 0, 0, origin, task)
 
     def _run_stage(self, index: int) -> None:
+        task = self._tasks[index]
+        task.started_ns = time.perf_counter_ns()
         try:
             self._stage_loop(index)
         except BaseException:
@@ -251,23 +361,29 @@ class Job:
                 except Exception:  # noqa: BLE001 - the original error is what matters
                     log.exception("step %r: abort failed", op.name)
             raise
+        finally:
+            task.finished_ns = time.perf_counter_ns()
 
     def _stage_loop(self, index: int) -> None:
         stage = self.plan.stages[index]
         chain = self._chains[index]
         inbox = self.inputs[index]
-        is_sink = not stage.children
+        task = self._tasks[index]
+        is_sink = not stage.children and not stage.side_children
+        outputs = stage.children + [c for cs in stage.side_children.values() for c in cs]
         # A merge stage forwards the smallest watermark of its inputs, and ends when all have.
         marks = [WATERMARK_MIN] * stage.n_inputs
         current = WATERMARK_MIN
         open_inputs = stage.n_inputs
         while True:
-            item, rows, ingest, origin = inbox.get()
+            item, rows, ingest, origin = inbox.get(task)
             if item is END:
                 open_inputs -= 1
                 if open_inputs:
                     continue
                 break
+            if stage.n_inputs > 1 and isinstance(item, Tick) and origin:
+                continue                    # one tick per round is enough
             if stage.n_inputs > 1 and isinstance(item, Watermark):
                 marks[origin] = max(marks[origin], item.t)
                 low = min(marks)
@@ -281,13 +397,23 @@ class Job:
                     lat = time.time_ns() - ingest
                     self.metrics.latency.add(max(lat, 0), rows)
                 continue
-            self._emit(stage.children, out, ingest, stage.partitioner, stage.origin)
+            self._emit(stage.children, out, ingest, stage.partitioner, stage.origin,
+                       stage.side_children, task)
         out = chain.close()
-        if stage.children:
-            self._emit(stage.children, out, time.time_ns(), stage.partitioner, stage.origin)
-            self._end(stage.children, stage.origin)
+        if outputs:
+            self._emit(stage.children, out, time.time_ns(), stage.partitioner, stage.origin,
+                       stage.side_children, task)
+            self._end(outputs, stage.origin, task)
 
     def _run_source(self) -> None:
+        task = self._source_task
+        task.started_ns = time.perf_counter_ns()
+        try:
+            self._source_loop(task)
+        finally:
+            task.finished_ns = time.perf_counter_ns()
+
+    def _source_loop(self, task: TaskStats) -> None:
         plan = self.plan
         src = plan.source
         size, timeout_ns = plan.batch_size, plan.batch_timeout_ns
@@ -298,7 +424,7 @@ class Job:
         exhausted = False
 
         def flush(upto: int) -> None:
-            nonlocal pending, rows, first_ingest
+            nonlocal pending, rows, first_ingest, last_out
             batch = _concat(pending)
             out, rest = batch.slice(0, upto), batch.slice(upto)
             pending = [rest] if rest.num_rows else []
@@ -307,14 +433,27 @@ class Job:
             if not rows:
                 first_ingest = 0
             self.metrics.events_in += out.num_rows
-            self._emit(plan.source_children, [out], ingest)
+            self._emit(plan.source_children, [out], ingest, task=task)
+            last_out = time.monotonic_ns()
 
+        last_out = time.monotonic_ns()
+        idle_s = min(_IDLE_POLL_S, timeout_ns / 1e9)
         src.open(size)
         try:
             while not self._stop.is_set():
                 now = time.monotonic_ns()
-                wait_s = max(deadline - now, 0) / 1e9 if pending else _IDLE_POLL_S
+                if not pending and now - last_out >= timeout_ns:
+                    # Idle for a batch timeout: run timers (processing-time windows, idle
+                    # watermarks, state TTL) although no data arrives.
+                    self._emit(plan.source_children, [Tick(time.time_ns())], time.time_ns(), task=task)
+                    last_out = now
+                wait_s = max(deadline - now, 0) / 1e9 if pending else idle_s
+                # A poll that brings nothing was a wait for data (idle); one that brings rows, work.
+                t0 = task.idle_since = time.perf_counter_ns()
                 pieces = src.poll(wait_s)
+                task.idle_since = 0
+                if not pieces:
+                    task.idle_ns += time.perf_counter_ns() - t0
                 if pieces is None:
                     exhausted = True
                     break
@@ -337,8 +476,8 @@ class Job:
         finally:
             src.close()
         if exhausted or self._drain:
-            self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns())
-        self._end(plan.source_children, 0)
+            self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns(), task=task)
+        self._end(plan.source_children, 0, task)
 
 
 class JobHandle:

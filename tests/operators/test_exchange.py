@@ -66,5 +66,5 @@ def test_parallel_window_equals_serial(parallelism):
 
 def test_set_parallelism_on_a_stateless_step_is_refused():
     env = hdb.StreamEnvironment()
-    with pytest.raises(hdb.PlanError, match="keyed window"):
+    with pytest.raises(hdb.PlanError, match="keyed aggregate"):
         env.from_iterable([{"x": 1}]).filter(hdb.col("x") > 0).set_parallelism(2)

@@ -1,0 +1,465 @@
+"""Aggregate state of many groups, as arrays indexed by dense group id.
+
+``AccPlan`` is built once per operator from its aggregates and input schema: which arrays each
+group needs, and the codecs that turn values into int64 codes (shared by all the operator's
+state, so codes from different windows, panes or sessions agree).  ``Partial`` holds the
+arrays for the groups of one window, pane, session set or keyed table, with the four
+operations every accumulator has (as in DataFusion's GroupsAccumulator): ``update`` from a
+batch, ``merge`` another partial's groups in, ``take`` a subset of groups (compaction), and
+``results``.  Everything merges, which is what lets sliding windows combine panes, sessions
+merge when an event bridges them, and parallel subtasks stay independent.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.types as pat
+
+from ..expr import AggSpec
+from ..kernels import _accum, _hashagg
+from .keys import KeyEncoder
+
+_I64_MAX = np.iinfo(np.int64).max
+_I64_MIN = np.iinfo(np.int64).min
+
+
+def _grow(a: np.ndarray, capacity: int, fill) -> np.ndarray:
+    new = np.full(capacity, fill, a.dtype)
+    new[: len(a)] = a
+    return new
+
+
+def _validity(arr: pa.Array) -> Optional[np.ndarray]:
+    if not arr.null_count:
+        return None
+    return arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
+
+
+def _numbers(arr: pa.Array, as_float: bool) -> np.ndarray:
+    if arr.null_count:
+        arr = arr.fill_null(0)
+    dt = np.float64 if as_float else np.int64
+    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=dt)
+
+
+class _Codec:
+    """Values of one column <-> int64 codes.  ``exact`` keeps float bits as they are (for
+    first/last); otherwise -0.0 and 0.0, and all NaNs, share a code (for distinct counts)."""
+
+    def __init__(self, schema: pa.Schema, column: str, exact: bool, step: str):
+        self.type = schema.field(column).type
+        self.float = pat.is_floating(self.type)
+        self.exact = exact
+        self.encoder = KeyEncoder(schema, [column], step) if not (self.float and exact) else None
+        if self.encoder is None and not pat.is_floating(self.type):
+            raise AssertionError(self.type)
+
+    def encode(self, arr: pa.Array) -> np.ndarray:
+        if self.encoder is None:
+            return np.ascontiguousarray(_numbers(arr.cast(pa.float64()), True)).view(np.int64)
+        return self.encoder._encode_column(0, arr)
+
+    def decode(self, codes: np.ndarray, valid: np.ndarray) -> pa.Array:
+        mask = ~valid
+        if self.encoder is None:
+            return pa.array(codes.view(np.float64), mask=mask).cast(self.type)
+        return self.encoder.decode(codes.reshape(-1, 1), mask.astype(np.int64))[0]
+
+    def nbytes(self) -> int:
+        return self.encoder.nbytes() if self.encoder is not None else 0
+
+
+class _Sketch:
+    """Log-bucketed quantile sketch parameters: value -> bucket code, code -> value.
+
+    Bucket ``k`` of positive values holds ``(gamma^(k-1), gamma^k]`` and answers
+    ``2 gamma^k / (gamma + 1)``, within ``alpha`` relative error of every value in it.  Codes
+    sort like the values: negatives mirror positives, 0 is code 0, infinities sit outside.
+    """
+
+    OFFSET = 1 << 20
+    INF = 1 << 40
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+        self.gamma = (1 + alpha) / (1 - alpha)
+        self.log_gamma = math.log(self.gamma)
+
+    def encode(self, v: np.ndarray) -> np.ndarray:
+        a = np.abs(v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.ceil(np.log(a) / self.log_gamma)
+        k = np.where(np.isfinite(k), k, 0).astype(np.int64) + self.OFFSET
+        k = np.where(np.isinf(a), self.INF, k)
+        k = np.where(a == 0, 0, k)
+        return np.where(v < 0, -k, k)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        a = np.abs(codes)
+        with np.errstate(over="ignore"):
+            mag = 2.0 * np.power(self.gamma, (a - self.OFFSET).astype(np.float64)) / (self.gamma + 1)
+        mag = np.where(a == self.INF, np.inf, mag)
+        mag = np.where(a == 0, 0.0, mag)
+        return np.where(codes < 0, -mag, mag)
+
+
+class AccPlan:
+    """What each group holds for a list of aggregates over a schema (built once per operator)."""
+
+    def __init__(self, schema: pa.Schema, aggs: List[Tuple[str, AggSpec]], step: str):
+        self.aggs = aggs
+        self.step = step
+        self.count_rows = False
+        self.stats: Dict[str, str] = {}          # column -> "float" | "int" | "count"
+        self.var: List[str] = []
+        self.first: Dict[str, _Codec] = {}
+        self.last: Dict[str, _Codec] = {}
+        self.distinct: Dict[str, _Codec] = {}
+        self.sketch: Dict[Tuple[str, float], _Sketch] = {}
+        self.output_fields: List[pa.Field] = []
+        for out_name, agg in aggs:
+            self.output_fields.append(pa.field(out_name, agg.output_type(schema, step)))
+            c, kind = agg.column, agg.kind
+            if kind == "count" and c is None:
+                self.count_rows = True
+                continue
+            t = schema.field(c).type
+            if kind in ("count", "sum", "min", "max", "mean"):
+                k = "float" if pat.is_floating(t) else "int" if pat.is_integer(t) else "count"
+                if kind == "count":
+                    k = self.stats.get(c, "count")
+                self.stats[c] = k if self.stats.get(c) in (None, "count") else self.stats[c]
+            elif kind in ("var", "stddev"):
+                if c not in self.var:
+                    self.var.append(c)
+            elif kind == "first":
+                self.first.setdefault(c, _Codec(schema, c, True, step))
+            elif kind == "last":
+                self.last.setdefault(c, _Codec(schema, c, True, step))
+            elif kind == "count_distinct":
+                self.distinct.setdefault(c, _Codec(schema, c, False, step))
+            elif kind == "quantile":
+                self.sketch.setdefault((c, agg.relative_accuracy), _Sketch(agg.relative_accuracy))
+        self.columns = sorted({a.column for _, a in aggs if a.column})
+        self.index = {c: schema.get_field_index(c) for c in self.columns}
+        self.needs_seq = bool(self.first or self.last)
+
+    def prepare(self, batch: pa.RecordBatch, seqs: Optional[np.ndarray]) -> "Prepared":
+        """Turn a batch's aggregate inputs into numpy arrays, once per batch."""
+        p = Prepared(batch.num_rows, seqs)
+        for c, kind in self.stats.items():
+            arr = batch.column(self.index[c])
+            ok = _validity(arr)
+            p.stats[c] = (None if kind == "count" else _numbers(arr, kind == "float"), ok)
+        for c in self.var:
+            arr = batch.column(self.index[c])
+            p.var[c] = (_numbers(arr, True), _validity(arr))
+        for group, out in ((self.first, p.first), (self.last, p.last), (self.distinct, p.distinct)):
+            for c, codec in group.items():
+                arr = batch.column(self.index[c])
+                out[c] = (codec.encode(arr), _validity(arr))
+        for (c, alpha), sk in self.sketch.items():
+            arr = batch.column(self.index[c])
+            v = _numbers(arr, True)
+            ok = ~np.isnan(v)
+            valid = _validity(arr)
+            if valid is not None:
+                ok &= valid.astype(bool)
+            p.sketch[(c, alpha)] = (sk.encode(v), ok.view(np.uint8) if not ok.all() else None)
+        return p
+
+    def codec_bytes(self) -> int:
+        return sum(c.nbytes() for g in (self.first, self.last, self.distinct) for c in g.values())
+
+
+class Prepared:
+    """One batch's aggregate inputs as numpy arrays: (values or codes, validity) per column."""
+
+    def __init__(self, n: int, seqs: Optional[np.ndarray]):
+        self.n = n
+        self.seqs = seqs
+        self.stats: Dict[str, Tuple[Optional[np.ndarray], Optional[np.ndarray]]] = {}
+        self.var: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+        self.first: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+        self.last: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+        self.distinct: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+        self.sketch: Dict[Tuple[str, float], Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+
+    def slice(self, b0: int, b1: int) -> "Prepared":
+        if b0 == 0 and b1 == self.n:
+            return self
+        p = Prepared(b1 - b0, None if self.seqs is None else self.seqs[b0:b1])
+
+        def cut(d):
+            return {k: (None if v is None else v[b0:b1], None if ok is None else ok[b0:b1])
+                    for k, (v, ok) in d.items()}
+
+        p.stats, p.var, p.first, p.last = cut(self.stats), cut(self.var), cut(self.first), cut(self.last)
+        p.distinct, p.sketch = cut(self.distinct), cut(self.sketch)
+        return p
+
+    def take(self, idx: np.ndarray) -> "Prepared":
+        """The rows ``idx`` (e.g. the non-late rows, or rows reordered by window)."""
+        p = Prepared(len(idx), None if self.seqs is None else self.seqs[idx])
+
+        def pick(d):
+            return {k: (None if v is None else v[idx], None if ok is None else ok[idx])
+                    for k, (v, ok) in d.items()}
+
+        p.stats, p.var, p.first, p.last = pick(self.stats), pick(self.var), pick(self.first), pick(self.last)
+        p.distinct, p.sketch = pick(self.distinct), pick(self.sketch)
+        return p
+
+
+class _Pairs:
+    """A set of (group id, code) pairs with a count each: distinct values, sketch buckets."""
+
+    def __init__(self):
+        self.table = _hashagg.GroupTable(2, 256)
+        self.counts = np.zeros(256, np.int64)
+
+    def add(self, gids: np.ndarray, codes: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+        """Insert pairs; returns the group ids of pairs that are new."""
+        before = self.table.n_groups
+        ids = np.empty(len(gids), np.int64)
+        self.table.insert([np.ascontiguousarray(gids), np.ascontiguousarray(codes)], ids)
+        n = self.table.n_groups
+        if n > len(self.counts):
+            self.counts = _grow(self.counts, max(n, 2 * len(self.counts)), 0)
+        if weights is None:
+            _hashagg.count_rows(ids, self.counts)
+        else:
+            _accum.merge_add_i64(np.arange(len(ids), dtype=np.int64), ids, weights, self.counts)
+        return np.ascontiguousarray(self.table.keys_view()[before:n, 0])
+
+    def items(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = self.table.keys_view()
+        n = self.table.n_groups
+        return np.ascontiguousarray(k[:n, 0]), np.ascontiguousarray(k[:n, 1]), self.counts[:n]
+
+    def nbytes(self) -> int:
+        return self.table.nbytes + self.counts.nbytes
+
+
+def _filter(gids: np.ndarray, codes: np.ndarray, ok: Optional[np.ndarray]):
+    if ok is None:
+        return gids, codes
+    keep = ok.astype(bool)
+    return gids[keep], codes[keep]
+
+
+class Partial:
+    """The accumulators of groups 0..n-1 under one ``AccPlan``."""
+
+    def __init__(self, plan: AccPlan, capacity: int = 1024):
+        self.plan = plan
+        self.capacity = capacity = max(capacity, 16)
+        self.n = 0
+        self.counts = np.zeros(capacity, np.int64) if plan.count_rows else None
+        self.stats = {}
+        for c, kind in plan.stats.items():
+            f = kind == "float"
+            dt = np.float64 if f else np.int64
+            self.stats[c] = {"nn": np.zeros(capacity, np.int64),
+                             "nan": np.zeros(capacity, np.int64) if f else None,
+                             "sum": np.zeros(capacity, dt) if kind != "count" else None,
+                             "min": np.full(capacity, np.inf if f else _I64_MAX, dt) if kind != "count" else None,
+                             "max": np.full(capacity, -np.inf if f else _I64_MIN, dt) if kind != "count" else None}
+        self.var = {c: {"cnt": np.zeros(capacity, np.int64), "mean": np.zeros(capacity),
+                        "m2": np.zeros(capacity)} for c in plan.var}
+        self.first = {c: {"seq": np.full(capacity, -1, np.int64), "val": np.zeros(capacity, np.int64)}
+                      for c in plan.first}
+        self.last = {c: {"seq": np.full(capacity, -1, np.int64), "val": np.zeros(capacity, np.int64)}
+                     for c in plan.last}
+        self.distinct = {c: (_Pairs(), np.zeros(capacity, np.int64)) for c in plan.distinct}
+        self.sketch = {k: (_Pairs(), np.zeros(capacity, np.int64)) for k in plan.sketch}
+
+    _FILL = {"nn": 0, "nan": 0, "sum": 0, "cnt": 0, "mean": 0.0, "m2": 0.0, "seq": -1, "val": 0}
+
+    def ensure(self, n: int) -> None:
+        """Make room for groups 0..n-1 (new groups start empty)."""
+        if n > self.capacity:
+            cap = self.capacity
+            while cap < n:
+                cap *= 2
+            if self.counts is not None:
+                self.counts = _grow(self.counts, cap, 0)
+            for c, d in self.stats.items():
+                f = self.plan.stats[c] == "float"
+                for k, a in d.items():
+                    if a is None:
+                        continue
+                    fill = {"min": np.inf if f else _I64_MAX, "max": -np.inf if f else _I64_MIN}.get(k, self._FILL.get(k))
+                    d[k] = _grow(a, cap, fill)
+            for group in (self.var, self.first, self.last):
+                for d in group.values():
+                    for k, a in d.items():
+                        d[k] = _grow(a, cap, self._FILL[k])
+            for group in (self.distinct, self.sketch):
+                for k, (pairs, per) in group.items():
+                    group[k] = (pairs, _grow(per, cap, 0))
+            self.capacity = cap
+        self.n = max(self.n, n)
+
+    def update(self, gids: np.ndarray, p: Prepared) -> None:
+        """Fold the rows of ``p`` into groups ``gids`` (one per row; ``ensure`` done)."""
+        if self.counts is not None:
+            _hashagg.count_rows(gids, self.counts)
+        for c, (v, ok) in p.stats.items():
+            d = self.stats[c]
+            kind = self.plan.stats[c]
+            if kind == "count":
+                if ok is None:
+                    _hashagg.count_rows(gids, d["nn"])
+                else:
+                    _hashagg.count_valid(gids, ok, d["nn"])
+            elif kind == "float":
+                _hashagg.update_f64(gids, v, ok, d["nn"], d["nan"], d["sum"], d["min"], d["max"])
+            else:
+                _hashagg.update_i64(gids, v, ok, d["nn"], d["sum"], d["min"], d["max"])
+        for c, (v, ok) in p.var.items():
+            d = self.var[c]
+            _accum.update_var(gids, v, ok, d["cnt"], d["mean"], d["m2"])
+        for c, (codes, ok) in p.first.items():
+            d = self.first[c]
+            _accum.update_first(gids, p.seqs, codes, ok, d["seq"], d["val"])
+        for c, (codes, ok) in p.last.items():
+            d = self.last[c]
+            _accum.update_last(gids, p.seqs, codes, ok, d["seq"], d["val"])
+        for c, (codes, ok) in p.distinct.items():
+            pairs, per = self.distinct[c]
+            g, k = _filter(gids, codes, ok)
+            _hashagg.count_rows(pairs.add(g, k), per)
+        for key, (codes, ok) in p.sketch.items():
+            pairs, per = self.sketch[key]
+            g, k = _filter(gids, codes, ok)
+            pairs.add(g, k)
+            _hashagg.count_rows(np.ascontiguousarray(g), per)
+
+    def merge(self, src: "Partial", src_ids: np.ndarray, dst_ids: np.ndarray) -> None:
+        """Combine group ``src_ids[i]`` of ``src`` into group ``dst_ids[i]`` (``ensure`` done)."""
+        s, d = np.ascontiguousarray(src_ids, np.int64), np.ascontiguousarray(dst_ids, np.int64)
+        if self.counts is not None:
+            _accum.merge_add_i64(s, d, src.counts, self.counts)
+        for c, a in self.stats.items():
+            b = src.stats[c]
+            _accum.merge_add_i64(s, d, b["nn"], a["nn"])
+            kind = self.plan.stats[c]
+            if kind == "float":
+                _accum.merge_add_i64(s, d, b["nan"], a["nan"])
+                _accum.merge_stats_f64(s, d, b["sum"], b["min"], b["max"], a["sum"], a["min"], a["max"])
+            elif kind == "int":
+                _accum.merge_stats_i64(s, d, b["sum"], b["min"], b["max"], a["sum"], a["min"], a["max"])
+        for c, a in self.var.items():
+            b = src.var[c]
+            _accum.merge_var(s, d, b["cnt"], b["mean"], b["m2"], a["cnt"], a["mean"], a["m2"])
+        for c, a in self.first.items():
+            b = src.first[c]
+            _accum.merge_pick(s, d, b["seq"], b["val"], a["seq"], a["val"], True)
+        for c, a in self.last.items():
+            b = src.last[c]
+            _accum.merge_pick(s, d, b["seq"], b["val"], a["seq"], a["val"], False)
+        if self.distinct or self.sketch:
+            remap = np.full(src.n, -1, np.int64)
+            remap[s] = d
+            for c, (pairs, per) in self.distinct.items():
+                g, k, _ = src.distinct[c][0].items()
+                g = remap[g]
+                keep = g >= 0
+                _hashagg.count_rows(pairs.add(g[keep], k[keep]), per)
+            for key, (pairs, per) in self.sketch.items():
+                g, k, w = src.sketch[key][0].items()
+                g = remap[g]
+                keep = g >= 0
+                pairs.add(g[keep], k[keep], np.ascontiguousarray(w[keep]))
+                _accum.merge_add_i64(s, d, src.sketch[key][1], per)
+
+    def take(self, ids: np.ndarray) -> "Partial":
+        """A new partial holding groups ``ids`` as 0..len(ids)-1."""
+        out = Partial(self.plan, len(ids))
+        out.ensure(len(ids))
+        out.merge(self, ids, np.arange(len(ids), dtype=np.int64))
+        return out
+
+    # -- results -------------------------------------------------------------------------------
+    def results(self, ids: Optional[np.ndarray] = None) -> List[pa.Array]:
+        """One Arrow array per aggregate, for groups ``ids`` (default: all, in id order)."""
+        n = self.n
+        sel = (lambda a: a[:n]) if ids is None else (lambda a: a[ids])
+        out = []
+        for _, agg in self.plan.aggs:
+            out.append(self._result(agg, sel, n if ids is None else len(ids), ids))
+        return out
+
+    def _result(self, agg: AggSpec, sel, m: int, ids) -> pa.Array:
+        kind, c = agg.kind, agg.column
+        if kind == "count" and c is None:
+            return pa.array(sel(self.counts), pa.int64())
+        if kind in ("count", "sum", "mean", "min", "max"):
+            d = self.stats[c]
+            nn = sel(d["nn"])
+            if kind == "count":
+                return pa.array(nn, pa.int64())
+            empty = nn == 0
+            mask = empty if empty.any() else None
+            if kind == "sum":
+                return pa.array(sel(d["sum"]), mask=mask)
+            if kind == "mean":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    return pa.array(sel(d["sum"]) / np.maximum(nn, 1), pa.float64(), mask=mask)
+            v = sel(d[kind])
+            if d["nan"] is not None:
+                nan = sel(d["nan"])
+                if nan.any():
+                    v = np.where(nan == nn if kind == "min" else nan > 0, np.nan, v)
+            return pa.array(v, mask=mask)
+        if kind in ("var", "stddev"):
+            d = self.var[c]
+            cnt = sel(d["cnt"])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v = sel(d["m2"]) / (cnt - 1)
+            v = np.where(cnt >= 2, np.maximum(v, 0.0), 0.0)     # NaN stays NaN
+            if kind == "stddev":
+                v = np.sqrt(v)
+            small = cnt < 2
+            return pa.array(v, pa.float64(), mask=small if small.any() else None)
+        if kind in ("first", "last"):
+            d = (self.first if kind == "first" else self.last)[c]
+            codec = (self.plan.first if kind == "first" else self.plan.last)[c]
+            seq = sel(d["seq"])
+            return codec.decode(np.ascontiguousarray(sel(d["val"])), seq >= 0)
+        if kind == "count_distinct":
+            return pa.array(sel(self.distinct[c][1]), pa.int64())
+        if kind == "quantile":
+            return self._quantile(agg, m, ids)
+        raise AssertionError(kind)
+
+    def _quantile(self, agg: AggSpec, m: int, ids: Optional[np.ndarray]) -> pa.Array:
+        pairs, per = self.sketch[(agg.column, agg.relative_accuracy)]
+        sketch = self.plan.sketch[(agg.column, agg.relative_accuracy)]
+        g, k, w = pairs.items()
+        order = np.lexsort((k, g))
+        g, k, w = g[order], k[order], w[order]
+        cum = np.cumsum(w)
+        total = per[: self.n]
+        want = np.arange(self.n) if ids is None else np.asarray(ids)
+        tot = total[want]
+        starts = np.searchsorted(g, want)
+        base = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0)
+        rank = np.floor(agg.q * np.maximum(tot - 1, 0)).astype(np.int64)
+        pos = np.searchsorted(cum, base + rank, side="right")
+        ok = tot > 0
+        pos = np.where(ok, np.minimum(pos, max(len(k) - 1, 0)), 0)
+        values = sketch.decode(k[pos]) if len(k) else np.zeros(len(want))
+        return pa.array(values, pa.float64(), mask=~ok if not ok.all() else None)
+
+    def nbytes(self) -> int:
+        n = 0 if self.counts is None else self.counts.nbytes
+        for d in list(self.stats.values()) + list(self.var.values()) + list(self.first.values()) + list(self.last.values()):
+            n += sum(a.nbytes for a in d.values() if a is not None)
+        for pairs, per in list(self.distinct.values()) + list(self.sketch.values()):
+            n += pairs.nbytes() + per.nbytes
+        return n
