@@ -7,7 +7,8 @@
 1
 """
 from . import sinks
-from .config import StateBackend, StateConfig, StreamingConfig
+from .config import MetricsConfig, StateBackend, StateConfig, StreamingConfig
+from .diagnosis import Diagnosis
 from .environment import StreamEnvironment
 from .errors import (ConfigError, DataError, ExecutionError, HeliosError, PlanError,
                      SchemaError)
@@ -26,5 +27,5 @@ __all__ = [
     "lit", "count", "sum", "min", "max", "mean", "var", "stddev", "first", "last",
     "count_distinct", "quantile",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
-    "SchemaError", "PlanError", "ExecutionError", "DataError",
+    "SchemaError", "PlanError", "ExecutionError", "DataError", "MetricsConfig", "Diagnosis",
 ]

@@ -35,6 +35,48 @@ class StreamEnvironment:
         self.config = config or StreamingConfig()
         self._counter = itertools.count(1)
         self._sinks: List[Node] = []
+        self._metrics_server = None
+
+    # -- metrics -----------------------------------------------------------------------------
+    @property
+    def metrics_url(self) -> Optional[str]:
+        """Where this environment serves Prometheus metrics (``StreamingConfig(metrics=)``),
+        e.g. ``http://127.0.0.1:9464/metrics``; None without a MetricsConfig.
+
+        Each environment has its own registry and server; jobs are labelled by name.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment(hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=0)))
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> _ = env.execute(name="doc-metrics")
+        >>> from urllib.request import urlopen
+        >>> text = urlopen(env.metrics_url).read().decode()
+        >>> 'streaming_events_processed_total{job="doc-metrics",operator="generate-1"} 1000.0' in text
+        True
+        >>> env.close()
+        """
+        server = self._metrics()
+        return None if server is None else server.url
+
+    def _metrics(self):
+        mc = self.config.metrics
+        if mc is not None and self._metrics_server is None:
+            from .metrics import MetricsServer
+
+            self._metrics_server = MetricsServer(mc.port, mc.host)
+        return self._metrics_server
+
+    def close(self) -> None:
+        """Stop serving metrics (if this environment serves them).  Idempotent."""
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+
+    def __enter__(self) -> "StreamEnvironment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- naming ------------------------------------------------------------------------------
     def _next_name(self, kind: str) -> str:
@@ -125,7 +167,12 @@ class StreamEnvironment:
         if not sinks:
             raise PlanError("nothing to run: add a sink with stream.sink(hdb.sinks....) first")
         plan, _, state_ops, _ = build(self, sinks)
-        job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops)
+        mc = self.config.metrics
+        job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops,
+                  **({"metrics_window_ns": mc.window_ns} if mc is not None else {}))
+        server = self._metrics()
+        if server is not None:
+            server.add(job.metrics)
         job.start()
         return job
 
@@ -135,11 +182,12 @@ class StreamEnvironment:
             raise PlanError("collect() needs a bounded source: give generate() a count= or duration=")
         return self._job(sinks, name).wait()
 
-    def execute(self, name: str = "job") -> JobResult:
+    def execute(self, name: str = "job", progress: bool = False) -> JobResult:
         """Run every sink added with ``stream.sink(...)``; block until done.
 
         Returns a :class:`JobResult` with the job's metrics.  An error in any step stops the
         job and is raised here (a ``HeliosError`` as it is, anything else as ExecutionError).
+        ``progress=True`` shows live throughput, latency and backpressure meanwhile.
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
@@ -147,7 +195,7 @@ class StreamEnvironment:
         >>> env.execute(name="doc-execute").metrics["streaming_events_processed_total"]
         1000
         """
-        return self._job(list(self._sinks), name).wait()
+        return JobHandle(self._job(list(self._sinks), name)).wait(progress=progress)
 
     def execute_async(self, name: str = "job") -> JobHandle:
         """Start every sink's pipeline and return at once with a :class:`JobHandle`.
@@ -162,8 +210,13 @@ class StreamEnvironment:
         """
         return JobHandle(self._job(list(self._sinks), name))
 
-    def explain(self):
-        """The physical plan of ``execute()``: stages, fused kernels, operators.
+    def explain(self, events_per_second: Optional[float] = None):
+        """The physical plan of ``execute()``: stages, fused kernels, operators, parallelism,
+        and each window's state memory estimate.
+
+        The estimate is the user guide's formula, events/s x window seconds x event bytes x
+        parallelism, with the event size taken from the window's input schema; events/s is
+        ``events_per_second`` if given, else the source's declared rate (``generate(rate=)``).
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
@@ -175,4 +228,4 @@ class StreamEnvironment:
 
         if not self._sinks:
             raise PlanError("nothing to explain: add a sink with stream.sink(...) first")
-        return explain_nodes(self, list(self._sinks))
+        return explain_nodes(self, list(self._sinks), events_per_second)

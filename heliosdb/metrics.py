@@ -282,6 +282,26 @@ class Sample:
     ops: Dict[str, Tuple[int, int]]                     # name -> (busy_ns, rows_in)
 
 
+def _zero(now: Sample) -> Sample:
+    """All counters at zero, stamped with ``now``'s time (a job's start, for its tasks' clocks)."""
+    return Sample(now.t_ns, 0, {n: (0, 0, 0, 0, 0) for n in now.tasks}, {n: (0, 0) for n in now.ops})
+
+
+def task_fractions(then: Sample, now: Sample) -> Dict[str, Dict[str, float]]:
+    """Per task between two samples: ``busy``, ``blocked`` and ``idle`` fractions of the time it
+    was alive in between (``alive_s``), and the events it took in (``rows``)."""
+    out = {}
+    for name, (alive, busy, blocked, idle, rows) in now.tasks.items():
+        a0, b0, bl0, i0, r0 = then.tasks.get(name, (0, 0, 0, 0, 0))
+        dt = alive - a0
+        if dt <= 0:
+            out[name] = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "alive_s": 0.0, "rows": rows - r0}
+        else:
+            out[name] = {"busy": (busy - b0) / dt, "blocked": (blocked - bl0) / dt,
+                         "idle": (idle - i0) / dt, "alive_s": dt / 1e9, "rows": rows - r0}
+    return out
+
+
 @dataclass
 class JobMetrics:
     """Live counters of one job run."""
@@ -350,24 +370,12 @@ class JobMetrics:
                 if now.t_ns - s.t_ns >= window_ns:
                     then = s
                     break
-        return (then or self._zero(now)), now
+        return (then or _zero(now)), now
 
-    def _zero(self, now: Sample) -> Sample:
-        return Sample(now.t_ns, 0, {n: (0, 0, 0, 0, 0) for n in now.tasks}, {n: (0, 0) for n in now.ops})
-
-    def fractions(self, then: Sample, now: Sample) -> Dict[str, Dict[str, float]]:
-        """Per task: busy, blocked and idle fractions between two samples (each task over the
-        time it was alive in between)."""
-        out = {}
-        for name, (alive, busy, blocked, idle, rows) in now.tasks.items():
-            a0, b0, bl0, i0, r0 = then.tasks.get(name, (0, 0, 0, 0, 0))
-            dt = alive - a0
-            if dt <= 0:
-                out[name] = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "alive_s": 0.0, "rows": rows - r0}
-                continue
-            out[name] = {"busy": (busy - b0) / dt, "blocked": (blocked - bl0) / dt,
-                         "idle": (idle - i0) / dt, "alive_s": dt / 1e9, "rows": rows - r0}
-        return out
+    def since_start(self) -> Tuple[Sample, Sample]:
+        """(the job's start, now): for figures over the whole run."""
+        now = self.sample()
+        return _zero(now), now
 
     # -- snapshot ----------------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, object]:
@@ -378,7 +386,7 @@ class JobMetrics:
         """
         el = max(self.elapsed(), 1e-9)
         then, now = self.recent()
-        frac = self.fractions(then, now)
+        frac = task_fractions(then, now)
         dt = max((now.t_ns - then.t_ns) / 1e9, 1e-9) if then.t_ns != now.t_ns else el
         blocked = {ch.name: ch.blocked_ns / 1e9 for ch in self.channels}
         operators = list(self.operators.items())      # one-step copies: stage threads write
@@ -440,7 +448,7 @@ def _families(jobs: List[JobMetrics]) -> Iterator[object]:
     for jm in jobs:
         job = jm.job
         then, now = jm.recent()
-        frac = jm.fractions(then, now)
+        frac = task_fractions(then, now)
         f[EVENTS_PROCESSED].add_metric([job, jm.source], jm.events_in)
         hist(LATENCY_MS, [job], jm.latency.buckets(1e6))
         f[BACKPRESSURE].add_metric([job], int(any(v["blocked"] > BACKPRESSURE_THRESHOLD

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import pyarrow as pa
 
@@ -26,6 +26,9 @@ from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics, TaskStats
 from ..operators.base import WATERMARK_MAX, WATERMARK_MIN, Operator, SideOutput, Tick, Watermark
 from .channel import END, Channel, ChannelClosed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..diagnosis import Diagnosis
 
 log = logging.getLogger("heliosdb.runtime")
 
@@ -248,9 +251,9 @@ class Job:
         source = TaskStats(self.plan.source_name, [], "source",
                            [names[c] for c in self.plan.source_children])
         self.metrics.tasks = {source.name: source, **{t.name: t for t in tasks}}
-        for t in tasks:
-            for op in t.operators:
-                self.metrics.operator(op, "").task = t.name
+        for t, st in zip(tasks, stages):
+            for op in st.operators:
+                self.metrics.operator(op.name, op.kind).task = t.name
         return tasks
 
     # -- control -----------------------------------------------------------------------------
@@ -508,8 +511,17 @@ class JobHandle:
         """
         self._job.stop(drain)
 
-    def wait(self, timeout: Optional[float] = None) -> JobResult:
-        """Block until the job ends; raise its error if a step failed."""
+    def wait(self, timeout: Optional[float] = None, progress: bool = False) -> JobResult:
+        """Block until the job ends; raise its error if a step failed.
+
+        With ``progress=True``, show live throughput, latency and backpressure meanwhile (a
+        rich display in a terminal, an updating one in Jupyter, a line every few seconds in a
+        log; see :mod:`heliosdb.progress`).
+        """
+        if progress:
+            from ..progress import watch
+
+            watch(self, timeout=timeout)
         return self._job.wait(timeout)
 
     @property
@@ -519,3 +531,37 @@ class JobHandle:
     def metrics(self) -> Dict[str, object]:
         """The job's live metrics (events/s, latency quantiles, open windows, ...)."""
         return self._job.metrics.snapshot()
+
+    def diagnose(self, interval_s: float = 1.0) -> "Diagnosis":
+        """Watch the job for ``interval_s`` seconds and say what holds it back.
+
+        Reports whether it is backpressured and which operator is the bottleneck, each task's
+        busy / blocked / idle fractions, stragglers among parallel subtasks, and remedies (see
+        :mod:`heliosdb.diagnosis`).  A job that has ended (or ``interval_s=0``) is judged over
+        its whole run.
+
+        Examples
+        --------
+        >>> import time
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=100))
+        >>> def slow(batch):
+        ...     time.sleep(0.002)
+        ...     return batch
+        >>> _ = env.generate().map_batches(slow).name("slow-step").sink(hdb.sinks.memory())
+        >>> handle = env.execute_async(name="doc-diagnose")
+        >>> d = handle.diagnose(interval_s=0.5)
+        >>> handle.stop(); _ = handle.wait()
+        >>> d.backpressured, d.bottleneck
+        (True, 'slow-step')
+        """
+        from ..diagnosis import diagnose_job
+
+        jm = self._job.metrics
+        if interval_s > 0 and not self.done:
+            then = jm.sample()
+            self._job._done.wait(interval_s)
+            now = jm.sample()
+        else:
+            then, now = jm.since_start()
+        return diagnose_job(jm, then, now)
