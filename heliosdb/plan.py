@@ -7,12 +7,12 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 import pyarrow as pa
 
-from .config import fusion_enabled
+from .config import DEFAULT_VARIABLE_WIDTH_BYTES, fusion_enabled
 from .errors import PlanError
 from .kernels.codegen import FusedProgram
 from .operators.base import Operator
@@ -132,10 +132,63 @@ def _required(n: Node, wm_time: Optional[str]) -> Optional[Set[str]]:
 
 
 @dataclass
+class StateEstimate:
+    """The user guide's state memory estimate for one stateful step:
+    ``events_per_second x window_s x event_bytes x parallelism`` bytes.
+
+    ``rate_from`` says where events/s came from (an ``explain()`` argument or the source's
+    declared rate); ``bytes`` is None when events/s is unknown or the state is unbounded.
+    """
+
+    step: str
+    events_per_second: Optional[float]
+    rate_from: str
+    window_s: Optional[float]
+    window_from: str
+    event_bytes: int
+    columns: List[Tuple[str, str, int]]
+    parallelism: int
+
+    @property
+    def bytes(self) -> Optional[float]:
+        if self.events_per_second is None or self.window_s is None:
+            return None
+        return self.events_per_second * self.window_s * self.event_bytes * self.parallelism
+
+    def describe(self) -> str:
+        cols = ", ".join(f"{n} {t} {b}" for n, t, b in self.columns)
+        rate = ("? events/s (pass explain(events_per_second=))" if self.events_per_second is None
+                else f"{self.events_per_second:,.0f} events/s ({self.rate_from})")
+        window = (f"unbounded ({self.window_from})" if self.window_s is None
+                  else f"{self.window_s:g} s ({self.window_from})")
+        total = "?" if self.bytes is None else _human_bytes(self.bytes)
+        return (f"{self.step}: {rate} x {window} x {self.event_bytes} B/event ({cols}) x parallelism "
+                f"{self.parallelism} = {total}")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.0f} B"  # pragma: no cover
+
+
+@dataclass
 class Plan:
-    """The physical plan of a job, for reading: ``print(plan)`` or a notebook's HTML view."""
+    """The physical plan of a job, for reading: ``print(plan)`` or a notebook's HTML view.
+
+    ``estimates`` holds the state memory estimate of each stateful step (the user guide's
+    formula); ``state_bytes`` is their total (None if any is unknown).
+    """
 
     lines: List[str]
+    estimates: List[StateEstimate] = field(default_factory=list)
+
+    @property
+    def state_bytes(self) -> Optional[float]:
+        sizes = [e.bytes for e in self.estimates]
+        return None if any(b is None for b in sizes) else float(sum(sizes))
 
     def __str__(self) -> str:
         return "\n".join(self.lines)
@@ -145,7 +198,20 @@ class Plan:
     def _repr_html_(self) -> str:
         import html
 
-        return "<pre>" + html.escape(str(self)) + "</pre>"
+        out = "<pre>" + html.escape(str(self)) + "</pre>"
+        if self.estimates:
+            rows = "".join(
+                f"<tr><td>{html.escape(e.step)}</td>"
+                f"<td>{'?' if e.events_per_second is None else f'{e.events_per_second:,.0f}'}"
+                f" <i>({html.escape(e.rate_from)})</i></td>"
+                f"<td>{'unbounded' if e.window_s is None else f'{e.window_s:g}'}</td>"
+                f"<td>{e.event_bytes}</td><td>{e.parallelism}</td>"
+                f"<td><b>{'?' if e.bytes is None else html.escape(_human_bytes(e.bytes))}</b></td></tr>"
+                for e in self.estimates)
+            out += ("<table><tr><th>stateful step</th><th>events/s</th><th>window s</th>"
+                    "<th>bytes/event</th><th>parallelism</th><th>state estimate</th></tr>"
+                    f"{rows}</table>")
+        return out
 
 
 class _PlannedSink(Operator):
@@ -394,16 +460,43 @@ class _Builder:
         return _keyed_op(node, schema, max_bytes, self.config.state)
 
     def _describe(self) -> List[str]:
+        """One entry per stage: its threads and parallelism, what it feeds, its operators (the
+        parallel subtasks of a keyed step are shown once, with their count)."""
+        stages = self.stages
+        producers: Dict[int, List[int]] = {}
+        for i, st in enumerate(stages):
+            for c in st.children:
+                producers.setdefault(c, []).append(i)
+        group: Dict[int, List[int]] = {}          # first subtask -> all of them
+        hidden: Set[int] = set()
+        for m, st in enumerate(stages):
+            subs = producers.get(m, [])
+            if st.n_inputs > 1 and len(subs) == st.n_inputs:
+                group[subs[0]] = subs
+                hidden.update(subs[1:])
+
+        def name(i: int) -> str:
+            subs = group.get(i)
+            return f"{stages[i].name}..{stages[subs[-1]].name}" if subs else stages[i].name
+
         lines = []
-        for i, st in enumerate(self.stages):
-            down = ", ".join(self.stages[c].name for c in st.children) or "-"
+        for i, st in enumerate(stages):
+            if i in hidden:
+                continue
+            subs = group.get(i, [i])
+            kids = [c for c in st.children if c not in hidden]
+            kids += [c for cs in st.side_children.values() for c in cs]
+            down = ", ".join(name(c) for c in kids) or "-"
             how = " by hash of " + ", ".join(st.partitioner.keys) if st.partitioner else ""
             merge = f", merges {st.n_inputs} inputs" if st.n_inputs > 1 else ""
-            lines.append(f"{st.name} (thread {i + 2}{merge}) -> {down}{how}")
+            threads = (f"threads {subs[0] + 2}-{subs[-1] + 2}" if len(subs) > 1 else f"thread {i + 2}")
+            lines.append(f"{name(i)} ({threads}, parallelism {len(subs)}{merge}) -> {down}{how}")
             for op in st.operators:
                 lines.append(f"  {op.describe()}")
                 if isinstance(op, FusedOperator):
-                    lines.append(f"    out: {', '.join(op.output_schema.names)}")
+                    steps = len(op.program.steps)
+                    fused = f"{steps} steps fused into one kernel; " if steps > 1 else ""
+                    lines.append(f"    {fused}out: {', '.join(op.output_schema.names)}")
         return lines
 
 
@@ -422,8 +515,78 @@ def build(env: "StreamEnvironment", sinks: List[Node], explain: bool = False):
     return plan, b.sink_ops, b.state_ops, lines
 
 
-def explain_nodes(env: "StreamEnvironment", sinks: List[Node]) -> Plan:
+def _value_bytes(t: pa.DataType) -> int:
+    """Bytes one value of type ``t`` takes: exact for fixed-width types; offsets plus an assumed
+    payload (DEFAULT_VARIABLE_WIDTH_BYTES) for strings and binaries; the index for dictionaries."""
+    if pa.types.is_dictionary(t):
+        return _value_bytes(t.index_type)
+    if pa.types.is_boolean(t):
+        return 1
+    try:
+        return max(t.bit_width // 8, 1)
+    except ValueError:
+        pass
+    if pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+        return 8 + DEFAULT_VARIABLE_WIDTH_BYTES
+    return 4 + DEFAULT_VARIABLE_WIDTH_BYTES
+
+
+def _state_estimates(env: "StreamEnvironment", sinks: List[Node],
+                     events_per_second: Optional[float]) -> List[StateEstimate]:
+    """The user guide's estimate for every stateful step of these sinks' pipelines."""
+    src_node = sinks[0].source()
+    declared = getattr(src_node.params["source"], "rate", None)
+    if events_per_second is not None:
+        rate, rate_from = float(events_per_second), "explain(events_per_second=)"
+    elif declared:
+        rate, rate_from = float(declared), "the source's declared rate"
+    else:
+        rate, rate_from = None, "unknown"
+    out, seen, cache = [], set(), {}
+    for sink in sinks:
+        wm_time = None
+        for n in _chain(sink):
+            if n.kind == "watermark":
+                wm_time = n.params["strategy"].time
+            if n.kind not in ("window", "keyed_aggregate") or id(n) in seen:
+                continue
+            seen.add(id(n))
+            schema = output_schema(n.parent, cache)
+            cols = [c for c in schema.names if c in (_required(n, wm_time) or set(schema.names))]
+            sized = [(c, str(schema.field(c).type), _value_bytes(schema.field(c).type)) for c in cols]
+            if n.kind == "window":
+                spec = n.params["spec"]
+                size = getattr(spec, "size_ns", None) or getattr(spec, "gap_ns", None)
+                what = "window size" if getattr(spec, "size_ns", None) else "session gap"
+            else:
+                size, what = (n.params.get("ttl") or (None, None))[0], "state TTL"
+                if size is None and env.config.state is not None:
+                    size = env.config.state.ttl_ns
+                if size is None:
+                    what = "running aggregate without a TTL"
+            parallel = n.params.get("parallelism") or env.config.effective_parallelism
+            out.append(StateEstimate(n.name, rate, rate_from, None if size is None else size / 1e9,
+                                     what, sum(b for _, _, b in sized), sized, parallel))
+    return out
+
+
+def explain_nodes(env: "StreamEnvironment", sinks: List[Node],
+                  events_per_second: Optional[float] = None) -> Plan:
+    """The :class:`Plan` of these sinks: stages after fusion, parallelism, state estimates."""
+    if events_per_second is not None and (isinstance(events_per_second, bool) or not
+                                          isinstance(events_per_second, (int, float)) or events_per_second <= 0):
+        raise PlanError(f"explain(events_per_second=) must be a positive number, got {events_per_second!r}")
     plan, _, _, lines = build(env, sinks, explain=True)
     header = [f"batch_size={plan.batch_size:,}  batch_timeout={plan.batch_timeout_ns / 1e6:g} ms  "
               f"buffer_size={env.config.buffer_size:,}  fusion={'on' if fusion_enabled() else 'off'}"]
-    return Plan(header + lines)
+    estimates = _state_estimates(env, sinks, events_per_second)
+    tail = []
+    if estimates:
+        tail.append("state memory estimate (user guide: events/s x window seconds x event bytes x "
+                    "parallelism; an upper bound, the engine keeps per-key aggregates, not events):")
+        tail += [f"  {e.describe()}" for e in estimates]
+        total = sum(e.bytes for e in estimates if e.bytes is not None)
+        known = all(e.bytes is not None for e in estimates)
+        tail.append(f"  total: {_human_bytes(total) if known else '?'} (memory backend bound "
+                    f"{_human_bytes(env.config.state_backend.max_size_bytes)})")
+    return Plan(header + lines + tail, estimates)

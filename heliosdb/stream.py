@@ -361,8 +361,11 @@ class Stream:
 
         return pl.from_arrow(self.collect())
 
-    def explain(self) -> "Plan":
-        """The physical plan this stream would run: stages, fused kernels, operators.
+    def explain(self, events_per_second: Optional[float] = None) -> "Plan":
+        """The physical plan this stream would run: stages after fusion, parallelism, operators,
+        and each window's state memory estimate (the user guide's formula, events/s x window
+        seconds x event bytes x parallelism; events/s is ``events_per_second`` if given, else
+        the source's declared rate).
 
         >>> import heliosdb as hdb
         >>> from heliosdb import col
@@ -370,11 +373,17 @@ class Stream:
         ...      .filter(col("v") > 0).with_columns(w=col("v") * 2))
         >>> str(s.explain()).count("fused kernel")
         1
+        >>> w = (hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=2))
+        ...      .from_iterable([{"ts": 0, "k": 1, "v": 1.0}]).key_by("k")
+        ...      .window(hdb.TumblingWindow.of(60), time="ts").aggregate(total=hdb.sum("v")))
+        >>> w.explain(events_per_second=10_000).estimates[0].bytes    # 10k/s x 60 s x 24 B x 2
+        28800000.0
         """
         from .connectors.sinks import MemorySink
         from .plan import explain_nodes
 
-        return explain_nodes(self._env, [Node("sink", self._node, "collect", {"spec": MemorySink()})])
+        return explain_nodes(self._env, [Node("sink", self._node, "collect", {"spec": MemorySink()})],
+                             events_per_second)
 
     def __repr__(self) -> str:
         return f"<Stream {self._node.kind}[{self._node.name}]>"
