@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 from . import w1data
+from .results import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -294,16 +295,7 @@ def record(n, runs, tp, pq_eps, fg, bg, ct, lat, mem, quick: bool) -> None:
         "itself; resident memory sampled every 2 ms during the run).",
         "",
     ]
-    block = "\n".join(lines)
-    marker_a, marker_b = "<!-- w1:start -->", "<!-- w1:end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nFigures measured on this project's 2-core machine. Each section says the command that reproduces it.\n\n"
-    if marker_a in text:
-        head, rest = text.split(marker_a, 1)
-        tail = rest.split(marker_b, 1)[1]
-        text = head + marker_a + "\n" + block + "\n" + marker_b + tail
-    else:
-        text = text.rstrip() + "\n\n" + marker_a + "\n" + block + "\n" + marker_b + "\n"
-    RESULTS.write_text(text)
+    write_section("w1", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -254,11 +254,13 @@ def _filter(gids: np.ndarray, codes: np.ndarray, ok: Optional[np.ndarray]):
 class Partial:
     """The accumulators of groups 0..n-1 under one ``AccPlan``."""
 
-    def __init__(self, plan: AccPlan, capacity: int = 1024):
+    def __init__(self, plan: AccPlan, capacity: int = 1024, rows: bool = False):
         self.plan = plan
         self.capacity = capacity = max(capacity, 16)
         self.n = 0
-        self.counts = np.zeros(capacity, np.int64) if plan.count_rows else None
+        # rows: keep a row count per group even if no count() asks for it (to know which
+        # groups hold anything after an aligned merge)
+        self.counts = np.zeros(capacity, np.int64) if plan.count_rows or rows else None
         self.stats = {}
         for c, kind in plan.stats.items():
             f = kind == "float"
@@ -377,9 +379,33 @@ class Partial:
                 pairs.add(g[keep], k[keep], np.ascontiguousarray(w[keep]))
                 _accum.merge_add_i64(s, d, src.sketch[key][1], per)
 
+    def merge_aligned(self, src: "Partial") -> None:
+        """Combine ``src``'s group ``g`` into group ``g`` for every group of ``src`` (both index
+        the same key table); vectorised for count/sum/min/max.  ``ensure`` done."""
+        m = src.n
+        if not m:
+            return
+        if self.counts is not None:
+            self.counts[:m] += src.counts[:m]
+        for c, a in self.stats.items():
+            b = src.stats[c]
+            a["nn"][:m] += b["nn"][:m]
+            if a["nan"] is not None:
+                a["nan"][:m] += b["nan"][:m]
+            if a["sum"] is not None:
+                a["sum"][:m] += b["sum"][:m]            # int64 wraps, as the kernels do
+                np.minimum(a["min"][:m], b["min"][:m], out=a["min"][:m])
+                np.maximum(a["max"][:m], b["max"][:m], out=a["max"][:m])
+        if self.var or self.first or self.last or self.distinct or self.sketch:
+            ids = np.arange(m, dtype=np.int64)
+            rest = Partial.__new__(Partial)
+            rest.__dict__.update(self.__dict__)
+            rest.counts, rest.stats = None, {}
+            rest.merge(src, ids, ids)
+
     def take(self, ids: np.ndarray) -> "Partial":
         """A new partial holding groups ``ids`` as 0..len(ids)-1."""
-        out = Partial(self.plan, len(ids))
+        out = Partial(self.plan, len(ids), self.counts is not None)
         out.ensure(len(ids))
         out.merge(self, ids, np.arange(len(ids), dtype=np.int64))
         return out

@@ -237,8 +237,9 @@ class WindowAggregate(_KeyedBase):
         prepared = self.acc.prepare(batch, seqs)
         if len(self._gids) < n:
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
+        self._start_batch(cols, n)
         late: List[pa.RecordBatch] = []
-        touched: Dict[int, List[np.ndarray]] = {}       # emitted window -> key tuples updated
+        touched: Dict[int, List[np.ndarray]] = {}       # emitted window -> keys updated
         for r in range(k):
             pane_start, b0, b1 = int(starts[r]), int(bounds[r]), int(bounds[r + 1])
             if self._last_window(pane_start) + self.size_ns > _I64_MAX:
@@ -248,17 +249,29 @@ class WindowAggregate(_KeyedBase):
                 continue
             pane = self.panes.get(pane_start)
             if pane is None:
-                pane = self.panes[pane_start] = _Pane(len(cols), self.acc, self._capacity_hint)
-            run_cols = [c[b0:b1] for c in cols]
-            pane.add(run_cols, prepared.slice(b0, b1), self._gids[: b1 - b0])
+                pane = self.panes[pane_start] = self._new_pane(len(cols))
+            updated = self._add(pane, cols, prepared.slice(b0, b1), b0, b1)
             for s in self._windows_of(pane_start):
                 if s + self.size_ns <= self.watermark:        # already emitted: an update
-                    touched.setdefault(s, []).append(np.stack(run_cols, axis=1))
+                    touched.setdefault(s, []).append(updated)
         self._check_memory()
         out: List[Item] = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
         out = [b for b in out if b is not None]
         self.updates += sum(b.num_rows for b in out)
         return out + self._late(late) + self._advance_processing_time()
+
+    # -- pane storage: a hash table per pane (tumbling: the pane is the window) ----------------
+    def _start_batch(self, cols: List[np.ndarray], n: int) -> None:
+        pass
+
+    def _new_pane(self, width: int) -> _Pane:
+        return _Pane(width, self.acc, self._capacity_hint)
+
+    def _add(self, pane: _Pane, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> np.ndarray:
+        """Fold rows b0:b1 into ``pane``; returns what identifies their keys for updates."""
+        run_cols = [c[b0:b1] for c in cols]
+        pane.add(run_cols, p, self._gids[: b1 - b0])
+        return np.stack(run_cols, axis=1)
 
     def _advance_processing_time(self) -> List[Item]:
         if self.time is not None or not self.panes:
@@ -307,10 +320,12 @@ class WindowAggregate(_KeyedBase):
                     if b is not None:
                         out.append(b)
                 for p in [p for p in self.panes if self._is_late(p)]:
-                    pane = self.panes.pop(p)
-                    self._capacity_hint = max(1024, pane.table.n_groups)
+                    self._drop(self.panes.pop(p))
         out.append(Watermark(t))
         return out
+
+    def _drop(self, pane: _Pane) -> None:
+        self._capacity_hint = max(1024, pane.table.n_groups)
 
     def _window(self, s: int) -> Optional[Tuple[np.ndarray, Partial]]:
         """(key tuples, accumulators) of the window starting at ``s``: its panes merged."""
@@ -341,20 +356,24 @@ class WindowAggregate(_KeyedBase):
         keys, acc = w
         ids = None
         if only is not None:
-            width = keys.shape[1]
-            lookup = _hashagg.GroupTable(width, len(only) * 2)
-            tmp = np.empty(len(only), np.int64)
-            lookup.insert([np.ascontiguousarray(only[:, j]) for j in range(width)], tmp)
-            known = lookup.n_groups
-            tmp = np.empty(len(keys), np.int64)
-            lookup.insert([np.ascontiguousarray(keys[:, j]) for j in range(width)], tmp)
-            ids = np.flatnonzero(tmp < known)
-            keys = keys[ids]
+            keys, ids = self._only(keys, only)
         m = len(keys)
         if m == 0:
             return None
         return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64),
                            keys, acc.results(ids))
+
+    def _only(self, keys: np.ndarray, only: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The rows of ``keys`` whose key tuple is in ``only``, and their group ids."""
+        width = keys.shape[1]
+        lookup = _hashagg.GroupTable(width, len(only) * 2)
+        tmp = np.empty(len(only), np.int64)
+        lookup.insert([np.ascontiguousarray(only[:, j]) for j in range(width)], tmp)
+        known = lookup.n_groups
+        tmp = np.empty(len(keys), np.int64)
+        lookup.insert([np.ascontiguousarray(keys[:, j]) for j in range(width)], tmp)
+        ids = np.flatnonzero(tmp < known)
+        return keys[ids], ids
 
     def close(self) -> List[Item]:
         return []
@@ -365,6 +384,78 @@ class WindowAggregate(_KeyedBase):
         on = f"on {self.time!r}" if self.time else "on processing time"
         late = f", allowed lateness {self.lateness / 1e9:g}s" if self.lateness else ""
         return f"window[{self.name}] key_by({keys}) {self.window!r} {on}{late}: {aggs}"
+
+
+class SlidingWindowAggregate(WindowAggregate):
+    """Sliding windows: every pane indexes one operator-wide key table, so closing a window
+    merges its panes' accumulator arrays element by element (vectorised, no hashing), and a
+    key's group id is the same in every pane."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.table = _hashagg.GroupTable(self.width, 1024)
+
+    def _start_batch(self, cols: List[np.ndarray], n: int) -> None:
+        self.table.insert(cols, self._gids[:n])
+
+    def _new_pane(self, width: int) -> Partial:
+        return Partial(self.acc, max(self.table.n_groups, 1024), rows=True)
+
+    def _add(self, pane: Partial, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> np.ndarray:
+        gids = self._gids[b0:b1]
+        pane.ensure(self.table.n_groups)
+        pane.update(gids, p)
+        return gids.copy()
+
+    def _widen(self) -> None:
+        self.table = self.table.widen(0)
+
+    def _window(self, s: int) -> Optional[Tuple[np.ndarray, Partial]]:
+        panes = [self.panes[p] for p in range(s, s + self.size_ns, self.pane_ns) if p in self.panes]
+        if not panes:
+            return None
+        acc = Partial(self.acc, self.table.n_groups, rows=True)
+        acc.ensure(max(p.n for p in panes))
+        for p in panes:
+            acc.merge_aligned(p)
+        return acc.counts[: acc.n], acc         # "keys" stand-in: resolved in _emit
+
+    def _emit(self, s: int, only: Optional[np.ndarray] = None) -> Optional[pa.RecordBatch]:
+        w = self._window(s)
+        if w is None:
+            return None
+        counts, acc = w
+        ids = np.flatnonzero(counts)
+        if only is not None:
+            ids = np.intersect1d(ids, np.unique(only))
+        m = len(ids)
+        if m == 0:
+            return None
+        keys = self.table.keys_view()[ids]
+        return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64),
+                           keys, acc.results(ids))
+
+    def _drop(self, pane: Partial) -> None:
+        # Keys no open pane holds any more are dropped from the table now and then.
+        n = self.table.n_groups
+        if n < 4096 or not self.panes:
+            return
+        live = np.zeros(n, bool)
+        for p in self.panes.values():
+            live[: p.n] |= p.counts[: p.n] > 0
+        keep = np.flatnonzero(live).astype(np.int64)
+        if 2 * len(keep) > n:
+            return
+        self.table.compact(keep)
+        for start, p in list(self.panes.items()):
+            self.panes[start] = p.take(keep[keep < p.n]) if p.n else p
+
+    def _state_summary(self) -> str:
+        return f"{self.table.n_groups:,} keys in {len(self.panes)} panes"
+
+    def state_size_bytes(self) -> int:
+        return (self.table.nbytes + sum(p.nbytes() for p in list(self.panes.values()))
+                + self.encoder.nbytes() + self.acc.codec_bytes())
 
 
 class SessionAggregate(_KeyedBase):
@@ -549,7 +640,8 @@ def window_operator(name: str, schema: pa.Schema, keys: List[str], window, time:
                     aggs: List[Tuple[str, AggSpec]], max_state_bytes: int,
                     allowed_lateness_ns: int = 0) -> _KeyedBase:
     """The operator for a window spec."""
-    cls = SessionAggregate if isinstance(window, SessionWindow) else WindowAggregate
+    cls = (SessionAggregate if isinstance(window, SessionWindow)
+           else SlidingWindowAggregate if isinstance(window, SlidingWindow) else WindowAggregate)
     return cls(name, schema, keys, window, time, aggs, max_state_bytes, allowed_lateness_ns)
 
 
