@@ -240,11 +240,13 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
             remedies = REMEDIES["sink"] + remedies
         elif kind == "window" or kind.startswith("window"):
             remedies = REMEDIES["window"] + remedies
+        how = ("the bottleneck is" if t.busy >= BUSY_THRESHOLD else
+               "in bursts (no task downstream is busy most of the time); the busiest downstream is")
         findings.append(Finding(
             "bottleneck",
-            f"backpressured: {', '.join(blocked)} blocked on full channels; the bottleneck is "
-            f"operator {bottleneck!r} (task {bottleneck_task!r} busy {t.busy:.0%}, "
-            f"{op_share.get(bottleneck, 0.0):.0%} of it in {bottleneck!r})", remedies))
+            f"backpressured: {', '.join(blocked)} blocked on full channels; {how} operator "
+            f"{bottleneck!r} (task {bottleneck_task!r} busy {t.busy:.0%}, "
+            f"{op_share.get(bottleneck, 0.0):.0%} of the time in {bottleneck!r})", remedies))
     elif backpressured:
         findings.append(Finding("backpressure", f"backpressured: {', '.join(blocked)} blocked on "
                                 "full channels, but no task downstream is busy", REMEDIES["bottleneck"]))

@@ -62,7 +62,7 @@ _J, _JO, _JT = ("job",), ("job", "operator"), ("job", "task")
 #: name -> (Prometheus type, labels, help).  The one list of what ``/metrics`` exposes.
 METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     EVENTS_PROCESSED: ("counter", _JO, "Events read from the job's source (operator = the source step)."),
-    LATENCY_MS: ("histogram", _J, "End-to-end latency per event, ingestion at the source to arrival at a sink, in ms."),
+    LATENCY_MS: ("histogram", _J, "End-to-end latency in ms, one observation per event: ingestion at the source to the end of its processing by the sink's stage."),
     STATE_SIZE_BYTES: ("gauge", _JO, "Bytes of keyed state held by a stateful operator."),
     BACKPRESSURE: ("gauge", _J, "1 when some task spent more than 10% of the trailing window blocked on a full output channel, else 0."),
     CHECKPOINT_DURATION_S: ("histogram", _J, "Duration of completed checkpoints, in seconds."),
@@ -111,8 +111,10 @@ class LatencyHistogram:
     PER_DECADE = 40
     LOW_NS = 1_000
     DECADES = 9
-    #: The exported (Prometheus) bucket bounds: every quarter decade from 10 us to 100 s.
+    #: Exported (Prometheus) bucket bounds, as indexes into ``edges``: every quarter decade
+    #: from 10 us to 100 s (latencies), and from 0.1 s to 1000 s (checkpoint durations).
     EXPORT_EDGES = tuple(range(40, 321, 10))
+    SLOW_EXPORT_EDGES = tuple(range(200, 361, 10))
 
     def __init__(self, locked: bool = True) -> None:
         self.edges = self.LOW_NS * 10 ** (np.arange(0, self.DECADES * self.PER_DECADE + 1) / self.PER_DECADE)
@@ -149,12 +151,13 @@ class LatencyHistogram:
         i = min(i, len(self.edges) - 1)
         return float(self.edges[i]) / 1e6
 
-    def buckets(self, unit_ns: float) -> Tuple[List[Tuple[float, int]], int, float]:
-        """(cumulative counts at the exported bounds in ``unit_ns`` units, total, sum in units)."""
+    def buckets(self, unit_ns: float, export: Tuple[int, ...] = EXPORT_EDGES
+                ) -> Tuple[List[Tuple[float, int]], int, float]:
+        """(cumulative counts at the ``export`` bounds in ``unit_ns`` units, total, sum in units)."""
         counts = list(self.counts)                 # one-step copy: the writer keeps going
         cum = np.cumsum(counts)
         # counts[i] holds edges[i-1] <= x < edges[i], so "x below edges[k]" is cum[k].
-        out = [(float(self.edges[k]) / unit_ns, int(cum[k])) for k in self.EXPORT_EDGES]
+        out = [(float(self.edges[k]) / unit_ns, int(cum[k])) for k in export]
         return out, int(cum[-1]), self.sum_ns / unit_ns
 
 
@@ -454,7 +457,7 @@ def _families(jobs: List[JobMetrics]) -> Iterator[object]:
         f[BACKPRESSURE].add_metric([job], int(any(v["blocked"] > BACKPRESSURE_THRESHOLD
                                                   for v in frac.values())))
         cp = jm.checkpoints
-        hist(CHECKPOINT_DURATION_S, [job], cp.duration.buckets(1e9))
+        hist(CHECKPOINT_DURATION_S, [job], cp.duration.buckets(1e9, LatencyHistogram.SLOW_EXPORT_EDGES))
         f[CHECKPOINT_FAILURES].add_metric([job], cp.failures)
         f[CHECKPOINTS].add_metric([job], cp.count)
         f[JOB_RUNNING].add_metric([job], int(jm.running))

@@ -1,0 +1,78 @@
+"""Logging: structured fields (job, operator, epoch), slow batches warned with their duration,
+checkpoint and restore events at INFO, nothing per event or per batch at INFO."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from datetime import timedelta
+
+import heliosdb as hdb
+from heliosdb import col
+from heliosdb.log import StructuredFormatter
+from heliosdb.metrics import CheckpointStats
+
+
+def test_a_slow_batch_is_warned_with_its_duration_and_fields(caplog):
+    def slow(batch):
+        time.sleep(0.03)
+        return batch
+
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=100,
+                                                    slow_batch_warning=timedelta(milliseconds=10)))
+    env.generate(count=300).map_batches(slow).name("sleepy").sink(hdb.sinks.memory())
+    with caplog.at_level(logging.WARNING, logger="heliosdb"):
+        env.execute(name="slow-log")
+    slow_records = [r for r in caplog.records if "slow batch" in r.getMessage()]
+    assert len(slow_records) == 3
+    r = slow_records[0]
+    assert r.levelno == logging.WARNING
+    assert (r.job, r.operator, r.epoch, r.rows) == ("slow-log", "sleepy", 0, 100)
+    assert r.duration_s >= 0.03 and "took 0.0" in r.getMessage()
+
+
+def test_at_info_a_job_logs_start_and_end_only_not_per_batch(caplog):
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=100))
+    env.generate(count=50_000).filter(col("value") > 0.5).sink(hdb.sinks.memory())
+    with caplog.at_level(logging.INFO, logger="heliosdb"):
+        env.execute(name="quiet")          # 500 batches
+    mine = [r for r in caplog.records if getattr(r, "job", None) == "quiet"]
+    assert [r.levelno for r in mine] == [logging.INFO, logging.INFO]
+    assert "started" in mine[0].getMessage() and "finished: 50000 events" in mine[1].getMessage()
+
+
+def test_checkpoint_and_restore_events_are_logged_at_info_with_the_epoch(caplog):
+    cp = CheckpointStats("ckpt-log")
+    with caplog.at_level(logging.INFO, logger="heliosdb"):
+        cp.completed(epoch=7, duration_s=1.5, size_bytes=2048)
+        cp.restored(epoch=7, source="file:///tmp/c")
+        cp.failed(epoch=8, error=OSError("no space"))
+    levels = [(r.levelno, r.epoch, r.job) for r in caplog.records]
+    assert levels == [(logging.INFO, 7, "ckpt-log"), (logging.INFO, 7, "ckpt-log"),
+                      (logging.WARNING, 8, "ckpt-log")]
+    assert "1.500 s" in caplog.records[0].getMessage()
+
+
+def test_structured_formatter_prints_fields_as_pairs_or_json():
+    record = logging.LogRecord("heliosdb.runtime", logging.WARNING, __file__, 1, "slow batch", None, None)
+    record.job, record.operator, record.epoch, record.duration_s = "j", "op", 2, 1.23456
+    assert StructuredFormatter().format(record) == \
+        "WARNING heliosdb.runtime: slow batch job=j operator=op epoch=2 duration_s=1.235"
+    out = json.loads(StructuredFormatter(json_lines=True).format(record))
+    assert out["job"] == "j" and out["epoch"] == 2 and out["message"] == "slow batch"
+
+
+def test_configure_attaches_a_formatter_to_the_engines_logger():
+    from heliosdb.log import configure
+
+    stream = io.StringIO()
+    handler = configure(level=logging.INFO, stream=stream)
+    try:
+        env = hdb.StreamEnvironment()
+        env.generate(count=10).sink(hdb.sinks.memory())
+        env.execute(name="configured")
+    finally:
+        logging.getLogger("heliosdb").removeHandler(handler)
+        logging.getLogger("heliosdb").setLevel(logging.NOTSET)
+    assert "job=configured" in stream.getvalue()
