@@ -20,8 +20,10 @@ $(STAMP): $(BIN)/python $(SOURCES)
 demo: $(STAMP)
 	$(BIN)/heliosdb demo
 
+# ci/services.sh installs the services the tests talk to (Prometheus: apt-get on Debian), starts
+# them on free 127.0.0.1 ports before pytest and stops them after it, even when tests fail.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --benchmark-disable
+	ci/services.sh run -- $(BIN)/python -m pytest -q -p no:cacheprovider --benchmark-disable
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.w1
