@@ -1,9 +1,14 @@
-"""The ``heliosdb`` command: ``heliosdb demo`` runs the main job (what ``make demo`` runs).
+"""The ``heliosdb`` command: ``heliosdb demo`` runs the main job (what ``make demo`` runs), and
+``heliosdb diagnose`` says what holds a running engine back.
 
 The demo generates a clickstream at a target rate for about 20 s, runs filter -> project ->
-keyed 1 s tumbling window aggregate, shows live progress (events/s, p50/p99 latency, open
-windows), writes the results as Parquet to a local folder, and ends with a summary.  It needs
-no service and no network.
+keyed 1 s tumbling window aggregate, shows live progress (events/s, p50/p99 latency,
+backpressure), serves its Prometheus metrics on 127.0.0.1:9464, writes the results as Parquet to
+a local folder, and ends with a summary and a diagnosis.  It needs no service and no network.
+
+``heliosdb diagnose`` scrapes a running engine's ``/metrics`` twice and reports, per job, whether
+it is backpressured, the bottleneck operator, every task's busy / blocked / idle time,
+stragglers, and remedies.
 """
 from __future__ import annotations
 
@@ -15,16 +20,18 @@ import time
 from datetime import timedelta
 from typing import List, Optional
 
+DEFAULT_METRICS_URL = "http://127.0.0.1:9464/metrics"
+
 
 def _demo(args: argparse.Namespace) -> int:
     import pyarrow.dataset as ds
     from rich.console import Console
-    from rich.live import Live
     from rich.table import Table
 
     import heliosdb as hdb
     from heliosdb import col
     from heliosdb.kernels import warmup
+    from heliosdb.progress import watch
 
     console = Console()
     out_dir = os.path.abspath(args.output)
@@ -36,8 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
                   f"for {args.duration:g} s -> filter -> project -> 1 s tumbling windows per user")
     t0 = time.perf_counter()
     warmup()
-    config = hdb.StreamingConfig(batch_timeout=timedelta(milliseconds=args.batch_timeout_ms))
-    env = hdb.StreamEnvironment(config)
+    env = _environment(args, console)
     clicks = env.generate(rate=args.rate, duration=timedelta(seconds=args.duration),
                           keys=args.users).name("clickstream")
     sink = hdb.sinks.parquet(out_dir)
@@ -52,25 +58,16 @@ def _demo(args: argparse.Namespace) -> int:
      .sink(sink))
     console.print(str(env.explain()), style="dim", highlight=False, markup=False)
     console.print(f"kernels ready in {time.perf_counter() - t0:.2f} s")
-    handle = env.execute_async(name="demo")
-
-    def view() -> Table:
-        m = handle.metrics()
-        t = Table(title="live", show_header=True, header_style="bold")
-        for c in ("elapsed", "events", "events/s", "p50 latency", "p99 latency", "open windows",
-                  "backpressure"):
-            t.add_column(c, justify="right")
-        t.add_row(f"{m['elapsed_s']:.1f} s", f"{m['streaming_events_processed_total']:,}",
-                  f"{m['events_per_s']:,.0f}", f"{m['latency_p50_ms']:.1f} ms",
-                  f"{m['latency_p99_ms']:.1f} ms", f"{m['open_windows']}",
-                  "yes" if m["streaming_backpressure"] else "no")
-        return t
-
-    with Live(view(), console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
-        while not handle.done:
-            time.sleep(0.25)
-            live.update(view())
-    result = handle.wait()
+    if env.metrics_url:
+        console.print(f"Prometheus metrics: {env.metrics_url}  (diagnose it live: heliosdb diagnose "
+                      f"--url {env.metrics_url})", highlight=False, markup=False)
+    try:
+        handle = env.execute_async(name="demo")
+        watch(handle, mode="terminal" if console.is_terminal else "log")
+        result = handle.wait()
+        diagnosis = handle.diagnose(interval_s=0)
+    finally:
+        env.close()
     m = result.metrics
     table = ds.dataset(out_dir, format="parquet").to_table()
     summary = Table(title="summary", show_header=False)
@@ -84,6 +81,65 @@ def _demo(args: argparse.Namespace) -> int:
     summary.add_row("late events", f"{m['streaming_late_events_total']:,}")
     summary.add_row("output", f"{out_dir} ({len(sink.files)} Parquet files, zstd)")
     console.print(summary)
+    console.print("diagnosis (whole run): " + "; ".join(f.message for f in diagnosis.findings),
+                  highlight=False, markup=False)
+    return 0
+
+
+def _environment(args: argparse.Namespace, console):
+    """The demo's environment, serving metrics on --metrics-port (any free port if it is taken)."""
+    import heliosdb as hdb
+    from heliosdb.errors import ConfigError
+
+    def make(port: Optional[int]):
+        metrics = None if port is None else hdb.MetricsConfig(port=port, host=args.metrics_host)
+        env = hdb.StreamEnvironment(hdb.StreamingConfig(
+            batch_timeout=timedelta(milliseconds=args.batch_timeout_ms), metrics=metrics))
+        env.metrics_url       # binds the port now
+        return env
+
+    if args.metrics_port < 0:
+        return make(None)
+    try:
+        return make(args.metrics_port)
+    except ConfigError as exc:
+        console.print(f"{exc}: serving metrics on a free port instead", style="yellow",
+                      highlight=False, markup=False)
+        return make(0)
+
+
+def _scrape(url: str) -> str:
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=10) as resp:
+        return resp.read().decode()
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from heliosdb.diagnosis import bucket_quantile, diagnose, samples_from_text
+
+    try:
+        first = samples_from_text(_scrape(args.url), time.perf_counter_ns())
+    except OSError as exc:
+        print(f"heliosdb diagnose: no engine serving metrics at {args.url} ({exc}); start one with "
+              "`heliosdb demo` (it serves on 127.0.0.1:9464) or pass --url", file=sys.stderr)
+        return 2
+    time.sleep(args.interval)
+    second = samples_from_text(_scrape(args.url), time.perf_counter_ns())
+    jobs = [j for j in second if args.job in (None, j)]
+    if not jobs:
+        have = ", ".join(sorted(second)) or "none"
+        print(f"heliosdb diagnose: no job {args.job!r} at {args.url} (jobs: {have})", file=sys.stderr)
+        return 2
+    for job in jobs:
+        now, topology, extra = second[job]
+        then, _, extra0 = first.get(job, (None, None, {"late_events": 0.0, "latency_buckets": []}))
+        if then is None or then.tasks.keys() != now.tasks.keys():
+            then = type(now)(now.t_ns, 0, {n: (0, 0, 0, 0, 0) for n in now.tasks}, {})
+        p99 = bucket_quantile(0.99, extra0["latency_buckets"], extra["latency_buckets"])
+        late = int(extra["late_events"] - extra0["late_events"])
+        print(diagnose(job, then, now, topology, latency_p99_ms=p99, late_events=late))
+        print()
     return 0
 
 
@@ -97,11 +153,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo.add_argument("--users", type=int, default=50_000, help="distinct user keys (default 50000)")
     demo.add_argument("--batch-timeout-ms", type=float, default=50.0, help="micro-batch timeout (default 50 ms)")
     demo.add_argument("--output", default="demo-output", help="folder for the Parquet results")
+    demo.add_argument("--metrics-port", type=int, default=9464,
+                      help="serve Prometheus metrics on this port (default 9464; 0: any free port; -1: none)")
+    demo.add_argument("--metrics-host", default="127.0.0.1", help="interface for the metrics (default 127.0.0.1)")
+    diag = sub.add_parser("diagnose", help="say what holds a running engine back (from its /metrics)")
+    diag.add_argument("--url", default=DEFAULT_METRICS_URL, help=f"the engine's metrics URL (default {DEFAULT_METRICS_URL})")
+    diag.add_argument("--interval", type=float, default=2.0, help="seconds between the two scrapes (default 2)")
+    diag.add_argument("--job", default=None, help="only this job (default: every job the engine serves)")
     sub.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from heliosdb.log import configure
+
+    configure(level=logging.WARNING)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "diagnose":
+        return _diagnose(args)
     import heliosdb
 
     print(heliosdb.__version__)
