@@ -24,7 +24,7 @@ setup(
     description="A columnar micro-batch stream processing engine with compiled kernels",
     python_requires=">=3.10",
     packages=["heliosdb", "heliosdb.runtime", "heliosdb.operators", "heliosdb.connectors",
-              "heliosdb.kernels"],
+              "heliosdb.checkpoint", "heliosdb.kernels"],
     package_dir={"heliosdb": "heliosdb", "heliosdb.kernels": "kernels"},
     package_data={"heliosdb.kernels": ["*.pyi", "*.pyx"]},
     ext_modules=cythonize(extensions, language_level=3),

@@ -7,11 +7,12 @@
 1
 """
 from . import sinks
-from .config import MetricsConfig, StateBackend, StateConfig, StreamingConfig
+from .config import (CheckpointConfig, MetricsConfig, StateBackend, StateConfig,
+                     StreamingConfig)
 from .diagnosis import Diagnosis
 from .environment import StreamEnvironment
-from .errors import (ConfigError, DataError, ExecutionError, HeliosError, PlanError,
-                     SchemaError)
+from .errors import (CheckpointError, ConfigError, DataError, ExecutionError, HeliosError,
+                     PlanError, SchemaError)
 from .expr import (AggSpec, Expr, col, count, count_distinct, first, last, lit, max, mean, min,
                    quantile, stddev, sum, var)
 from .plan import Plan
@@ -23,9 +24,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "StreamEnvironment", "StreamingConfig", "StateBackend", "Stream", "KeyedStream",
-    "WindowedStream", "TumblingWindow", "SlidingWindow", "SessionWindow", "StateConfig", "col",
+    "WindowedStream", "TumblingWindow", "SlidingWindow", "SessionWindow", "StateConfig", "CheckpointConfig", "col",
     "lit", "count", "sum", "min", "max", "mean", "var", "stddev", "first", "last",
     "count_distinct", "quantile",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
-    "SchemaError", "PlanError", "ExecutionError", "DataError", "MetricsConfig", "Diagnosis",
+    "SchemaError", "PlanError", "ExecutionError", "DataError", "CheckpointError", "MetricsConfig", "Diagnosis",
 ]

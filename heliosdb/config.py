@@ -160,6 +160,49 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """Periodic checkpoints: every ``interval`` an aligned barrier commits an epoch whose state
+    is written as ``compression`` Parquet under ``{storage}/{job}/chk-{epoch:010d}/`` (any fsspec
+    URL: a local path, ``file://``, ``memory://``, ``s3://``...) with ``_manifest.json`` last.
+    A job started again with the same name and storage restores the newest valid checkpoint.
+    ``retain`` checkpoints are kept; one taking longer than ``timeout`` is abandoned (and
+    counted as a failure).  ``lease_timeout``: a job whose lease heartbeat is older than this is
+    considered dead, so another process may take its job directory over.
+
+    Examples
+    --------
+    >>> from datetime import timedelta
+    >>> CheckpointConfig(interval=timedelta(seconds=10), storage="/tmp/helios-ckpt").retain
+    2
+    """
+
+    interval: Duration = timedelta(seconds=10)
+    storage: str = ""
+    compression: str = "zstd"
+    retain: int = 2
+    timeout: Duration = timedelta(minutes=10)
+    storage_options: Optional[dict] = None
+    lease_timeout: Duration = timedelta(seconds=10)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.storage, str) or not self.storage:
+            raise ConfigError("CheckpointConfig(storage=) needs an fsspec URL or path, e.g. 'file:///tmp/ckpt'")
+        for what in ("interval", "timeout", "lease_timeout"):
+            if to_nanos(getattr(self, what), f"CheckpointConfig({what}=)") <= 0:
+                raise ConfigError(f"CheckpointConfig({what}=) must be positive, got {getattr(self, what)!r}")
+        if isinstance(self.retain, bool) or not isinstance(self.retain, int) or self.retain < 1:
+            raise ConfigError(f"CheckpointConfig(retain=) must be an integer >= 1, got {self.retain!r}")
+        if self.compression not in ("zstd", "snappy", "gzip", "lz4", "none"):
+            raise ConfigError(
+                f"CheckpointConfig(compression=) must be zstd, snappy, gzip, lz4 or none; got {self.compression!r}"
+            )
+
+    @property
+    def interval_ns(self) -> int:
+        return to_nanos(self.interval, "CheckpointConfig(interval=)")
+
+
+@dataclass(frozen=True)
 class StateConfig:
     """Keyed-state housekeeping: evict keys untouched for ``ttl`` (processing time), checked
     every ``cleanup_interval`` (default: ``ttl``).  Applies to running keyed aggregates
@@ -214,6 +257,8 @@ class StreamingConfig:
         Where keyed state lives (:class:`StateBackend`).
     state
         Keyed-state TTL (:class:`StateConfig`).
+    checkpoint
+        Periodic checkpoints and restore (:class:`CheckpointConfig`); ``None``: no checkpoints.
     metrics
         Serve Prometheus metrics over HTTP (:class:`MetricsConfig`); ``None`` serves none (the
         job still keeps them: ``JobHandle.metrics()``, ``diagnose()``).
@@ -233,6 +278,7 @@ class StreamingConfig:
     state_backend: StateBackend = field(default_factory=StateBackend.memory)
     slow_batch_warning: Duration = DEFAULT_SLOW_BATCH_WARNING
     state: StateConfig = field(default_factory=StateConfig)
+    checkpoint: Optional[CheckpointConfig] = None
     metrics: Optional[MetricsConfig] = None
 
     def __post_init__(self) -> None:
@@ -247,6 +293,8 @@ class StreamingConfig:
                 "StreamingConfig(state_backend=) must be a StateBackend, e.g. StateBackend.memory(), "
                 f"got {self.state_backend!r}"
             )
+        if self.checkpoint is not None and not isinstance(self.checkpoint, CheckpointConfig):
+            raise ConfigError(f"StreamingConfig(checkpoint=) must be a CheckpointConfig, got {self.checkpoint!r}")
         if not isinstance(self.state, StateConfig):
             raise ConfigError(f"StreamingConfig(state=) must be a StateConfig, got {self.state!r}")
         if self.metrics is not None and not isinstance(self.metrics, MetricsConfig):

@@ -173,8 +173,40 @@ class StreamEnvironment:
         server = self._metrics()
         if server is not None:
             server.add(job.metrics)
+        if self.config.checkpoint is not None:
+            self._attach_checkpoints(job, plan, name)
         job.start()
         return job
+
+    def _attach_checkpoints(self, job: Job, plan, name: str) -> None:
+        """Restore the newest valid checkpoint of job ``name`` and let the job take new ones."""
+        from .checkpoint.coordinator import Coordinator
+        from .operators.exchange import HashPartitioner
+
+        if not plan.source.replayable:
+            raise ConfigError(
+                f"checkpoints need a source that can seek back after a crash; the {plan.source.kind} "
+                "source cannot. Use from_arrow, from_parquet, generate or kafka_source, or drop "
+                "StreamingConfig(checkpoint=)"
+            )
+        coord = Coordinator(self.config.checkpoint, name, job.metrics.checkpoints)
+        coord.stages = len(plan.stages)
+        state_ops, sinks = [], []
+        for st in plan.stages:
+            for op in st.operators:
+                if hasattr(op, "commit") and hasattr(op, "recover"):
+                    sinks.append(op)
+                elif op.stateful:
+                    select = None
+                    sel = getattr(op, "restore_select", None)
+                    if sel is not None:
+                        keys, n, i = sel
+
+                        def select(table, keys=keys, n=n, i=i, step=op.name):
+                            return HashPartitioner(table.schema, keys, n, step).partitions(table) == i
+                    state_ops.append((op, select))
+        coord.restore(state_ops, plan.source, sinks)
+        job.coordinator = coord
 
     def _run(self, sinks: List[Node], name: str) -> JobResult:
         src = sinks[0].source().params["source"]

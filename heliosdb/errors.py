@@ -31,3 +31,32 @@ class ExecutionError(HeliosError, RuntimeError):
 
 class DataError(HeliosError, ValueError):
     """A record or value cannot be processed (e.g. a timestamp outside the supported range)."""
+
+
+class RecordError(ExecutionError):
+    """A per-event function (``map``/``filter``/``process``) failed on one record.
+
+    ``step`` names the step, ``index`` is the record's 0-based position in the input of the
+    operator that ran it (a compiled function runs inside its stage's fused kernel, so that is
+    the kernel's input), and ``record`` holds its fields.  The Python exception the function
+    raised (or, for a compiled function, the one Python would have raised) is chained as
+    ``__cause__``.
+    """
+
+    def __init__(self, message: str, step: str = "", index: int = -1, record: object = None):
+        super().__init__(message)
+        self.step = step
+        self.index = index
+        self.record = record
+
+
+class PythonFallbackWarning(UserWarning):
+    """A per-event Python function could not be compiled and runs record by record in Python.
+
+    Emitted once per step; the message names the step and the construct that prevented
+    compilation.
+    """
+
+
+class CheckpointError(HeliosError, RuntimeError):
+    """A checkpoint could not be written or restored (names the job, epoch and file)."""

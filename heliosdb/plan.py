@@ -440,6 +440,7 @@ class _Builder:
             self.stages[idx].name = f"{node.name}#{i}"
             op = self._keyed_operator(node, schema, wm_time)
             op.name = f"{node.name}#{i}"
+            op.restore_select = (node.params["keys"], parallel, i)     # restore: rows of key hash i
             self.stages[idx].operators.append(op)
             self.stages[idx].origin = i
             self.state_ops.append(op)

@@ -276,6 +276,28 @@ cdef class SessionSet:
         self.n = count
         return merge_from[:nm], merge_into[:nm]
 
+    def add(self, const int64_t[::1] kg, const int64_t[::1] start, const int64_t[::1] last, int64_t n_keys):
+        """Add whole sessions (restoring a snapshot); returns their ids."""
+        cdef int64_t m = kg.shape[0]
+        self._reserve(self.n + m, n_keys)
+        cdef int64_t[::1] key = self.key, st = self.start, la = self.last, nxt = self.nxt, head = self.head
+        cdef uint8_t[::1] alive = self.alive
+        out = np.empty(m, np.int64)
+        cdef int64_t[::1] o = out
+        cdef int64_t i, s
+        with nogil:
+            for i in range(m):
+                s = self.n + i
+                key[s] = kg[i]
+                st[s] = start[i]
+                la[s] = last[i]
+                alive[s] = 1
+                nxt[s] = head[kg[i]]
+                head[kg[i]] = s
+                o[i] = s
+        self.n += m
+        return out
+
     def remove(self, const int64_t[::1] sids):
         """Unlink sessions (closed and past their lateness) from their keys' lists."""
         cdef int64_t[::1] nxt = self.nxt, head = self.head, key = self.key

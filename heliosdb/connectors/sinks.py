@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, TextIO
 import pyarrow as pa
 
 from ..errors import ConfigError, ExecutionError
-from ..operators.base import Item, Operator
+from ..operators.base import Item, Operator, Snapshot
 
 
 class SinkSpec:
@@ -69,20 +69,42 @@ class _CallbackSinkOp(_SinkOperator):
 
 
 class _ParquetSinkOp(_SinkOperator):
+    """Writes rolled Parquet files.
+
+    In a checkpointed job (``epoch`` set) it is exactly-once: an epoch's files are written under
+    hidden names (``_{step}-{epoch:010d}-{n:05d}.parquet``: a leading ``_`` makes pyarrow
+    datasets, pandas and DuckDB skip them), the checkpoint barrier closes them
+    (``snapshot()``), and once the epoch's manifest is committed ``commit()`` renames them to
+    their final, deterministic names.  ``recover()`` redoes the publishing of the restored
+    epoch and deletes whatever later, uncommitted epochs left.
+    """
+
     kind = "parquet sink"
 
     def __init__(self, name: str, schema: pa.Schema, spec: "ParquetSink", fs, root: str, run: str):
         super().__init__(name, schema, spec)
-        self.fs, self.root, self.run = fs, root, run
+        self.fs, self.root, self.run = fs, root.rstrip("/"), run
         self.writer = None
         self.handle = None
         self.rows = 0
         self.part = 0
+        self.epoch: Optional[int] = None          # set by recover(): exactly-once mode
+        self.pending: List[str] = []              # closed, unpublished files (final names)
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        return self.epoch is not None
+
+    def _name(self) -> str:
+        if self.epoch is None:
+            return f"part-{self.part:05d}-{self.run}.parquet"
+        return f"{self.name}-{self.epoch:010d}-{self.part:05d}.parquet"
 
     def _open(self) -> None:
         import pyarrow.parquet as pq
 
-        path = f"{self.root.rstrip('/')}/part-{self.part:05d}-{self.run}.parquet"
+        name = self._name()
+        path = f"{self.root}/{name}" if self.epoch is None else f"{self.root}/_{name}"
         self.part += 1
         self.handle = self.fs.open(path, "wb")
         try:
@@ -94,14 +116,57 @@ class _ParquetSinkOp(_SinkOperator):
         self.spec.files.append(path)
         self.rows = 0
 
+    def _close_file(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.writer = None
+            self.handle.close()
+            self.handle = None
+
     def _roll(self) -> None:
         if self.writer is not None:
+            self._close_file()
+            if self.epoch is not None:
+                self.pending.append(self.spec.files[-1].rsplit("/", 1)[-1][1:])
+
+    # -- exactly-once (checkpointed jobs) ---------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Barrier: close the epoch's file; the files to publish when the epoch commits."""
+        self._roll()
+        out = Snapshot({}, {"publish": list(self.pending)})
+        self.pending = []
+        self.epoch += 1
+        self.part = 0
+        return out
+
+    def commit(self, meta: dict) -> None:
+        """The epoch committed: give its files their final names (idempotent)."""
+        for name in meta.get("publish", []):
+            hidden, final = f"{self.root}/_{name}", f"{self.root}/{name}"
+            if self.fs.exists(hidden):
+                self.fs.mv(hidden, final)
+
+    def recover(self, meta: dict, epoch: int) -> None:
+        """Before the run: publish what the restored epoch committed, delete what later epochs
+        left (hidden or, after a fallback to an older checkpoint, published), then write
+        epoch ``epoch + 1``."""
+        self.commit(meta)
+        prefix = f"{self.name}-"
+        for path in self.fs.ls(self.root, detail=False):
+            base = path.rstrip("/").rsplit("/", 1)[-1]
+            hidden = base.startswith("_")
+            name = base[1:] if hidden else base
+            if not name.startswith(prefix):
+                continue
             try:
-                self.writer.close()
-            finally:
-                self.writer = None
-                self.handle.close()
-                self.handle = None
+                file_epoch = int(name[len(prefix):].split("-", 1)[0])
+            except ValueError:
+                continue
+            if hidden or file_epoch > epoch:
+                self.fs.rm(path)
+        self.epoch = epoch + 1
+        self.part = 0
 
     def abort(self) -> None:
         """Close and delete the unfinished file (earlier, rolled files stay, complete)."""
@@ -109,7 +174,7 @@ class _ParquetSinkOp(_SinkOperator):
             return
         path = self.spec.files.pop()
         try:
-            self._roll()
+            self._close_file()
         finally:
             if self.fs.exists(path):
                 self.fs.rm(path)

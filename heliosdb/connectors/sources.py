@@ -34,6 +34,17 @@ class Source:
     def close(self) -> None:
         pass
 
+    #: Whether the source can report a position and seek back to it (checkpoints need it).
+    replayable = False
+
+    def position(self) -> Any:
+        """JSON-able position after the last row ``poll`` returned (replayable sources)."""
+        return None
+
+    def seek(self, position: Any) -> None:
+        """Start the next ``open()`` at ``position`` (from ``position()`` of an earlier run)."""
+        raise ConfigError(f"the {self.kind} source cannot seek, so it cannot restore a checkpoint")
+
     def describe(self) -> str:
         return self.kind
 
@@ -68,20 +79,37 @@ class ArrowSource(Source):
 
     kind = "arrow"
 
+    replayable = True
+
     def __init__(self, table: pa.Table):
         self.table = table
         self.schema = table.schema
+        self._start = 0
+        self._row = 0
 
     def open(self, batch_size: int) -> None:
         super().open(batch_size)
-        self._batches: Iterator[pa.RecordBatch] = iter(self.table.to_batches(max_chunksize=batch_size))
+        self._row = self._start
+        rest = self.table.slice(self._start) if self._start else self.table
+        self._batches: Iterator[pa.RecordBatch] = iter(rest.to_batches(max_chunksize=batch_size))
 
     def poll(self, timeout_s: float) -> Optional[List[Piece]]:
         b = next(self._batches, None)
-        return None if b is None else [(b, time.time_ns())]
+        if b is None:
+            return None
+        self._row += b.num_rows
+        return [(b, time.time_ns())]
+
+    def position(self) -> Any:
+        return {"row": self._row}
+
+    def seek(self, position: Any) -> None:
+        self._start = int(position["row"])
 
     def project(self, columns: List[str]) -> "Source":
-        return ArrowSource(self.table.select(columns))
+        out = ArrowSource(self.table.select(columns))
+        out._start = self._start
+        return out
 
     def describe(self) -> str:
         return f"arrow table ({self.table.num_rows:,} rows, columns {', '.join(self.schema.names)})"
@@ -117,12 +145,26 @@ class ParquetSource(Source):
 
     def open(self, batch_size: int) -> None:
         super().open(batch_size)
+        self._pos = list(self._start)
         self._it = self._iter()
+
+    replayable = True
+    _start = (0, 0)
+
+    def position(self) -> Any:
+        return {"file": self._pos[0], "row": self._pos[1]}
+
+    def seek(self, position: Any) -> None:
+        self._start = (int(position["file"]), int(position["row"]))
 
     def _iter(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        for path in self.files:
+        first_file, skip = self._start
+        self._pos = [first_file, skip]
+        for fi, path in enumerate(self.files):
+            if fi < first_file:
+                continue
             try:
                 with self.fs.open(path, "rb") as f:
                     pf = pq.ParquetFile(f)
@@ -135,7 +177,18 @@ class ParquetSource(Source):
                                 f"file {self.files[0]!r} has {field.name!r} as {field.type}; all files "
                                 "must agree"
                             )
-                    yield from pf.iter_batches(batch_size=self.batch_size, columns=self.columns)
+                    self._pos = [fi, 0]
+                    for b in pf.iter_batches(batch_size=self.batch_size, columns=self.columns):
+                        if skip:
+                            cut = min(skip, b.num_rows)
+                            skip -= cut
+                            self._pos[1] += cut
+                            b = b.slice(cut)
+                            if not b.num_rows:
+                                continue
+                        self._pos[1] += b.num_rows
+                        yield b
+                    self._pos = [fi + 1, 0]
             except (SchemaError, DataError):
                 raise
             except Exception as exc:
@@ -316,11 +369,20 @@ class GeneratorSource(Source):
         self.schema = GENERATOR_SCHEMA
         self._cats = pa.array(CATEGORIES)
 
+    replayable = True
+    _start = (0, 0)
+
     def open(self, batch_size: int) -> None:
         super().open(batch_size)
-        self.emitted = 0
-        self.chunk = 0
-        self.t0 = time.monotonic()
+        self.emitted, self.chunk = self._start
+        # Paced: continue as if the run had been going at ``rate`` since it started.
+        self.t0 = time.monotonic() - (self.emitted / self.rate if self.rate else 0.0)
+
+    def position(self) -> Any:
+        return {"emitted": self.emitted, "chunk": self.chunk}
+
+    def seek(self, position: Any) -> None:
+        self._start = (int(position["emitted"]), int(position["chunk"]))
 
     def _make(self, n: int) -> pa.RecordBatch:
         rng = np.random.default_rng([self.seed, self.chunk])

@@ -489,3 +489,97 @@ class Partial:
         for pairs, per in list(self.distinct.values()) + list(self.sketch.values()):
             n += pairs.nbytes() + per.nbytes
         return n
+
+
+# -- snapshots: state as Arrow, portable between backends and parallelisms -----------------------
+def partial_to_arrow(part: Partial, ids: np.ndarray) -> Tuple[Dict[str, pa.Array], Dict[str, pa.Table]]:
+    """Groups ``ids`` of ``part`` as Arrow columns (row i = group ids[i]), plus the tables of
+    per-group value sets (distinct values, sketch buckets) keyed by row number.
+
+    Values are stored decoded (strings as strings), never as this process's codes, so a
+    snapshot restores into any operator instance, backend or parallelism.
+    """
+    ids = np.asarray(ids, np.int64)
+    cols: Dict[str, pa.Array] = {}
+    if part.counts is not None:
+        cols["rows"] = pa.array(part.counts[ids])
+    for c, d in part.stats.items():
+        for k, a in d.items():
+            if a is not None:
+                cols[f"{c}.{k}"] = pa.array(a[ids])
+    for c, d in part.var.items():
+        for k, a in d.items():
+            cols[f"{c}.var_{k}"] = pa.array(a[ids])
+    for which, group, codecs in (("first", part.first, part.plan.first), ("last", part.last, part.plan.last)):
+        for c, d in group.items():
+            seq = d["seq"][ids]
+            cols[f"{c}.{which}_seq"] = pa.array(seq)
+            cols[f"{c}.{which}"] = codecs[c].decode(np.ascontiguousarray(d["val"][ids]), seq >= 0)
+    extra: Dict[str, pa.Table] = {}
+    row_of = np.full(part.n, -1, np.int64)
+    row_of[ids] = np.arange(len(ids), dtype=np.int64)
+    for c, (pairs, _) in part.distinct.items():
+        g, k, _w = pairs.items()
+        keep = row_of[g] >= 0
+        codes = np.ascontiguousarray(k[keep])
+        extra[f"distinct.{c}"] = pa.table({"row": pa.array(row_of[g[keep]]),
+                                          "value": part.plan.distinct[c].decode(codes, np.ones(len(codes), bool))})
+    for (c, alpha), (pairs, _) in part.sketch.items():
+        g, k, w = pairs.items()
+        keep = row_of[g] >= 0
+        extra[f"sketch.{c}.{alpha!r}"] = pa.table({"row": pa.array(row_of[g[keep]]), "bucket": pa.array(k[keep]),
+                                                  "count": pa.array(w[keep])})
+    return cols, extra
+
+
+def partial_from_arrow(plan: AccPlan, table: pa.Table, extra: Dict[str, pa.Table]) -> Partial:
+    """The inverse of :func:`partial_to_arrow`: row i of ``table`` becomes group i."""
+    m = table.num_rows
+    part = Partial(plan, max(m, 16), "rows" in table.column_names)
+    part.ensure(m)
+
+    def col(name: str) -> np.ndarray:
+        return table.column(name).to_numpy()
+
+    if part.counts is not None:
+        part.counts[:m] = col("rows")
+    for c, d in part.stats.items():
+        for k, a in d.items():
+            if a is not None:
+                a[:m] = col(f"{c}.{k}")
+    for c, d in part.var.items():
+        for k, a in d.items():
+            a[:m] = col(f"{c}.var_{k}")
+    for which, group, codecs in (("first", part.first, plan.first), ("last", part.last, plan.last)):
+        for c, d in group.items():
+            d["seq"][:m] = col(f"{c}.{which}_seq")
+            values = table.column(f"{c}.{which}").combine_chunks()
+            d["val"][:m] = codecs[c].encode(values)
+    for c, (pairs, per) in part.distinct.items():
+        t = extra.get(f"distinct.{c}")
+        if t is not None and t.num_rows:
+            rows = np.ascontiguousarray(t.column("row").to_numpy())
+            codes = plan.distinct[c].encode(t.column("value").combine_chunks())
+            _hashagg.count_rows(pairs.add(rows, codes), per)
+    for (c, alpha), (pairs, per) in part.sketch.items():
+        t = extra.get(f"sketch.{c}.{alpha!r}")
+        if t is not None and t.num_rows:
+            rows = np.ascontiguousarray(t.column("row").to_numpy())
+            w = np.ascontiguousarray(t.column("count").to_numpy())
+            pairs.add(rows, np.ascontiguousarray(t.column("bucket").to_numpy()), w)
+            _accum.merge_add_i64(np.arange(len(rows), dtype=np.int64), rows, w, per)
+    return part
+
+
+def filter_rows(table: pa.Table, extra: Dict[str, pa.Table], keep: np.ndarray) -> Tuple[pa.Table, Dict[str, pa.Table]]:
+    """Rows ``keep`` (bool mask) of a snapshot and of its per-row value sets, renumbered."""
+    idx = np.flatnonzero(keep)
+    new_row = np.full(len(keep), -1, np.int64)
+    new_row[idx] = np.arange(len(idx), dtype=np.int64)
+    out = {}
+    for name, t in extra.items():
+        r = t.column("row").to_numpy()
+        sel = new_row[r] >= 0
+        t = t.filter(pa.array(sel))
+        out[name] = t.set_column(0, "row", pa.array(new_row[r[sel]]))
+    return table.take(pa.array(idx)), out

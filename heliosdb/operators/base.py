@@ -16,8 +16,8 @@ Operators in one stage call each other directly (no queue between them).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
 
 import pyarrow as pa
 
@@ -51,7 +51,23 @@ class SideOutput:
         return self.batch.num_rows
 
 
-Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput]
+@dataclass(frozen=True)
+class Barrier:
+    """Checkpoint barrier ``epoch``: everything before it belongs to the epoch's snapshot."""
+
+    epoch: int
+
+
+@dataclass
+class Snapshot:
+    """An operator's state at a barrier: Arrow tables (written as Parquet) and JSON-able meta
+    (watermarks, timers, counters).  Nothing in it is pickled."""
+
+    tables: Dict[str, pa.Table] = field(default_factory=dict)
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput, Barrier]
 
 
 class Operator:
@@ -72,6 +88,19 @@ class Operator:
 
     def close(self) -> List[Item]:
         return []
+
+    #: Whether ``snapshot()`` holds state worth writing (stateless operators: False).
+    stateful = False
+
+    def snapshot(self) -> Optional[Snapshot]:
+        """State at a checkpoint barrier (a copy: the caller writes it on another thread)."""
+        return None
+
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None,
+                first: bool = True) -> None:
+        """Load state saved by ``snapshot()`` of this operator at any parallelism: ``metas``
+        from every old subtask, ``select(table)`` (a bool mask) picks this subtask's rows,
+        ``first`` says whether this is subtask 0 (which carries counters on)."""
 
     def abort(self) -> None:
         """The job failed or was cancelled: release files and handles, flush nothing."""

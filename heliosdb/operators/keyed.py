@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +19,8 @@ import pyarrow as pa
 from ..errors import HeliosError
 from ..expr import AggSpec
 from ..kernels import _hashagg
-from .accumulators import AccPlan, Partial
-from .base import Item, Operator, Tick
+from .accumulators import AccPlan, Partial, filter_rows, partial_from_arrow, partial_to_arrow
+from .base import Item, Operator, Snapshot, Tick
 from .keys import KeyEncoder
 
 log = logging.getLogger("heliosdb.keyed")
@@ -35,6 +35,7 @@ class KeyedAggregate(Operator):
     """Per-key running aggregates with optional TTL eviction."""
 
     kind = "keyed-aggregate"
+    stateful = True
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: List[Tuple[str, AggSpec]],
                  max_state_bytes: int, ttl_ns: Optional[int] = None, cleanup_interval_ns: Optional[int] = None):
@@ -130,6 +131,53 @@ class KeyedAggregate(Operator):
     def state_size_bytes(self) -> int:
         return (self.table.nbytes + self.partial.nbytes() + self.touched.nbytes
                 + self.encoder.nbytes() + self.acc.codec_bytes())
+
+    def snapshot(self) -> Snapshot:
+        """Every key: the key columns, ``touched`` (processing ns), accumulators."""
+        n = self.table.n_groups
+        ids = np.arange(n, dtype=np.int64)
+        keys = self.table.keys_view()[:n]
+        w = self.width
+        t = dict(zip(self.encoder.names, self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)))
+        t["touched"] = pa.array(self.touched[:n].copy())
+        cols, extra = partial_to_arrow(self.partial, ids)
+        t.update(cols)
+        tables = {"keys": pa.table(t)}
+        tables.update(extra)
+        return Snapshot(tables, {"seq": self.seq, "evicted_keys": self.evicted_keys})
+
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+        if metas:
+            self.seq = max(m["seq"] for m in metas)
+            if first:
+                self.evicted_keys = sum(m["evicted_keys"] for m in metas)
+        t = tables.get("keys")
+        if t is None or not t.num_rows:
+            return
+        extra = {k: v for k, v in tables.items() if k != "keys"}
+        if select is not None:
+            t, extra = filter_rows(t, extra, select(t))
+        m = t.num_rows
+        if not m:
+            return
+        batch = pa.RecordBatch.from_arrays([t.column(k).combine_chunks() for k in self.encoder.names],
+                                           names=self.encoder.names)
+        codes, nullword = self.encoder.encode(batch)
+        if nullword is not None and not self.nulls:
+            self.table = self.table.widen(0)
+            self.nulls = True
+        if self.nulls:
+            codes = codes + [nullword if nullword is not None else np.zeros(m, np.int64)]
+        gids = np.empty(m, np.int64)
+        self.table.insert(codes, gids)
+        groups = self.table.n_groups
+        self.partial.ensure(groups)
+        if len(self.touched) < groups:
+            grown = np.zeros(max(groups, 2 * len(self.touched)), np.int64)
+            grown[: len(self.touched)] = self.touched
+            self.touched = grown
+        self.touched[gids] = t.column("touched").to_numpy()
+        self.partial.merge(partial_from_arrow(self.acc, t, extra), np.arange(m, dtype=np.int64), gids)
 
     def describe(self) -> str:
         keys = ", ".join(self.encoder.names)

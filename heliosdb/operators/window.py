@@ -42,8 +42,9 @@ from ..expr import AggSpec
 from ..kernels import _accum, _hashagg
 from ..kernels.window import tumbling_runs, tumbling_starts, watermark_splits
 from ..windows import SessionWindow, SlidingWindow, TumblingWindow, time_factor
-from .accumulators import AccPlan, Partial, Prepared
-from .base import WATERMARK_MAX, Item, Operator, SideOutput, Tick, Watermark
+from .accumulators import (AccPlan, Partial, Prepared, filter_rows, partial_from_arrow,
+                           partial_to_arrow)
+from .base import WATERMARK_MAX, Item, Operator, SideOutput, Snapshot, Tick, Watermark
 from .keys import KeyEncoder
 
 log = logging.getLogger("heliosdb.window")
@@ -63,6 +64,7 @@ class _KeyedBase(Operator):
     """What every keyed window operator shares: keys, time, aggregates, lateness, output."""
 
     kind = "window"
+    stateful = True
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], time: Optional[str],
                  aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int):
@@ -149,6 +151,28 @@ class _KeyedBase(Operator):
 
     def _state_summary(self) -> str:
         return ""
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {"watermark": self.watermark, "seq": self.seq, "late_events": self.late_events,
+                "updates": self.updates}
+
+    def _restore_meta(self, metas: List[dict], first: bool) -> None:
+        if metas:
+            self.watermark = max(m["watermark"] for m in metas)
+            self.seq = max(m["seq"] for m in metas)
+            if first:       # counters: one subtask carries them on
+                self.late_events = sum(m["late_events"] for m in metas)
+                self.updates = sum(m["updates"] for m in metas)
+
+    def _key_arrays(self, keys: np.ndarray) -> Dict[str, pa.Array]:
+        return dict(zip(self.encoder.names, self._decode_keys(keys)))
+
+    def _key_codes(self, table: pa.Table) -> List[np.ndarray]:
+        """Key columns of a snapshot table -> this operator's key codes (widening for nulls)."""
+        batch = pa.RecordBatch.from_arrays(
+            [table.column(k).combine_chunks() for k in self.encoder.names], names=self.encoder.names)
+        return self._key_columns(batch)
 
     def _batch(self, start: np.ndarray, end: np.ndarray, keys: np.ndarray, aggs: List[pa.Array]) -> pa.RecordBatch:
         arrays = [_ts_array(start), _ts_array(end)] + self._decode_keys(keys) + aggs
@@ -378,6 +402,52 @@ class WindowAggregate(_KeyedBase):
     def close(self) -> List[Item]:
         return []
 
+    # -- snapshots -------------------------------------------------------------------------------
+    def _pane_groups(self, pane) -> Tuple[np.ndarray, np.ndarray, Partial]:
+        """(group ids, key tuples, accumulators) of a pane's groups."""
+        n = pane.table.n_groups
+        return np.arange(n, dtype=np.int64), pane.table.keys_view()[:n], pane.partial
+
+    def _restore_pane(self, start: int, codes: List[np.ndarray], restored: Partial) -> None:
+        pane = self.panes.get(start)
+        if pane is None:
+            pane = self.panes[start] = self._new_pane(len(codes))
+        m = len(codes[0])
+        gids = np.empty(m, np.int64)
+        pane.table.insert(codes, gids)
+        pane.partial.ensure(pane.table.n_groups)
+        pane.partial.merge(restored, np.arange(m, dtype=np.int64), gids)
+
+    def snapshot(self) -> Snapshot:
+        """Open panes as one table: ``pane``, the key columns, the accumulator columns."""
+        tables, extras = [], []
+        for start in sorted(self.panes):
+            ids, keys, part = self._pane_groups(self.panes[start])
+            if not len(ids):
+                continue
+            cols, extra = partial_to_arrow(part, ids)
+            t = {"pane": pa.array(np.full(len(ids), start, np.int64))}
+            t.update(self._key_arrays(keys))
+            t.update(cols)
+            tables.append(pa.table(t))
+            extras.append(extra)
+        return Snapshot(_concat_state(tables, extras, "groups"), self._meta())
+
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+        """Load a snapshot (of any parallelism); ``select(table)`` picks this subtask's rows."""
+        self._restore_meta(metas, first)
+        t = tables.get("groups")
+        if t is None or not t.num_rows:
+            return
+        extra = {k: v for k, v in tables.items() if k != "groups"}
+        if select is not None:
+            t, extra = filter_rows(t, extra, select(t))
+        panes = t.column("pane").to_numpy()
+        for start in np.unique(panes):
+            sub, sub_extra = filter_rows(t, extra, panes == start)
+            restored = partial_from_arrow(self.acc, sub, sub_extra)
+            self._restore_pane(int(start), self._key_codes(sub), restored)
+
     def describe(self) -> str:
         keys = ", ".join(self.encoder.names)
         aggs = ", ".join(f"{n}={a!r}" for n, a in self.aggs)
@@ -449,6 +519,20 @@ class SlidingWindowAggregate(WindowAggregate):
         self.table.compact(keep)
         for start, p in list(self.panes.items()):
             self.panes[start] = p.take(keep[keep < p.n]) if p.n else p
+
+    def _pane_groups(self, pane: Partial) -> Tuple[np.ndarray, np.ndarray, Partial]:
+        ids = np.flatnonzero(pane.counts[: pane.n]).astype(np.int64)
+        return ids, self.table.keys_view()[ids], pane
+
+    def _restore_pane(self, start: int, codes: List[np.ndarray], restored: Partial) -> None:
+        m = len(codes[0])
+        gids = np.empty(m, np.int64)
+        self.table.insert(codes, gids)
+        pane = self.panes.get(start)
+        if pane is None:
+            pane = self.panes[start] = self._new_pane(len(codes))
+        pane.ensure(self.table.n_groups)
+        pane.merge(restored, np.arange(m, dtype=np.int64), gids)
 
     def _state_summary(self) -> str:
         return f"{self.table.n_groups:,} keys in {len(self.panes)} panes"
@@ -617,6 +701,44 @@ class SessionAggregate(_KeyedBase):
         self.emitted = emitted
         self.dead = 0
 
+    def snapshot(self) -> Snapshot:
+        """Open sessions: the key columns, ``start``, ``last``, ``emitted``, accumulators."""
+        ss = self.sessions
+        ids = np.flatnonzero(np.asarray(ss.alive)[: ss.n]).astype(np.int64)
+        cols, extra = partial_to_arrow(self.partial, ids)
+        t = self._key_arrays(self.keys.keys_view()[np.asarray(ss.key)[ids]])
+        t.update({"start": pa.array(np.asarray(ss.start)[ids]), "last": pa.array(np.asarray(ss.last)[ids]),
+                  "emitted": pa.array(self.emitted[ids].astype(np.int8))})
+        t.update(cols)
+        return Snapshot(_concat_state([pa.table(t)], [extra], "sessions"), self._meta())
+
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+        self._restore_meta(metas, first)
+        t = tables.get("sessions")
+        if t is None or not t.num_rows:
+            return
+        extra = {k: v for k, v in tables.items() if k != "sessions"}
+        if select is not None:
+            t, extra = filter_rows(t, extra, select(t))
+        m = t.num_rows
+        if not m:
+            return
+        codes = self._key_codes(t)          # may widen the key table first
+        kid = np.empty(m, np.int64)
+        self.keys.insert(codes, kid)
+        start = t.column("start").to_numpy()
+        last = t.column("last").to_numpy()
+        sids = self.sessions.add(kid, np.ascontiguousarray(start, np.int64),
+                                 np.ascontiguousarray(last, np.int64), self.keys.n_groups)
+        restored = partial_from_arrow(self.acc, t, extra)
+        self.partial.ensure(self.sessions.n)
+        self.partial.merge(restored, np.arange(m, dtype=np.int64), sids)
+        if len(self.emitted) < self.sessions.n:
+            grown = np.zeros(max(1024, 2 * self.sessions.n), np.uint8)
+            grown[: len(self.emitted)] = self.emitted
+            self.emitted = grown
+        self.emitted[sids] = t.column("emitted").to_numpy().astype(np.uint8)
+
     def _state_summary(self) -> str:
         open_ = int(np.asarray(self.sessions.alive)[: self.sessions.n].sum())
         return f"{open_:,} open sessions of {self.keys.n_groups:,} keys"
@@ -656,6 +778,7 @@ class WatermarkAssigner(Operator):
     """
 
     kind = "watermark"
+    stateful = True
 
     def __init__(self, name: str, schema: pa.Schema, time: str, max_out_of_orderness_ns: int,
                  idle_timeout_ns: Optional[int] = None):
@@ -716,6 +839,30 @@ class WatermarkAssigner(Operator):
                 out.append(Watermark(mark))
         return out + [Tick(now)]
 
+    def snapshot(self) -> Snapshot:
+        return Snapshot({}, {"current": self.current, "max_seen": self.max_seen})
+
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+        if metas:
+            self.current = max(m["current"] for m in metas)
+            self.max_seen = max(m["max_seen"] for m in metas)
+
     def describe(self) -> str:
         idle = f", idle timeout {self.idle_timeout / 1e9:g}s" if self.idle_timeout else ""
         return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}"
+
+
+def _concat_state(tables: List[pa.Table], extras: List[Dict[str, pa.Table]], name: str) -> Dict[str, pa.Table]:
+    """One snapshot table ``name`` from parts, with the per-row value sets renumbered."""
+    if not tables:
+        return {}
+    out: Dict[str, List[pa.Table]] = {}
+    offset = 0
+    for t, extra in zip(tables, extras):
+        for k, e in extra.items():
+            rows = e.column("row").to_numpy() + offset
+            out.setdefault(k, []).append(e.set_column(0, "row", pa.array(rows)))
+        offset += t.num_rows
+    result = {name: pa.concat_tables(tables)}
+    result.update({k: pa.concat_tables(v) for k, v in out.items()})
+    return result

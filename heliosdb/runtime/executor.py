@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional
 
@@ -24,7 +25,8 @@ import pyarrow as pa
 from ..config import operator_metrics_enabled
 from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics, TaskStats
-from ..operators.base import WATERMARK_MAX, WATERMARK_MIN, Operator, SideOutput, Tick, Watermark
+from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, SideOutput, Tick,
+                              Watermark)
 from .channel import END, Channel, ChannelClosed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -217,6 +219,7 @@ class Job:
                  timed: Optional[bool] = None):
         self.plan = plan
         self.name = name
+        self.coordinator = None             # a checkpoint.Coordinator, set before start()
         self.metrics = JobMetrics(name, source=plan.source_name, window_ns=metrics_window_ns)
         self.metrics.state_ops = state_operators
         self.slow_ns = slow_ns
@@ -278,6 +281,11 @@ class Job:
     def _join_all(self) -> None:
         for t in self._threads:
             t.join()
+        if self.coordinator is not None:
+            try:
+                self.coordinator.close(failed=self._error is not None)
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
+                self._fail("checkpoint", exc)
         m = self.metrics
         m.finished = time.perf_counter()
         if self._error is None:
@@ -332,7 +340,7 @@ class Job:
               origin: int = 0, side: Optional[Dict[str, List[int]]] = None,
               task: Optional[TaskStats] = None) -> None:
         for it in items:
-            if isinstance(it, (Watermark, Tick)):
+            if isinstance(it, (Watermark, Tick, Barrier)):
                 for c in children:
                     self.inputs[c].put(it, 0, ingest_ns, origin, task)
                 for cs in (side or {}).values():
@@ -378,13 +386,39 @@ class Job:
         marks = [WATERMARK_MIN] * stage.n_inputs
         current = WATERMARK_MIN
         open_inputs = stage.n_inputs
+        # Checkpoint barrier alignment: inputs that delivered the barrier wait (their items are
+        # held) until every open input has; then the stage snapshots and forwards it.
+        aligned: set = set()
+        ended: set = set()
+        held: deque = deque()
+        replay: deque = deque()
+        pending_barrier: Optional[Barrier] = None
         while True:
-            item, rows, ingest, origin = inbox.get(task)
+            item, rows, ingest, origin = replay.popleft() if replay else inbox.get(task)
             if item is END:
                 open_inputs -= 1
+                ended.add(origin)
+                if aligned and len(aligned | ended) == stage.n_inputs:
+                    self._barrier(index, chain, stage, pending_barrier, task)
+                    aligned.clear()
+                    replay.extend(held)
+                    held.clear()
                 if open_inputs:
                     continue
                 break
+            if origin in aligned:
+                held.append((item, rows, ingest, origin))
+                continue
+            if isinstance(item, Barrier):
+                pending_barrier = item
+                aligned.add(origin)
+                if len(aligned | ended) < stage.n_inputs:
+                    continue
+                self._barrier(index, chain, stage, item, task)
+                aligned.clear()
+                replay.extend(held)
+                held.clear()
+                continue
             if stage.n_inputs > 1 and isinstance(item, Tick) and origin:
                 continue                    # one tick per round is enough
             if stage.n_inputs > 1 and isinstance(item, Watermark):
@@ -407,6 +441,29 @@ class Job:
             self._emit(stage.children, out, time.time_ns(), stage.partitioner, stage.origin,
                        stage.side_children, task)
             self._end(outputs, stage.origin, task)
+
+    def _barrier(self, index: int, chain: "_Chain", stage: PhysicalStage, barrier: Barrier, task) -> None:
+        """Snapshot this stage's stateful operators for the barrier's epoch; pass it on."""
+        t0 = time.perf_counter()
+        snaps = []
+        for op in chain.ops:
+            if op.stateful:
+                try:
+                    snaps.append((op, op.snapshot()))
+                except HeliosError:
+                    raise
+                except Exception as exc:
+                    raise StepFailed(op.name, exc) from exc
+        self.coordinator.ack(stage.name, barrier.epoch, snaps, time.perf_counter() - t0)
+        outputs = stage.children + [c for cs in stage.side_children.values() for c in cs]
+        for c in outputs:
+            self.inputs[c].put(barrier, 0, 0, stage.origin)
+
+    def _checkpoint(self, task, wait: bool = False) -> None:
+        """Source side of a checkpoint: position, then the barrier (the batch is already out)."""
+        epoch = self.coordinator.begin(self.plan.source.position(), wait=wait)
+        if epoch is not None:
+            self._emit(self.plan.source_children, [Barrier(epoch)], time.time_ns(), task=task)
 
     def _run_source(self) -> None:
         task = self._source_task
@@ -474,12 +531,18 @@ class Job:
                             deadline = time.monotonic_ns() + timeout_ns
                 if pending and time.monotonic_ns() >= deadline:
                     flush(rows)
+                if self.coordinator is not None and self.coordinator.due():
+                    if pending:
+                        flush(rows)         # a barrier sits at a micro-batch boundary
+                    self._checkpoint(task)
             if pending:
                 flush(rows)
         finally:
             src.close()
         if exhausted or self._drain:
             self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns(), task=task)
+            if self.coordinator is not None and not self._error:
+                self._checkpoint(task, wait=True)       # the final epoch: everything committed
         self._end(plan.source_children, 0, task)
 
 

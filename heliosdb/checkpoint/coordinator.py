@@ -1,0 +1,302 @@
+"""The checkpoint coordinator: epochs, the commit order, restore.
+
+An epoch ``e`` commits in this order:
+
+1. **Barrier.** At a micro-batch boundary, once ``interval`` has passed and no checkpoint is in
+   flight, the source thread emits the rows it holds, records the source's position, and sends
+   ``Barrier(e)`` downstream.  Epoch ids are a monotonic counter (last committed + 1), never
+   derived from the clock.
+2. **Snapshot.** Each stage, when the barrier has arrived on all of its inputs (aligned: inputs
+   that delivered it wait), calls ``snapshot()`` on its stateful operators (a copy of their
+   state, taken on the processing thread; this is the only pause) and forwards the barrier.
+   Sinks close the epoch's files, which stay under hidden names.
+3. **Write.** The coordinator's writer thread writes every snapshot table as Parquet
+   (``compression``) under ``{storage}/{job}/chk-{e:010d}/{operator}/`` with unique names,
+   recording each file's size and CRC-32.
+4. **Manifest.** When every stage has acknowledged ``e`` and its files are written,
+   ``_manifest.json`` is written last (files with size and checksum, source position,
+   watermarks and timers, operator meta, state schemas, format version).  This is the commit
+   point; before it, a crash restores epoch ``e - 1``.
+5. **Publish.** Sinks publish the epoch's files under their final, deterministic names
+   (idempotent: a restore redoes it for the restored epoch).
+6. **Retain.** Checkpoints older than the ``retain`` newest are deleted, unless a retained
+   manifest references their files.
+
+Restore takes the newest checkpoint whose manifest parses and whose files all verify (falling
+back to older ones, counted and logged); if checkpoints exist but none verifies, it refuses to
+start rather than silently start from empty state.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pyarrow as pa
+
+from ..config import CheckpointConfig, to_nanos
+from ..errors import CheckpointError
+from ..operators.base import Operator, Snapshot
+from .storage import FORMAT_VERSION, Lease, Store, failpoint, manifest_files
+
+log = logging.getLogger("heliosdb.checkpoint")
+
+
+def logical_name(op_name: str) -> str:
+    """``window-2#1`` (subtask 1) -> ``window-2``: state is keyed by the logical operator."""
+    return re.sub(r"#\d+$", "", op_name)
+
+
+@dataclass
+class _Epoch:
+    epoch: int
+    started: float
+    position: Any
+    acks: int = 0
+    operators: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    sinks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    pause_s: float = 0.0
+    failed: Optional[BaseException] = None
+
+
+class Coordinator:
+    """Runs the steps above for one job; see the module docstring for the order."""
+
+    def __init__(self, config: CheckpointConfig, job: str, stats) -> None:
+        self.config = config
+        self.store = Store(config.storage, job, config.storage_options)
+        self.lease = Lease(self.store, to_nanos(config.lease_timeout, "lease_timeout") / 1e9)
+        self.stats = stats
+        self.job = job
+        self.interval_s = config.interval_ns / 1e9
+        self.timeout_s = to_nanos(config.timeout, "timeout") / 1e9
+        self.epoch = 0                       # last committed
+        self.stages = 0                      # acks expected per epoch
+        self.sink_ops: Dict[str, Operator] = {}
+        self._inflight: Optional[_Epoch] = None
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: "queue.Queue" = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, daemon=True, name=f"{job}:checkpoint")
+        self._closed = False
+
+    # -- restore (before the job's threads start) ---------------------------------------------------
+    def restore(self, state_ops: List[Tuple[Operator, Optional[Callable]]], source, sinks: List[Operator]) -> Optional[int]:
+        """Acquire the lease, load the newest valid checkpoint into ``state_ops`` (each with
+        its row selector for parallel subtasks), seek ``source``, let ``sinks`` publish the
+        restored epoch and drop what later epochs left.  Returns the restored epoch or None."""
+        self.lease.acquire()
+        self.sink_ops = {op.name: op for op in sinks if hasattr(op, "commit")}
+        epochs = self.store.epochs()
+        chosen: Optional[Dict[str, Any]] = None
+        for e in reversed(epochs):
+            try:
+                m = self.store.read_manifest(e)
+                self.store.verify(m)
+            except CheckpointError as exc:
+                self.stats.fallbacks = getattr(self.stats, "fallbacks", 0) + 1
+                log.warning("job %r: checkpoint %d is unusable (%s); falling back to the previous one",
+                            self.job, e, exc, extra={"job": self.job, "epoch": e})
+                continue
+            chosen = m
+            break
+        if epochs and chosen is None:
+            self.lease.release()
+            raise CheckpointError(
+                f"job {self.job!r}: none of the {len(epochs)} checkpoints under {self.store.dir!r} is "
+                "intact (see the warnings above); refusing to start from empty state. Delete the "
+                "directory to start the job over"
+            )
+        restored = 0
+        if chosen is not None:
+            restored = chosen["epoch"]
+            self._load(chosen, state_ops)
+            source.seek(chosen["source"])
+            for name, op in self.sink_ops.items():
+                op.recover(chosen.get("sinks", {}).get(name, {}), restored)
+            self.stats.restores = getattr(self.stats, "restores", 0) + 1
+            self.stats.restored(restored, self.store.dir)
+        else:
+            for op in self.sink_ops.values():
+                op.recover({}, 0)
+        for e in epochs:
+            if e > restored:
+                self.store.delete(e)          # incomplete or corrupt: their epochs run again
+        self.epoch = restored
+        self._writer.start()
+        return restored or None
+
+    def _load(self, manifest: Dict[str, Any], state_ops) -> None:
+        by_logical: Dict[str, List[Dict[str, Any]]] = {}
+        for name, entry in manifest.get("operators", {}).items():
+            by_logical.setdefault(entry["logical"], []).append(entry)
+        for op, select in state_ops:
+            entries = by_logical.get(logical_name(op.name), [])
+            tables: Dict[str, List[pa.Table]] = {}
+            for entry in entries:
+                for tname, files in entry.get("files", {}).items():
+                    for f in files:
+                        tables.setdefault(tname, []).append(self.store.read_table(f))
+            merged = {k: pa.concat_tables(v) for k, v in tables.items()}
+            metas = [e.get("meta", {}) for e in entries]
+            first = re.search(r"#\d+$", op.name) is None or op.name.endswith("#0")
+            op.restore(merged, metas, select, first)
+
+    # -- epochs ------------------------------------------------------------------------------------
+    def due(self) -> bool:
+        """Whether the source should start a checkpoint now."""
+        with self._lock:
+            if self._inflight is not None:
+                self._check_timeout()
+                return False
+            return time.monotonic() - self._last >= self.interval_s
+
+    def begin(self, position: Any, wait: bool = False) -> Optional[int]:
+        """Start the next epoch (``wait``: after the one in flight); returns its id."""
+        with self._lock:
+            while wait and self._inflight is not None and not self._closed:
+                self._idle.wait(0.05)
+                self._check_timeout()
+            if self._inflight is not None or self._closed:
+                return None
+            e = self.epoch + 1
+            self._inflight = _Epoch(e, time.monotonic(), position)
+            return e
+
+    def ack(self, stage: str, epoch: int, snapshots: List[Tuple[Operator, Snapshot]], pause_s: float) -> None:
+        """A stage took its snapshots for ``epoch`` (called on the stage's thread)."""
+        self._queue.put((stage, epoch, snapshots, pause_s))
+
+    def _check_timeout(self) -> None:
+        cur = self._inflight
+        if cur is not None and time.monotonic() - cur.started > self.timeout_s and cur.failed is None:
+            cur.failed = CheckpointError(f"checkpoint {cur.epoch} took longer than {self.timeout_s:g} s")
+            self._fail(cur)
+
+    def _fail(self, cur: _Epoch) -> None:
+        self.stats.failed(cur.epoch, cur.failed)
+        self._inflight = None
+        self._last = time.monotonic()
+        self._idle.notify_all()
+        try:
+            self.store.delete(cur.epoch)
+        except Exception:  # noqa: BLE001 - best effort; restore ignores directories without manifest
+            log.exception("job %r: could not delete the failed checkpoint %d", self.job, cur.epoch)
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            stage, epoch, snapshots, pause_s = item
+            with self._lock:
+                cur = self._inflight
+            if cur is None or cur.epoch != epoch or cur.failed is not None:
+                continue                      # an abandoned (timed out) epoch
+            try:
+                self._write_stage(cur, snapshots)
+            except Exception as exc:  # noqa: BLE001 - the job goes on; the next epoch retries
+                with self._lock:
+                    cur.failed = exc
+                    self._fail(cur)
+                continue
+            cur.pause_s = max(cur.pause_s, pause_s)
+            cur.acks += 1
+            if cur.acks == self.stages:
+                self._commit(cur)
+
+    def _write_stage(self, cur: _Epoch, snapshots: List[Tuple[Operator, Snapshot]]) -> None:
+        comp = self.config.compression
+        for op, snap in snapshots:
+            if op.name in self.sink_ops:
+                cur.sinks[op.name] = snap.meta
+                continue
+            files: Dict[str, List[Dict[str, Any]]] = {}
+            logical = logical_name(op.name)
+            for tname, table in snap.tables.items():
+                entry = self.store.write_table(cur.epoch, logical, op.name, tname.replace(".", "_"), table, comp)
+                files.setdefault(tname, []).append(entry)
+            cur.operators[op.name] = {"logical": logical, "kind": op.kind, "files": files, "meta": snap.meta}
+
+    def _commit(self, cur: _Epoch) -> None:
+        failpoint("before-manifest")
+        if not self.lease.held():
+            cur.failed = CheckpointError(
+                f"job {self.job!r} lost its lease (another process took over the job directory); "
+                f"checkpoint {cur.epoch} not committed")
+            with self._lock:
+                self._fail(cur)
+            return
+        size = sum(f["size"] for f in manifest_files({"operators": cur.operators}))
+        manifest = {
+            "format_version": FORMAT_VERSION, "job": self.job, "epoch": cur.epoch,
+            "lease_generation": self.lease.generation, "created_unix_s": time.time(),
+            "source": cur.position, "operators": cur.operators, "sinks": cur.sinks,
+            "size_bytes": size,
+        }
+        try:
+            self.store.write_manifest(cur.epoch, manifest)
+        except Exception as exc:  # noqa: BLE001
+            cur.failed = exc
+            with self._lock:
+                self._fail(cur)
+            return
+        failpoint("after-manifest")
+        for name, meta in cur.sinks.items():
+            self.sink_ops[name].commit(meta)
+        duration = time.monotonic() - cur.started
+        self.stats.last_size_bytes = size
+        self.stats.last_pause_s = cur.pause_s
+        self.stats.completed(cur.epoch, duration, size)
+        with self._lock:
+            self.epoch = cur.epoch
+            self._inflight = None
+            self._last = time.monotonic()
+            self._idle.notify_all()
+        self._retain()
+
+    def _retain(self) -> None:
+        epochs = self.store.epochs()
+        committed = []
+        for e in reversed(epochs):
+            if e > self.epoch:
+                continue
+            committed.append(e)
+        keep = committed[: self.config.retain]
+        referenced = set()
+        for e in keep:
+            try:
+                referenced |= {f["path"] for f in manifest_files(self.store.read_manifest(e))}
+            except CheckpointError:
+                pass
+        for e in epochs:
+            if e in keep or e > self.epoch:
+                continue
+            try:
+                m = self.store.read_manifest(e)
+                if {f["path"] for f in manifest_files(m)} & referenced:
+                    continue
+            except CheckpointError:
+                pass
+            self.store.delete(e)
+
+    # -- end ---------------------------------------------------------------------------------------
+    def close(self, failed: bool = False) -> None:
+        """Wait for the epoch in flight (unless the job failed), stop the writer, free the lease."""
+        if not failed:
+            with self._lock:
+                deadline = time.monotonic() + self.timeout_s
+                while self._inflight is not None and time.monotonic() < deadline:
+                    self._idle.wait(0.05)
+                    self._check_timeout()
+        with self._lock:
+            self._closed = True
+        self._queue.put(None)
+        if self._writer.is_alive():
+            self._writer.join(timeout=self.timeout_s)
+        self.lease.release()
