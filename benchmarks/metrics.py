@@ -1,0 +1,149 @@
+"""What metrics cost: W1 throughput with metrics on vs off; records benchmarks/RESULTS.md.
+
+    python -m benchmarks.metrics            # N = 20M, 11 interleaved rounds
+    python -m benchmarks.metrics --quick    # N = 2M, 5 rounds (a smoke test of the script)
+
+- **off**: ``HELIOSDB_METRICS=0`` (no per-batch operator timing: no operator latency, busy time
+  or batch sizes) and no metrics server: only the counts a JobResult needs.
+- **on**: everything: per-batch operator timing, task busy/blocked/idle accounting, the
+  Prometheus server of ``MetricsConfig(port=0)``, and a scraper fetching ``/metrics`` every
+  ``--scrape-interval`` seconds (1 s by default, 15x Prometheus's default rate) during the run.
+
+Each round runs both, in alternating order, so drift in the machine's speed hits them alike;
+the result is the ratio of median throughputs (and the median of the per-round ratios).  Every
+output is validated against the numpy reference first.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable, Dict, List
+from urllib.request import urlopen
+
+from . import w1data
+from .results import write_section
+
+
+def run_w1(table, metrics_on: bool, scrape_interval: float) -> tuple:
+    """One W1 run; (seconds, output table, scrapes made)."""
+    import heliosdb as hdb
+
+    if metrics_on:
+        os.environ.pop("HELIOSDB_METRICS", None)
+        config = hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=0))
+    else:
+        os.environ["HELIOSDB_METRICS"] = "0"
+        config = hdb.StreamingConfig()
+    env = hdb.StreamEnvironment(config)
+    stop = threading.Event()
+    scrapes = [0]
+    scraper = None
+    if metrics_on:
+        url = env.metrics_url
+
+        def scrape() -> None:
+            while not stop.wait(scrape_interval):
+                with urlopen(url) as resp:
+                    resp.read()
+                scrapes[0] += 1
+
+        scraper = threading.Thread(target=scrape, daemon=True)
+    stream = w1data.w1_pipeline(env.from_arrow(table))
+    try:
+        t0 = time.perf_counter()
+        if scraper is not None:
+            scraper.start()
+        out = stream.collect()
+        dt = time.perf_counter() - t0
+    finally:
+        stop.set()
+        if scraper is not None:
+            scraper.join()
+        env.close()
+        os.environ.pop("HELIOSDB_METRICS", None)
+    return dt, out, scrapes[0]
+
+
+def measure(table, n: int, rounds: int, scrape_interval: float, ref) -> Dict[str, object]:
+    runs: Dict[str, Callable[[], tuple]] = {
+        "off": lambda: run_w1(table, False, scrape_interval),
+        "on": lambda: run_w1(table, True, scrape_interval),
+    }
+    for fn in runs.values():                      # warm-up, and validate both
+        w1data.validate(fn()[1], ref)
+    times: Dict[str, List[float]] = {k: [] for k in runs}
+    scrapes = 0
+    for r in range(rounds):
+        order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
+        for k in order:
+            dt, _, s = runs[k]()
+            times[k].append(dt)
+            scrapes += s
+        print(f"  round {r + 1:2d}: off {n / times['off'][-1] / 1e6:6.2f} M/s   on {n / times['on'][-1] / 1e6:6.2f} M/s")
+    off = n / statistics.median(times["off"])
+    on = n / statistics.median(times["on"])
+    paired = statistics.median(o / f for o, f in zip(times["off"], times["on"]))   # on/off throughput
+    return {"off": off, "on": on, "ratio": on / off, "paired": paired, "times": times,
+            "scrapes": scrapes}
+
+
+def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], quick: bool) -> None:
+    cmd = "python -m benchmarks.metrics" + (" --quick" if quick else "")
+    times = res["times"]
+    lines = [
+        "## Metrics on vs off (issue #6) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "",
+        f"Command: `flock /tmp/bench.lock {cmd}`. Machine: {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}. W1, N = {n:,} "
+        f"from the in-memory Arrow table; {rounds} rounds, each running both in alternating order, after "
+        "one warm-up run of each; outputs validated against the numpy reference.",
+        "",
+        "- off: `HELIOSDB_METRICS=0` (no per-batch operator timing), no metrics server.",
+        "- on: per-batch operator timing and histograms, task busy/blocked/idle accounting, the "
+        f"Prometheus server of `MetricsConfig(port=0)`, and `/metrics` scraped every {scrape_interval:g} s "
+        f"during each run ({res['scrapes']} scrapes in all).",
+        "",
+        "| metrics | events/s (median) |",
+        "|---|---:|",
+        f"| off | {res['off'] / 1e6:.2f} M |",
+        f"| on | {res['on'] / 1e6:.2f} M |",
+        "",
+        f"**on / off = {res['ratio']:.3f}** (ratio of medians); median of the per-round ratios "
+        f"{res['paired']:.3f}. Target: at least 0.97.",
+        "",
+        "Per-round seconds, off: " + ", ".join(f"{t:.3f}" for t in times["off"]) + "; on: "
+        + ", ".join(f"{t:.3f}" for t in times["on"]) + ".",
+        "",
+    ]
+    write_section("metrics", "\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N = 2M and 5 rounds (smoke test)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 11; 5 with --quick)")
+    ap.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between scrapes (default 1)")
+    ap.add_argument("--no-record", action="store_true", help="do not rewrite benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    n = 2_000_000 if args.quick else 20_000_000
+    rounds = args.rounds or (5 if args.quick else 11)
+    print(f"W1 metrics on vs off: N = {n:,}, {rounds} interleaved rounds")
+    table = w1data.make_table(n)
+    ref = w1data.reference(table)
+    res = measure(table, n, rounds, args.scrape_interval, ref)
+    print(f"off {res['off'] / 1e6:.2f} M events/s, on {res['on'] / 1e6:.2f} M events/s: on/off = "
+          f"{res['ratio']:.3f} (median of per-round ratios {res['paired']:.3f}; {res['scrapes']} scrapes)")
+    if not args.no_record:
+        record(n, rounds, args.scrape_interval, res, args.quick)
+        print("recorded in benchmarks/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Metrics: the exported names, one registry per environment, the HTTP server, histograms,
+backpressure flags, checkpoint counters, and what the hot path records."""
+from __future__ import annotations
+
+import re
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.request import urlopen
+
+import numpy as np
+import pytest
+
+import heliosdb as hdb
+from heliosdb import col
+from heliosdb.errors import ConfigError
+from heliosdb.metrics import (METRICS, JobMetrics, LatencyHistogram, MetricsCollector, MetricsServer,
+                              PowerHistogram)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _scrape(url: str) -> str:
+    with urlopen(url) as resp:
+        return resp.read().decode()
+
+
+def _value(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if all(got.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in the exposition")
+
+
+def _window_job(env: hdb.StreamEnvironment, count: int = 20_000) -> None:
+    (env.generate(count=count).filter(col("value") > 0.2)
+        .key_by("key").window(hdb.TumblingWindow.of(timedelta(seconds=1)), time="ts")
+        .aggregate(n=hdb.count()).name("per-key").sink(hdb.sinks.memory()))
+
+
+def test_the_user_guides_metric_names_are_defined():
+    for name in ("streaming_events_processed_total", "streaming_latency_ms", "streaming_state_size_bytes",
+                 "streaming_backpressure", "streaming_checkpoint_duration_seconds",
+                 "streaming_checkpoint_failures_total", "streaming_operator_latency_ms"):
+        assert name in METRICS
+
+
+def test_every_metric_has_job_and_a_help_text():
+    for name, (typ, labels, doc) in METRICS.items():
+        assert labels[0] == "job" and doc and typ in ("counter", "gauge", "histogram", "info"), name
+        assert name.endswith("_total") == (typ == "counter"), name
+
+
+def test_readme_lists_every_metric():
+    text = README.read_text()
+    missing = [n for n in METRICS if f"`{n}`" not in text]
+    assert not missing, f"README's metric table lacks {missing}"
+
+
+def test_a_finished_job_exposes_its_counts_labelled_by_job_and_operator():
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000, parallelism=1,
+                                                    metrics=hdb.MetricsConfig(port=0)))
+    try:
+        _window_job(env)
+        result = env.execute(name="counted")
+        text = _scrape(env.metrics_url)
+    finally:
+        env.close()
+    assert _value(text, "streaming_events_processed_total", job="counted", operator="generate-1") == 20_000
+    ops = result.metrics["operators"]
+    for op, m in ops.items():
+        assert _value(text, "streaming_operator_events_in_total", job="counted", operator=op) == m["rows_in"]
+        assert _value(text, "streaming_operator_events_out_total", job="counted", operator=op) == m["rows_out"]
+    # One latency observation per event the sink's stage (here: window + sink) took in.
+    assert _value(text, "streaming_latency_ms_count", job="counted") == ops["per-key"]["rows_in"]
+    assert _value(text, "streaming_operator_batch_size_rows_count", job="counted", operator="per-key") \
+        == ops["per-key"]["batches"]
+    assert _value(text, "streaming_job_running", job="counted") == 0
+    assert _value(text, "streaming_checkpoint_failures_total", job="counted") == 0
+
+
+def test_two_environments_in_one_process_do_not_collide():
+    envs = [hdb.StreamEnvironment(hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=0))) for _ in range(2)]
+    try:
+        for i, env in enumerate(envs):
+            env.generate(count=1000 * (i + 1)).sink(hdb.sinks.memory())
+            env.execute(name="same-name")                   # the same job name in both
+        texts = [_scrape(env.metrics_url) for env in envs]
+        assert envs[0].metrics_url != envs[1].metrics_url
+        for i, text in enumerate(texts):
+            assert _value(text, "streaming_events_processed_total", job="same-name") == 1000 * (i + 1)
+    finally:
+        for env in envs:
+            env.close()
+
+
+def test_jobs_of_one_environment_are_told_apart_by_their_job_label():
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=0)))
+    try:
+        env.generate(count=500).sink(hdb.sinks.memory())
+        env.execute(name="first")
+        env.execute(name="second")
+        env.execute(name="second")                           # a rerun replaces the earlier run
+        text = _scrape(env.metrics_url)
+    finally:
+        env.close()
+    assert _value(text, "streaming_events_processed_total", job="first") == 500
+    assert _value(text, "streaming_events_processed_total", job="second") == 500
+    assert text.count('streaming_events_processed_total{job="second"') == 1
+
+
+def test_a_taken_port_is_a_clear_config_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        env = hdb.StreamEnvironment(hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=port)))
+        with pytest.raises(ConfigError, match=f"port={port}.*port=0 for any free one"):
+            env.metrics_url
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"port": -1}, "TCP port"), ({"port": True}, "TCP port"), ({"host": ""}, "address"),
+    ({"window": 0}, "positive"),
+])
+def test_metrics_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        hdb.MetricsConfig(**kwargs)
+
+
+def test_streaming_config_takes_only_a_metrics_config():
+    with pytest.raises(ConfigError, match="MetricsConfig"):
+        hdb.StreamingConfig(metrics=9464)
+
+
+def test_close_stops_serving():
+    server = MetricsServer(port=0)
+    url = server.url
+    assert "streaming" in _scrape(url) or True
+    server.close()
+    server.close()                                           # idempotent
+    with pytest.raises(OSError):
+        _scrape(url)
+
+
+def test_latency_histogram_buckets_match_a_sorted_search():
+    h = LatencyHistogram(locked=False)
+    rng = np.random.default_rng(7)
+    values = (10 ** rng.uniform(2, 12.5, 5_000)).astype(np.int64)      # 100 ns .. ~3000 s
+    for v in values:
+        h.add(int(v))
+    expected = np.bincount(np.searchsorted(h.edges, values, side="right"), minlength=len(h.counts))
+    # The log-based index may differ from searchsorted only for a value within float error of an edge.
+    assert np.abs(np.asarray(h.counts) - expected).sum() <= 2
+    assert h.total == len(values) and h.sum_ns == int(values.sum())
+
+
+def test_histogram_export_is_cumulative_and_ends_with_the_total():
+    h = LatencyHistogram()
+    for ms in (0.5, 2, 2, 40, 300_000):
+        h.add(int(ms * 1e6))
+    bounds, total, s = h.buckets(1e6)
+    counts = [c for _, c in bounds]
+    assert counts == sorted(counts) and total == 5 and counts[-1] == 4       # 300 s is past 100 s
+    assert s == pytest.approx(0.5 + 2 + 2 + 40 + 300_000)
+    p = PowerHistogram()
+    for n in (1, 3, 4, 5, 65_536):
+        p.add(n)
+    b, total, s = p.buckets()
+    assert dict(b)[4.0] == 3 and dict(b)[65536.0] == 5 and total == 5 and s == 65_549
+
+
+def test_checkpoint_counters_are_exported_as_the_coordinator_updates_them():
+    registry_text = []
+    jm = JobMetrics("ckpt")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    MetricsCollector(registry).add(jm)
+    jm.checkpoints.completed(epoch=1, duration_s=2.5, size_bytes=1000)
+    jm.checkpoints.completed(epoch=2, duration_s=400.0)
+    jm.checkpoints.failed(epoch=3, error=OSError("bucket gone"))
+    registry_text.append(generate_latest(registry).decode())
+    text = registry_text[0]
+    assert _value(text, "streaming_checkpoints_total", job="ckpt") == 2
+    assert _value(text, "streaming_checkpoint_failures_total", job="ckpt") == 1
+    assert _value(text, "streaming_checkpoint_duration_seconds_count", job="ckpt") == 2
+    assert _value(text, "streaming_checkpoint_duration_seconds_bucket", job="ckpt", le="316.228") == 1
+    assert _value(text, "streaming_checkpoint_duration_seconds_bucket", job="ckpt", le="1000") == 2
+
+
+def test_backpressure_is_flagged_while_a_slow_step_blocks_the_source():
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000, metrics=hdb.MetricsConfig(port=0, window=1)))
+
+    def slow(batch):
+        time.sleep(0.003)
+        return batch
+
+    env.generate().map_batches(slow).name("slow-step").sink(hdb.sinks.callback(lambda b: None))
+    handle = env.execute_async(name="bp")
+    try:
+        time.sleep(0.5)
+        text = _scrape(env.metrics_url)
+        snap = handle.metrics()
+    finally:
+        handle.stop()
+        handle.wait()
+        env.close()
+    assert _value(text, "streaming_backpressure", job="bp") == 1
+    assert snap["streaming_backpressure"] == 1
+    assert _value(text, "streaming_operator_backpressure", job="bp", operator="slow-step") < 0.1
+    assert _value(text, "streaming_task_blocked_seconds_total", job="bp", task="generate-1") > 0.2
+    assert _value(text, "streaming_channel_fill_ratio", job="bp", operator="slow-step") > 0
+    assert _value(text, "streaming_operator_latency_ms_bucket", job="bp", operator="slow-step", le="1.77828") == 0
+    assert snap["tasks"]["generate-1"]["blocked"] > 0.5
+
+
+def test_a_paced_job_is_not_flagged():
+    env = hdb.StreamEnvironment()
+    env.generate(rate=2000).sink(hdb.sinks.callback(lambda b: None))
+    handle = env.execute_async(name="calm")
+    try:
+        time.sleep(0.4)
+        snap = handle.metrics()
+    finally:
+        handle.stop()
+        handle.wait()
+    assert snap["streaming_backpressure"] == 0
+    assert snap["tasks"]["generate-1"]["idle"] > 0.5
+
+
+def test_with_operator_metrics_off_counts_remain(monkeypatch):
+    monkeypatch.setenv("HELIOSDB_METRICS", "0")
+    env = hdb.StreamEnvironment()
+    env.generate(count=5000).filter(col("value") > 0.5).sink(hdb.sinks.memory())
+    m = env.execute(name="untimed").metrics
+    assert m["streaming_events_processed_total"] == 5000
+    ops = m["operators"]
+    assert all(o["busy_s"] == 0 for o in ops.values())
+    assert sum(o["rows_in"] for o in ops.values() if o["kind"].endswith("sink")) == m["events_out"] > 0
