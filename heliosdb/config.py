@@ -32,6 +32,16 @@ DEFAULT_METRICS_WINDOW = timedelta(seconds=10)
 #: explain()'s state estimate assumes this many payload bytes per value of a string or binary
 #: column (its schema does not say); fixed-width columns use their exact width.
 DEFAULT_VARIABLE_WIDTH_BYTES = 16
+#: Kafka (connectors/kafka.py): where clients connect when no bootstrap_servers= is given
+#: ($HELIOSDB_KAFKA_BOOTSTRAP first; the test services set it), how long a source waits for the
+#: cluster at start, the rows a source buffers per partition before pausing it, and the exactly-
+#: once sink's commit interval (until checkpoints drive commits) and transaction timeout floor.
+ENV_KAFKA_BOOTSTRAP = "HELIOSDB_KAFKA_BOOTSTRAP"
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_KAFKA_STARTUP_TIMEOUT = timedelta(seconds=30)
+DEFAULT_KAFKA_PARTITION_BUFFER_ROWS = 262_144
+DEFAULT_KAFKA_COMMIT_INTERVAL = timedelta(seconds=10)
+DEFAULT_KAFKA_TRANSACTION_TIMEOUT = timedelta(seconds=60)
 
 #: Where generated kernels and Numba's on-disk cache live.
 ENV_CACHE_DIR = "HELIOSDB_CACHE_DIR"
@@ -93,26 +103,45 @@ def _positive_int(value: object, what: str) -> None:
 
 @dataclass(frozen=True)
 class StateBackend:
-    """Where keyed state lives.
+    """Where keyed state lives: ``memory()`` (columnar accumulator arrays) or ``rocksdb()``.
 
     Examples
     --------
     >>> StateBackend.memory(max_size_bytes=2**30).kind
     'memory'
+    >>> StateBackend.rocksdb(path="/tmp/helios-rocks").kind
+    'rocksdb'
     """
 
     kind: str = "memory"
     max_size_bytes: int = DEFAULT_MEMORY_STATE_BYTES
+    path: Optional[str] = None
+    block_cache_size: int = 256 * 2**20
+    write_buffer_size: int = 64 * 2**20
 
     def __post_init__(self) -> None:
-        if self.kind != "memory":
-            raise ConfigError(f"state backend {self.kind!r} is not available; use StateBackend.memory()")
-        _positive_int(self.max_size_bytes, "StateBackend.memory(max_size_bytes=)")
+        if self.kind not in ("memory", "rocksdb"):
+            raise ConfigError(f"state backend {self.kind!r} is not available; use StateBackend.memory() or .rocksdb()")
+        _positive_int(self.max_size_bytes, f"StateBackend.{self.kind}(max_size_bytes=)")
+        if self.kind == "rocksdb":
+            if not isinstance(self.path, str) or not self.path:
+                raise ConfigError("StateBackend.rocksdb(path=) needs a local directory for the working state")
+            _positive_int(self.block_cache_size, "StateBackend.rocksdb(block_cache_size=)")
+            _positive_int(self.write_buffer_size, "StateBackend.rocksdb(write_buffer_size=)")
 
     @classmethod
     def memory(cls, max_size_bytes: int = DEFAULT_MEMORY_STATE_BYTES) -> "StateBackend":
         """Keyed state in columnar in-memory accumulator arrays, bounded by ``max_size_bytes``."""
         return cls("memory", max_size_bytes)
+
+    @classmethod
+    def rocksdb(cls, path: str, block_cache_size: int = 256 * 2**20, write_buffer_size: int = 64 * 2**20,
+                max_size_bytes: int = DEFAULT_MEMORY_STATE_BYTES) -> "StateBackend":
+        """Accumulators in RocksDB (through ``rocksdict``) under ``path``, so keyed state can
+        outgrow memory: only the key index stays in memory (bounded by ``max_size_bytes``).
+        The database is working state, recreated at every start; checkpoints are the same
+        Parquet files as with ``memory()``, so state moves freely between backends."""
+        return cls("rocksdb", max_size_bytes, path, block_cache_size, write_buffer_size)
 
 
 @dataclass(frozen=True)

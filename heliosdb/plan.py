@@ -107,17 +107,17 @@ def _window_time(n: Node, wm_time: Optional[str]) -> Optional[str]:
     return n.params["time"] or wm_time
 
 
-def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: int):
+def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: int, backend=None):
     return window_operator(n.name, schema, n.params["keys"], n.params["spec"],
                            _window_time(n, wm_time), n.params["aggs"], max_bytes,
-                           n.params.get("lateness", 0))
+                           n.params.get("lateness", 0), backend)
 
 
-def _keyed_op(n: Node, schema: pa.Schema, max_bytes: int, state) -> KeyedAggregate:
+def _keyed_op(n: Node, schema: pa.Schema, max_bytes: int, state, backend=None) -> KeyedAggregate:
     ttl, every = n.params.get("ttl") or (None, None)
     if ttl is None and state is not None:
         ttl, every = state.ttl_ns, state.cleanup_interval_ns
-    return KeyedAggregate(n.name, schema, n.params["keys"], n.params["aggs"], max_bytes, ttl, every)
+    return KeyedAggregate(n.name, schema, n.params["keys"], n.params["aggs"], max_bytes, ttl, every, backend)
 
 
 def _required(n: Node, wm_time: Optional[str]) -> Optional[Set[str]]:
@@ -455,10 +455,13 @@ class _Builder:
         return merge, out_schema, subtasks
 
     def _keyed_operator(self, node: Node, schema: pa.Schema, wm_time: Optional[str]):
-        max_bytes = self.config.state_backend.max_size_bytes
+        backend = self.config.state_backend
+        max_bytes = backend.max_size_bytes
+        if self.explain:
+            backend = None           # explain() opens no database
         if node.kind == "window":
-            return _window_op(node, schema, wm_time, max_bytes)
-        return _keyed_op(node, schema, max_bytes, self.config.state)
+            return _window_op(node, schema, wm_time, max_bytes, backend)
+        return _keyed_op(node, schema, max_bytes, self.config.state, backend)
 
     def _describe(self) -> List[str]:
         """One entry per stage: its threads and parallelism, what it feeds, its operators (the

@@ -109,9 +109,11 @@ class _Sketch:
 class AccPlan:
     """What each group holds for a list of aggregates over a schema (built once per operator)."""
 
-    def __init__(self, schema: pa.Schema, aggs: List[Tuple[str, AggSpec]], step: str):
+    def __init__(self, schema: pa.Schema, aggs: List[Tuple[str, AggSpec]], step: str, backend=None):
         self.aggs = aggs
         self.step = step
+        self.backend = backend            # a config.StateBackend; None: memory
+        self._db = None
         self.count_rows = False
         self.stats: Dict[str, str] = {}          # column -> "float" | "int" | "count"
         self.var: List[str] = []
@@ -146,6 +148,26 @@ class AccPlan:
         self.columns = sorted({a.column for _, a in aggs if a.column})
         self.index = {c: schema.get_field_index(c) for c in self.columns}
         self.needs_seq = bool(self.first or self.last)
+
+    def new_state(self, capacity: int = 1024, rows: bool = False):
+        """Long-lived group state on this operator's backend (a Partial, or a RocksPartial)."""
+        if self.backend is None or self.backend.kind == "memory":
+            return Partial(self, capacity, rows)
+        from ..state.rocksdb import RocksDB, RocksPartial
+
+        if self._db is None:
+            b = self.backend
+            self._db = RocksDB(b.path, self.step, b.block_cache_size, b.write_buffer_size)
+        return RocksPartial(self, self._db, rows)
+
+    def disk_bytes(self) -> int:
+        return 0 if self._db is None else self._db.size_bytes()
+
+    def close_state(self) -> None:
+        """Delete the backend's working files (RocksDB): the job is over."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def prepare(self, batch: pa.RecordBatch, seqs: Optional[np.ndarray]) -> "Prepared":
         """Turn a batch's aggregate inputs into numpy arrays, once per batch."""
@@ -344,6 +366,8 @@ class Partial:
     def merge(self, src: "Partial", src_ids: np.ndarray, dst_ids: np.ndarray) -> None:
         """Combine group ``src_ids[i]`` of ``src`` into group ``dst_ids[i]`` (``ensure`` done)."""
         s, d = np.ascontiguousarray(src_ids, np.int64), np.ascontiguousarray(dst_ids, np.int64)
+        if not isinstance(src, Partial):
+            src, s = src.load(s), np.arange(len(s), dtype=np.int64)   # another backend's state
         if self.counts is not None:
             _accum.merge_add_i64(s, d, src.counts, self.counts)
         for c, a in self.stats.items():
@@ -382,6 +406,8 @@ class Partial:
     def merge_aligned(self, src: "Partial") -> None:
         """Combine ``src``'s group ``g`` into group ``g`` for every group of ``src`` (both index
         the same key table); vectorised for count/sum/min/max.  ``ensure`` done."""
+        if not isinstance(src, Partial):
+            src = src.materialize()                 # another backend's state, loaded
         m = src.n
         if not m:
             return
@@ -500,6 +526,8 @@ def partial_to_arrow(part: Partial, ids: np.ndarray) -> Tuple[Dict[str, pa.Array
     snapshot restores into any operator instance, backend or parallelism.
     """
     ids = np.asarray(ids, np.int64)
+    if not isinstance(part, Partial):
+        part, ids = part.load(ids), np.arange(len(ids), dtype=np.int64)
     cols: Dict[str, pa.Array] = {}
     if part.counts is not None:
         cols["rows"] = pa.array(part.counts[ids])

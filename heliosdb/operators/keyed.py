@@ -38,11 +38,12 @@ class KeyedAggregate(Operator):
     stateful = True
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: List[Tuple[str, AggSpec]],
-                 max_state_bytes: int, ttl_ns: Optional[int] = None, cleanup_interval_ns: Optional[int] = None):
+                 max_state_bytes: int, ttl_ns: Optional[int] = None, cleanup_interval_ns: Optional[int] = None,
+                 backend=None):
         self.name = name
         self.encoder = KeyEncoder(schema, keys, name)
         self.aggs = aggs
-        self.acc = AccPlan(schema, aggs, name)
+        self.acc = AccPlan(schema, aggs, name, backend)
         self.output_schema = pa.schema([schema.field(k) for k in keys] + self.acc.output_fields)
         self.max_state_bytes = max_state_bytes
         self.ttl = ttl_ns
@@ -50,7 +51,7 @@ class KeyedAggregate(Operator):
         self.width = self.encoder.width
         self.nulls = False
         self.table = _hashagg.GroupTable(self.width, 1024)
-        self.partial = Partial(self.acc, 1024)
+        self.partial = self.acc.new_state(1024)
         self.touched = np.zeros(1024, np.int64)          # key id -> last update (processing ns)
         self.seq = 0
         self.evicted_keys = 0
@@ -114,6 +115,13 @@ class KeyedAggregate(Operator):
         self.evicted_keys += gone
         log.info("step %r: evicted %d keys untouched for %.3gs", self.name, gone, self.ttl / 1e9,
                  extra={"operator": self.name})
+
+    def close(self) -> List[Item]:
+        self.acc.close_state()
+        return []
+
+    def abort(self) -> None:
+        self.acc.close_state()
 
     def on_tick(self, now: int) -> List[Item]:
         self._maybe_evict(_clock())

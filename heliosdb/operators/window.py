@@ -67,7 +67,8 @@ class _KeyedBase(Operator):
     stateful = True
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], time: Optional[str],
-                 aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int):
+                 aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int,
+                 backend=None):
         self.name = name
         self.input_schema = schema
         self.time = time                      # None: processing time (arrival at this operator)
@@ -77,7 +78,7 @@ class _KeyedBase(Operator):
             self.time_is_ts = pat.is_timestamp(schema.field(time).type)
         self.encoder = KeyEncoder(schema, keys, name)
         self.aggs = aggs
-        self.acc = AccPlan(schema, aggs, name)
+        self.acc = AccPlan(schema, aggs, name, backend)
         self.max_state_bytes = max_state_bytes
         self.lateness = allowed_lateness_ns
         fields = [pa.field("window_start", WINDOW_TYPE, nullable=False),
@@ -152,6 +153,13 @@ class _KeyedBase(Operator):
     def _state_summary(self) -> str:
         return ""
 
+    def close(self) -> List[Item]:
+        self.acc.close_state()
+        return []
+
+    def abort(self) -> None:
+        self.acc.close_state()
+
     # -- snapshots -------------------------------------------------------------------------------
     def _meta(self) -> dict:
         return {"watermark": self.watermark, "seq": self.seq, "late_events": self.late_events,
@@ -186,7 +194,7 @@ class _Pane:
 
     def __init__(self, width: int, plan: AccPlan, capacity: int):
         self.table = _hashagg.GroupTable(width, capacity)
-        self.partial = Partial(plan, capacity)
+        self.partial = plan.new_state(capacity)
 
     def add(self, cols: List[np.ndarray], p: Prepared, gids: np.ndarray) -> None:
         self.table.insert(cols, gids)
@@ -201,8 +209,9 @@ class WindowAggregate(_KeyedBase):
     """``key_by(...).window(TumblingWindow | SlidingWindow, time=...).aggregate(...)``."""
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, time: Optional[str],
-                 aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int = 0):
-        super().__init__(name, schema, keys, time, aggs, max_state_bytes, allowed_lateness_ns)
+                 aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int = 0,
+                 backend=None):
+        super().__init__(name, schema, keys, time, aggs, max_state_bytes, allowed_lateness_ns, backend)
         self.window = window
         if isinstance(window, TumblingWindow):
             self.size_ns = self.slide_ns = self.pane_ns = window.size_ns
@@ -350,6 +359,8 @@ class WindowAggregate(_KeyedBase):
 
     def _drop(self, pane: _Pane) -> None:
         self._capacity_hint = max(1024, pane.table.n_groups)
+        if hasattr(pane.partial, "drop"):
+            pane.partial.drop()
 
     def _window(self, s: int) -> Optional[Tuple[np.ndarray, Partial]]:
         """(key tuples, accumulators) of the window starting at ``s``: its panes merged."""
@@ -398,9 +409,6 @@ class WindowAggregate(_KeyedBase):
         lookup.insert([np.ascontiguousarray(keys[:, j]) for j in range(width)], tmp)
         ids = np.flatnonzero(tmp < known)
         return keys[ids], ids
-
-    def close(self) -> List[Item]:
-        return []
 
     # -- snapshots -------------------------------------------------------------------------------
     def _pane_groups(self, pane) -> Tuple[np.ndarray, np.ndarray, Partial]:
@@ -469,7 +477,7 @@ class SlidingWindowAggregate(WindowAggregate):
         self.table.insert(cols, self._gids[:n])
 
     def _new_pane(self, width: int) -> Partial:
-        return Partial(self.acc, max(self.table.n_groups, 1024), rows=True)
+        return self.acc.new_state(max(self.table.n_groups, 1024), rows=True)
 
     def _add(self, pane: Partial, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> np.ndarray:
         gids = self._gids[b0:b1]
@@ -508,6 +516,8 @@ class SlidingWindowAggregate(WindowAggregate):
     def _drop(self, pane: Partial) -> None:
         # Keys no open pane holds any more are dropped from the table now and then.
         n = self.table.n_groups
+        if hasattr(pane, "drop"):
+            pane.drop()
         if n < 4096 or not self.panes:
             return
         live = np.zeros(n, bool)
@@ -547,13 +557,13 @@ class SessionAggregate(_KeyedBase):
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], window: SessionWindow,
                  time: Optional[str], aggs: List[Tuple[str, AggSpec]], max_state_bytes: int,
-                 allowed_lateness_ns: int = 0):
-        super().__init__(name, schema, keys, time, aggs, max_state_bytes, allowed_lateness_ns)
+                 allowed_lateness_ns: int = 0, backend=None):
+        super().__init__(name, schema, keys, time, aggs, max_state_bytes, allowed_lateness_ns, backend)
         self.window = window
         self.gap = window.gap_ns
         self.keys = _hashagg.GroupTable(self.width, 1024)    # key tuple -> key id
         self.sessions = _accum.SessionSet(self.gap)
-        self.partial = Partial(self.acc, 1024)                # indexed by session id
+        self.partial = self.acc.new_state(1024)               # indexed by session id
         self.emitted = np.zeros(1024, np.uint8)               # session id -> result sent
         self.dead = 0
 
@@ -760,11 +770,11 @@ class SessionAggregate(_KeyedBase):
 
 def window_operator(name: str, schema: pa.Schema, keys: List[str], window, time: Optional[str],
                     aggs: List[Tuple[str, AggSpec]], max_state_bytes: int,
-                    allowed_lateness_ns: int = 0) -> _KeyedBase:
-    """The operator for a window spec."""
+                    allowed_lateness_ns: int = 0, backend=None) -> _KeyedBase:
+    """The operator for a window spec (state on ``backend``, a config.StateBackend)."""
     cls = (SessionAggregate if isinstance(window, SessionWindow)
            else SlidingWindowAggregate if isinstance(window, SlidingWindow) else WindowAggregate)
-    return cls(name, schema, keys, window, time, aggs, max_state_bytes, allowed_lateness_ns)
+    return cls(name, schema, keys, window, time, aggs, max_state_bytes, allowed_lateness_ns, backend)
 
 
 class WatermarkAssigner(Operator):

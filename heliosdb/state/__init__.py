@@ -1,0 +1,1 @@
+"""State backends: memory (``operators.accumulators.Partial``) and RocksDB (``rocksdb``)."""

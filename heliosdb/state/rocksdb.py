@@ -1,0 +1,187 @@
+"""RocksDB state backend: accumulators of every group live in RocksDB (``rocksdict``).
+
+``RocksPartial`` has the operations of :class:`heliosdb.operators.accumulators.Partial`
+(``ensure``, ``update``, ``merge``, ``take``, ``results``), so every operator runs unchanged on
+either backend.  Each call loads the rows of the groups it touches into a small in-memory
+``Partial`` (one multi-get), applies the operation there with the same compiled kernels, and
+writes the rows back in one write batch.  A row is the group's accumulator fields packed as one
+fixed-width record; the key is the partial's 8-byte prefix plus the group id (big-endian).
+Only the key index (group table) stays in memory.
+
+The database is working state, recreated on every start: durability comes from checkpoints,
+which hold the same Parquet tables as the memory backend's.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import uuid
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..operators.accumulators import AccPlan, Partial
+
+
+def _fields(part: Partial) -> List[Tuple[str, np.ndarray]]:
+    """(name, array) of every fixed-width accumulator array of a partial, in a fixed order."""
+    out = []
+    if part.counts is not None:
+        out.append(("rows", part.counts))
+    for c, d in part.stats.items():
+        out += [(f"{c}.{k}", a) for k, a in d.items() if a is not None]
+    for group, tag in ((part.var, "var"), (part.first, "first"), (part.last, "last")):
+        for c, d in group.items():
+            out += [(f"{c}.{tag}.{k}", a) for k, a in d.items()]
+    return out
+
+
+class RocksDB:
+    """One RocksDB database per operator instance, deleted when the operator is done."""
+
+    _ids = itertools.count()
+
+    def __init__(self, root: str, step: str, block_cache_size: int, write_buffer_size: int):
+        from rocksdict import BlockBasedOptions, Cache, Options, Rdict
+
+        self.path = os.path.join(root, f"{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.makedirs(self.path, exist_ok=True)
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.set_write_buffer_size(write_buffer_size)
+        table = BlockBasedOptions()
+        table.set_block_cache(Cache(block_cache_size))
+        opts.set_block_based_table_factory(table)
+        self.db = Rdict(self.path, opts)
+
+    def prefix(self) -> bytes:
+        return next(self._ids).to_bytes(8, "big")
+
+    def size_bytes(self) -> int:
+        try:
+            return int(self.db.property_int_value("rocksdb.estimate-live-data-size") or 0) + \
+                int(self.db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+        except Exception:  # noqa: BLE001 - a size estimate only
+            return 0
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class RocksPartial:
+    """Accumulators of groups 0..n-1 stored in RocksDB; see the module docstring."""
+
+    def __init__(self, plan: AccPlan, store: RocksDB, rows: bool = False):
+        if plan.distinct or plan.sketch:
+            raise ConfigError(
+                f"step {plan.step!r}: count_distinct() and quantile() keep a value set per group, "
+                "which the RocksDB backend does not store yet; use StateBackend.memory() for them"
+            )
+        self.plan = plan
+        self.store = store
+        self.rows = rows or plan.count_rows
+        self.key = store.prefix()
+        self.n = 0
+        template = Partial(plan, 16, self.rows)
+        self._names = [n for n, _ in _fields(template)]
+        self.dtype = np.dtype([(n, a.dtype) for n, a in _fields(template)])
+        self.counts = None if not self.rows else _LazyCounts(self)
+
+    # -- rows <-> bytes ----------------------------------------------------------------------------
+    def _keys(self, ids: np.ndarray) -> List[bytes]:
+        raw = np.ascontiguousarray(ids, dtype=">i8").tobytes()
+        k = self.key
+        return [k + raw[i: i + 8] for i in range(0, len(raw), 8)]
+
+    def load(self, ids: np.ndarray) -> Partial:
+        """Groups ``ids`` as an in-memory Partial (row i = group ids[i]); absent ones are empty."""
+        m = len(ids)
+        part = Partial(self.plan, max(m, 16), self.rows)
+        part.ensure(m)
+        if not m:
+            return part
+        values = self.store.db.get(self._keys(ids))
+        present = [i for i, v in enumerate(values) if v is not None]
+        if present:
+            rec = np.frombuffer(b"".join(values[i] for i in present), dtype=self.dtype)
+            idx = np.asarray(present, np.int64)
+            for name, arr in _fields(part):
+                arr[idx] = rec[name]
+        return part
+
+    def _store(self, part: Partial, ids: np.ndarray) -> None:
+        from rocksdict import WriteBatch
+
+        m = len(ids)
+        if not m:
+            return
+        rec = np.empty(m, self.dtype)
+        for name, arr in _fields(part):
+            rec[name] = arr[:m]
+        raw = rec.tobytes()
+        size = self.dtype.itemsize
+        wb = WriteBatch(raw_mode=True)
+        for key, i in zip(self._keys(ids), range(0, len(raw), size)):
+            wb.put(key, raw[i: i + size])
+        self.store.db.write(wb)
+
+    # -- the Partial operations ----------------------------------------------------------------------
+    def ensure(self, n: int) -> None:
+        self.n = max(self.n, n)
+
+    def update(self, gids: np.ndarray, p) -> None:
+        u, inv = np.unique(gids, return_inverse=True)
+        part = self.load(u)
+        part.update(np.ascontiguousarray(inv, np.int64), p)
+        self._store(part, u)
+
+    def merge(self, src, src_ids: np.ndarray, dst_ids: np.ndarray) -> None:
+        src_ids = np.asarray(src_ids, np.int64)
+        if isinstance(src, RocksPartial):
+            src, src_ids = src.load(src_ids), np.arange(len(src_ids), dtype=np.int64)
+        u, inv = np.unique(np.asarray(dst_ids, np.int64), return_inverse=True)
+        part = self.load(u)
+        part.merge(src, src_ids, np.ascontiguousarray(inv, np.int64))
+        self._store(part, u)
+
+    def merge_aligned(self, src) -> None:
+        ids = np.arange(src.n, dtype=np.int64)
+        self.merge(src, ids, ids)
+
+    def materialize(self) -> Partial:
+        return self.load(np.arange(self.n, dtype=np.int64))
+
+    def results(self, ids: Optional[np.ndarray] = None):
+        ids = np.arange(self.n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+        return self.load(ids).results()
+
+    def take(self, ids: np.ndarray) -> "RocksPartial":
+        out = RocksPartial(self.plan, self.store, self.rows)
+        out.ensure(len(ids))
+        out._store(self.load(np.asarray(ids, np.int64)), np.arange(len(ids), dtype=np.int64))
+        self.drop()
+        return out
+
+    def drop(self) -> None:
+        """Delete every row of this partial."""
+        start = self.key
+        end = (int.from_bytes(self.key, "big") + 1).to_bytes(8, "big")
+        self.store.db.delete_range(start, end)
+
+    def nbytes(self) -> int:
+        return 0          # on disk; the operator reports the database's size separately
+
+
+class _LazyCounts:
+    """``part.counts[...]`` of a RocksPartial: the row counts, loaded when read."""
+
+    def __init__(self, part: RocksPartial):
+        self.part = part
+
+    def __getitem__(self, idx):
+        return self.part.materialize().counts[: self.part.n][idx]
