@@ -609,7 +609,7 @@ class JobHandle:
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=100))
         >>> def slow(batch):
-        ...     time.sleep(0.002)
+        ...     time.sleep(0.005)
         ...     return batch
         >>> _ = env.generate().map_batches(slow).name("slow-step").sink(hdb.sinks.memory())
         >>> handle = env.execute_async(name="doc-diagnose")

@@ -40,7 +40,7 @@ def _run_and_diagnose(build, name: str, parallelism: int = 1, warm_s: float = 0.
 
 def _slow_middle(env):
     (env.generate().filter(col("value") > 0.2).name("keep")
-        .map_batches(_slow(0.002)).name("slow-step")
+        .map_batches(_slow(0.005)).name("slow-step")
         .key_by("key").window(hdb.TumblingWindow.of(timedelta(seconds=1)), time="ts")
         .aggregate(n=hdb.count()).name("per-key")
         .sink(hdb.sinks.callback(lambda b: None)))
@@ -71,7 +71,7 @@ def test_diagnose_reports_fractions_and_remedies_for_the_bottleneck():
 def test_a_slow_sink_in_the_same_task_as_a_fast_kernel_is_named():
     def build(env):
         (env.generate().filter(col("value") > 0.2).name("keep")
-            .sink(hdb.sinks.callback(_slow(0.002))))
+            .sink(hdb.sinks.callback(_slow(0.005))))
     d = _run_and_diagnose(build, "slow-sink")
     assert d.bottleneck == "sink-callback-3"
     assert any("sink is the bottleneck" in r for f in d.findings for r in f.remedies)

@@ -24,7 +24,7 @@ def _job(name: str, rate=None, slow: float = 0.0):
 
 
 def test_a_reading_shows_throughput_latency_and_the_bottleneck():
-    handle = _job("reading", slow=0.002)
+    handle = _job("reading", slow=0.005)
     try:
         time.sleep(0.6)
         r = read(handle)
