@@ -26,17 +26,17 @@ def test_prometheus_scrapes_a_running_job_and_answers_rate_and_latency_queries(p
     undo = prometheus.scrape(urlparse(env.metrics_url).netloc)
     try:
         # The generator is paced at RATE events/s: Prometheus must see that rate.
-        prometheus.wait_for(f'sum(rate(streaming_events_processed_total{{job="{job}"}}[5s]))',
+        prometheus.wait_for(f'sum(rate(streaming_events_processed_total{{job="{job}"}}[3s]))',
                             accept=lambda v: 0.8 * RATE < v < 1.2 * RATE)
         p99 = prometheus.wait_for(
-            f'histogram_quantile(0.99, sum by (le) (rate(streaming_latency_ms_bucket{{job="{job}"}}[5s])))')
+            f'histogram_quantile(0.99, sum by (le) (rate(streaming_latency_ms_bucket{{job="{job}"}}[3s])))')
         assert 0 < float(p99[0]["value"][1]) < 10_000
         # Every dashboard panel and alert rule is valid PromQL over the job's real series.
         for expr in dashboard_exprs():
             prometheus.query(instantiate(expr, job))
         for expr in alert_exprs():
             prometheus.query(expr)
-        busy = prometheus.wait_for(f'sum by (task) (rate(streaming_task_busy_seconds_total{{job="{job}"}}[5s]))')
+        busy = prometheus.wait_for(f'sum by (task) (rate(streaming_task_busy_seconds_total{{job="{job}"}}[3s]))')
         assert {r["metric"]["task"] for r in busy} >= {"per-key"}
     finally:
         undo()

@@ -12,7 +12,7 @@ from heliosdb.cli import main
 
 def test_diagnose_reports_on_a_running_demo(tmp_path, capsys):
     demo = subprocess.Popen(
-        [sys.executable, "-m", "heliosdb.cli", "demo", "--duration", "3", "--rate", "50000",
+        [sys.executable, "-m", "heliosdb.cli", "demo", "--duration", "2", "--rate", "50000",
          "--users", "1000", "--output", str(tmp_path / "out"), "--metrics-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})

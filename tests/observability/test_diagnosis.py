@@ -26,7 +26,7 @@ def _slow(seconds: float):
 
 
 def _run_and_diagnose(build, name: str, parallelism: int = 1, warm_s: float = 0.2,
-                      interval_s: float = 0.4):
+                      interval_s: float = 0.3):
     env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000, parallelism=parallelism))
     build(env)
     handle = env.execute_async(name=name)
