@@ -46,6 +46,7 @@ OPERATOR_BATCH_ROWS = "streaming_operator_batch_size_rows"
 OPERATOR_BUSY_S = "streaming_operator_busy_seconds_total"
 OPERATOR_BACKPRESSURE = "streaming_operator_backpressure"
 LATE_EVENTS = "streaming_late_events_total"
+DEAD_LETTERS = "streaming_dead_letters_total"
 WATERMARK_LAG_S = "streaming_watermark_lag_seconds"
 OPEN_WINDOWS = "streaming_open_windows"
 STATE_LIMIT_BYTES = "streaming_state_size_limit_bytes"
@@ -76,6 +77,7 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     OPERATOR_BUSY_S: ("counter", _JO, "Seconds an operator spent working (its own time, without waits)."),
     OPERATOR_BACKPRESSURE: ("gauge", _JO, "Fraction of the trailing window the operator's task was blocked on a full output channel."),
     LATE_EVENTS: ("counter", _JO, "Events that arrived for a window already closed (dropped, or sent to late_output())."),
+    DEAD_LETTERS: ("counter", ("job", "operator", "reason"), "Source records that could not be decoded (sent to the dead-letter sink, skipped, or failing the job), by reason: malformed, wrong_type, missing_field, bad_magic, unknown_schema, oversized, empty."),
     WATERMARK_LAG_S: ("gauge", _JO, "Wall clock minus the operator's event-time watermark, in seconds."),
     OPEN_WINDOWS: ("gauge", _JO, "Windows a window operator holds open."),
     STATE_LIMIT_BYTES: ("gauge", _JO, "The state backend's bound on a stateful operator's state."),
@@ -254,6 +256,12 @@ class CheckpointStats:
         self.failures = 0
         self.epoch = 0
         self.duration = LatencyHistogram()
+        self.restores = 0               # checkpoints restored at start
+        self.fallbacks = 0              # unusable newest checkpoints skipped at restore
+        self.last_size_bytes = 0        # files of the last completed checkpoint
+        self.last_pause_s = 0.0         # longest snapshot pause of a stage in it
+        self.last_duration_s = 0.0
+        self.history: List[dict] = []    # per completed checkpoint: epoch, duration, pause, size
 
     def completed(self, epoch: int, duration_s: float, size_bytes: Optional[int] = None) -> None:
         self.count += 1
@@ -321,6 +329,7 @@ class JobMetrics:
     source: str = "source"
     window_ns: int = 10_000_000_000
     checkpoints: CheckpointStats = None  # type: ignore[assignment]
+    dead_letters: Dict[str, int] = field(default_factory=dict)   # reason -> records (a Kafka source's)
 
     def __post_init__(self) -> None:
         if self.checkpoints is None:
@@ -409,6 +418,7 @@ class JobMetrics:
             STATE_SIZE_BYTES: sum(op.state_size_bytes() for op in state_ops),
             "open_windows": sum(op.open_windows() for op in state_ops if hasattr(op, "open_windows")),
             LATE_EVENTS: sum(getattr(op, "late_events", 0) for op in state_ops),
+            DEAD_LETTERS: dict(self.dead_letters),
             BACKPRESSURE: int(any(f["blocked"] > BACKPRESSURE_THRESHOLD for f in frac.values())),
             "blocked_s": blocked,
             "tasks": frac,
@@ -462,6 +472,9 @@ def _families(jobs: List[JobMetrics]) -> Iterator[object]:
         f[CHECKPOINTS].add_metric([job], cp.count)
         f[JOB_RUNNING].add_metric([job], int(jm.running))
         f[JOB_UPTIME_S].add_metric([job], jm.elapsed())
+        from .formats import REASONS          # every reason from zero, so increase() sees the first
+        for reason in dict.fromkeys(REASONS + tuple(jm.dead_letters)):
+            f[DEAD_LETTERS].add_metric([job, jm.source, reason], jm.dead_letters.get(reason, 0))
         task_of = {}
         for name, ts in list(jm.tasks.items()):
             alive, busy, blocked, idle, _ = now.tasks.get(name, (0, 0, 0, 0, 0))

@@ -56,7 +56,7 @@ def read_state(url: str, operator: str, table: Optional[str] = None,
     for e in candidates:
         try:
             manifest = store.read_manifest(e)
-            store.verify(manifest)
+            data = store.verify(manifest)
             break
         except CheckpointError as exc:
             errors.append(str(exc))
@@ -75,7 +75,7 @@ def read_state(url: str, operator: str, table: Optional[str] = None,
             if table is not None:
                 raise CheckpointError(f"operator {operator!r} has no table {table!r}; it has {names}")
             continue
-        parts += [store.read_table(f) for f in e["files"][want]]
+        parts += [store.read_table(f, data.get(f["path"])) for f in e["files"][want]]
     if not parts:
         raise CheckpointError(f"operator {operator!r} holds no state in checkpoint {manifest['epoch']}")
     return pa.concat_tables(parts)

@@ -82,6 +82,7 @@ class Coordinator:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue: "queue.Queue" = queue.Queue()
+        self._prepare_ops: List[Operator] = []
         self._writer = threading.Thread(target=self._write_loop, daemon=True, name=f"{job}:checkpoint")
         self._closed = False
 
@@ -94,12 +95,13 @@ class Coordinator:
         self.sink_ops = {op.name: op for op in sinks if hasattr(op, "commit")}
         epochs = self.store.epochs()
         chosen: Optional[Dict[str, Any]] = None
+        data: Dict[str, bytes] = {}
         for e in reversed(epochs):
             try:
                 m = self.store.read_manifest(e)
-                self.store.verify(m)
+                data = self.store.verify(m)
             except CheckpointError as exc:
-                self.stats.fallbacks = getattr(self.stats, "fallbacks", 0) + 1
+                self.stats.fallbacks += 1
                 log.warning("job %r: checkpoint %d is unusable (%s); falling back to the previous one",
                             self.job, e, exc, extra={"job": self.job, "epoch": e})
                 continue
@@ -115,11 +117,12 @@ class Coordinator:
         restored = 0
         if chosen is not None:
             restored = chosen["epoch"]
-            self._load(chosen, state_ops)
+            self._load(chosen, state_ops, data)
+            del data
             source.seek(chosen["source"])
             for name, op in self.sink_ops.items():
                 op.recover(chosen.get("sinks", {}).get(name, {}), restored)
-            self.stats.restores = getattr(self.stats, "restores", 0) + 1
+            self.stats.restores += 1
             self.stats.restored(restored, self.store.dir)
         else:
             for op in self.sink_ops.values():
@@ -128,10 +131,11 @@ class Coordinator:
             if e > restored:
                 self.store.delete(e)          # incomplete or corrupt: their epochs run again
         self.epoch = restored
+        self._prepare_ops = [op for op, _ in state_ops if hasattr(op, "prepare_snapshot")]
         self._writer.start()
         return restored or None
 
-    def _load(self, manifest: Dict[str, Any], state_ops) -> None:
+    def _load(self, manifest: Dict[str, Any], state_ops, data: Dict[str, bytes]) -> None:
         by_logical: Dict[str, List[Dict[str, Any]]] = {}
         for name, entry in manifest.get("operators", {}).items():
             by_logical.setdefault(entry["logical"], []).append(entry)
@@ -141,7 +145,7 @@ class Coordinator:
             for entry in entries:
                 for tname, files in entry.get("files", {}).items():
                     for f in files:
-                        tables.setdefault(tname, []).append(self.store.read_table(f))
+                        tables.setdefault(tname, []).append(self.store.read_table(f, data.get(f["path"])))
             merged = {k: pa.concat_tables(v) for k, v in tables.items()}
             metas = [e.get("meta", {}) for e in entries]
             first = re.search(r"#\d+$", op.name) is None or op.name.endswith("#0")
@@ -189,8 +193,24 @@ class Coordinator:
             log.exception("job %r: could not delete the failed checkpoint %d", self.job, cur.epoch)
 
     def _write_loop(self) -> None:
+        prepared = False
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=min(0.5, self.interval_s / 4))
+            except queue.Empty:
+                # Halfway to the next checkpoint: let operators get their snapshot buffers
+                # ready on this thread, not on their own at the barrier.
+                with self._lock:
+                    soon = self._inflight is None and time.monotonic() - self._last >= self.interval_s / 2
+                if soon and not prepared:
+                    for op in self._prepare_ops:
+                        try:
+                            op.prepare_snapshot()
+                        except Exception:  # noqa: BLE001 - an optimisation only
+                            log.exception("job %r: preparing the snapshot of %r failed", self.job, op.name)
+                    prepared = True
+                continue
+            prepared = False
             if item is None:
                 return
             stage, epoch, snapshots, pause_s = item
@@ -218,7 +238,7 @@ class Coordinator:
                 continue
             files: Dict[str, List[Dict[str, Any]]] = {}
             logical = logical_name(op.name)
-            for tname, table in snap.tables.items():
+            for tname, table in snap.materialize().items():
                 entry = self.store.write_table(cur.epoch, logical, op.name, tname.replace(".", "_"), table, comp)
                 files.setdefault(tname, []).append(entry)
             cur.operators[op.name] = {"logical": logical, "kind": op.kind, "files": files, "meta": snap.meta}
@@ -252,6 +272,9 @@ class Coordinator:
         duration = time.monotonic() - cur.started
         self.stats.last_size_bytes = size
         self.stats.last_pause_s = cur.pause_s
+        self.stats.last_duration_s = duration
+        self.stats.history.append({"epoch": cur.epoch, "duration_s": duration, "pause_s": cur.pause_s,
+                                   "size_bytes": size})
         self.stats.completed(cur.epoch, duration, size)
         with self._lock:
             self.epoch = cur.epoch

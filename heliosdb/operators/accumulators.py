@@ -27,7 +27,13 @@ _I64_MIN = np.iinfo(np.int64).min
 
 
 def _grow(a: np.ndarray, capacity: int, fill) -> np.ndarray:
-    new = np.full(capacity, fill, a.dtype)
+    # Zero-filled arrays come from calloc: their pages are faulted in when first written, not
+    # here (page faults are the main cost of growing large state on this kind of machine).
+    if fill == 0:
+        new = np.zeros(capacity, a.dtype)
+    else:
+        new = np.empty(capacity, a.dtype)
+        new[len(a):] = fill
     new[: len(a)] = a
     return new
 
@@ -193,6 +199,22 @@ class AccPlan:
             p.sketch[(c, alpha)] = (sk.encode(v), ok.view(np.uint8) if not ok.all() else None)
         return p
 
+    def frozen(self) -> "AccPlan":
+        """A copy whose codecs decode with the values known now (for snapshots built on the
+        checkpoint writer's thread)."""
+        import copy
+
+        out = copy.copy(self)
+        for name in ("first", "last", "distinct"):
+            codecs = {}
+            for c, codec in getattr(self, name).items():
+                fc = copy.copy(codec)
+                if codec.encoder is not None:
+                    fc.encoder = codec.encoder.frozen()
+                codecs[c] = fc
+            setattr(out, name, codecs)
+        return out
+
     def codec_bytes(self) -> int:
         return sum(c.nbytes() for g in (self.first, self.last, self.distinct) for c in g.values())
 
@@ -264,6 +286,16 @@ class _Pairs:
 
     def nbytes(self) -> int:
         return self.table.nbytes + self.counts.nbytes
+
+
+class _FrozenPairs:
+    """A copy of a ``_Pairs``' contents, for a snapshot."""
+
+    def __init__(self, pairs: _Pairs):
+        self._items = pairs.items()
+
+    def items(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._items
 
 
 def _filter(gids: np.ndarray, codes: np.ndarray, ok: Optional[np.ndarray]):
@@ -429,6 +461,47 @@ class Partial:
             rest.counts, rest.stats = None, {}
             rest.merge(src, ids, ids)
 
+    def arrays(self) -> List[Tuple[str, np.ndarray]]:
+        """(name, array) of every per-group array, in a fixed order."""
+        out = []
+        if self.counts is not None:
+            out.append(("rows", self.counts))
+        for c, d in self.stats.items():
+            out += [(f"{c}.{k}", a) for k, a in d.items() if a is not None]
+        for group, tag in ((self.var, "var"), (self.first, "first"), (self.last, "last")):
+            for c, d in group.items():
+                out += [(f"{c}.{tag}.{k}", a) for k, a in d.items()]
+        for group, tag in ((self.distinct, "distinct"), (self.sketch, "sketch")):
+            for c, (_, per) in group.items():
+                out.append((f"{c}.{tag}", per))
+        return out
+
+    def copy_into(self, bufs: Dict[str, np.ndarray], n: int) -> "Partial":
+        """A frozen copy of groups 0..n-1 for a snapshot, written into ``bufs`` (reused from
+        one checkpoint to the next, so their pages are already mapped and the copy runs at
+        memory speed).  Value sets (distinct, sketch) are copied as their pairs."""
+        out = Partial.__new__(Partial)
+        out.__dict__.update(self.__dict__)
+        out.n = out.capacity = n
+        mine = dict(self.arrays())
+        copies = {}
+        for name, a in mine.items():
+            buf = bufs.get(name)
+            if buf is None or len(buf) < n or buf.dtype != a.dtype:
+                buf = bufs[name] = np.empty(max(n + n // 4, 16), a.dtype)
+            np.copyto(buf[:n], a[:n])
+            copies[name] = buf[:n]
+        if self.counts is not None:
+            out.counts = copies["rows"]
+        out.stats = {c: {k: (copies[f"{c}.{k}"] if a is not None else None) for k, a in d.items()}
+                     for c, d in self.stats.items()}
+        out.var = {c: {k: copies[f"{c}.var.{k}"] for k in d} for c, d in self.var.items()}
+        out.first = {c: {k: copies[f"{c}.first.{k}"] for k in d} for c, d in self.first.items()}
+        out.last = {c: {k: copies[f"{c}.last.{k}"] for k in d} for c, d in self.last.items()}
+        out.distinct = {c: (_FrozenPairs(pairs), copies[f"{c}.distinct"]) for c, (pairs, _) in self.distinct.items()}
+        out.sketch = {c: (_FrozenPairs(pairs), copies[f"{c}.sketch"]) for c, (pairs, _) in self.sketch.items()}
+        return out
+
     def take(self, ids: np.ndarray) -> "Partial":
         """A new partial holding groups ``ids`` as 0..len(ids)-1."""
         out = Partial(self.plan, len(ids), self.counts is not None)
@@ -528,21 +601,25 @@ def partial_to_arrow(part: Partial, ids: np.ndarray) -> Tuple[Dict[str, pa.Array
     ids = np.asarray(ids, np.int64)
     if not isinstance(part, Partial):
         part, ids = part.load(ids), np.arange(len(ids), dtype=np.int64)
+    if len(ids) == part.n and (not len(ids) or (ids[0] == 0 and ids[-1] == part.n - 1)):
+        pick = lambda a: a[: part.n]              # every group, in order: no gather  # noqa: E731
+    else:
+        pick = lambda a: a[ids]                   # noqa: E731
     cols: Dict[str, pa.Array] = {}
     if part.counts is not None:
-        cols["rows"] = pa.array(part.counts[ids])
+        cols["rows"] = pa.array(pick(part.counts))
     for c, d in part.stats.items():
         for k, a in d.items():
             if a is not None:
-                cols[f"{c}.{k}"] = pa.array(a[ids])
+                cols[f"{c}.{k}"] = pa.array(pick(a))
     for c, d in part.var.items():
         for k, a in d.items():
-            cols[f"{c}.var_{k}"] = pa.array(a[ids])
+            cols[f"{c}.var_{k}"] = pa.array(pick(a))
     for which, group, codecs in (("first", part.first, part.plan.first), ("last", part.last, part.plan.last)):
         for c, d in group.items():
-            seq = d["seq"][ids]
+            seq = pick(d["seq"])
             cols[f"{c}.{which}_seq"] = pa.array(seq)
-            cols[f"{c}.{which}"] = codecs[c].decode(np.ascontiguousarray(d["val"][ids]), seq >= 0)
+            cols[f"{c}.{which}"] = codecs[c].decode(np.ascontiguousarray(pick(d["val"])), seq >= 0)
     extra: Dict[str, pa.Table] = {}
     row_of = np.full(part.n, -1, np.int64)
     row_of[ids] = np.arange(len(ids), dtype=np.int64)

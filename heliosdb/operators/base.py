@@ -17,7 +17,7 @@ Operators in one stage call each other directly (no queue between them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import pyarrow as pa
 
@@ -65,6 +65,12 @@ class Snapshot:
 
     tables: Dict[str, pa.Table] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
+    #: Builds ``tables`` later, on the checkpoint writer's thread, from copies the snapshot
+    #: took: the processing thread only pays for the copy.
+    build: Optional[Callable[[], Dict[str, pa.Table]]] = None
+
+    def materialize(self) -> Dict[str, pa.Table]:
+        return self.build() if self.build is not None else self.tables
 
 
 Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput, Barrier]

@@ -57,6 +57,7 @@ class KeyedAggregate(Operator):
         self.evicted_keys = 0
         self._next_cleanup = _clock() + (self.cleanup_interval or 0)
         self._gids = np.empty(0, np.int64)
+        self._snap_bufs: Dict[str, np.ndarray] = {}     # snapshot copies, reused
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         n = batch.num_rows
@@ -83,13 +84,38 @@ class KeyedAggregate(Operator):
             seqs = np.arange(self.seq, self.seq + n, dtype=np.int64)
         self.seq += n
         self.partial.update(gids, self.acc.prepare(batch, seqs))
-        ids = np.unique(gids)
+        ids = self._touched_ids(gids)
         now = _clock()
         self.touched[ids] = now
         out = self._rows(ids)
         self._check_memory()
         self._maybe_evict(now)
         return [out]
+
+    def _touched_ids(self, gids: np.ndarray) -> np.ndarray:
+        """The distinct group ids of a batch, in order of first appearance (a small hash
+        table: cheaper than sorting, and independent of the total number of keys)."""
+        seen = _hashagg.GroupTable(1, max(1024, len(gids) // 4))
+        local = np.empty(len(gids), np.int64)
+        seen.insert([gids], local)
+        return np.ascontiguousarray(seen.keys_view()[: seen.n_groups, 0])
+
+    def prepare_snapshot(self) -> None:
+        """Called on the checkpoint writer's thread ahead of a barrier: size the snapshot
+        buffers for the current state and map their pages, so the copy at the barrier is a
+        plain memory copy (page faults are expensive on virtual machines)."""
+        n = self.table.n_groups
+        want = max(n + n // 4, 16)
+        wt = self.width + self.nulls
+        plan = [("__keys", want * wt, np.int64), ("__touched", want, np.int64)]
+        if isinstance(self.partial, Partial):
+            plan += [(name, want, a.dtype) for name, a in self.partial.arrays()]
+        for name, size, dtype in plan:
+            buf = self._snap_bufs.get(name)
+            if buf is None or len(buf) < min(size, n * (wt if name == "__keys" else 1)):
+                buf = np.empty(size, dtype)
+                buf[:: max(1, 4096 // buf.itemsize)] = 0        # touch every page
+                self._snap_bufs[name] = buf
 
     def _rows(self, ids: np.ndarray) -> pa.RecordBatch:
         keys = self.table.keys_view()[ids]
@@ -141,18 +167,42 @@ class KeyedAggregate(Operator):
                 + self.encoder.nbytes() + self.acc.codec_bytes())
 
     def snapshot(self) -> Snapshot:
-        """Every key: the key columns, ``touched`` (processing ns), accumulators."""
+        """Every key: the key columns, ``touched`` (processing ns), accumulators.
+
+        The processing thread copies the arrays into buffers kept from the last checkpoint
+        (their pages already mapped); decoding and Arrow conversion run on the writer thread.
+        """
         n = self.table.n_groups
-        ids = np.arange(n, dtype=np.int64)
-        keys = self.table.keys_view()[:n]
-        w = self.width
-        t = dict(zip(self.encoder.names, self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)))
-        t["touched"] = pa.array(self.touched[:n].copy())
-        cols, extra = partial_to_arrow(self.partial, ids)
-        t.update(cols)
-        tables = {"keys": pa.table(t)}
-        tables.update(extra)
-        return Snapshot(tables, {"seq": self.seq, "evicted_keys": self.evicted_keys})
+        bufs = self._snap_bufs
+        keys_now = self.table.keys_view()[:n]
+        wt = keys_now.shape[1] if n else self.width + self.nulls
+        kb = bufs.get("__keys")
+        if kb is None or len(kb) < n * wt:
+            kb = bufs["__keys"] = np.empty(max(n + n // 4, 16) * wt, np.int64)
+        keys = kb[: n * wt].reshape(n, wt)
+        np.copyto(keys, keys_now)
+        tb = bufs.get("__touched")
+        if tb is None or len(tb) < n:
+            tb = bufs["__touched"] = np.empty(max(n + n // 4, 16), np.int64)
+        touched = tb[:n]
+        np.copyto(touched, self.touched[:n])
+        if isinstance(self.partial, Partial):
+            part = self.partial.copy_into(bufs, n)
+        else:
+            part = self.partial.load(np.arange(n, dtype=np.int64))      # RocksDB: read = copy
+        part.plan = self.acc.frozen()
+        enc, w, nulls = self.encoder.frozen(), self.width, self.nulls
+
+        def build() -> Dict[str, pa.Table]:
+            t = dict(zip(enc.names, enc.decode(keys[:, :w], keys[:, w] if nulls else None)))
+            t["touched"] = pa.array(touched)
+            cols, extra = partial_to_arrow(part, np.arange(n, dtype=np.int64))
+            t.update(cols)
+            tables = {"keys": pa.table(t)}
+            tables.update(extra)
+            return tables
+
+        return Snapshot({}, {"seq": self.seq, "evicted_keys": self.evicted_keys}, build)
 
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
         if metas:
@@ -176,16 +226,23 @@ class KeyedAggregate(Operator):
             self.nulls = True
         if self.nulls:
             codes = codes + [nullword if nullword is not None else np.zeros(m, np.int64)]
+        fresh = self.table.n_groups == 0
+        if fresh:
+            self.table = _hashagg.GroupTable(len(codes), m + m // 2)     # sized once, no regrowth
         gids = np.empty(m, np.int64)
         self.table.insert(codes, gids)
         groups = self.table.n_groups
-        self.partial.ensure(groups)
         if len(self.touched) < groups:
             grown = np.zeros(max(groups, 2 * len(self.touched)), np.int64)
             grown[: len(self.touched)] = self.touched
             self.touched = grown
         self.touched[gids] = t.column("touched").to_numpy()
-        self.partial.merge(partial_from_arrow(self.acc, t, extra), np.arange(m, dtype=np.int64), gids)
+        restored = partial_from_arrow(self.acc, t, extra)
+        if fresh and groups == m and isinstance(self.partial, Partial):
+            self.partial = restored      # new keys got ids 0..m-1 in order: adopt the arrays as they are
+        else:
+            self.partial.ensure(groups)
+            self.partial.merge(restored, np.arange(m, dtype=np.int64), gids)
 
     def describe(self) -> str:
         keys = ", ".join(self.encoder.names)

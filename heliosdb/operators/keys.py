@@ -151,6 +151,17 @@ class KeyEncoder:
             cached = self._decoded[j] = cached.cast(pa.string())
         return cached
 
+    def frozen(self) -> "KeyEncoder":
+        """A copy that decodes with the strings known now, safe to use from another thread
+        while this one keeps encoding (a snapshot decodes its keys on the writer thread)."""
+        import copy
+
+        out = copy.copy(self)
+        out._decoded = [self._string_values(j) if k == "str" else None for j, k in enumerate(self.kinds)]
+        out._tables = [None] * len(self.kinds)
+        out._string_values = lambda j: out._decoded[j]      # type: ignore[method-assign]
+        return out
+
     def nbytes(self) -> int:
         """Bytes held by the string tables."""
         return sum(t.nbytes for t in self._tables if t is not None)

@@ -1,0 +1,178 @@
+"""Issue 4's targets: checkpoint duration, size and pause by state size; restart time; W1's
+throughput with checkpoints on.
+
+    python -m benchmarks.checkpoint            # 10^4, 10^6, 10^7 keys; W1 with N = 20M
+    python -m benchmarks.checkpoint --quick    # 10^4, 10^6 keys; W1 with N = 4M
+
+State: ``key_by("key").aggregate(count, sum, min, max, mean)`` over a table with one row per
+key (int64 keys, float values), so the state holds exactly K keys.  Once every key is in, the
+job keeps running (idle) while periodic checkpoints of the full state go to local disk (a
+temporary directory); the figures are over those.  Pause = time the processing thread spent
+taking the snapshot copy (the largest); duration = barrier to committed manifest (median).  Restart = ``execute()`` of the same job again (with 64K more rows) until
+its first batch reaches the sink: planning, verifying and reading the checkpoint, rebuilding
+the state, seeking the source.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Dict, List
+
+import numpy as np
+import pyarrow as pa
+
+from . import w1data
+from .results import write_section
+from .w1 import interleaved
+
+
+def _table(k: int, extra: int = 0) -> pa.Table:
+    n = k + extra
+    key = np.arange(n, dtype=np.int64) % k
+    return pa.table({"key": key, "value": np.random.default_rng(7).random(n)})
+
+
+class _ThenIdle:
+    """An Arrow replay source that, once the table is out, idles until the job is stopped."""
+
+    def __new__(cls, table: pa.Table):
+        from heliosdb.connectors.sources import ArrowSource
+
+        class Idle(ArrowSource):
+            def poll(self, timeout_s: float):
+                out = super().poll(timeout_s)
+                if out is None:
+                    time.sleep(min(timeout_s, 0.05))
+                    return []
+                return out
+
+            def project(self, columns):
+                return self
+
+        return Idle(table)
+
+
+def _job(env, table: pa.Table, sink, idle: bool = False):
+    import heliosdb as hdb
+
+    src = env._source(_ThenIdle(table), "arrow") if idle else env.from_arrow(table)
+    (src.key_by("key")
+     .aggregate(count=hdb.count(), sum=hdb.sum("value"), min=hdb.min("value"),
+                max=hdb.max("value"), mean=hdb.mean("value"))
+     .name("agg").sink(sink))
+
+
+def state_checkpoint(k: int, interval_s: float) -> Dict[str, float]:
+    import heliosdb as hdb
+
+    root = tempfile.mkdtemp(prefix="helios-ckpt-bench-")
+    try:
+        cfg = hdb.StreamingConfig(parallelism=1, checkpoint=hdb.CheckpointConfig(
+            interval=timedelta(seconds=interval_s), storage=root))
+        env = hdb.StreamEnvironment(cfg)
+        # The keys arrive, then the source idles (ticks only) while periodic checkpoints of
+        # the full state are taken; the job ends after ``3 * interval`` of idling.
+        table = _table(k)
+        _job(env, table, hdb.sinks.callback(lambda b: None), idle=True)
+        handle = env.execute_async(name="ckpt")
+        hist = handle._job.metrics.checkpoints.history
+        while handle._job.metrics.events_in < k:
+            time.sleep(0.05)
+        full_from = len(hist) + 1                     # checkpoints after all keys are in
+        while len(hist) < full_from + 2:
+            time.sleep(0.05)
+        handle.stop(drain=True)
+        handle.wait()
+        full = hist[full_from:]
+        out = {"keys": k, "duration_s": statistics.median(h["duration_s"] for h in full),
+               "pause_s": max(h["pause_s"] for h in full), "size_mb": full[-1]["size_bytes"] / 2**20,
+               "n": len(full)}
+        # Restart: the same job with more input; time to the first batch at the sink.
+        first: List[float] = []
+        env2 = hdb.StreamEnvironment(cfg)
+        t0 = time.perf_counter()
+        _job(env2, _table(k, 65_536), hdb.sinks.callback(lambda b: first.append(time.perf_counter()) if not first else None))
+        env2.execute(name="ckpt")
+        out["restart_s"] = first[0] - t0 if first else float("nan")
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def w1_with_checkpoints(n: int, runs: int) -> Dict[str, float]:
+    import heliosdb as hdb
+
+    table = w1data.make_table(n)
+    ref = w1data.reference(table)
+    root = tempfile.mkdtemp(prefix="helios-ckpt-w1-")
+    counter = [0]
+
+    def with_ckpt():
+        counter[0] += 1
+        cfg = dict(checkpoint=hdb.CheckpointConfig(interval=timedelta(seconds=10),
+                                                   storage=os.path.join(root, str(counter[0]))))
+        return w1data.heliosdb_w1(table, **cfg)
+
+    try:
+        w1data.validate(with_ckpt(), ref)
+        times = interleaved({"off": lambda: w1data.heliosdb_w1(table), "on": with_ckpt}, runs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {k: n / statistics.median(v) for k, v in times.items()} | {"runs": {k: v for k, v in times.items()}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args(argv)
+    sizes = [10_000, 1_000_000] if args.quick else [10_000, 1_000_000, 10_000_000]
+    rows = []
+    for k in sizes:
+        r = state_checkpoint(k, interval_s=2.0 if k >= 10_000_000 else 1.0)
+        rows.append(r)
+        print(f"  {k:>11,} keys: checkpoint {r['duration_s']:.2f} s, pause {r['pause_s'] * 1e3:.0f} ms, "
+              f"{r['size_mb']:.1f} MiB, restart to first batch {r['restart_s']:.2f} s")
+    n = 4_000_000 if args.quick else 20_000_000
+    runs = 3 if args.quick else 5
+    w = w1_with_checkpoints(n, runs)
+    print(f"  W1 checkpoints off {w['off'] / 1e6:.2f} M/s, every 10 s {w['on'] / 1e6:.2f} M/s = {w['on'] / w['off']:.2f}x")
+    if not args.no_record:
+        record(rows, w, n, runs, args.quick)
+    return 0
+
+
+def record(rows, w, n, runs, quick: bool) -> None:
+    lines = [
+        "## Checkpoints (issue #4) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "",
+        f"Command: `python -m benchmarks.checkpoint{' --quick' if quick else ''}`. Machine: {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}. Keyed state of K keys (running count/sum/min/max/mean, int64 "
+        "keys) checkpointed to local disk as zstd Parquet at the end of the input; restart = execute() "
+        "of the same job until its first batch reaches the sink.",
+        "",
+        "| keys | checkpoint duration | pause of processing | checkpoint size | restart to first batch |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['keys']:,} | {r['duration_s']:.2f} s | {r['pause_s'] * 1e3:.0f} ms | "
+                     f"{r['size_mb']:.1f} MiB | {r['restart_s']:.2f} s |")
+    lines += [
+        "",
+        f"- Targets for 10^7 keys: checkpoint < 5 s, pause < 300 ms, restart < 5 s.",
+        f"- W1 (N = {n:,}, medians of {runs} round-robin runs) with checkpoints every 10 s to local disk: "
+        f"{w['on'] / 1e6:.2f} M events/s vs {w['off'] / 1e6:.2f} M without = {w['on'] / w['off']:.2f}x (target >= 0.9).",
+        "",
+    ]
+    write_section("checkpoint", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
