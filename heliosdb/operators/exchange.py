@@ -47,6 +47,16 @@ class HashPartitioner:
             self._fold(batch.column(i), h)
         return (h % np.uint64(self.n)).astype(np.int64)
 
+    def assign(self, batch: pa.RecordBatch) -> Tuple[np.ndarray, np.ndarray]:
+        """(partition of every row as uint8/int64, rows per partition): the producer's share of
+        the exchange; each subtask then picks its rows itself (``Partitioned.resolve``), so
+        the gather runs in parallel on the subtasks' threads, not on the producer's."""
+        h = np.zeros(batch.num_rows, np.uint64)
+        for i in self.idx:
+            self._fold(batch.column(i), h)
+        parts = (h % np.uint64(self.n)).astype(np.uint8 if self.n < 256 else np.int64)
+        return parts, np.bincount(parts, minlength=self.n)
+
     def split(self, batch: pa.RecordBatch) -> List[Tuple[int, pa.RecordBatch]]:
         """(partition, rows of that partition) for every non-empty partition, rows in order."""
         h = np.zeros(batch.num_rows, np.uint64)
@@ -60,3 +70,16 @@ class HashPartitioner:
             if b > a:
                 out.append((p, taken.slice(a, b - a)))
         return out
+
+
+class Partitioned:
+    """A batch on its way to subtask ``index`` of a hash exchange, with every row's partition:
+    the subtask's thread takes its rows out (in order) with ``resolve()``."""
+
+    __slots__ = ("batch", "parts", "index")
+
+    def __init__(self, batch: pa.RecordBatch, parts: np.ndarray, index: int):
+        self.batch, self.parts, self.index = batch, parts, index
+
+    def resolve(self) -> pa.RecordBatch:
+        return self.batch.filter(pa.array(self.parts == self.index))

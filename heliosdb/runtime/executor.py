@@ -27,6 +27,7 @@ from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics, TaskStats
 from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, SideOutput, Tick,
                               Watermark)
+from ..operators.exchange import Partitioned
 from .channel import END, Channel, ChannelClosed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -350,8 +351,10 @@ class Job:
                 for c in (side or {}).get(it.tag, ()):
                     self.inputs[c].put(it.batch, it.num_rows, ingest_ns, origin, task)
             elif partitioner is not None:
-                for part, piece in partitioner.split(it):
-                    self.inputs[children[part]].put(piece, piece.num_rows, ingest_ns, origin, task)
+                parts, counts = partitioner.assign(it)
+                for p, rows in enumerate(counts.tolist()):
+                    if rows:
+                        self.inputs[children[p]].put(Partitioned(it, parts, p), rows, ingest_ns, origin, task)
             else:
                 for c in children:
                     self.inputs[c].put(it, it.num_rows, ingest_ns, origin, task)
@@ -395,6 +398,8 @@ class Job:
         pending_barrier: Optional[Barrier] = None
         while True:
             item, rows, ingest, origin = replay.popleft() if replay else inbox.get(task)
+            if type(item) is Partitioned:
+                item = item.resolve()             # this subtask's rows of an exchanged batch
             if item is END:
                 open_inputs -= 1
                 ended.add(origin)
