@@ -39,6 +39,10 @@ CHECKPOINT_FAILURES = "streaming_checkpoint_failures_total"
 OPERATOR_LATENCY_MS = "streaming_operator_latency_ms"
 # Ours.
 CHECKPOINTS = "streaming_checkpoints_total"
+CHECKPOINT_SIZE = "streaming_checkpoint_size_bytes"
+CHECKPOINT_PAUSE_S = "streaming_checkpoint_pause_seconds"
+CHECKPOINT_RESTORES = "streaming_checkpoint_restores_total"
+CHECKPOINT_FALLBACKS = "streaming_checkpoint_fallbacks_total"
 OPERATOR_EVENTS_IN = "streaming_operator_events_in_total"
 OPERATOR_EVENTS_OUT = "streaming_operator_events_out_total"
 OPERATOR_BATCHES = "streaming_operator_batches_total"
@@ -69,6 +73,10 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     CHECKPOINT_DURATION_S: ("histogram", _J, "Duration of completed checkpoints, in seconds."),
     CHECKPOINT_FAILURES: ("counter", _J, "Checkpoints that failed."),
     CHECKPOINTS: ("counter", _J, "Checkpoints completed."),
+    CHECKPOINT_SIZE: ("gauge", _J, "Bytes of files written by the last completed checkpoint."),
+    CHECKPOINT_PAUSE_S: ("gauge", _J, "Longest time a stage spent copying its state at the last checkpoint's barrier."),
+    CHECKPOINT_RESTORES: ("counter", _J, "Checkpoints restored when the job started."),
+    CHECKPOINT_FALLBACKS: ("counter", _J, "Newest checkpoints found corrupt or incomplete at restore, so an older one was used."),
     OPERATOR_LATENCY_MS: ("histogram", _JO, "Time an operator takes for one batch (or a watermark that emits results), in ms."),
     OPERATOR_EVENTS_IN: ("counter", _JO, "Events into an operator."),
     OPERATOR_EVENTS_OUT: ("counter", _JO, "Events out of an operator."),
@@ -470,6 +478,10 @@ def _families(jobs: List[JobMetrics]) -> Iterator[object]:
         hist(CHECKPOINT_DURATION_S, [job], cp.duration.buckets(1e9, LatencyHistogram.SLOW_EXPORT_EDGES))
         f[CHECKPOINT_FAILURES].add_metric([job], cp.failures)
         f[CHECKPOINTS].add_metric([job], cp.count)
+        f[CHECKPOINT_SIZE].add_metric([job], cp.last_size_bytes)
+        f[CHECKPOINT_PAUSE_S].add_metric([job], cp.last_pause_s)
+        f[CHECKPOINT_RESTORES].add_metric([job], cp.restores)
+        f[CHECKPOINT_FALLBACKS].add_metric([job], cp.fallbacks)
         f[JOB_RUNNING].add_metric([job], int(jm.running))
         f[JOB_UPTIME_S].add_metric([job], jm.elapsed())
         from .formats import REASONS          # every reason from zero, so increase() sees the first
