@@ -25,6 +25,7 @@ from typing import Deque, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+_log10 = math.log10
 log = logging.getLogger("heliosdb.metrics")
 checkpoint_log = logging.getLogger("heliosdb.checkpoint")
 
@@ -132,15 +133,14 @@ class LatencyHistogram:
         self.total = 0
         self.sum_ns = 0
         self._top = len(self.edges)
+        self._offset = round(math.log10(self.LOW_NS) * self.PER_DECADE) - 1
         self._lock = threading.Lock() if locked else None
 
-    def _index(self, ns: int) -> int:
-        if ns < self.LOW_NS:
-            return 0
-        return min(int(math.log10(ns / self.LOW_NS) * self.PER_DECADE) + 1, self._top)
-
     def add(self, latency_ns: int, weight: int = 1) -> None:
-        i = self._index(latency_ns)
+        # bucket i holds edges[i-1] <= x < edges[i]; edges[k] = LOW_NS * 10**(k / PER_DECADE)
+        i = int(_log10(latency_ns) * self.PER_DECADE) - self._offset if latency_ns >= self.LOW_NS else 0
+        if i > self._top:
+            i = self._top
         if self._lock is None:
             self.counts[i] += weight
             self.total += weight
