@@ -513,7 +513,9 @@ class Partial:
     def results(self, ids: Optional[np.ndarray] = None) -> List[pa.Array]:
         """One Arrow array per aggregate, for groups ``ids`` (default: all, in id order)."""
         n = self.n
-        sel = (lambda a: a[:n]) if ids is None else (lambda a: a[ids])
+        # Copies, never views: the state may change after the rows are emitted (lateness
+        # updates), and emitted rows must not change with it.
+        sel = (lambda a: a[:n].copy()) if ids is None else (lambda a: a[ids])
         out = []
         for _, agg in self.plan.aggs:
             out.append(self._result(agg, sel, n if ids is None else len(ids), ids))
@@ -566,6 +568,9 @@ class Partial:
         pairs, per = self.sketch[(agg.column, agg.relative_accuracy)]
         sketch = self.plan.sketch[(agg.column, agg.relative_accuracy)]
         g, k, w = pairs.items()
+        want = np.arange(self.n) if ids is None else np.asarray(ids)
+        if not len(k):                             # no value in any group: all null
+            return pa.nulls(len(want), pa.float64())
         order = np.lexsort((k, g))
         g, k, w = g[order], k[order], w[order]
         cum = np.cumsum(w)

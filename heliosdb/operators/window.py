@@ -285,7 +285,10 @@ class WindowAggregate(_KeyedBase):
                 pane = self.panes[pane_start] = self._new_pane(len(cols))
             updated = self._add(pane, cols, prepared.slice(b0, b1), b0, b1)
             for s in self._windows_of(pane_start):
-                if s + self.size_ns <= self.watermark:        # already emitted: an update
+                end = s + self.size_ns
+                # Emitted, but still within the allowed lateness: an update.  (A window past
+                # end + lateness is gone; the event still counts for the panes' other windows.)
+                if end <= self.watermark < end + self.lateness:
                     touched.setdefault(s, []).append(updated)
         self._check_memory()
         out: List[Item] = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
