@@ -227,7 +227,6 @@ class TaskStats:
     blocked_since: int = 0
     idle_ns: int = 0
     idle_since: int = 0
-    rows_in: int = 0
 
     def times(self, now: int) -> Tuple[int, int, int, int]:
         """(alive, busy, blocked, idle) nanoseconds up to ``now``, waits in progress included."""
