@@ -16,7 +16,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-SERVICES=(prometheus)
+SERVICES=(prometheus kafka)
+# shellcheck source=ci/kafka.sh
+. "$ROOT/ci/kafka.sh"      # kafka_install, kafka_start, kafka_stop: one KRaft broker (Apache Kafka 4.x)
 
 log() { echo "services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
