@@ -18,13 +18,16 @@ extensions = [
     ),
 ]
 
+# kafka_source / sinks.kafka and the record formats (heliosdb.formats).
+KAFKA = ["confluent-kafka>=2.3", "orjson>=3.9", "msgpack>=1.0", "fastavro>=1.9", "protobuf>=4.25"]
+
 setup(
     name="heliosdb-streaming",
     version="0.1.0",
     description="A columnar micro-batch stream processing engine with compiled kernels",
     python_requires=">=3.10",
     packages=["heliosdb", "heliosdb.runtime", "heliosdb.operators", "heliosdb.connectors",
-              "heliosdb.checkpoint", "heliosdb.kernels"],
+              "heliosdb.checkpoint", "heliosdb.formats", "heliosdb.kernels"],
     package_dir={"heliosdb": "heliosdb", "heliosdb.kernels": "kernels"},
     package_data={"heliosdb.kernels": ["*.pyi", "*.pyx"]},
     ext_modules=cythonize(extensions, language_level=3),
@@ -47,9 +50,11 @@ setup(
             "pytest-benchmark>=4.0",
             "pytest-timeout>=2.2",
             "rocksdict>=0.3.23",
+            *KAFKA,
         ],
         "rocksdb": ["rocksdict>=0.3.23"],
-        "bench": ["duckdb>=0.10", "polars>=0.20", "pytest-benchmark>=4.0", "pandas>=2.0"],
+        "kafka": KAFKA,
+        "bench": ["duckdb>=0.10", "polars>=0.20", "pytest-benchmark>=4.0", "pandas>=2.0", *KAFKA],
     },
     entry_points={"console_scripts": ["heliosdb=heliosdb.cli:main"]},
     zip_safe=False,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import pyarrow as pa
 
@@ -159,6 +159,53 @@ class StreamEnvironment:
         return self._source(
             _src.GeneratorSource(rate, count, dur, keys, seed, start_ms, events_per_ms), "generate")
 
+    def kafka_source(self, topics: Union[str, Sequence[str]], bootstrap_servers: Optional[str] = None,
+                     group_id: Optional[str] = None, *, start_offsets: Optional[dict] = None,
+                     bounded: bool = False, event_time: Optional[str] = None,
+                     on_error: str = "fail", dead_letter: Any = None,
+                     max_record_bytes: Optional[int] = None, startup_timeout: Duration = 30,
+                     **librdkafka_conf: Any) -> Stream:
+        """Read Kafka topic(s) with confluent-kafka, in batches; see :mod:`heliosdb.connectors.kafka`.
+
+        Without a format each row is the raw ``value`` (binary); ``.deserialize_json(schema)``,
+        ``.deserialize_msgpack(schema)``, ``.deserialize_avro(schema)``,
+        ``.deserialize_protobuf(cls)`` and ``.deserialize_arrow()`` decode a whole batch of
+        messages at once.  Columns ``kafka_topic``, ``kafka_partition``, ``kafka_offset``,
+        ``kafka_timestamp`` and ``kafka_key`` are there too (built only when used).
+
+        - ``bootstrap_servers``: default ``$HELIOSDB_KAFKA_BOOTSTRAP``, else 127.0.0.1:9092.
+        - ``group_id``: the consumer group positions are committed to, for monitoring; a new
+          job without ``start_offsets`` starts at the group's committed offsets, else at
+          ``auto_offset_reset`` (default ``"earliest"``).
+        - ``start_offsets``: ``{topic: {partition: offset}}`` to start at (a position as
+          ``KafkaSource.position()`` reports it; checkpoints restore through the same seek).
+        - ``bounded=True``: stop at the end offsets the topic has when the job starts.
+        - ``event_time``: merge partitions by this column (or ``"kafka_timestamp"``), so a
+          backlog is read in event-time order whatever the partitioning.
+        - ``on_error``: ``"fail"`` (default), ``"dead_letter"`` (to the ``dead_letter`` sink),
+          or ``"skip"``, for messages that do not decode or exceed ``max_record_bytes``.
+        - ``**librdkafka_conf``: consumer settings, ``auto_offset_reset="latest"`` meaning
+          ``auto.offset.reset``.
+
+        Partitions are read in parallel by ``.set_parallelism(n)`` readers (default: one less
+        than the core count, at most one per partition).  Examples that need a broker are in
+        the README; building a stream contacts none:
+
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> env = hdb.StreamEnvironment()
+        >>> s = (env.kafka_source("events", bootstrap_servers="127.0.0.1:9092", group_id="g")
+        ...      .with_batch_size(1000).deserialize_json(pa.schema([("user", pa.string())])))
+        >>> s.schema.names
+        ['user', 'kafka_topic', 'kafka_partition', 'kafka_offset', 'kafka_timestamp', 'kafka_key']
+        """
+        from .connectors.kafka import KafkaSource, client_conf
+
+        source = KafkaSource(topics, bootstrap_servers, group_id, start_offsets=start_offsets,
+                             bounded=bounded, event_time=event_time, on_error=on_error,
+                             dead_letter=dead_letter, max_record_bytes=max_record_bytes,
+                             startup_timeout=startup_timeout, conf=client_conf(librdkafka_conf))
+        return self._source(source, "kafka")
+
     # -- running -----------------------------------------------------------------------------
     def _job(self, sinks: List[Node], name: str) -> Job:
         from .plan import build
@@ -170,6 +217,9 @@ class StreamEnvironment:
         mc = self.config.metrics
         job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops,
                   **({"metrics_window_ns": mc.window_ns} if mc is not None else {}))
+        attach = getattr(plan.source, "attach_metrics", None)
+        if attach is not None:
+            attach(job.metrics)             # e.g. a Kafka source's dead-letter counts
         server = self._metrics()
         if server is not None:
             server.add(job.metrics)

@@ -1,7 +1,8 @@
-"""Sink constructors: ``hdb.sinks.memory()``, ``parquet(url)``, ``console()``, ``callback(fn)``."""
+"""Sink constructors: ``hdb.sinks.memory()``, ``parquet(url)``, ``console()``, ``callback(fn)``,
+``kafka(topic)``."""
 from __future__ import annotations
 
-from typing import Callable, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 import pyarrow as pa
 
@@ -45,5 +46,28 @@ def callback(fn: Callable[[pa.RecordBatch], None]) -> CallbackSink:
     return CallbackSink(fn)
 
 
-__all__ = ["memory", "parquet", "console", "callback", "SinkSpec", "MemorySink", "ParquetSink",
+def kafka(topic: str, bootstrap_servers: Optional[str] = None, key: Optional[str] = None,
+          format: Any = None, exactly_once: bool = False, **options: Any):
+    """Write to a Kafka topic: batched produce, optionally exactly once (transactions).
+
+    ``format`` is ``"json"``, ``"msgpack"``, ``"avro"``, ``"arrow"`` (Arrow IPC, many rows per
+    message), a :mod:`heliosdb.formats` format, or None (raw: the ``value`` column is the
+    payload, ``key`` the key, other columns headers); ``.serialize_json()`` and friends say the
+    same.  ``key`` names the column whose value (as text) keys each message.  With
+    ``exactly_once=True`` output is written in transactions (``transactional_id=``, default
+    derived from the topic and step), committed every ``commit_interval`` (until checkpoints
+    drive them) and at the end; ``read_committed`` readers see each record once.  Other
+    options: ``transaction_timeout=``, ``timestamp=`` (a column for the Kafka timestamp),
+    ``conf=`` (librdkafka producer settings).  See :mod:`heliosdb.connectors.kafka_sink`.
+
+    >>> spec = kafka("results", bootstrap_servers="127.0.0.1:9092", key="user").serialize_json()
+    >>> spec.describe()
+    "kafka 'results' at 127.0.0.1:9092 (json, at least once)"
+    """
+    from .connectors.kafka_sink import KafkaSink
+
+    return KafkaSink(topic, bootstrap_servers, key, format, exactly_once, **options)
+
+
+__all__ = ["memory", "parquet", "console", "callback", "kafka", "SinkSpec", "MemorySink", "ParquetSink",
            "ConsoleSink", "CallbackSink"]

@@ -117,6 +117,82 @@ class Stream:
         if self._node.kind != "source":
             raise PlanError(f"{what}() applies to a source; call it right after env.from_...()")
 
+    # -- byte sources: formats (decoded a whole batch at a time; see heliosdb.formats) ----------
+    def _with_source(self, what: str, change) -> "Stream":
+        self._require_source(what)
+        src = self._node.params["source"]
+        if not hasattr(src, "with_format"):
+            raise PlanError(f"{what}() applies to a source of bytes such as kafka_source(); "
+                            f"step {self._node.name!r} is a {src.kind} source")
+        params = dict(self._node.params, source=change(src))
+        node = Node("source", None, self._node.name, params, self._node.batch_size,
+                    self._node.batch_timeout_ns)
+        return Stream(self._env, node)
+
+    def deserialize_json(self, schema: pa.Schema) -> "Stream":
+        """Decode each message as a JSON object with the fields of ``schema``.
+
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> s = hdb.StreamEnvironment().kafka_source("t").deserialize_json(pa.schema([("n", pa.int64())]))
+        >>> s.schema.field("n").type
+        DataType(int64)
+        """
+        from .formats.json import JsonFormat
+
+        return self._with_source("deserialize_json", lambda s: s.with_format(JsonFormat(schema)))
+
+    def deserialize_msgpack(self, schema: pa.Schema) -> "Stream":
+        """Decode each message as a MessagePack map with the fields of ``schema``.
+
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_msgpack(pa.schema([("n", pa.int64())])).schema.names[0]
+        'n'
+        """
+        from .formats.msgpack import MsgpackFormat
+
+        return self._with_source("deserialize_msgpack", lambda s: s.with_format(MsgpackFormat(schema)))
+
+    def deserialize_avro(self, schema: Any, wire_format: str = "plain",
+                         writer_schemas: Optional[Dict[int, Any]] = None) -> "Stream":
+        """Decode each message as an Avro record of ``schema`` (a dict or JSON string):
+        ``wire_format="plain"`` or ``"confluent"`` (magic byte, schema id; ``writer_schemas``
+        maps the accepted ids to their schemas).
+
+        >>> import heliosdb as hdb
+        >>> avro = {"type": "record", "name": "E", "fields": [{"name": "n", "type": "long"}]}
+        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_avro(avro, "confluent").schema.names[0]
+        'n'
+        """
+        from .formats.avro import AvroFormat
+
+        fmt = AvroFormat(schema, wire_format=wire_format, writer_schemas=writer_schemas)
+        return self._with_source("deserialize_avro", lambda s: s.with_format(fmt))
+
+    def deserialize_protobuf(self, message_class: Any) -> "Stream":
+        """Decode each message as a ``message_class`` protobuf message.
+
+        >>> import heliosdb as hdb
+        >>> from google.protobuf import timestamp_pb2
+        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_protobuf(timestamp_pb2.Timestamp).schema.names[:2]
+        ['seconds', 'nanos']
+        """
+        from .formats.protobuf import ProtobufFormat
+
+        fmt = ProtobufFormat(message_class)
+        return self._with_source("deserialize_protobuf", lambda s: s.with_format(fmt))
+
+    def deserialize_arrow(self, schema: Optional[pa.Schema] = None) -> "Stream":
+        """Decode each message as an Arrow IPC stream (any number of rows per message).
+        Without ``schema``, the first message's schema is read when the job is planned.
+
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_arrow(pa.schema([("x", pa.float64())])).schema.names[0]
+        'x'
+        """
+        from .formats.arrow_ipc import ArrowIpcFormat
+
+        return self._with_source("deserialize_arrow", lambda s: s.with_format(ArrowIpcFormat(schema)))
+
     # -- stateless -----------------------------------------------------------------------------
     def filter(self, predicate: Expr) -> "Stream":
         """Keep the rows where ``predicate`` is true (null counts as false).
@@ -218,7 +294,8 @@ class Stream:
 
         Rows reach the subtasks through a hash exchange on the key columns, so each key lives
         in exactly one subtask (and keeps its arrival order); the result is the same as with
-        ``n = 1``.  The default is ``StreamingConfig(parallelism=)``.
+        ``n = 1``.  The default is ``StreamingConfig(parallelism=)``.  On a ``kafka_source``,
+        ``n`` readers (consumers) share the topic's partitions.
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
@@ -228,6 +305,9 @@ class Stream:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"set_parallelism() takes a positive integer, got {n!r}")
+        if self._node.kind == "source" and hasattr(self._node.params["source"], "with_readers"):
+            # A partitioned source (Kafka): n readers, each reading its share of the partitions.
+            return self._with_source("set_parallelism", lambda s: s.with_readers(n))
         if self._node.kind not in ("window", "keyed_aggregate"):
             raise PlanError(
                 f"set_parallelism() applies to a keyed aggregate; step {self._node.name!r} is "

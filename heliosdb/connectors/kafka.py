@@ -1,0 +1,842 @@
+"""Kafka source: batched consumption on confluent-kafka, partitions read in parallel, a
+deterministic merge of partitions by event time, positions to checkpoint, dead letters.
+
+How it runs
+-----------
+``open()`` resolves every partition of the topic(s) and its start offset (``start_offsets``,
+else the consumer group's committed offset, else ``auto.offset.reset``) and assigns the
+partitions to *readers*: threads with a consumer each, partition ``i`` (in topic, partition
+order) to reader ``i % readers``.  The partitions are the parallel subtasks of the source: a
+reader consumes in batches (``consume(num_messages, timeout)``), decodes each partition's
+messages as one batch with the source's :mod:`~heliosdb.formats` format (the decoders run
+mostly outside the GIL), and queues the rows per partition.  Consumer-group rebalancing is not
+used (partitions are assigned, as positions come from checkpoints); the group is only where
+positions are committed for monitoring.
+
+The source thread's ``poll()`` releases queued rows to the micro-batcher:
+
+- without ``event_time``, everything queued, partition by partition (lowest latency; the
+  interleaving of partitions depends on timing);
+- with ``event_time=column`` the partitions are *merged*: each row's merge key is the running
+  maximum of that column in its partition, a row is released once every partition that is
+  still active has seen a larger key (a partition that has caught up with its end, or is
+  finished, does not hold the others back), and released rows are ordered by (key, partition,
+  offset).  A backlog is therefore read in one order whatever the number of readers, the fetch
+  timing or a restart: windows over a topic with many partitions give the same result as over
+  one, and no event is late merely because its partition was fetched later.
+
+Positions
+---------
+``position()`` is ``{topic: {partition: next_offset}}`` for every row ``poll()`` has returned
+(a partition inside a multi-row Arrow message shows ``[offset, rows_already_returned]``);
+``seek(position)`` (or ``start_offsets=``) starts there.  The checkpoint coordinator stores the
+position in its manifest and seeks a restored job to it; ``commit_offsets()`` writes a position
+to the consumer group, for monitoring.
+
+Dead letters
+------------
+A message that does not decode (see :data:`heliosdb.formats.REASONS`) is handled by
+``on_error``: ``"fail"`` stops the job with an error naming the topic, partition, offset and
+field; ``"skip"`` drops it; ``"dead_letter"`` writes it (topic, partition, offset, timestamp,
+key, raw value, reason, field, error) to the ``dead_letter`` sink (``sinks.kafka(topic)`` or
+``sinks.parquet(url)``).  Both count it in ``streaming_dead_letters_total{reason=...}``.  The
+good records of the same batch go on: good + dead = input.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pyarrow as pa
+
+from ..config import (DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_KAFKA_PARTITION_BUFFER_ROWS,
+                      DEFAULT_KAFKA_STARTUP_TIMEOUT, ENV_KAFKA_BOOTSTRAP, Duration, to_nanos)
+from ..errors import ConfigError, DataError, ExecutionError
+from ..formats import OVERSIZED, DecodeFailure, Format
+from .sources import Piece, Source
+
+log = logging.getLogger("heliosdb.kafka")
+
+#: Columns every Kafka source offers next to the decoded fields (unused ones are never built).
+METADATA = pa.schema([
+    ("kafka_topic", pa.string()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("kafka_timestamp", pa.timestamp("ms", "UTC")),
+    ("kafka_key", pa.binary()),
+])
+#: Without a format, the payload is one binary column.
+RAW_SCHEMA = pa.schema([("value", pa.binary())])
+#: What a dead-letter sink receives.
+DEAD_LETTER_SCHEMA = pa.schema([
+    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+    ("timestamp", pa.timestamp("ms", "UTC")), ("key", pa.binary()), ("value", pa.binary()),
+    ("reason", pa.string()), ("field", pa.string()), ("error", pa.string()),
+])
+ON_ERROR = ("fail", "dead_letter", "skip")
+
+Position = Dict[str, Dict[int, Union[int, List[int]]]]
+_KEY_MIN = -(2**63)
+_KEY_MAX = 2**63 - 1
+
+
+def bootstrap(servers: Optional[str]) -> str:
+    """``servers``, else ``$HELIOSDB_KAFKA_BOOTSTRAP``, else ``127.0.0.1:9092``.
+
+    >>> bootstrap("broker:9092")
+    'broker:9092'
+    """
+    return servers or os.environ.get(ENV_KAFKA_BOOTSTRAP) or DEFAULT_KAFKA_BOOTSTRAP
+
+
+def client_conf(conf: Dict[str, Any]) -> Dict[str, Any]:
+    """librdkafka settings from keyword arguments: ``auto_offset_reset="earliest"`` is
+    ``auto.offset.reset``; names with dots pass through.
+
+    >>> client_conf({"auto_offset_reset": "latest", "fetch.min.bytes": 1})
+    {'auto.offset.reset': 'latest', 'fetch.min.bytes': 1}
+    """
+    return {k.replace("_", ".") if "." not in k else k: v for k, v in conf.items()}
+
+
+def _kafka():
+    try:
+        import confluent_kafka
+    except ImportError as exc:  # pragma: no cover - a dependency of the kafka extra
+        raise ConfigError("Kafka needs confluent-kafka: pip install 'heliosdb-streaming[kafka]'") from exc
+    return confluent_kafka
+
+
+# -- per-partition state -------------------------------------------------------------------------
+@dataclass
+class _Chunk:
+    """Decoded rows of one partition, in offset order, some of them possibly released."""
+
+    batch: pa.RecordBatch           # projected columns
+    offsets: np.ndarray             # the message offset of each row
+    first_row: np.ndarray           # for each row, its index within its message
+    keys: Optional[np.ndarray]      # merge keys (running max of event time), when merging
+    next_offset: int                # the offset after the last message of the chunk
+    ingest_ns: int
+    dead: Optional[pa.RecordBatch] = None     # dead letters of these messages (not yet written)
+    start: int = 0                  # rows already released
+
+    @property
+    def rows(self) -> int:
+        return self.batch.num_rows - self.start
+
+
+@dataclass(eq=False)
+class _Partition:
+    topic: str
+    partition: int
+    index: int                       # position in (topic, partition) order
+    offset: int = 0                  # the next offset to release (the position)
+    skip: int = 0                    # rows of message ``offset`` already released
+    stop: Optional[int] = None       # bounded: the end offset
+    high: int = 0                    # the end offset when the job opened (caught up past it)
+    chunks: Deque[_Chunk] = field(default_factory=deque)
+    rows: int = 0                    # rows queued
+    max_key: int = _KEY_MIN          # largest merge key seen
+    eof_at: int = -1                 # the offset of the last end-of-partition event
+    fetched: int = -1                # the offset after the last message read
+    paused: bool = False
+    # Written by the partition's reader only (published fields above change under the lock).
+    decode_max: int = _KEY_MIN       # running max of event time over decoded rows
+    seek_skip: int = 0               # rows of message ``seek_offset`` to drop (restore)
+    seek_offset: int = -1
+
+    @property
+    def label(self) -> str:
+        return f"topic {self.topic!r} partition {self.partition}"
+
+    def finished(self) -> bool:
+        """Bounded and everything up to the end offset released."""
+        return self.stop is not None and not self.chunks and self.offset >= self.stop
+
+    def complete(self) -> bool:
+        """No rows are on the way: bounded and read up to the end offset, or caught up with
+        the end (past the backlog the job started with).  A complete partition holds no other
+        partition back in the merge; its queued rows still merge by key."""
+        if self.stop is not None and self.fetched >= self.stop:
+            return True
+        return self.eof_at >= max(self.high, 0) and self.eof_at >= self.fetched
+
+
+# -- the source ----------------------------------------------------------------------------------
+class KafkaSource(Source):
+    """Kafka topic(s) as a stream of record batches (see the module docstring).
+
+    Built by :meth:`StreamEnvironment.kafka_source`; a format is set with the stream's
+    ``deserialize_*`` methods.
+    """
+
+    kind = "kafka"
+    replayable = True               # position() / seek(): checkpoints restore it
+
+    def __init__(self, topics: Union[str, Sequence[str]], bootstrap_servers: Optional[str] = None,
+                 group_id: Optional[str] = None, *, format: Optional[Format] = None,
+                 start_offsets: Optional[Position] = None, bounded: bool = False,
+                 event_time: Optional[str] = None, readers: Optional[int] = None,
+                 on_error: str = "fail", dead_letter: Any = None,
+                 max_record_bytes: Optional[int] = None,
+                 startup_timeout: Duration = DEFAULT_KAFKA_STARTUP_TIMEOUT,
+                 buffer_rows: int = DEFAULT_KAFKA_PARTITION_BUFFER_ROWS,
+                 conf: Optional[Dict[str, Any]] = None):
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        if not topics or not all(isinstance(t, str) and t for t in topics):
+            raise ConfigError(f"kafka_source() takes a topic name or a list of them, got {topics!r}")
+        if on_error not in ON_ERROR:
+            raise ConfigError(f"kafka_source(on_error=) must be one of {ON_ERROR}, got {on_error!r}")
+        if on_error == "dead_letter" and dead_letter is None:
+            raise ConfigError(
+                "kafka_source(on_error='dead_letter') needs dead_letter=, e.g. "
+                "hdb.sinks.kafka('events-dlq') or hdb.sinks.parquet('s3://bucket/dlq/')"
+            )
+        if dead_letter is not None:
+            from .sinks import SinkSpec
+
+            if not isinstance(dead_letter, SinkSpec):
+                raise ConfigError(f"kafka_source(dead_letter=) takes a sink such as hdb.sinks.kafka(topic), got {dead_letter!r}")
+        if readers is not None and (isinstance(readers, bool) or not isinstance(readers, int) or readers <= 0):
+            raise ConfigError(f"kafka_source: readers must be a positive integer, got {readers!r}")
+        if max_record_bytes is not None and (not isinstance(max_record_bytes, int) or max_record_bytes <= 0):
+            raise ConfigError(f"kafka_source(max_record_bytes=) must be a positive int, got {max_record_bytes!r}")
+        if not isinstance(buffer_rows, int) or buffer_rows <= 0:
+            raise ConfigError(f"kafka_source(buffer_rows=) must be a positive int, got {buffer_rows!r}")
+        self.topics = topics
+        self.bootstrap_servers = bootstrap(bootstrap_servers)
+        self.group_id = group_id
+        self.format = format
+        self.start_offsets = _normalise_position(start_offsets) if start_offsets else {}
+        self.bounded = bool(bounded)
+        self.event_time = event_time
+        self.readers = readers
+        self.on_error = on_error
+        self.dead_letter = dead_letter
+        self.max_record_bytes = max_record_bytes
+        self.startup_timeout_s = to_nanos(startup_timeout, "kafka_source(startup_timeout=)") / 1e9
+        self.buffer_rows = buffer_rows
+        self.conf = dict(conf or {})
+        self.columns: Optional[List[str]] = None
+        self.dead_letters: Dict[str, int] = {}
+        self._metrics = None
+        self._count_lock = threading.Lock()
+        self._schema: Optional[pa.Schema] = None
+
+    # -- plan-time -------------------------------------------------------------------------------
+    def with_format(self, fmt: Format) -> "KafkaSource":
+        out = copy.copy(self)
+        out.format = fmt
+        out._schema = None
+        return out
+
+    def with_readers(self, n: int) -> "KafkaSource":
+        out = copy.copy(self)
+        out.readers = n
+        return out
+
+    @property
+    def payload_schema(self) -> pa.Schema:
+        if self.format is None:
+            return RAW_SCHEMA
+        if self.format.schema is None:          # Arrow IPC without a schema: read one message
+            self.format = self.format.with_schema(self._peek_schema())  # type: ignore[attr-defined]
+        return self.format.schema
+
+    @property
+    def schema(self) -> pa.Schema:  # type: ignore[override]
+        if self._schema is None:
+            payload = self.payload_schema
+            clash = [n for n in METADATA.names if n in payload.names]
+            if clash:
+                raise ConfigError(f"kafka_source: the format's fields {clash} clash with the Kafka metadata columns")
+            full = pa.schema(list(payload) + list(METADATA))
+            if self.event_time is not None and self.event_time not in full.names:
+                raise ConfigError(
+                    f"kafka_source(event_time={self.event_time!r}): no such column; the source has "
+                    f"{full.names}"
+                )
+            if self.event_time is not None:
+                t = full.field(self.event_time).type
+                if not (pa.types.is_integer(t) or pa.types.is_timestamp(t)):
+                    raise ConfigError(f"kafka_source(event_time={self.event_time!r}) must be an integer or "
+                                      f"timestamp column, it is {t}")
+            self._schema = full if self.columns is None else pa.schema([full.field(c) for c in self.columns])
+        return self._schema
+
+    def project(self, columns: List[str]) -> "KafkaSource":
+        full = self.schema if self.columns is None else None
+        out = copy.copy(self)
+        out.columns = list(columns)
+        out._schema = pa.schema([(full or self.schema).field(c) for c in columns])
+        return out
+
+    def describe(self) -> str:
+        fmt = "raw bytes" if self.format is None else self.format.describe()
+        topics = ", ".join(repr(t) for t in self.topics)
+        merge = f", partitions merged on {self.event_time!r}" if self.event_time else ""
+        readers = f", {self.readers} readers" if self.readers else ""
+        mode = ", bounded" if self.bounded else ""
+        return f"kafka {topics} at {self.bootstrap_servers} ({fmt}{merge}{readers}{mode}, on_error={self.on_error})"
+
+    def attach_metrics(self, metrics: Any) -> None:
+        """Count dead letters in the job's metrics (``streaming_dead_letters_total``)."""
+        self._metrics = metrics
+
+    # -- positions -------------------------------------------------------------------------------
+    def seek(self, position: Position) -> None:
+        """Start at ``position`` (as :meth:`position` returns it, possibly through JSON) when
+        the source next opens; partitions it does not name start as usual."""
+        self.start_offsets = _normalise_position(position)
+
+    def position(self) -> Position:
+        """The next offset of every partition after the rows ``poll()`` has returned:
+        ``{topic: {partition: offset}}``, or ``[offset, rows]`` inside a multi-row message."""
+        with self._cond:
+            out: Position = {}
+            for p in self._parts:
+                out.setdefault(p.topic, {})[p.partition] = [p.offset, p.skip] if p.skip else p.offset
+            return out
+
+    def commit_offsets(self, position: Optional[Position] = None) -> None:
+        """Write ``position`` (default: the current one) to the consumer group, for monitoring
+        (lag dashboards); positions are restored from checkpoints, not from the group."""
+        ck = _kafka()
+        if self._control is None or self.group_id is None:
+            return
+        pos = _normalise_position(position) if position is not None else self.position()
+        tps = [ck.TopicPartition(t, p, v if isinstance(v, int) else v[0])
+               for t, parts in pos.items() for p, v in parts.items()]
+        if tps:
+            try:
+                self._control.commit(offsets=tps, asynchronous=False)
+            except ck.KafkaException as exc:
+                log.warning("kafka source: committing offsets to group %r failed: %s", self.group_id, exc)
+
+    # -- consumer configuration ------------------------------------------------------------------
+    def _consumer_conf(self) -> Dict[str, Any]:
+        conf = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id or "heliosdb",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 20,
+            "queued.max.messages.kbytes": 32768,
+            "logger": log,
+        }
+        conf.update(self.conf)
+        return conf
+
+    def _peek_schema(self) -> pa.Schema:
+        """The schema of the first Arrow IPC message the source would read (plan time)."""
+        ck = _kafka()
+        consumer = ck.Consumer(self._consumer_conf())
+        try:
+            parts = self._resolve(consumer)
+            todo = [p for p in parts if (p.stop if p.stop is not None else p.high) > p.offset]
+            if not todo:
+                raise ConfigError(
+                    f"kafka_source({self.topics!r}).deserialize_arrow(): the topic has no message to "
+                    "read the schema from; pass deserialize_arrow(schema=...)"
+                )
+            consumer.assign([ck.TopicPartition(p.topic, p.partition, p.offset) for p in todo])
+            deadline = time.monotonic() + self.startup_timeout_s
+            while time.monotonic() < deadline:
+                for m in consumer.consume(1, 0.5):
+                    if m.error() is None and m.value():
+                        return pa.ipc.open_stream(pa.py_buffer(m.value())).schema
+            raise ConfigError(f"kafka_source({self.topics!r}).deserialize_arrow(): no message arrived "
+                              f"within {self.startup_timeout_s:g}s to read the schema from; pass schema=")
+        finally:
+            consumer.close()
+
+    def _resolve(self, consumer) -> List[_Partition]:
+        """Every partition of the topics with its start (and, bounded, end) offset."""
+        ck = _kafka()
+        deadline = time.monotonic() + self.startup_timeout_s
+        parts: List[_Partition] = []
+        for topic in self.topics:
+            while True:
+                try:
+                    md = consumer.list_topics(topic, timeout=min(5.0, max(self.startup_timeout_s, 0.1)))
+                    tm = md.topics.get(topic)
+                    if tm is not None and tm.error is None and tm.partitions:
+                        break
+                    err = tm.error if tm is not None else "no metadata"
+                except ck.KafkaException as exc:
+                    err = exc
+                if time.monotonic() >= deadline:
+                    raise ExecutionError(
+                        f"kafka_source: topic {topic!r} is not available at {self.bootstrap_servers} "
+                        f"after {self.startup_timeout_s:g}s ({err}); create the topic, or check "
+                        "bootstrap_servers"
+                    )
+                time.sleep(0.2)
+            for pid in sorted(tm.partitions):
+                parts.append(_Partition(topic, pid, len(parts)))
+        tps = [ck.TopicPartition(p.topic, p.partition) for p in parts]
+        committed = {}
+        if self.group_id is not None:
+            try:
+                for tp in consumer.committed(tps, timeout=max(self.startup_timeout_s, 1.0)):
+                    if tp.offset >= 0:
+                        committed[(tp.topic, tp.partition)] = tp.offset
+            except ck.KafkaException as exc:
+                log.warning("kafka source: reading committed offsets of group %r failed: %s", self.group_id, exc)
+        reset = str(self._consumer_conf().get("auto.offset.reset", "earliest"))
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(ck.TopicPartition(p.topic, p.partition),
+                                                       timeout=max(self.startup_timeout_s, 1.0))
+            p.high = high
+            start = self.start_offsets.get(p.topic, {}).get(p.partition)
+            if start is not None:
+                p.offset, p.skip = (start, 0) if isinstance(start, int) else (int(start[0]), int(start[1]))
+                p.seek_offset, p.seek_skip = p.offset, p.skip
+            elif (p.topic, p.partition) in committed:
+                p.offset = committed[(p.topic, p.partition)]
+            else:
+                p.offset = high if reset in ("latest", "largest", "end") else low
+            if p.offset < low:
+                log.warning("kafka source: %s: offset %d is no longer available (the log starts at %d); "
+                            "starting at %d", p.label, p.offset, low, low)
+                p.offset, p.skip = low, 0
+            p.fetched = p.offset
+            if self.bounded:
+                p.stop = high
+        return parts
+
+    # -- running ---------------------------------------------------------------------------------
+    def open(self, batch_size: int) -> None:
+        super().open(batch_size)
+        ck = _kafka()
+        self._cond = threading.Condition()
+        self._error: Optional[BaseException] = None
+        self._stopping = False
+        self._dlq = None
+        self._readers: List[_Reader] = []
+        self._parts: List[_Partition] = []
+        self._control = ck.Consumer(self._consumer_conf())
+        try:
+            self._parts = self._resolve(self._control)
+        except BaseException:
+            self._control.close()          # the executor closes only sources that opened
+            self._control = None
+            raise
+        payload = self.payload_schema
+        self._full = pa.schema(list(payload) + list(METADATA))
+        self._columns = self.columns or self._full.names
+        if self.dead_letter is not None and self.on_error == "dead_letter":
+            self._dlq = self.dead_letter.bind(DEAD_LETTER_SCHEMA, "kafka-dead-letters")
+        n = self.readers or max(1, min(len(self._parts), (os.cpu_count() or 2) - 1))
+        n = min(n, len(self._parts))
+        for i in range(n):
+            mine = [p for p in self._parts if p.index % n == i and not p.finished()]
+            if mine:
+                self._readers.append(_Reader(self, mine, i))
+        for r in self._readers:
+            r.start()
+        log.info("kafka source: %d partitions of %s, %d readers, from %s", len(self._parts),
+                 self.topics, len(self._readers), self.position())
+
+    def poll(self, timeout_s: float) -> Optional[List[Piece]]:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                taken = self._take()
+                if taken:
+                    break
+                if all(p.finished() for p in self._parts):
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._cond.wait(left)
+        return self._build(taken)
+
+    def _take(self) -> List[Tuple[_Partition, _Chunk, int, int]]:
+        """Decide what to release now (under the lock) and advance the positions:
+        (partition, chunk, start row, stop row) slices in release order."""
+        parts = self._parts
+        frontier = _KEY_MAX
+        if self.event_time is not None:
+            active = [p for p in parts if not p.complete()]
+            # One partition still reading and nothing queued elsewhere: nothing to merge with.
+            alone = len(active) == 1 and not any(p.chunks for p in parts if p is not active[0])
+            if active and not alone:
+                frontier = min(p.max_key for p in active)
+        out = []
+        for p in parts:
+            resumed = False
+            while p.chunks:
+                c = p.chunks[0]
+                stop = c.batch.num_rows
+                if frontier != _KEY_MAX and c.keys is not None and stop:
+                    stop = int(np.searchsorted(c.keys, frontier, side="left"))
+                    if stop <= c.start:
+                        if c.start == 0 and c.dead is not None:
+                            out.append((p, c, 0, 0))       # write its dead letters now
+                        break
+                out.append((p, c, c.start, stop))
+                p.rows -= stop - c.start
+                c.start = stop
+                if stop < c.batch.num_rows:
+                    p.offset, p.skip = int(c.offsets[stop]), int(c.first_row[stop])
+                    break
+                p.chunks.popleft()
+                p.offset, p.skip = c.next_offset, 0
+                resumed = True
+            if not p.chunks and p.eof_at > p.offset and p.eof_at >= p.fetched:
+                p.offset, p.skip = p.eof_at, 0     # past transaction markers, aborted records
+            if resumed and p.paused and p.rows < self.buffer_rows // 2:
+                p.paused = False
+                self._resume(p)
+        return [t for t in out if t[3] > t[2] or (t[1].dead is not None)]
+
+    def _resume(self, p: _Partition) -> None:
+        for r in self._readers:
+            if p in r.parts:
+                r.resume(p)
+
+    def _build(self, taken: List[Tuple[_Partition, _Chunk, int, int]]) -> List[Piece]:
+        """The released slices as one record batch (merged by key when merging)."""
+        dead = [c.dead for _, c, _, _ in taken if c.dead is not None]
+        for _, c, _, _ in taken:
+            c.dead = None
+        if dead:
+            self._write_dead(dead)
+        slices = [(c, a, b) for _, c, a, b in taken if b > a]
+        if not slices:
+            return []
+        ingest = min(c.ingest_ns for c, _, _ in slices)
+        batches = [c.batch.slice(a, b - a) for c, a, b in slices]
+        if len(batches) == 1:
+            return [(batches[0], ingest)]
+        table = pa.Table.from_batches(batches)
+        if self.event_time is not None and len({id(c) for c, _, _ in slices}) > 1:
+            keys = np.concatenate([c.keys[a:b] for c, a, b in slices])
+            order = np.argsort(keys, kind="stable")
+            if not np.array_equal(order, np.arange(len(order))):
+                table = table.take(pa.array(order))
+        return [(b, ingest) for b in table.combine_chunks().to_batches()]
+
+    def _write_dead(self, batches: List[pa.RecordBatch]) -> None:
+        if self._dlq is None:
+            return
+        for b in batches:
+            self._dlq.process_batch(b)
+
+    def close(self) -> None:
+        cond = getattr(self, "_cond", None)
+        if cond is None:
+            return
+        with cond:
+            self._stopping = True
+            cond.notify_all()
+        for r in getattr(self, "_readers", []):
+            r.join()
+        failed = self._error is not None
+        if self._dlq is not None:
+            try:
+                if failed:
+                    self._dlq.abort()
+                else:
+                    self._dlq.close()
+            finally:
+                self._dlq = None
+        if self._control is not None:
+            if not failed and all(p.finished() for p in self._parts):
+                self.commit_offsets()       # a bounded read that reached its end
+            self._control.close()
+            self._control = None
+
+    # -- called by readers -----------------------------------------------------------------------
+    def _count_dead(self, failures: List[DecodeFailure]) -> None:
+        m = self._metrics
+        targets = [self.dead_letters] + ([m.dead_letters] if m is not None and hasattr(m, "dead_letters") else [])
+        with self._count_lock:              # readers count from their own threads
+            for counts in targets:
+                for f in failures:
+                    counts[f.reason] = counts.get(f.reason, 0) + 1
+
+    def _push(self, chunks: List[Tuple[_Partition, Optional[_Chunk], int, int]],
+              eofs: Dict[_Partition, int]) -> List[_Partition]:
+        """Queue the decoded chunks of one fetch and its end-of-partition events, atomically
+        (a partition must never look caught up while its last rows are still on the way).
+        Each chunk comes with the offset after it and the partition's new largest merge key.
+        Returns the partitions to pause (too many rows queued)."""
+        pause = []
+        with self._cond:
+            for p, chunk, fetched, max_key in chunks:
+                if chunk is not None:
+                    p.chunks.append(chunk)
+                    p.rows += chunk.rows
+                p.fetched = max(p.fetched, fetched)
+                p.max_key = max(p.max_key, max_key)
+                if p.rows >= self.buffer_rows and not p.paused:
+                    p.paused = True
+                    pause.append(p)
+            for p, offset in eofs.items():
+                p.eof_at = max(p.eof_at, offset)
+            self._cond.notify_all()
+        return pause
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
+
+def _normalise_position(position: Any) -> Position:
+    """A position from :meth:`KafkaSource.position`, possibly through JSON (string keys)."""
+    if not isinstance(position, dict):
+        raise ConfigError(f"a Kafka position is {{topic: {{partition: offset}}}}, got {position!r}")
+    out: Position = {}
+    for topic, parts in position.items():
+        if not isinstance(parts, dict):
+            raise ConfigError(f"a Kafka position is {{topic: {{partition: offset}}}}; topic {topic!r} has {parts!r}")
+        for p, v in parts.items():
+            try:
+                pid = int(p)
+                if isinstance(v, (list, tuple)):
+                    off: Union[int, List[int]] = [int(v[0]), int(v[1])]
+                    if off[1] == 0:
+                        off = off[0]
+                else:
+                    off = int(v)
+            except (TypeError, ValueError, IndexError) as exc:
+                raise ConfigError(f"Kafka position: topic {topic!r} partition {p!r}: bad offset {v!r}") from exc
+            out.setdefault(str(topic), {})[pid] = off
+    return out
+
+
+class _Reader:
+    """One consumer and the partitions it reads; decodes on its own thread."""
+
+    def __init__(self, source: KafkaSource, parts: List[_Partition], index: int):
+        self.source = source
+        self.parts = parts
+        self.by_tp = {(p.topic, p.partition): p for p in parts}
+        self.index = index
+        self._resume: List[_Partition] = []
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"kafka-reader-{index}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def resume(self, p: _Partition) -> None:
+        with self._lock:
+            self._resume.append(p)
+
+    def _run(self) -> None:
+        src = self.source
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - reported from poll()
+            src._fail(exc)
+
+    def _loop(self) -> None:
+        ck = _kafka()
+        src = self.source
+        consumer = ck.Consumer(src._consumer_conf())
+        try:
+            consumer.assign([ck.TopicPartition(p.topic, p.partition, p.offset) for p in self.parts])
+            batch = max(src.batch_size, 1000)
+            last_warn = 0.0
+            active = {(p.topic, p.partition) for p in self.parts}
+            while not src._stopping and active:
+                with self._lock:
+                    resume, self._resume = self._resume, []
+                if resume:
+                    consumer.resume([ck.TopicPartition(p.topic, p.partition) for p in resume])
+                msgs = consumer.consume(batch, 0.05)
+                if not msgs:
+                    continue
+                groups: Dict[Tuple[str, int], list] = {}
+                eofs: Dict[_Partition, int] = {}
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        key = (m.topic(), m.partition())
+                        if err.code() == ck.KafkaError._PARTITION_EOF:
+                            p = self.by_tp.get(key)
+                            if p is not None:
+                                eofs[p] = max(eofs.get(p, -1), m.offset())
+                                if p.stop is not None and m.offset() >= p.stop:
+                                    active.discard(key)
+                            continue
+                        if err.fatal():
+                            raise ExecutionError(f"kafka source: fatal consumer error: {err}")
+                        now = time.monotonic()
+                        if now - last_warn > 5:
+                            log.warning("kafka source: %s (retrying)", err)
+                            last_warn = now
+                        continue
+                    key = (m.topic(), m.partition())
+                    g = groups.get(key)
+                    if g is None:
+                        groups[key] = [m]
+                    else:
+                        g.append(m)
+                ingest = time.time_ns()
+                decoded = []
+                for key, ms in groups.items():
+                    p = self.by_tp[key]
+                    chunk, fetched = _decode(src, p, ms, ingest)
+                    decoded.append((p, chunk, fetched, p.decode_max))
+                    if p.stop is not None and fetched >= p.stop:
+                        active.discard(key)
+                        consumer.pause([ck.TopicPartition(p.topic, p.partition)])
+                for p in src._push(decoded, eofs):
+                    consumer.pause([ck.TopicPartition(p.topic, p.partition)])
+        finally:
+            consumer.close()
+
+
+def _decode(src: KafkaSource, p: _Partition, msgs: list, ingest_ns: int) -> Tuple[Optional[_Chunk], int]:
+    """Messages of one partition -> a chunk of rows (projected), its dead letters, merge keys."""
+    if p.stop is not None and msgs[-1].offset() >= p.stop:
+        msgs = [m for m in msgs if m.offset() < p.stop]
+        if not msgs:
+            return None, p.stop
+    n = len(msgs)
+    offsets = np.fromiter((m.offset() for m in msgs), dtype=np.int64, count=n)
+    fetched = int(offsets[-1]) + 1
+    values = [m.value() for m in msgs]
+    failures: List[DecodeFailure] = []
+    fmt = src.format
+    pre: Dict[int, DecodeFailure] = {}
+    limit = src.max_record_bytes
+    if limit is not None:
+        for i, v in enumerate(values):
+            if v is not None and len(v) > limit:
+                pre[i] = DecodeFailure(i, OVERSIZED, None, f"{len(v):,} bytes, more than max_record_bytes={limit:,}")
+    todo = values if not pre else [v for i, v in enumerate(values) if i not in pre]
+    todo_index = None if not pre else np.asarray([i for i in range(n) if i not in pre], dtype=np.int64)
+    if fmt is None:
+        payload = pa.RecordBatch.from_arrays([pa.array(todo, type=pa.binary())], schema=RAW_SCHEMA)
+        msg_index = None
+    else:
+        decoded = fmt.decode(todo)
+        payload = decoded.batch
+        msg_index = decoded.message_index
+        failures = decoded.failures
+    if todo_index is not None:
+        failures = [DecodeFailure(int(todo_index[f.index]), f.reason, f.field, f.detail) for f in failures]
+        msg_index = todo_index if msg_index is None else todo_index[msg_index]
+    if pre:
+        failures = sorted(failures + list(pre.values()), key=lambda f: f.index)
+    rows = payload.num_rows
+    if msg_index is None:
+        msg_index = np.arange(rows, dtype=np.int64)    # also cheap when unused: one arange
+        identity = True
+    else:
+        identity = False
+    row_offsets = offsets if identity and rows == n else offsets[msg_index]
+    # Rows within their message (only multi-row formats have more than one).
+    if fmt is not None and fmt.rows_per_message == 0 and rows:
+        starts = np.flatnonzero(np.r_[True, msg_index[1:] != msg_index[:-1]])
+        first_row = np.arange(rows, dtype=np.int64) - np.repeat(starts, np.diff(np.r_[starts, rows]))
+    else:
+        first_row = np.zeros(rows, dtype=np.int64)
+    # Restoring inside a multi-row message: drop the rows already released.
+    if p.seek_skip and n and rows:
+        drop = int(np.count_nonzero((row_offsets == p.seek_offset) & (first_row < p.seek_skip)))
+        p.seek_skip = 0
+        if drop:
+            payload, msg_index = payload.slice(drop), msg_index[drop:]
+            row_offsets, first_row = row_offsets[drop:], first_row[drop:]
+            rows -= drop
+    dead = _dead_letter_policy(src, p, msgs, values, offsets, failures) if failures else None
+    cols = {}
+    full_cols = src._columns
+    need = set(full_cols)
+    if src.event_time is not None:
+        need.add(src.event_time)
+    timestamps = None
+    if "kafka_timestamp" in need:
+        ts = np.fromiter((m.timestamp()[1] for m in msgs), dtype=np.int64, count=n)
+        timestamps = ts if identity and rows == n else ts[msg_index]
+        cols["kafka_timestamp"] = pa.array(timestamps, type=pa.int64(), mask=timestamps < 0).cast(
+            pa.timestamp("ms", "UTC"))
+    if "kafka_offset" in need:
+        cols["kafka_offset"] = pa.array(row_offsets, type=pa.int64())
+    if "kafka_partition" in need:
+        cols["kafka_partition"] = pa.array(np.full(rows, p.partition, dtype=np.int32))
+    if "kafka_topic" in need:
+        cols["kafka_topic"] = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(rows, dtype=np.int32)), pa.array([p.topic])).cast(pa.string())
+    if "kafka_key" in need:
+        keys = [m.key() for m in msgs]
+        if not (identity and rows == n):
+            keys = [keys[i] for i in msg_index]
+        cols["kafka_key"] = pa.array(keys, type=pa.binary())
+    keys_arr = None
+    if src.event_time is not None:
+        if src.event_time in cols:
+            et = cols[src.event_time]
+        else:
+            et = payload.column(payload.schema.get_field_index(src.event_time))
+        if pa.types.is_timestamp(et.type):
+            et = et.view(pa.int64())
+        et = et.fill_null(_KEY_MIN).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        keys_arr = np.maximum.accumulate(np.maximum(et, p.decode_max)) if rows else et
+        if rows:
+            p.decode_max = int(keys_arr[-1])
+    arrays = []
+    for name in full_cols:
+        if name in cols:
+            arrays.append(cols[name])
+        else:
+            arrays.append(payload.column(payload.schema.get_field_index(name)))
+    schema = src.schema
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    # A chunk without rows still moves the position past its messages when released.
+    return _Chunk(batch, row_offsets, first_row, keys_arr, fetched, ingest_ns, dead=dead), fetched
+
+
+def _dead_letter_policy(src: KafkaSource, p: _Partition, msgs: list, values: list, offsets: np.ndarray,
+                        failures: List[DecodeFailure]) -> Optional[pa.RecordBatch]:
+    """Apply ``on_error`` to the messages that did not decode: raise, or count them (and
+    return them as dead letters to write)."""
+    first = failures[0]
+    if src.on_error == "fail":
+        raise DataError(
+            f"kafka_source: {p.label} offset {int(offsets[first.index])}: cannot decode the message: "
+            f"{first.describe()}. Use on_error='dead_letter' (with dead_letter=) or 'skip' to go on "
+            "past such records"
+        )
+    src._count_dead(failures)
+    if src.on_error == "skip":
+        log.debug("kafka source: %s: skipped %d undecodable messages", p.label, len(failures))
+        return None
+    idx = [f.index for f in failures]
+    ts = [msgs[i].timestamp()[1] for i in idx]
+    return pa.RecordBatch.from_arrays([
+        pa.array([p.topic] * len(idx), pa.string()),
+        pa.array([p.partition] * len(idx), pa.int32()),
+        pa.array([int(offsets[i]) for i in idx], pa.int64()),
+        pa.array([t if t >= 0 else None for t in ts], pa.int64()).cast(pa.timestamp("ms", "UTC")),
+        pa.array([msgs[i].key() for i in idx], pa.binary()),
+        pa.array([values[i] for i in idx], pa.binary()),
+        pa.array([f.reason for f in failures], pa.string()),
+        pa.array([f.field for f in failures], pa.string()),
+        pa.array([f.describe() for f in failures], pa.string()),
+    ], schema=DEAD_LETTER_SCHEMA)

@@ -1,0 +1,74 @@
+"""MessagePack: one map per message.
+
+Each message is unpacked with msgpack's C extension; the maps become Arrow columns a column at
+a time (see :func:`~heliosdb.formats.records_to_batch`).  Timestamps travel as MessagePack's
+timestamp extension type.
+
+Examples
+--------
+>>> import pyarrow as pa
+>>> fmt = MsgpackFormat(pa.schema([("k", pa.string()), ("n", pa.int64())]))
+>>> payloads = fmt.encode(pa.record_batch({"k": ["a", "b"], "n": [1, 2]}))
+>>> fmt.decode(payloads + [b"\\xc1"]).batch.to_pydict()
+{'k': ['a', 'b'], 'n': [1, 2]}
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import pyarrow as pa
+
+from ..errors import ConfigError
+from . import (EMPTY, MALFORMED, DecodeFailure, Decoded, Format, _short, python_columns,
+               records_to_batch)
+
+
+class MsgpackFormat(Format):
+    """MessagePack maps with the fields of ``schema`` (extra keys ignored, absent ones null)."""
+
+    name = "msgpack"
+
+    def __init__(self, schema: pa.Schema):
+        if not isinstance(schema, pa.Schema):
+            raise ConfigError(f"MessagePack format: schema must be a pyarrow.Schema, got {schema!r}")
+        import msgpack  # noqa: F401 - fail at construction if it is not installed
+
+        self.schema = schema
+
+    def decode(self, values: Sequence[Optional[bytes]]) -> Decoded:
+        import msgpack
+
+        unpackb = msgpack.unpackb
+        failures: List[DecodeFailure] = []
+        records: List[Optional[dict]] = []
+        append = records.append
+        for i, v in enumerate(values):
+            if not v:
+                failures.append(DecodeFailure(i, EMPTY, None, "empty message"))
+                append(None)
+                continue
+            try:
+                rec = unpackb(v, raw=False, timestamp=3, strict_map_key=False)
+            except Exception as exc:  # noqa: BLE001 - msgpack raises several types
+                failures.append(DecodeFailure(i, MALFORMED, None, f"not valid MessagePack: {type(exc).__name__} {exc}".rstrip()))
+                append(None)
+                continue
+            if not isinstance(rec, dict):
+                failures.append(DecodeFailure(i, MALFORMED, None,
+                                              f"a MessagePack {type(rec).__name__}, not a map: {_short(rec)}"))
+                append(None)
+                continue
+            append(rec)
+        return records_to_batch(records, self.schema, failures)
+
+    def encode(self, batch: pa.RecordBatch) -> List[bytes]:
+        import msgpack
+
+        packer = msgpack.Packer(datetime=True)
+        names = batch.schema.names
+        cols = python_columns(batch)
+        pack = packer.pack
+        return [pack(dict(zip(names, row))) for row in zip(*cols)]
+
+    def describe(self) -> str:
+        return f"msgpack ({len(self.schema)} fields)"
