@@ -1,0 +1,154 @@
+"""Session windows, scenario by scenario, each with its timeline.
+
+A key's session is ``[first, last + gap)``; an event whose ``[t, t + gap)`` overlaps a session
+joins it, and one that overlaps two merges them.  With ``allowed_lateness`` a closed (emitted)
+session stays until ``end + lateness <= watermark``: an event for it emits an update row (same
+bounds if it stays closed), or reopens it if it moves its end past the watermark (emitted again
+when it closes, with the new bounds).  Sessions are compared through ``(window_start ms,
+window_end ms, key, n, total)`` rows in emission order; every scenario also runs against the
+oracle of ``tests/oracle.py``.
+"""
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from typing import List, Optional, Tuple
+
+import pyarrow as pa
+import pytest
+
+import heliosdb as hdb
+from tests.oracle import MS, ms_rows, run_windows, session_oracle
+
+AGGS = (("n", "count", None, None, 0.01), ("total", "sum", "v", None, 0.01))
+COLS = ("window_start", "window_end", "k", "n", "total")
+
+
+def events(*rows: Tuple[str, int, int]) -> pa.Table:
+    """(key, ts ms, v) in arrival order."""
+    return pa.table({"k": pa.array([r[0] for r in rows], pa.string()),
+                     "ts": pa.array([r[1] for r in rows], pa.int64()),
+                     "v": pa.array([r[2] for r in rows], pa.int64())})
+
+
+def sessions(table: pa.Table, gap_ms: int, bound_ms: Optional[int] = None, lateness_ms: int = 0,
+             batch_size: int = 1, parallelism: int = 1):
+    """(rows in emission order, late rows) of a session window over ``table``."""
+    spec = hdb.SessionWindow.with_gap(timedelta(milliseconds=gap_ms))
+    out, late, metrics = run_windows(table, ["k"], spec, bound_ms, lateness_ms, batch_size,
+                                     parallelism, AGGS)
+    assert metrics["streaming_late_events_total"] == late.num_rows
+    return ms_rows(out, *COLS), late.to_pylist()
+
+
+def oracle_sessions(table: pa.Table, gap_ms: int, bound_ms: Optional[int] = None,
+                    lateness_ms: int = 0) -> List[tuple]:
+    """The oracle's final sessions as (start, end, key, n, total), sorted."""
+    evs = table.to_pylist()
+    ss, _ = session_oracle(evs, [e["ts"] * MS for e in evs], ["k"], gap_ms * MS, (bound_ms or 0) * MS,
+                           lateness_ms * MS)
+    return sorted((s.start // MS, s.end(gap_ms * MS) // MS, s.key[0], len(s.events),
+                   sum(e["v"] for _, e in s.events)) for s in ss)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_event_bridging_two_sessions_merges_them_in_any_arrival_order(order, batch_size):
+    # gap 10 ms, bound 20 ms (nothing closes before the end):
+    #   0 ......... [0,10)      18 ......... [18,28)
+    #            9 [9,19) overlaps both  ->  one session [0, 28), n 3
+    # whether 9 arrives first (nothing to bridge yet), between or last (bridges two sessions)
+    rows = [("a", 0, 1), ("a", 18, 2), ("a", 9, 4)]
+    t = events(*[rows[i] for i in order])
+    got, late = sessions(t, 10, bound_ms=20, batch_size=batch_size)
+    assert got == [(0, 28, "a", 3, 7)]
+    assert late == []
+    assert got == oracle_sessions(t, 10, bound_ms=20)
+
+
+def test_events_exactly_gap_apart_are_separate_sessions():
+    # gap 10:  0 -> [0,10)   10 -> [10,20): [10,20) does not overlap [0,10) (ends are open)
+    #          30 -> [30,40)  39 -> joins: [30, 49)
+    t = events(("a", 0, 1), ("a", 10, 2), ("a", 30, 3), ("a", 39, 4))
+    got, _ = sessions(t, 10)
+    assert got == [(0, 10, "a", 1, 1), (10, 20, "a", 1, 2), (30, 49, "a", 2, 7)]
+
+
+def test_session_update_after_emission_within_lateness():
+    # gap 10, allowed lateness 10, bound 0 (wm = max seen):
+    #   a@0 ........ [0,10)
+    #   b@15         wm 15: [0,10) ends 10 <= 15 -> emitted (n 1); kept until wm >= 20
+    #   a@5          joins: [0,15), end 15 <= wm 15, still closed -> update row now (n 2),
+    #                superseding [0,10)
+    t = events(("a", 0, 1), ("b", 15, 10), ("a", 5, 2))
+    got, late = sessions(t, 10, lateness_ms=10)
+    assert got == [(0, 10, "a", 1, 1), (0, 15, "a", 2, 3), (15, 25, "b", 1, 10)]
+    assert late == []
+    assert sorted(got[1:]) == oracle_sessions(t, 10, lateness_ms=10)
+
+
+def test_session_reopened_by_an_event_that_extends_it_past_the_watermark():
+    # gap 10, allowed lateness 10:
+    #   a@0  ........ [0,10)
+    #   b@12          wm 12: [0,10) emitted (n 1)
+    #   a@8           joins, last 8 -> [0,18): end 18 > wm 12 -> reopened, no row yet
+    #   b@30          wm 30: [0,18) emitted again (n 2), superseding [0,10); b's [12,22) too
+    t = events(("a", 0, 1), ("b", 12, 10), ("a", 8, 2), ("b", 30, 20))
+    got, late = sessions(t, 10, lateness_ms=10)
+    a_rows = [r for r in got if r[2] == "a"]
+    assert a_rows == [(0, 10, "a", 1, 1), (0, 18, "a", 2, 3)]
+    assert late == []
+    assert sorted([r for r in got if r[2] == "b"] + a_rows[-1:]) == oracle_sessions(t, 10, lateness_ms=10)
+
+
+def test_emitted_session_merged_with_an_open_one_is_superseded_by_the_merged_row():
+    # gap 10, allowed lateness 20:
+    #   a@0   [0,10)      b@15: wm 15 -> [0,10) emitted (n 1)
+    #   a@18  [18,28) open (wm 18)
+    #   a@9   [9,19) overlaps [0,10) and [18,28) -> [0,28), end 28 > wm: reopened
+    #   end   [0,28) emitted (n 3)
+    t = events(("a", 0, 1), ("b", 15, 10), ("a", 18, 2), ("a", 9, 4))
+    got, _ = sessions(t, 10, lateness_ms=20)
+    assert [r for r in got if r[2] == "a"] == [(0, 10, "a", 1, 1), (0, 28, "a", 3, 7)]
+    assert oracle_sessions(t, 10, lateness_ms=20) == [(0, 28, "a", 3, 7), (15, 25, "b", 1, 10)]
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_event_for_a_dropped_session_goes_to_late_output(parallelism):
+    # gap 10, no lateness:
+    #   a@0 [0,10)    b@30: wm 30 -> [0,10) emitted and dropped
+    #   a@5: [5,15) overlaps no open session, 15 + 0 <= 30 -> late output (not aggregated)
+    #   a@25: [25,35) ends after wm -> a new session
+    t = events(("a", 0, 1), ("b", 30, 10), ("a", 5, 100), ("a", 25, 2))
+    got, late = sessions(t, 10, parallelism=parallelism)
+    assert late == [{"k": "a", "ts": 5, "v": 100}]
+    assert sorted(got) == [(0, 10, "a", 1, 1), (25, 35, "a", 1, 2), (30, 40, "b", 1, 10)]
+    assert sorted(got) == oracle_sessions(t, 10)
+
+
+def test_event_within_lateness_overlapping_no_session_starts_a_closed_session():
+    # gap 10, allowed lateness 25:
+    #   a@0 [0,10)    b@30: wm 30 -> [0,10) emitted, kept until wm >= 35
+    #   a@12: [12,22) overlaps nothing; 22 + 25 > 30 -> not late: a session of its own,
+    #         already closed (22 <= wm); it is emitted (at the latest at the end of input)
+    t = events(("a", 0, 1), ("b", 30, 10), ("a", 12, 2))
+    got, late = sessions(t, 10, lateness_ms=25)
+    assert late == []
+    assert sorted(got) == [(0, 10, "a", 1, 1), (12, 22, "a", 1, 2), (30, 40, "b", 1, 10)]
+    assert sorted(got) == oracle_sessions(t, 10, lateness_ms=25)
+
+
+def test_sessions_of_different_keys_never_merge():
+    # gap 10: a@0 b@5 a@8 b@12 -> a [0,18), b [5,22): interleaved keys stay apart
+    t = events(("a", 0, 1), ("b", 5, 2), ("a", 8, 3), ("b", 12, 4))
+    got, _ = sessions(t, 10, batch_size=4)
+    assert sorted(got) == [(0, 18, "a", 2, 4), (5, 22, "b", 2, 6)]
+
+
+def test_session_update_with_unchanged_bounds_supersedes_by_window_and_key():
+    # gap 10, allowed lateness 10:
+    #   a@0 a@4 ...... [0,14)     b@20: wm 20 -> [0,14) emitted (n 2)
+    #   a@2            inside [0,14): bounds unchanged -> update row [0,14) (n 3)
+    t = events(("a", 0, 1), ("a", 4, 2), ("b", 20, 10), ("a", 2, 4))
+    got, _ = sessions(t, 10, lateness_ms=10)
+    assert [r for r in got if r[2] == "a"] == [(0, 14, "a", 2, 3), (0, 14, "a", 3, 7)]
