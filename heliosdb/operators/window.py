@@ -620,17 +620,21 @@ class SessionAggregate(_KeyedBase):
         sid_ok = self._resolve(sid_ok, merged_from, merged_into)
         self.partial.update(sid_ok, prepared)
         if self.watermark > _I64_MIN:
-            # Emitted sessions this batch changed: still closed -> emit the update now; reopened
-            # (their end moved past the watermark) -> emitted again when they close.
+            # Sessions this batch touched that already end before the watermark (inside the
+            # allowed lateness) are emitted now: an update if they had been emitted, else their
+            # first result.  Emitted sessions whose end moved past the watermark (reopened) are
+            # emitted again when they close.
             changed = np.unique(np.concatenate([sid_ok, merged_into]))
-            changed = changed[self.emitted[changed] == 1]
+            changed = changed[np.asarray(self.sessions.alive)[changed].astype(bool)]
             if len(changed):
                 end = np.asarray(self.sessions.last)[changed] + self.gap
+                was = self.emitted[changed] == 1
                 closed = changed[end <= self.watermark]
-                self.emitted[changed[end > self.watermark]] = 0
+                self.emitted[changed[(end > self.watermark) & was]] = 0
                 if len(closed):
                     b = self._rows(closed)
-                    self.updates += b.num_rows
+                    self.updates += int((self.emitted[closed] == 1).sum())
+                    self.emitted[closed] = 1
                     out.insert(0, b)
         self._check_memory()
         return out + self._advance_processing_time()
