@@ -21,21 +21,17 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..operators.accumulators import AccPlan, Partial
 
 
 def _fields(part: Partial) -> List[Tuple[str, np.ndarray]]:
-    """(name, array) of every fixed-width accumulator array of a partial, in a fixed order."""
-    out = []
-    if part.counts is not None:
-        out.append(("rows", part.counts))
-    for c, d in part.stats.items():
-        out += [(f"{c}.{k}", a) for k, a in d.items() if a is not None]
-    for group, tag in ((part.var, "var"), (part.first, "first"), (part.last, "last")):
-        for c, d in group.items():
-            out += [(f"{c}.{tag}.{k}", a) for k, a in d.items()]
-    return out
+    """(name, array) of every fixed-width per-group array of a partial, in a fixed order."""
+    return part.arrays()
+
+
+def _sets(part: Partial) -> List:
+    """The per-group value sets (distinct values, sketch buckets): one ``_Pairs`` each."""
+    return [pairs for pairs, _ in part.distinct.values()] + [pairs for pairs, _ in part.sketch.values()]
 
 
 class RocksDB:
@@ -77,11 +73,6 @@ class RocksPartial:
     """Accumulators of groups 0..n-1 stored in RocksDB; see the module docstring."""
 
     def __init__(self, plan: AccPlan, store: RocksDB, rows: bool = False):
-        if plan.distinct or plan.sketch:
-            raise ConfigError(
-                f"step {plan.step!r}: count_distinct() and quantile() keep a value set per group, "
-                "which the RocksDB backend does not store yet; use StateBackend.memory() for them"
-            )
         self.plan = plan
         self.store = store
         self.rows = rows or plan.count_rows
@@ -89,14 +80,15 @@ class RocksPartial:
         self.n = 0
         template = Partial(plan, 16, self.rows)
         self._names = [n for n, _ in _fields(template)]
+        self._nsets = len(_sets(template))
         self.dtype = np.dtype([(n, a.dtype) for n, a in _fields(template)])
         self.counts = None if not self.rows else _LazyCounts(self)
 
     # -- rows <-> bytes ----------------------------------------------------------------------------
-    def _keys(self, ids: np.ndarray) -> List[bytes]:
+    def _keys(self, ids: np.ndarray, suffix: bytes = b"") -> List[bytes]:
         raw = np.ascontiguousarray(ids, dtype=">i8").tobytes()
         k = self.key
-        return [k + raw[i: i + 8] for i in range(0, len(raw), 8)]
+        return [k + raw[i: i + 8] + suffix for i in range(0, len(raw), 8)]
 
     def load(self, ids: np.ndarray) -> Partial:
         """Groups ``ids`` as an in-memory Partial (row i = group ids[i]); absent ones are empty."""
@@ -112,6 +104,20 @@ class RocksPartial:
             idx = np.asarray(present, np.int64)
             for name, arr in _fields(part):
                 arr[idx] = rec[name]
+        # Value sets: one blob per group and set, ``codes ++ counts`` as int64.
+        for j, pairs in enumerate(_sets(part)):
+            blobs = self.store.db.get(self._keys(ids, bytes([j + 1])))
+            local, codes, counts = [], [], []
+            for i, b in enumerate(blobs):
+                if b:
+                    a = np.frombuffer(b, np.int64)
+                    h = len(a) // 2
+                    local.append(np.full(h, i, np.int64))
+                    codes.append(a[:h])
+                    counts.append(a[h:])
+            if local:
+                pairs.add(np.concatenate(local), np.concatenate(codes),
+                          np.ascontiguousarray(np.concatenate(counts)))
         return part
 
     def _store(self, part: Partial, ids: np.ndarray) -> None:
@@ -128,6 +134,18 @@ class RocksPartial:
         wb = WriteBatch(raw_mode=True)
         for key, i in zip(self._keys(ids), range(0, len(raw), size)):
             wb.put(key, raw[i: i + size])
+        for j, pairs in enumerate(_sets(part)):
+            g, k, w = pairs.items()
+            if not len(g):
+                continue
+            order = np.argsort(g, kind="stable")
+            g, k, w = g[order], k[order], w[order]
+            cuts = np.flatnonzero(np.diff(g)) + 1
+            starts = np.concatenate([[0], cuts])
+            ends = np.concatenate([cuts, [len(g)]])
+            keys = self._keys(ids[g[starts]], bytes([j + 1]))
+            for key, a, b in zip(keys, starts.tolist(), ends.tolist()):
+                wb.put(key, np.concatenate([k[a:b], w[a:b]]).tobytes())
         self.store.db.write(wb)
 
     # -- the Partial operations ----------------------------------------------------------------------
