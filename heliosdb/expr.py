@@ -8,6 +8,10 @@ It does not evaluate itself: ``kernels.codegen`` turns a chain of them into one 
 Semantics are SQL's: arithmetic and comparisons on a null give null, ``&``/``|`` are Kleene
 logic, a filter keeps rows whose predicate is true (null drops), ``/`` is true division
 (float64), ``//`` and ``%`` on integers floor like Python and give null for a zero divisor.
+:func:`if_else` is SQL's CASE WHEN (a null condition takes the else branch); :func:`func` calls
+a math function with C semantics (NaN for a domain error, never an exception).  Python
+functions given to ``map``/``filter``/``process`` are translated into these trees by
+``heliosdb.pyfunc``, which adds the checks that make them raise where Python would.
 """
 from __future__ import annotations
 
@@ -317,6 +321,135 @@ class Alias(Expr):
 
     def __repr__(self):
         return f"{self.operand!r}.alias({self.name!r})"
+
+
+#: Functions a :class:`Func` node can call: name -> (number of arguments, result kind).
+#: Result kinds: "float" (float64; integer arguments are converted), "bool", "int" (int64,
+#: integer arguments only) and "same" (int64 for integer or boolean input, float64 for float).
+#: Semantics are C's (IEEE): no function raises; a domain error gives NaN, an overflow +-inf.
+FUNCTIONS: dict = {
+    **{name: (1, "float") for name in (
+        "sqrt", "exp", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin",
+        "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "erfc",
+        "fabs", "floor", "ceil", "trunc", "rint", "degrees", "radians")},
+    **{name: (2, "float") for name in ("atan2", "copysign", "fmod", "pow")},
+    **{name: (1, "bool") for name in ("isnan", "isinf", "isfinite")},
+    "abs": (1, "same"),
+    "neg": (1, "same"),
+    # Python's integer semantics, for functions compiled from Python (see heliosdb.pyfunc):
+    "int_truediv": (2, "float"),     # a / b of two integers, correctly rounded as Python does
+    "ipow": (2, "int"),              # a ** b for b >= 0, wrapping on overflow (0 for b < 0)
+    "add_overflows": (2, "bool"),    # a + b leaves int64
+    "sub_overflows": (2, "bool"),
+    "mul_overflows": (2, "bool"),
+    "ipow_overflows": (2, "bool"),
+    "cmp_int_float": (2, "int"),     # exact comparison: -1, 0, 1, or 2 if the float is NaN
+}
+
+#: Functions whose arguments must be integers (or booleans).
+INTEGER_FUNCTIONS = frozenset(
+    ("int_truediv", "ipow", "add_overflows", "sub_overflows", "mul_overflows", "ipow_overflows"))
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class IfElse(Expr):
+    """``then`` where ``cond`` is true, else ``otherwise`` (a null condition takes ``otherwise``,
+    as SQL's CASE WHEN does).  Build with :func:`if_else`."""
+
+    cond: Expr
+    then: Expr
+    otherwise: Expr
+
+    def columns(self) -> set:
+        return self.cond.columns() | self.then.columns() | self.otherwise.columns()
+
+    def dtype(self, schema, step="expression"):
+        ct = self.cond.dtype(schema, step)
+        if not (pat.is_boolean(ct) or pat.is_null(ct)):
+            raise SchemaError(f"step {step!r}: if_else needs a boolean condition, {self.cond!r} is {ct}")
+        a, b = self.then.dtype(schema, step), self.otherwise.dtype(schema, step)
+        for t, e in ((a, self.then), (b, self.otherwise)):
+            if not (is_numeric(t) or pat.is_null(t)):
+                raise SchemaError(
+                    f"step {step!r}: if_else branches must be numeric or boolean, {e!r} is {t}"
+                )
+        if pat.is_null(a) and pat.is_null(b):
+            return pa.int64()
+        if pat.is_null(a) or pat.is_null(b):
+            t = b if pat.is_null(a) else a
+            return t if pat.is_boolean(t) else _promote(t, t)
+        if pat.is_boolean(a) and pat.is_boolean(b):
+            return pa.bool_()
+        if pat.is_boolean(a) != pat.is_boolean(b):
+            raise SchemaError(
+                f"step {step!r}: if_else branches {self.then!r} ({a}) and {self.otherwise!r} ({b}) "
+                "mix boolean and numeric; cast one of them"
+            )
+        return _promote(a, b)
+
+    def __repr__(self):
+        return f"if_else({self.cond!r}, {self.then!r}, {self.otherwise!r})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Func(Expr):
+    """A call of one of :data:`FUNCTIONS` (null in any argument gives null).  Build with
+    :func:`func`."""
+
+    name: str
+    args: Tuple[Expr, ...]
+
+    def columns(self) -> set:
+        out: set = set()
+        for a in self.args:
+            out |= a.columns()
+        return out
+
+    def dtype(self, schema, step="expression"):
+        arity, kind = FUNCTIONS[self.name]
+        types = [a.dtype(schema, step) for a in self.args]
+        for t, a in zip(types, self.args):
+            if not (is_numeric(t) or pat.is_null(t)):
+                raise SchemaError(f"step {step!r}: {self.name}() needs numeric arguments, {a!r} is {t}")
+            if self.name in INTEGER_FUNCTIONS and pat.is_floating(t):
+                raise SchemaError(f"step {step!r}: {self.name}() needs integer arguments, {a!r} is {t}")
+        if kind == "float":
+            return pa.float64()
+        if kind == "bool":
+            return pa.bool_()
+        if kind == "int":
+            return pa.int64()
+        return pa.float64() if pat.is_floating(types[0]) else pa.int64()
+
+    def __repr__(self):
+        return f"{self.name}({', '.join(repr(a) for a in self.args)})"
+
+
+def if_else(cond: Expr, then: Any, otherwise: Any) -> Expr:
+    """A conditional: ``then`` where ``cond`` is true, ``otherwise`` where it is false or null.
+
+    Examples
+    --------
+    >>> if_else(col("x") > 0, col("x"), 0)
+    if_else((col("x") > 0), col("x"), 0)
+    """
+    return IfElse(lit(cond), lit(then), lit(otherwise))
+
+
+def func(name: str, *args: Any) -> Expr:
+    """Call a math function by name (see :data:`FUNCTIONS`), e.g. ``func("sqrt", col("x"))``.
+
+    Examples
+    --------
+    >>> func("sqrt", col("x") * 2)
+    sqrt((col("x") * 2))
+    """
+    if name not in FUNCTIONS:
+        raise SchemaError(f"unknown function {name!r}; use one of {sorted(FUNCTIONS)}")
+    arity = FUNCTIONS[name][0]
+    if len(args) != arity:
+        raise SchemaError(f"{name}() takes {arity} argument(s), got {len(args)}")
+    return Func(name, tuple(lit(a) for a in args))
 
 
 def col(name: str) -> Expr:

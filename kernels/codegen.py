@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import tempfile
@@ -28,9 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.types as pat
 
 from ..config import cache_dir, numba_cache_enabled
-from ..errors import PlanError, SchemaError
+from ..errors import DataError, PlanError, SchemaError
 from ..expr import (
-    BinOp, Cast, Col, Expr, IsNull, Lit, Not, is_numeric, is_stringlike, strip_alias,
+    BinOp, Cast, Col, Expr, Func, IfElse, IsNull, Lit, Not, is_numeric, is_stringlike, strip_alias,
 )
 from . import _jit  # noqa: F401  (sets NUMBA_CACHE_DIR before numba is imported)
 
@@ -39,22 +40,51 @@ from . import _jit  # noqa: F401  (sets NUMBA_CACHE_DIR before numba is imported
 # -------------------------------------------------------------------------------------------
 
 
-def substitute(e: Expr, mapping: Dict[str, Expr]) -> Expr:
-    """Rewrite ``e`` so that every ``col(name)`` reads ``mapping[name]`` instead."""
-    e = strip_alias(e)
+def substitute(e: Expr, mapping: Dict[str, Expr], memo: Optional[Dict[int, Expr]] = None) -> Expr:
+    """Rewrite ``e`` so that every ``col(name)`` reads ``mapping[name]`` instead.
+
+    A sub-expression shared within ``e`` (or across calls given the same ``memo``) stays shared
+    in the result, so the kernel computes it once.
+    """
+    memo = {} if memo is None else memo
+    key = id(e)
+    if key in memo:
+        return memo[key]
+    out = _substitute(strip_alias(e), mapping, memo)
+    memo[key] = out
+    return out
+
+
+def _substitute(e: Expr, mapping: Dict[str, Expr], memo: Dict[int, Expr]) -> Expr:
     if isinstance(e, Col):
         return mapping.get(e.name, e)
     if isinstance(e, Lit):
         return e
     if isinstance(e, BinOp):
-        return BinOp(e.op, substitute(e.left, mapping), substitute(e.right, mapping))
+        return BinOp(e.op, substitute(e.left, mapping, memo), substitute(e.right, mapping, memo))
     if isinstance(e, Not):
-        return Not(substitute(e.operand, mapping))
+        return Not(substitute(e.operand, mapping, memo))
     if isinstance(e, IsNull):
-        return IsNull(substitute(e.operand, mapping), e.negate)
+        return IsNull(substitute(e.operand, mapping, memo), e.negate)
     if isinstance(e, Cast):
-        return Cast(substitute(e.operand, mapping), e.to)
+        return Cast(substitute(e.operand, mapping, memo), e.to)
+    if isinstance(e, IfElse):
+        return IfElse(substitute(e.cond, mapping, memo), substitute(e.then, mapping, memo),
+                      substitute(e.otherwise, mapping, memo))
+    if isinstance(e, Func):
+        return Func(e.name, tuple(substitute(a, mapping, memo) for a in e.args))
     raise PlanError(f"cannot fuse expression {e!r}")
+
+
+@dataclass
+class Check:
+    """A condition that must never hold for a row that reaches ``step``: where ``cond`` is true,
+    the kernel stops and the batch fails on that row.  ``info`` is the caller's description of
+    the error (``heliosdb.pyfunc`` uses it to raise what Python would have raised)."""
+
+    cond: Expr
+    info: object
+    step: str
 
 
 @dataclass
@@ -65,6 +95,7 @@ class FusedProgram:
     outputs: List[Tuple[str, Expr]]
     predicate: Optional[Expr] = None
     steps: List[str] = field(default_factory=list)
+    checks: List[Check] = field(default_factory=list)
 
     @classmethod
     def identity(cls, schema: pa.Schema) -> "FusedProgram":
@@ -115,13 +146,57 @@ class FusedProgram:
         self.outputs = out
         self.steps.append(step)
 
+    def add_checks(self, checks: List[Tuple[Expr, object]], step: str) -> None:
+        """Fail a row where one of ``checks`` (condition, info) is true, if the row reaches this
+        point: the conditions are guarded by the filters added so far."""
+        schema = self.output_schema()
+        mapping = self._mapping()
+        memo: Dict[int, Expr] = {}
+        for cond, info in checks:
+            t = cond.dtype(schema, step)
+            if not (pat.is_boolean(t) or pat.is_null(t)):
+                raise SchemaError(f"step {step!r}: a check must be boolean, {cond!r} is {t}")
+            c = substitute(cond, mapping, memo)
+            if self.predicate is not None:
+                c = BinOp("&", self.predicate, c)
+            self.checks.append(Check(c, info, step))
+
+    def add_function(self, checks: List[Tuple[Expr, object]], keep: Optional[Expr],
+                     outputs: Optional[List[Tuple[str, Expr]]], step: str) -> None:
+        """One step compiled from a Python function: its checks, then the rows it keeps, then
+        (if ``outputs`` is not None) its new record.  Sub-expressions shared between them stay
+        shared, so the kernel computes each once."""
+        schema = self.output_schema()
+        mapping = self._mapping()
+        memo: Dict[int, Expr] = {}
+        before = self.predicate
+        for cond, info in checks:
+            t = cond.dtype(schema, step)
+            if not (pat.is_boolean(t) or pat.is_null(t)):
+                raise SchemaError(f"step {step!r}: a check must be boolean, {cond!r} is {t}")
+            c = substitute(cond, mapping, memo)
+            self.checks.append(Check(c if before is None else BinOp("&", before, c), info, step))
+        if keep is not None:
+            t = keep.dtype(schema, step)
+            if not (pat.is_boolean(t) or pat.is_null(t)):
+                raise SchemaError(f"step {step!r}: a filter must be boolean, {keep!r} is {t}")
+            p = substitute(keep, mapping, memo)
+            self.predicate = p if before is None else BinOp("&", before, p)
+        if outputs is not None:
+            new = []
+            for name, e in outputs:
+                e.dtype(schema, step)
+                new.append((name, substitute(e, mapping, memo)))
+            self.outputs = new
+        self.steps.append(step)
+
     def prune(self, needed: Optional[set]) -> None:
         """Drop outputs nothing downstream reads (``needed`` None keeps all)."""
         if needed is not None:
             self.outputs = [(n, e) for n, e in self.outputs if n in needed]
 
     def is_identity(self) -> bool:
-        return self.predicate is None and all(
+        return self.predicate is None and not self.checks and all(
             isinstance(e, Col) and e.name == n for n, e in self.outputs
         ) and [n for n, _ in self.outputs] == self.input_schema.names
 
@@ -209,6 +284,8 @@ class _Gen:
         self.lines: List[str] = []
         self._n = 0
         self._memo: Dict[int, Tuple[str, str]] = {}
+        self.uses_math = False
+        self.uses_pyops = False
 
     def tmp(self) -> str:
         self._n += 1
@@ -262,8 +339,57 @@ class _Gen:
             return self._assign(ma if e.negate else f"not ({ma})", "True")
         if isinstance(e, Cast):
             return self._emit_cast(e)
+        if isinstance(e, IfElse):
+            return self._emit_if_else(e)
+        if isinstance(e, Func):
+            return self._emit_func(e)
         assert isinstance(e, BinOp)
         return self._emit_binop(e)
+
+    def _emit_if_else(self, e: IfElse) -> Tuple[str, str]:
+        c, mc = self.emit(e.cond)
+        a, ma = self.emit(e.then)
+        b, mb = self.emit(e.otherwise)
+        out_t = e.dtype(self.schema)
+        ct = self.tmp()
+        self.lines.append(f"{ct} = {c if mc == 'True' else f'({c}) and ({mc})'}")
+        if pat.is_boolean(out_t):
+            a = "False" if ma == "False" else a
+            b = "False" if mb == "False" else b
+            value = f"{a} if {ct} else {b}"
+        else:
+            conv = "np.float64" if pat.is_floating(out_t) else "np.int64"
+            value = f"{conv}({a}) if {ct} else {conv}({b})"
+        valid = "True" if ma == mb == "True" else f"({ma}) if {ct} else ({mb})"
+        return self._assign(value, valid)
+
+    def _emit_func(self, e: Func) -> Tuple[str, str]:
+        self.uses_math = True
+        codes = [self.emit(a) for a in e.args]
+        valid = "True"
+        for _, m in codes:
+            valid = _and_valid(valid, m)
+        args = [v for v, _ in codes]
+        name = e.name
+        if name in _PYOPS:
+            self.uses_pyops = True
+            conv = ["np.int64"] * 2 if name != "cmp_int_float" else ["np.int64", "np.float64"]
+            call = ", ".join(f"{c}({a})" for c, a in zip(conv, args))
+            return self._assign(f"pyops.{name}({call})", valid)
+        if name in ("abs", "neg"):
+            if pat.is_floating(e.dtype(self.schema)):
+                x = f"np.float64({args[0]})"
+                return self._assign(f"math.fabs({x})" if name == "abs" else f"-({x})", valid)
+            x = self.tmp()
+            self.lines.append(f"{x} = np.int64({args[0]})")
+            negated = f"np.int64(np.uint64(0) - np.uint64({x}))"      # wraps for INT64_MIN
+            return self._assign(f"({x} if {x} >= 0 else {negated})" if name == "abs" else negated, valid)
+        fargs = [f"np.float64({a})" for a in args]
+        if name in _FLOAT_CONST_MUL:
+            return self._assign(f"{fargs[0]} * {_FLOAT_CONST_MUL[name]!r}", valid)
+        if name == "pow":
+            return self._assign(f"{fargs[0]} ** {fargs[1]}", valid)
+        return self._assign(f"{_FUNC_CALLS[name]}({', '.join(fargs)})", valid)
 
     def _emit_cast(self, e: Cast) -> Tuple[str, str]:
         src = e.operand.dtype(self.schema)
@@ -324,6 +450,35 @@ class _Gen:
         return self._assign(f"{a} {op} {b}", both)
 
 
+_PYOPS = ("int_truediv", "ipow", "add_overflows", "sub_overflows", "mul_overflows",
+          "ipow_overflows", "cmp_int_float")
+# Python's math.degrees / math.radians multiply by these constants (CPython's radToDeg, degToRad).
+_FLOAT_CONST_MUL = {"degrees": 180.0 / math.pi, "radians": math.pi / 180.0}
+_FUNC_CALLS = {
+    **{n: f"math.{n}" for n in ("sqrt", "exp", "expm1", "log", "log2", "log10", "log1p", "sin",
+                                "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh",
+                                "asinh", "acosh", "atanh", "erf", "erfc", "fabs", "atan2",
+                                "copysign", "isnan", "isinf", "isfinite")},
+    **{n: f"np.{n}" for n in ("floor", "ceil", "trunc", "rint", "fmod")},
+}
+
+
+def _pyops_version() -> str:
+    """A digest of kernels/pyops.py: generated kernels that call it name it in their source, so
+    Numba's cache (which does not track called functions) never serves a kernel built against an
+    older version."""
+    global _PYOPS_VERSION
+    if _PYOPS_VERSION is None:
+        from . import pyops
+
+        with open(pyops.__file__, "rb") as f:
+            _PYOPS_VERSION = hashlib.sha256(f.read()).hexdigest()[:16]
+    return _PYOPS_VERSION
+
+
+_PYOPS_VERSION: Optional[str] = None
+
+
 def _and_valid(a: str, b: str) -> str:
     if a == "True":
         return b
@@ -355,8 +510,8 @@ class CompiledProgram:
     output_schema: pa.Schema
     need_sel: bool = False
 
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return run_program(self, batch)
+    def __call__(self, batch: pa.RecordBatch, on_check: Optional[Callable] = None) -> pa.RecordBatch:
+        return run_program(self, batch, on_check)
 
 
 _MODULES: Dict[str, object] = {}
@@ -422,6 +577,10 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
         v, m = gen.emit(e)
         out_lines.append((name, v, m))
         out_types.append(t)
+    check_codes = []
+    for c in program.checks:
+        cv, cm = gen.emit(c.cond)
+        check_codes.append(cv if cm == "True" else f"({cv}) and ({cm})")
 
     # Resolve validity placeholders now that the inputs are known.
     for inp in gen.inputs:
@@ -436,6 +595,7 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
 
     lines = [fix(x) for x in gen.lines]
     pred_code = fix(pred_code) if pred_code else None
+    check_codes = [fix(c) for c in check_codes]
     out_lines = [(n, fix(v), fix(m)) for n, v, m in out_lines]
     for (n, v, m), t in zip(out_lines, out_types):
         computed.append((n, t, m != "True"))
@@ -455,10 +615,21 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
             outs.append(f"ov{o}")
     if need_sel:
         outs.append("sel")
-    body = ["import numpy as np", "from heliosdb.kernels._jit import jit", "", "", "@jit",
-            f"def kernel({', '.join(args + ['n'] + outs)}):"]
+    if check_codes:
+        outs.append("err")
+    header = ["import numpy as np"]
+    if gen.uses_math:
+        header.append("import math")
+    if gen.uses_pyops:
+        header.append(f"from heliosdb.kernels import pyops  # pyops {_pyops_version()}")
+    body = header + ["from heliosdb.kernels._jit import jit", "", "", "@jit",
+                     f"def kernel({', '.join(args + ['n'] + outs)}):"]
     body += ["    j = 0", "    for i in range(n):"]
     body += ["        " + x for x in lines]
+    for k, code in enumerate(check_codes):
+        # A failed check stops the kernel: err = (which check, which row), and -1 is returned.
+        body += [f"        if {code}:", f"            err[0] = {k}", "            err[1] = i",
+                 "            return -1"]
     if has_pred:
         body.append(f"        keep = {pred_code}")
     idx = "j" if has_pred else "i"
@@ -475,7 +646,7 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
     body.append("    return j")
     src = "\n".join(body) + "\n"
 
-    kernel = _load_kernel(src) if (computed or has_pred) else None
+    kernel = _load_kernel(src) if (computed or has_pred or check_codes) else None
     return CompiledProgram(
         program, kernel, src, gen.inputs, computed, compacted, taken, arrow_outputs,
         program.output_schema(), need_sel,
@@ -547,7 +718,10 @@ def _input_array(inp: _Input, batch: pa.RecordBatch) -> pa.Array:
     return _full(arrow_eval(inp.source, batch), batch.num_rows)
 
 
-def run_program(cp: CompiledProgram, batch: pa.RecordBatch) -> pa.RecordBatch:
+def run_program(cp: CompiledProgram, batch: pa.RecordBatch,
+                on_check: Optional[Callable] = None) -> pa.RecordBatch:
+    """Run the kernel on ``batch``.  If one of the program's checks fails, ``on_check(check,
+    row)`` is called (it should raise); without it a DataError names the step and the row."""
     n = batch.num_rows
     args = []
     for inp in cp.inputs:
@@ -566,7 +740,16 @@ def run_program(cp: CompiledProgram, batch: pa.RecordBatch) -> pa.RecordBatch:
     sel = np.empty(n, dtype=np.int64) if cp.need_sel else None
     if sel is not None:
         outs.append(sel)
+    err = None
+    if cp.program.checks:
+        err = np.zeros(2, dtype=np.int64)
+        outs.append(err)
     j = cp.kernel(*args, n, *outs) if cp.kernel is not None else n
+    if j < 0:
+        check, row = cp.program.checks[int(err[0])], int(err[1])
+        if on_check is not None:
+            on_check(check, row)
+        raise DataError(f"step {check.step!r}: row {row} of the batch fails the check {check.cond!r}")
     cols: Dict[str, pa.Array] = {}
     k = 0
     for o, (name, t, nb) in enumerate(cp.computed):

@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.types as pat
 
-from ..expr import BinOp, Cast, Col, Expr, IsNull, Lit, Not, is_stringlike, strip_alias
+from ..expr import (BinOp, Cast, Col, Expr, Func, IfElse, IsNull, Lit, Not, is_stringlike,
+                    strip_alias)
 
 INT64_MAX = 2**63 - 1
 
@@ -76,6 +77,15 @@ def evaluate(e: Expr, batch: pa.RecordBatch) -> pa.Array:
                 iv = (iv + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)   # wrap like C
                 out.append(iv)
         return pa.array(out, e.to)
+    if isinstance(e, IfElse):
+        conds = _py(evaluate(e.cond, batch))
+        a, b = _py(evaluate(e.then, batch)), _py(evaluate(e.otherwise, batch))
+        conv = float if pat.is_floating(t) else (lambda v: v)
+        out = [x if c else y for c, x, y in zip(conds, a, b)]
+        return pa.array([None if v is None else conv(v) for v in out], t)
+    if isinstance(e, Func):
+        cols = [_py(evaluate(a, batch)) for a in e.args]
+        return pa.array([None if None in row else func(e.name, *row, out=t) for row in zip(*cols)], t)
     assert isinstance(e, BinOp)
     lv, rv = _py(evaluate(e.left, batch)), _py(evaluate(e.right, batch))
     out = [_binop(e.op, a, b, t) for a, b in zip(lv, rv)]
@@ -98,6 +108,61 @@ def _ieee_pow(a: float, b: float) -> float:
 
 def _wrap64(v: int) -> int:
     return (v + 2**63) % 2**64 - 2**63
+
+
+def _c_math(name: str, *args: float) -> float:
+    """A C math function: Python's math module (the same libm) where it returns, and the IEEE
+    result (NaN, +-inf) where Python raises a domain or range error."""
+    try:
+        return float(getattr(math, name)(*args))
+    except (ValueError, OverflowError):
+        with np.errstate(all="ignore"):
+            return float(getattr(np, {"asin": "arcsin", "acos": "arccos", "atan": "arctan",
+                                      "asinh": "arcsinh", "acosh": "arccosh",
+                                      "atanh": "arctanh", "pow": "power"}.get(name, name))(*args))
+
+
+def func(name: str, *args, out: pa.DataType = pa.float64()):
+    """Reference for a :class:`heliosdb.expr.Func` call on non-null Python values."""
+    M = 2**63
+    if name == "int_truediv":
+        a, b = int(args[0]), int(args[1])
+        if b == 0:
+            return float("nan") if a == 0 else math.copysign(float("inf"), a)
+        return a / b
+    if name == "ipow":
+        a, b = int(args[0]), int(args[1])
+        return 0 if b < 0 else _wrap64(pow(a, b, 2**64))
+    if name in ("add_overflows", "sub_overflows", "mul_overflows", "ipow_overflows"):
+        a, b = int(args[0]), int(args[1])
+        if name == "ipow_overflows" and (b < 0 or a in (-1, 0, 1)):
+            return False
+        if name == "ipow_overflows" and b >= 64:
+            return True                      # |a| >= 2, so |a| ** b >= 2 ** 64
+        r = {"add_overflows": lambda: a + b, "sub_overflows": lambda: a - b,
+             "mul_overflows": lambda: a * b, "ipow_overflows": lambda: a ** b}[name]()
+        return not -M <= r < M
+    if name == "cmp_int_float":
+        a, f = int(args[0]), float(args[1])
+        return 2 if f != f else (-1 if a < f else (1 if a > f else 0))
+    if name in ("abs", "neg"):
+        x = args[0]
+        if pat.is_floating(out):
+            return math.fabs(x) if name == "abs" else -float(x)
+        x = int(x)
+        return _wrap64(abs(x) if name == "abs" else -x)
+    x = [float(a) for a in args]
+    if name in ("isnan", "isinf", "isfinite"):
+        return getattr(math, name)(x[0])
+    if name in ("floor", "ceil", "trunc", "rint"):
+        return float(getattr(np, name)(x[0]))
+    if name == "degrees":
+        return x[0] * (180.0 / math.pi)
+    if name == "radians":
+        return x[0] * (math.pi / 180.0)
+    if name == "pow":
+        return _ieee_pow(x[0], x[1])
+    return _c_math(name, *x)
 
 
 def _binop(op: str, a, b, t: pa.DataType):
@@ -139,6 +204,17 @@ def _binop(op: str, a, b, t: pa.DataType):
     if op == "//": return _wrap64(a // b)
     if op == "%": return _wrap64(a % b)
     raise AssertionError(op)
+
+
+def first_failed_check(checks: List[Expr], batch: pa.RecordBatch) -> Optional[Tuple[int, int]]:
+    """Reference for a fused program's checks: (check index, row) of the first row, in row
+    order, where a check is true (the first such check of that row), or None."""
+    values = [_py(evaluate(c, batch)) for c in checks]
+    for row in range(batch.num_rows):
+        for k, v in enumerate(values):
+            if v[row] is True:
+                return k, row
+    return None
 
 
 def fused(outputs: List[Tuple[str, Expr]], predicate: Optional[Expr], batch: pa.RecordBatch) -> pa.Table:
