@@ -46,6 +46,26 @@ from .storage import FORMAT_VERSION, Lease, Store, failpoint, manifest_files
 log = logging.getLogger("heliosdb.checkpoint")
 
 
+def _combine_subtasks(parts: List[Dict[str, List[pa.Table]]]) -> Dict[str, pa.Table]:
+    """One operator's snapshot tables from all its (old) subtasks, as one set of tables.
+
+    A table whose first column is ``row`` (per-row value sets) numbers rows of its subtask's
+    main table (the one without ``row``), so it is shifted by the rows of earlier subtasks.
+    """
+    out: Dict[str, List[pa.Table]] = {}
+    offset = 0
+    for tables in parts:
+        whole = {k: pa.concat_tables(v) for k, v in tables.items() if v}
+        mains = [k for k, t in whole.items() if t.schema.names[:1] != ["row"]]
+        rows = whole[mains[0]].num_rows if mains else 0
+        for k, t in whole.items():
+            if k not in mains and offset:
+                t = t.set_column(0, "row", pa.array(t.column("row").to_numpy() + offset))
+            out.setdefault(k, []).append(t)
+        offset += rows
+    return {k: pa.concat_tables(v) for k, v in out.items()}
+
+
 def logical_name(op_name: str) -> str:
     """``window-2#1`` (subtask 1) -> ``window-2``: state is keyed by the logical operator."""
     return re.sub(r"#\d+$", "", op_name)
@@ -141,12 +161,9 @@ class Coordinator:
             by_logical.setdefault(entry["logical"], []).append(entry)
         for op, select in state_ops:
             entries = by_logical.get(logical_name(op.name), [])
-            tables: Dict[str, List[pa.Table]] = {}
-            for entry in entries:
-                for tname, files in entry.get("files", {}).items():
-                    for f in files:
-                        tables.setdefault(tname, []).append(self.store.read_table(f, data.get(f["path"])))
-            merged = {k: pa.concat_tables(v) for k, v in tables.items()}
+            merged = _combine_subtasks(
+                [{tname: [self.store.read_table(f, data.get(f["path"])) for f in files]
+                  for tname, files in entry.get("files", {}).items()} for entry in entries])
             metas = [e.get("meta", {}) for e in entries]
             first = re.search(r"#\d+$", op.name) is None or op.name.endswith("#0")
             op.restore(merged, metas, select, first)
