@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError
-from . import EMPTY, MALFORMED, WRONG_TYPE, DecodeFailure, Decoded, Format, empty_batch
+from . import EMPTY, MALFORMED, MISSING_FIELD, WRONG_TYPE, DecodeFailure, Decoded, Format, empty_batch
 
 #: The default cut: well under Kafka's default message.max.bytes (1,000,000).
 DEFAULT_MAX_MESSAGE_BYTES = 900_000
@@ -68,8 +68,17 @@ class ArrowIpcFormat(Format):
                 failures.append(DecodeFailure(i, MALFORMED, None, f"not an Arrow IPC stream: {exc}"))
                 continue
             if not got.schema.equals(schema):
-                failures.append(self._mismatch(i, got.schema))
-                continue
+                if got.schema.names != schema.names or got.schema.types != schema.types:
+                    failures.append(self._mismatch(i, got.schema))
+                    continue
+                # Same columns, other nullability or metadata: take it as the expected schema.
+                missing = [f.name for f in schema if not f.nullable and got.column(f.name).null_count]
+                if missing:
+                    failures.append(DecodeFailure(i, MISSING_FIELD, missing[0],
+                                                  "null values in a field that is non-nullable here"))
+                    continue
+                got = pa.Table.from_batches([pa.RecordBatch.from_arrays(b.columns, schema=schema)
+                                             for b in got.to_batches()], schema)
             for b in got.to_batches():
                 if b.num_rows:
                     batches.append(b)
