@@ -596,18 +596,20 @@ class Partial:
 
 
 # -- snapshots: state as Arrow, portable between backends and parallelisms -----------------------
-def partial_to_arrow(part: Partial, ids: np.ndarray) -> Tuple[Dict[str, pa.Array], Dict[str, pa.Table]]:
+def partial_to_arrow(part: Partial, ids: np.ndarray, frozen: bool = False) -> Tuple[Dict[str, pa.Array], Dict[str, pa.Table]]:
     """Groups ``ids`` of ``part`` as Arrow columns (row i = group ids[i]), plus the tables of
     per-group value sets (distinct values, sketch buckets) keyed by row number.
 
     Values are stored decoded (strings as strings), never as this process's codes, so a
-    snapshot restores into any operator instance, backend or parallelism.
+    snapshot restores into any operator instance, backend or parallelism.  The arrays are
+    copies unless ``frozen`` (``part`` is already a private copy): Arrow would otherwise share
+    the live state's memory, which keeps changing after the barrier.
     """
     ids = np.asarray(ids, np.int64)
     if not isinstance(part, Partial):
         part, ids = part.load(ids), np.arange(len(ids), dtype=np.int64)
-    if len(ids) == part.n and (not len(ids) or (ids[0] == 0 and ids[-1] == part.n - 1)):
-        pick = lambda a: a[: part.n]              # every group, in order: no gather  # noqa: E731
+    if frozen and len(ids) == part.n and (not len(ids) or (ids[0] == 0 and ids[-1] == part.n - 1)):
+        pick = lambda a: a[: part.n]              # a private copy, every group: no gather  # noqa: E731
     else:
         pick = lambda a: a[ids]                   # noqa: E731
     cols: Dict[str, pa.Array] = {}

@@ -196,7 +196,7 @@ class KeyedAggregate(Operator):
         def build() -> Dict[str, pa.Table]:
             t = dict(zip(enc.names, enc.decode(keys[:, :w], keys[:, w] if nulls else None)))
             t["touched"] = pa.array(touched)
-            cols, extra = partial_to_arrow(part, np.arange(n, dtype=np.int64))
+            cols, extra = partial_to_arrow(part, np.arange(n, dtype=np.int64), frozen=True)
             t.update(cols)
             tables = {"keys": pa.table(t)}
             tables.update(extra)
