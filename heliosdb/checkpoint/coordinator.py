@@ -97,6 +97,7 @@ class Coordinator:
         self.epoch = 0                       # last committed
         self.stages = 0                      # acks expected per epoch
         self.sink_ops: Dict[str, Operator] = {}
+        self.source = None
         self._inflight: Optional[_Epoch] = None
         self._last = time.monotonic()
         self._lock = threading.Lock()
@@ -141,16 +142,20 @@ class Coordinator:
             del data
             source.seek(chosen["source"])
             for name, op in self.sink_ops.items():
-                op.recover(chosen.get("sinks", {}).get(name, {}), restored)
+                entry = chosen.get("sinks", {}).get(name, {})
+                tables = {t: pa.concat_tables([self.store.read_table(f, data.get(f["path"])) for f in files])
+                          for t, files in entry.get("files", {}).items()}
+                op.recover(entry.get("meta", {}), restored, tables)
             self.stats.restores += 1
             self.stats.restored(restored, self.store.dir)
         else:
             for op in self.sink_ops.values():
-                op.recover({}, 0)
+                op.recover({}, 0, {})
         for e in epochs:
             if e > restored:
                 self.store.delete(e)          # incomplete or corrupt: their epochs run again
         self.epoch = restored
+        self.source = source
         self._prepare_ops = [op for op, _ in state_ops if hasattr(op, "prepare_snapshot")]
         self._writer.start()
         return restored or None
@@ -250,14 +255,16 @@ class Coordinator:
     def _write_stage(self, cur: _Epoch, snapshots: List[Tuple[Operator, Snapshot]]) -> None:
         comp = self.config.compression
         for op, snap in snapshots:
-            if op.name in self.sink_ops:
-                cur.sinks[op.name] = snap.meta
-                continue
             files: Dict[str, List[Dict[str, Any]]] = {}
             logical = logical_name(op.name)
             for tname, table in snap.materialize().items():
                 entry = self.store.write_table(cur.epoch, logical, op.name, tname.replace(".", "_"), table, comp)
                 files.setdefault(tname, []).append(entry)
+            if op.name in self.sink_ops:
+                # A sink's pre-committed output (e.g. the records of a Kafka transaction), kept
+                # so a restore can finish its commit.
+                cur.sinks[op.name] = {"files": files, "meta": snap.meta}
+                continue
             cur.operators[op.name] = {"logical": logical, "kind": op.kind, "files": files, "meta": snap.meta}
 
     def _commit(self, cur: _Epoch) -> None:
@@ -269,7 +276,7 @@ class Coordinator:
             with self._lock:
                 self._fail(cur)
             return
-        size = sum(f["size"] for f in manifest_files({"operators": cur.operators}))
+        size = sum(f["size"] for f in manifest_files({"operators": cur.operators, "sinks": cur.sinks}))
         manifest = {
             "format_version": FORMAT_VERSION, "job": self.job, "epoch": cur.epoch,
             "lease_generation": self.lease.generation, "created_unix_s": time.time(),
@@ -284,8 +291,14 @@ class Coordinator:
                 self._fail(cur)
             return
         failpoint("after-manifest")
-        for name, meta in cur.sinks.items():
-            self.sink_ops[name].commit(meta)
+        for name, entry in cur.sinks.items():
+            self.sink_ops[name].commit(entry["meta"])
+        commit_offsets = getattr(self.source, "commit_offsets", None)
+        if commit_offsets is not None:
+            try:                            # for lag dashboards only; restores use the manifest
+                commit_offsets(cur.position)
+            except Exception:  # noqa: BLE001
+                log.warning("job %r: committing source offsets for monitoring failed", self.job, exc_info=True)
         duration = time.monotonic() - cur.started
         self.stats.last_size_bytes = size
         self.stats.last_pause_s = cur.pause_s

@@ -167,10 +167,12 @@ class Store:
 
 
 def manifest_files(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every file a manifest references: operator state and sinks' pre-committed output."""
     out = []
-    for op in manifest.get("operators", {}).values():
-        for entries in op.get("files", {}).values():
-            out.extend(entries)
+    for group in ("operators", "sinks"):
+        for op in manifest.get(group, {}).values():
+            for entries in op.get("files", {}).values():
+                out.extend(entries)
     return out
 
 

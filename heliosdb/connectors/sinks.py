@@ -147,7 +147,7 @@ class _ParquetSinkOp(_SinkOperator):
             if self.fs.exists(hidden):
                 self.fs.mv(hidden, final)
 
-    def recover(self, meta: dict, epoch: int) -> None:
+    def recover(self, meta: dict, epoch: int, tables: Optional[dict] = None) -> None:
         """Before the run: publish what the restored epoch committed, delete what later epochs
         left (hidden or, after a fallback to an older checkpoint, published), then write
         epoch ``epoch + 1``."""
