@@ -1,6 +1,7 @@
 """Logical plan -> physical stages: operator fusion, column pruning, stage cuts; explain().
 
-- Consecutive ``filter``/``select``/``with_columns`` steps become ONE fused kernel.
+- Consecutive ``filter``/``select``/``with_columns`` steps, and ``map``/``filter``/``process``
+  Python functions that translate (``heliosdb.pyfunc``), become ONE fused kernel.
 - Columns no later step reads are dropped as early as possible (at the source if it can).
 - A stage (one thread) starts after the source and at each keyed operator, so the stateless
   kernel and the keyed aggregation run on different cores.
@@ -19,6 +20,7 @@ from .operators.base import Operator
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
 from .operators.window import WatermarkAssigner, window_operator
+from .pyfunc import is_function_step, plan_function
 from .runtime.executor import PhysicalPlan, PhysicalStage
 from .stream import Node
 
@@ -28,8 +30,18 @@ if TYPE_CHECKING:  # pragma: no cover
 FUSABLE = ("filter", "select", "with_columns")
 
 
+def _fusable(node: Node, schema: pa.Schema) -> bool:
+    """Whether ``node`` runs in a fused kernel: expression steps always, ``map``/``filter``/
+    ``process`` functions when they compile."""
+    if is_function_step(node):
+        return plan_function(node, schema).compiled
+    return node.kind in FUSABLE
+
+
 def _apply(program: FusedProgram, node: Node) -> None:
-    if node.kind == "filter":
+    if is_function_step(node):
+        plan_function(node, program.output_schema()).apply(program)
+    elif node.kind == "filter":
         program.add_filter(node.params["predicate"], node.name)
     elif node.kind == "with_columns":
         program.add_columns(node.params["exprs"], node.name)
@@ -85,6 +97,8 @@ def output_schema(node: Node, cache: Optional[Dict[int, pa.Schema]] = None) -> p
 def _node_schema(n: Node, schema: Optional[pa.Schema], wm_time: Optional[str]) -> pa.Schema:
     if n.kind == "source":
         return n.params["source"].schema
+    if is_function_step(n):
+        return plan_function(n, schema).output_schema
     if n.kind in FUSABLE:
         p = FusedProgram.identity(schema)
         _apply(p, n)
@@ -298,8 +312,10 @@ class _Builder:
             return None if after is None else after | {n.params["strategy"].time}
         if after is None:
             return None
-        # A fusable step: its input needs what its kept outputs and predicate read.
+        # A fusable step: its input needs what its kept outputs, predicate and checks read.
         schema = self._schema_before(n)
+        if not _fusable(n, schema):
+            return None               # a Python function run per record sees every column
         p = FusedProgram.identity(schema)
         _apply(p, n)
         p.prune(after)
@@ -308,6 +324,8 @@ class _Builder:
             cols |= e.columns()
         if p.predicate is not None:
             cols |= p.predicate.columns()
+        for c in p.checks:
+            cols |= c.cond.columns()
         return cols
 
     def _schema_before(self, n: Node) -> pa.Schema:
@@ -349,13 +367,18 @@ class _Builder:
         while True:
             ops = self.stages[stage].operators
             kind = node.kind
-            if kind in FUSABLE:
+            if is_function_step(node) and not _fusable(node, schema):
+                op = plan_function(node, schema).operator()
+                ops.append(op)
+                schema = op.output_schema
+            elif _fusable(node, schema):
                 program = FusedProgram.identity(schema)
                 run = node
                 while True:
                     _apply(program, run)
                     kids = self.children.get(id(run), [])
-                    if not self.fuse or len(kids) != 1 or kids[0].kind not in FUSABLE:
+                    if not self.fuse or len(kids) != 1 or \
+                            not _fusable(kids[0], program.output_schema()):
                         break
                     run = kids[0]
                 program.prune(self._needed_after(run, wm_time))

@@ -194,20 +194,85 @@ class Stream:
         return self._with_source("deserialize_arrow", lambda s: s.with_format(ArrowIpcFormat(schema)))
 
     # -- stateless -----------------------------------------------------------------------------
-    def filter(self, predicate: Expr) -> "Stream":
-        """Keep the rows where ``predicate`` is true (null counts as false).
+    def filter(self, predicate: Union[Expr, Callable[[Any], Any]], *, compile: bool = True) -> "Stream":
+        """Keep the rows where ``predicate`` is true.
 
+        ``predicate`` is an expression (null counts as false) or a Python function of one
+        record (``e.value``, ``e["value"]``) whose result is tested for truth, as Python's
+        ``filter()`` does.  A function made of arithmetic, comparisons, ``and``/``or``/``not``,
+        conditionals and ``math`` functions compiles into the stage's fused kernel with
+        Python's semantics; anything else runs per record in Python, with one warning naming
+        the reason.  ``compile=False`` always runs it in Python (same results, slower).
+
+        Examples
+        --------
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
         >>> env.from_iterable([{"x": 1}, {"x": None}, {"x": 3}]).filter(hdb.col("x") > 1).collect()["x"].to_pylist()
         [3]
+        >>> env.from_iterable([{"x": 1}, {"x": None}, {"x": 3}]).filter(
+        ...     lambda e: e.x is not None and e.x % 2 == 1 and e.x > 2).collect()["x"].to_pylist()
+        [3]
         """
-        if not isinstance(predicate, Expr):
-            raise PlanError(
-                f"filter() takes an expression such as col('value') > 0.2, got {predicate!r}; for "
-                "arbitrary Python logic over a batch use map_batches()"
-            )
-        return self._then("filter", predicate=predicate)
+        if isinstance(predicate, Expr):
+            return self._then("filter", predicate=predicate)
+        if callable(predicate):
+            return self._then("filter", fn=predicate, compile=bool(compile))
+        raise PlanError(
+            f"filter() takes an expression such as col('value') > 0.2 or a function of a record "
+            f"such as lambda e: e.value > 0.2, got {predicate!r}"
+        )
+
+    def map(self, fn: Callable[[Any], Any], *, schema: Optional[pa.Schema] = None,
+            compile: bool = True) -> "Stream":
+        """Turn each record into a new one: ``fn(e)`` returns a dict (the new record's columns,
+        in order) or a single value (a record of one column named ``value``).
+
+        The record ``e`` has attribute and item access (``e.value``, ``e["value"]``, ``{**e}``).
+        A function made of arithmetic, comparisons, ``and``/``or``/``not``, conditionals and
+        ``math`` functions over fields and constants compiles into the stage's ONE fused kernel
+        with Python's semantics (``//`` floors, ints are exact, where Python raises the job
+        fails with a RecordError naming the step and the record); anything else runs per
+        record in Python, with one PythonFallbackWarning naming the reason.  The output schema
+        of such a function is ``schema`` if given, else inferred from its source.
+        ``compile=False`` always runs it in Python (same results, slower).
+
+        Examples
+        --------
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> rows = [{"k": "a", "v": 7}, {"k": "b", "v": -2}]
+        >>> env.from_iterable(rows).map(lambda e: {"k": e.k, "half": e.v // 2}).collect().to_pydict()
+        {'k': ['a', 'b'], 'half': [3, -1]}
+        >>> env.from_iterable(rows).map(lambda e: e.v * 2).collect().to_pydict()
+        {'value': [14, -4]}
+        """
+        return self._function("map", fn, schema, compile)
+
+    def process(self, fn: Callable[[Any], Any], *, schema: Optional[pa.Schema] = None,
+                compile: bool = True) -> "Stream":
+        """Like :meth:`map`, but ``fn(e)`` may also return None to drop the record.
+
+        Examples
+        --------
+        >>> import heliosdb as hdb
+        >>> def keep_big(e):
+        ...     if e.v < 0:
+        ...         return None
+        ...     return {"k": e.k, "v": e.v, "big": e.v > 5}
+        >>> rows = [{"k": "a", "v": 7}, {"k": "b", "v": -2}]
+        >>> hdb.StreamEnvironment().from_iterable(rows).process(keep_big).collect().to_pydict()
+        {'k': ['a'], 'v': [7], 'big': [True]}
+        """
+        return self._function("process", fn, schema, compile)
+
+    def _function(self, kind: str, fn: Callable, schema: Optional[pa.Schema], compile: bool) -> "Stream":
+        if not callable(fn):
+            raise PlanError(f"{kind}() takes a function of one record, e.g. lambda e: e.value * 2, "
+                            f"got {fn!r}")
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise PlanError(f"{kind}(schema=) takes a pyarrow.Schema, got {schema!r}")
+        return self._then(kind, fn=fn, schema=schema, compile=bool(compile))
 
     def select(self, *columns: Union[str, Expr]) -> "Stream":
         """Keep (and order) these columns; expressions need ``.alias(name)``.

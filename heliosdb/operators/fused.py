@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Tuple
 import pyarrow as pa
 
 from ..errors import ExecutionError, SchemaError
-from ..kernels.codegen import CompiledProgram, FusedProgram, compile_program
+from ..kernels.codegen import Check, CompiledProgram, FusedProgram, compile_program
 from .base import Item, Operator
 
 
@@ -22,6 +22,7 @@ class FusedOperator(Operator):
         self._compiled: Dict[Tuple[bool, ...], CompiledProgram] = {}
         self._identity = program.is_identity()
         self.output_schema = program.output_schema()
+        self._seen = 0          # rows received so far: a failed check names its record by it
 
     def _kernel_for(self, batch: pa.RecordBatch) -> CompiledProgram:
         key = tuple(c.null_count > 0 for c in batch.columns)
@@ -41,8 +42,23 @@ class FusedOperator(Operator):
             return [batch]
         if batch.schema != self.program.input_schema:
             batch = _conform(batch, self.program.input_schema, self.name)
-        out = self._kernel_for(batch)(batch)
+        if self.program.checks:
+            try:
+                out = self._kernel_for(batch)(batch, lambda check, row: self._failed(check, batch, row))
+            finally:
+                self._seen += batch.num_rows
+        else:
+            out = self._kernel_for(batch)(batch)
         return [out] if out.num_rows else []
+
+    def _failed(self, check: Check, batch: pa.RecordBatch, row: int) -> None:
+        """A check of a compiled Python function failed: raise what Python would have raised."""
+        from ..pyfunc.record import batch_row, record_error
+
+        info = check.info
+        error = info.exc(info.message)
+        raise record_error(check.step, self._seen + row, batch_row(batch, row), error,
+                           f"in `{info.code}`, {info.where}, compiled")
 
     def describe(self) -> str:
         steps = " -> ".join(self.program.steps) or "project"
