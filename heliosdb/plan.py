@@ -19,6 +19,7 @@ from .kernels.codegen import FusedProgram
 from .operators.base import Operator
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
+from .operators.rebatch import RebatchOperator
 from .operators.window import WatermarkAssigner, window_operator
 from .pyfunc import is_function_step, plan_function
 from .runtime.executor import PhysicalPlan, PhysicalStage
@@ -32,15 +33,17 @@ FUSABLE = ("filter", "select", "with_columns")
 
 def _fusable(node: Node, schema: pa.Schema) -> bool:
     """Whether ``node`` runs in a fused kernel: expression steps always, ``map``/``filter``/
-    ``process`` functions when they compile."""
+    ``process`` functions when they compile, and ``unbatch()`` (which computes nothing)."""
     if is_function_step(node):
         return plan_function(node, schema).compiled
-    return node.kind in FUSABLE
+    return node.kind in FUSABLE or node.kind == "unbatch"
 
 
 def _apply(program: FusedProgram, node: Node) -> None:
     if is_function_step(node):
         plan_function(node, program.output_schema()).apply(program)
+    elif node.kind == "unbatch":
+        pass
     elif node.kind == "filter":
         program.add_filter(node.params["predicate"], node.name)
     elif node.kind == "with_columns":
@@ -310,6 +313,8 @@ class _Builder:
         after = self._needed_after(n, wm_time)
         if n.kind == "watermark":
             return None if after is None else after | {n.params["strategy"].time}
+        if n.kind in ("batch", "unbatch"):
+            return after
         if after is None:
             return None
         # A fusable step: its input needs what its kept outputs, predicate and checks read.
@@ -367,7 +372,11 @@ class _Builder:
         while True:
             ops = self.stages[stage].operators
             kind = node.kind
-            if is_function_step(node) and not _fusable(node, schema):
+            if kind == "unbatch":
+                pass                  # ends a batch(n) regrouping; nothing to run
+            elif kind == "batch":
+                ops.append(RebatchOperator(node.params["size"], node.name))
+            elif is_function_step(node) and not _fusable(node, schema):
                 op = plan_function(node, schema).operator()
                 ops.append(op)
                 schema = op.output_schema

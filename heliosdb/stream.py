@@ -274,6 +274,46 @@ class Stream:
             raise PlanError(f"{kind}(schema=) takes a pyarrow.Schema, got {schema!r}")
         return self._then(kind, fn=fn, schema=schema, compile=bool(compile))
 
+    def batch(self, n: int) -> "Stream":
+        """Regroup the stream into record batches of exactly ``n`` rows (the last one, when
+        the input ends, may be shorter), e.g. for a ``map_batches`` function that wants a fixed
+        size.  Rows wait until ``n`` have arrived; a watermark never overtakes the rows it
+        follows.  End the regrouping with :meth:`unbatch`.
+
+        Examples
+        --------
+        >>> import heliosdb as hdb
+        >>> sizes = []
+        >>> _ = (hdb.StreamEnvironment().generate(count=10).batch(4)
+        ...      .inspect(lambda b: sizes.append(b.num_rows)).unbatch().collect())
+        >>> sizes
+        [4, 4, 2]
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"batch() takes a positive number of rows, got {n!r}")
+        return self._then("batch", size=n)
+
+    def unbatch(self) -> "Stream":
+        """End a :meth:`batch` regrouping: later steps take batches of any size again (the
+        rows are not regrouped back; nothing is copied).
+
+        >>> import heliosdb as hdb
+        >>> hdb.StreamEnvironment().generate(count=3).batch(2).unbatch().collect().num_rows
+        3
+        """
+        depth = 0
+        n: Optional[Node] = self._node
+        while n is not None:
+            if n.kind == "unbatch":
+                depth += 1
+            elif n.kind == "batch":
+                if depth == 0:
+                    return self._then("unbatch")
+                depth -= 1
+            n = n.parent
+        raise PlanError("unbatch() ends a batch(n) regrouping, but this stream has no batch() "
+                        "before it")
+
     def select(self, *columns: Union[str, Expr]) -> "Stream":
         """Keep (and order) these columns; expressions need ``.alias(name)``.
 
