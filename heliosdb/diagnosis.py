@@ -354,7 +354,13 @@ def samples_from_text(text: str, t_ns: int) -> Dict[str, Tuple[Sample, Dict[str,
 
 def bucket_quantile(q: float, then: List[Tuple[float, float]], now: List[Tuple[float, float]]) -> Optional[float]:
     """The upper bound of the bucket holding quantile ``q`` of the observations between two
-    scrapes of a cumulative histogram ((le, count) pairs, +Inf last); None without any."""
+    scrapes of a cumulative histogram ((le, count) pairs, +Inf last); None without any.
+
+    >>> then = [(10.0, 5), (100.0, 5), (float("inf"), 5)]
+    >>> now = [(10.0, 95), (100.0, 104), (float("inf"), 105)]     # 100 new: 90 <= 10, 9 <= 100
+    >>> bucket_quantile(0.5, then, now), bucket_quantile(0.95, then, now), bucket_quantile(0.999, then, now)
+    (10.0, 100.0, inf)
+    """
     before = dict(then)
     diff = [(le, c - before.get(le, 0.0)) for le, c in now]
     if not diff or diff[-1][1] <= 0:
