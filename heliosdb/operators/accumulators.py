@@ -292,7 +292,8 @@ class _FrozenPairs:
     """A copy of a ``_Pairs``' contents, for a snapshot."""
 
     def __init__(self, pairs: _Pairs):
-        self._items = pairs.items()
+        g, k, w = pairs.items()              # g, k are copies; w is a view of live counts
+        self._items = (g, k, w.copy())
 
     def items(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._items
@@ -681,6 +682,18 @@ def partial_from_arrow(plan: AccPlan, table: pa.Table, extra: Dict[str, pa.Table
             pairs.add(rows, np.ascontiguousarray(t.column("bucket").to_numpy()), w)
             _accum.merge_add_i64(np.arange(len(rows), dtype=np.int64), rows, w, per)
     return part
+
+
+def snapshot_rows(tables: Dict[str, pa.Table], name: str, select=None) -> Optional[Tuple[pa.Table, Dict[str, pa.Table]]]:
+    """A snapshot's main table ``name`` and its value-set tables, narrowed to this subtask's
+    rows by ``select(table)`` (a bool mask); None when nothing is left."""
+    t = tables.get(name)
+    if t is None or not t.num_rows:
+        return None
+    extra = {k: v for k, v in tables.items() if k != name}
+    if select is not None:
+        t, extra = filter_rows(t, extra, select(t))
+    return (t, extra) if t.num_rows else None
 
 
 def filter_rows(table: pa.Table, extra: Dict[str, pa.Table], keep: np.ndarray) -> Tuple[pa.Table, Dict[str, pa.Table]]:

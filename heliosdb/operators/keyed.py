@@ -19,7 +19,7 @@ import pyarrow as pa
 from ..errors import HeliosError
 from ..expr import AggSpec
 from ..kernels import _hashagg
-from .accumulators import AccPlan, Partial, filter_rows, partial_from_arrow, partial_to_arrow
+from .accumulators import AccPlan, Partial, partial_from_arrow, partial_to_arrow, snapshot_rows
 from .base import Item, Operator, Snapshot, Tick
 from .keys import KeyEncoder
 
@@ -63,12 +63,7 @@ class KeyedAggregate(Operator):
         n = batch.num_rows
         if n == 0:
             return []
-        codes, nullword = self.encoder.encode(batch)
-        if nullword is not None and not self.nulls:
-            self.table = self.table.widen(0)
-            self.nulls = True
-        if self.nulls:
-            codes = codes + [nullword if nullword is not None else np.zeros(n, np.int64)]
+        codes = self._codes(batch)
         if len(self._gids) < n:
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
         gids = self._gids[:n]
@@ -91,6 +86,16 @@ class KeyedAggregate(Operator):
         self._check_memory()
         self._maybe_evict(now)
         return [out]
+
+    def _codes(self, batch: pa.RecordBatch) -> List[np.ndarray]:
+        """Key codes of a batch (plus the null word once a null key has been seen)."""
+        codes, nullword = self.encoder.encode(batch)
+        if nullword is not None and not self.nulls:
+            self.table = self.table.widen(0)
+            self.nulls = True
+        if self.nulls:
+            codes = codes + [nullword if nullword is not None else np.zeros(batch.num_rows, np.int64)]
+        return codes
 
     def _touched_ids(self, gids: np.ndarray) -> np.ndarray:
         """The distinct group ids of a batch, in order of first appearance (a small hash
@@ -209,23 +214,13 @@ class KeyedAggregate(Operator):
             self.seq = max(m["seq"] for m in metas)
             if first:
                 self.evicted_keys = sum(m["evicted_keys"] for m in metas)
-        t = tables.get("keys")
-        if t is None or not t.num_rows:
+        rows = snapshot_rows(tables, "keys", select)
+        if rows is None:
             return
-        extra = {k: v for k, v in tables.items() if k != "keys"}
-        if select is not None:
-            t, extra = filter_rows(t, extra, select(t))
+        t, extra = rows
         m = t.num_rows
-        if not m:
-            return
-        batch = pa.RecordBatch.from_arrays([t.column(k).combine_chunks() for k in self.encoder.names],
-                                           names=self.encoder.names)
-        codes, nullword = self.encoder.encode(batch)
-        if nullword is not None and not self.nulls:
-            self.table = self.table.widen(0)
-            self.nulls = True
-        if self.nulls:
-            codes = codes + [nullword if nullword is not None else np.zeros(m, np.int64)]
+        codes = self._codes(pa.RecordBatch.from_arrays(
+            [t.column(k).combine_chunks() for k in self.encoder.names], names=self.encoder.names))
         fresh = self.table.n_groups == 0
         if fresh:
             self.table = _hashagg.GroupTable(len(codes), m + m // 2)     # sized once, no regrowth

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Tuple
 
 import pyarrow as pa
 
-from ..pyfunc.record import BadValue, batch_row, record_error, record_type, records, to_column
+from ..pyfunc.record import BadValue, batch_row, record_error, record_type, rows, to_column
 from .base import Item, Operator
 
 _NOT_DICT = "map() must return a dict (the new record) or, for a one-column output, a single value"
@@ -38,13 +38,15 @@ class PythonFunctionOperator(Operator):
         self._seen = 0
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-        recs = records(batch, self._record)
+        # Records are made one at a time and dropped after the call: a list of them all would
+        # be a batch of live containers for the cyclic GC to scan over and over.
+        make = self._record
         fn = self.fn
         out: list = []
         append = out.append
         try:
-            for r in recs:
-                append(fn(r))
+            for row in rows(batch):
+                append(fn(make(row)))
         except Exception as exc:  # noqa: BLE001 - the user's function: reported with its record
             k = len(out)
             if k:   # an earlier record whose result does not fit fails first (as compiled)
@@ -58,12 +60,16 @@ class PythonFunctionOperator(Operator):
 
     def _build(self, batch: pa.RecordBatch, out: list) -> pa.RecordBatch:
         if self.mode == "filter":
-            keep = []
-            for i, v in enumerate(out):
-                try:
-                    keep.append(bool(v))
-                except Exception as exc:  # noqa: BLE001 - e.g. a numpy array's ambiguous truth
-                    raise self._error(batch, i, exc, f"the truth of what {self.where} returned") from exc
+            try:
+                keep = list(map(bool, out))
+            except Exception:  # noqa: BLE001 - e.g. a numpy array's ambiguous truth
+                for i, v in enumerate(out):
+                    try:
+                        bool(v)
+                    except Exception as exc:  # noqa: BLE001
+                        raise self._error(batch, i, exc,
+                                          f"the truth of what {self.where} returned") from exc
+                raise
             return batch.filter(pa.array(keep, pa.bool_()))
         rows = list(range(len(out)))
         if self.mode == "process":

@@ -43,7 +43,7 @@ from ..kernels import _accum, _hashagg
 from ..kernels.window import tumbling_runs, tumbling_starts, watermark_splits
 from ..windows import SessionWindow, SlidingWindow, TumblingWindow, time_factor
 from .accumulators import (AccPlan, Partial, Prepared, filter_rows, partial_from_arrow,
-                           partial_to_arrow)
+                           partial_to_arrow, snapshot_rows)
 from .base import WATERMARK_MAX, Item, Operator, SideOutput, Snapshot, Tick, Watermark
 from .keys import KeyEncoder
 
@@ -447,12 +447,10 @@ class WindowAggregate(_KeyedBase):
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
         """Load a snapshot (of any parallelism); ``select(table)`` picks this subtask's rows."""
         self._restore_meta(metas, first)
-        t = tables.get("groups")
-        if t is None or not t.num_rows:
+        rows = snapshot_rows(tables, "groups", select)
+        if rows is None:
             return
-        extra = {k: v for k, v in tables.items() if k != "groups"}
-        if select is not None:
-            t, extra = filter_rows(t, extra, select(t))
+        t, extra = rows
         panes = t.column("pane").to_numpy()
         for start in np.unique(panes):
             sub, sub_extra = filter_rows(t, extra, panes == start)
@@ -731,15 +729,11 @@ class SessionAggregate(_KeyedBase):
 
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
         self._restore_meta(metas, first)
-        t = tables.get("sessions")
-        if t is None or not t.num_rows:
+        rows = snapshot_rows(tables, "sessions", select)
+        if rows is None:
             return
-        extra = {k: v for k, v in tables.items() if k != "sessions"}
-        if select is not None:
-            t, extra = filter_rows(t, extra, select(t))
+        t, extra = rows
         m = t.num_rows
-        if not m:
-            return
         codes = self._key_codes(t)          # may widen the key table first
         kid = np.empty(m, np.int64)
         self.keys.insert(codes, kid)
