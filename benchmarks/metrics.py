@@ -1,6 +1,6 @@
 """What metrics cost: W1 throughput with metrics on vs off; records benchmarks/RESULTS.md.
 
-    python -m benchmarks.metrics            # N = 20M, 15 interleaved rounds
+    python -m benchmarks.metrics            # N = 20M, 21 interleaved rounds
     python -m benchmarks.metrics --quick    # N = 2M, 5 rounds (a smoke test of the script)
 
 - **off**: ``HELIOSDB_METRICS=0`` (no per-batch operator timing: no operator latency, busy time
@@ -34,7 +34,7 @@ from .results import write_section
 
 
 def run_w1(table, metrics_on: bool, scrape_interval: float) -> tuple:
-    """One W1 run; (seconds, output table, scrapes made)."""
+    """One W1 run; (wall seconds, output table, scrapes made, CPU seconds of the process)."""
     import heliosdb as hdb
 
     if metrics_on:
@@ -59,18 +59,18 @@ def run_w1(table, metrics_on: bool, scrape_interval: float) -> tuple:
         scraper = threading.Thread(target=scrape, daemon=True)
     stream = w1data.w1_pipeline(env.from_arrow(table))
     try:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         if scraper is not None:
             scraper.start()
         out = stream.collect()
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         stop.set()
         if scraper is not None:
             scraper.join()
         env.close()
         os.environ.pop("HELIOSDB_METRICS", None)
-    return dt, out, scrapes[0]
+    return dt, out, scrapes[0], cpu
 
 
 def measure(table, n: int, rounds: int, scrape_interval: float, ref) -> Dict[str, object]:
@@ -81,20 +81,23 @@ def measure(table, n: int, rounds: int, scrape_interval: float, ref) -> Dict[str
     for fn in runs.values():                      # warm-up, and validate both
         w1data.validate(fn()[1], ref)
     times: Dict[str, List[float]] = {k: [] for k in runs}
+    cpu: Dict[str, List[float]] = {k: [] for k in runs}
     scrapes = 0
     for r in range(rounds):
         order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
         for k in order:
-            dt, _, s = runs[k]()
+            dt, _, s, c = runs[k]()
             times[k].append(dt)
+            cpu[k].append(c)
             scrapes += s
         print(f"  round {r + 1:2d}: off {n / times['off'][-1] / 1e6:6.2f} M/s   on {n / times['on'][-1] / 1e6:6.2f} M/s")
     off = n / statistics.median(times["off"])
     on = n / statistics.median(times["on"])
     paired = statistics.median(o / f for o, f in zip(times["off"], times["on"]))   # on/off throughput
     best = min(times["off"]) / min(times["on"])
+    cpu_ratio = statistics.median(cpu["off"]) / statistics.median(cpu["on"])
     return {"off": off, "on": on, "ratio": on / off, "paired": paired, "best": best, "times": times,
-            "scrapes": scrapes}
+            "scrapes": scrapes, "cpu": cpu, "cpu_ratio": cpu_ratio}
 
 
 def timing_cost_per_call(calls: int = 200_000) -> float:
@@ -182,6 +185,11 @@ def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], 
         "",
         f"**on / off = {res['ratio']:.3f}** (ratio of medians); median of the per-round ratios "
         f"{res['paired']:.3f}; ratio of the best runs {res['best']:.3f}. Target: at least 0.97.",
+        f"CPU time of the whole process per run (less sensitive to other work on the machine than "
+        f"wall time): median off {statistics.median(res['cpu']['off']):.3f} s, on "
+        f"{statistics.median(res['cpu']['on']):.3f} s, off / on = {res['cpu_ratio']:.3f}.",
+        f"Machine load (1-minute load average) at the end of the run: {res['load']:.1f} on "
+        f"{os.cpu_count()} cores.",
         "",
         f"- Direct: per-batch operator timing costs {res['call_ns']:.0f} ns per operator call; W1 makes "
         f"{res['calls']:,} operator calls (batches and watermarks), so {res['call_ns'] * res['calls'] / 1e6:.1f} ms "
@@ -200,16 +208,17 @@ def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 2M and 5 rounds (smoke test)")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15; 5 with --quick)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 21; 5 with --quick)")
     ap.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between scrapes (default 1)")
     ap.add_argument("--no-record", action="store_true", help="do not rewrite benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     n = 2_000_000 if args.quick else 20_000_000
-    rounds = args.rounds or (5 if args.quick else 15)
+    rounds = args.rounds or (5 if args.quick else 21)
     print(f"W1 metrics on vs off: N = {n:,}, {rounds} interleaved rounds")
     table = w1data.make_table(n)
     ref = w1data.reference(table)
     res = measure(table, n, rounds, args.scrape_interval, ref)
+    res["load"] = os.getloadavg()[0]
     res["call_ns"] = timing_cost_per_call()
     res["calls"] = w1_operator_calls(table)
     res["timing_share"] = res["call_ns"] * res["calls"] / 1e9 / statistics.median(res["times"]["off"])
@@ -219,7 +228,7 @@ def main(argv=None) -> int:
           f"{res['timing_share']:.3%} of a run; one scrape {res['scrape_ms']:.1f} ms CPU ({res['series']} series)")
     print(f"off {res['off'] / 1e6:.2f} M events/s, on {res['on'] / 1e6:.2f} M events/s: on/off = "
           f"{res['ratio']:.3f} (median of per-round ratios {res['paired']:.3f}, best runs {res['best']:.3f}; "
-          f"{res['scrapes']} scrapes)")
+          f"{res['scrapes']} scrapes); CPU off/on {res['cpu_ratio']:.3f}; load {res['load']:.1f}")
     if not args.no_record:
         record(n, rounds, args.scrape_interval, res, args.quick)
         print("recorded in benchmarks/RESULTS.md")
