@@ -139,13 +139,13 @@ class Coordinator:
         if chosen is not None:
             restored = chosen["epoch"]
             self._load(chosen, state_ops, data)
-            del data
             source.seek(chosen["source"])
             for name, op in self.sink_ops.items():
                 entry = chosen.get("sinks", {}).get(name, {})
                 tables = {t: pa.concat_tables([self.store.read_table(f, data.get(f["path"])) for f in files])
                           for t, files in entry.get("files", {}).items()}
                 op.recover(entry.get("meta", {}), restored, tables)
+            data.clear()
             self.stats.restores += 1
             self.stats.restored(restored, self.store.dir)
         else:

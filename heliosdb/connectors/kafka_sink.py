@@ -258,6 +258,11 @@ class _KafkaSinkOp(_SinkOperator):
                 cols = [batch.column(batch.schema.get_field_index(n)).to_pylist() for n in names]
                 headers = [[(n, None if v is None else str(v).encode()) for n, v in zip(names, row)]
                            for row in zip(*cols)]
+        if self.coordinated:
+            # A checkpointed job: the epoch's records wait for its barrier (snapshot()).
+            self._pending.append((values, keys, stamps, headers))
+            self.records += len(values)
+            return []
         if spec.exactly_once and not self.transaction_started:
             self.begin_epoch(self.epoch)
         self._produce(values, keys, stamps, headers)
@@ -403,6 +408,77 @@ class _KafkaSinkOp(_SinkOperator):
                     hint = " (the transaction must be aborted; its records will not be visible)"
                 raise ExecutionError(f"step {self.name!r}: Kafka {what} on topic {self.spec.topic!r} "
                                      f"failed: {exc}{hint}") from exc
+
+    # -- checkpointed exactly-once -------------------------------------------------------------
+    # In a checkpointed job the coordinator drives the transactions.  An epoch's records wait
+    # in memory until its barrier; snapshot() then produces them in the open transaction and
+    # flushes (the pre-commit), and hands them to the checkpoint as a table; once the epoch's
+    # manifest is written, commit() commits the transaction together with the epoch's marker.
+    # A crash between the manifest and that commit leaves the transaction aborted (a restarted
+    # producer fences it), so recover() produces the restored epoch's records again from the
+    # checkpoint and commits them, unless Kafka's marker says that epoch is already in.
+    _RECORDS = pa.schema([("value", pa.binary()), ("key", pa.binary()), ("timestamp", pa.int64()),
+                          ("headers", pa.list_(pa.struct([("name", pa.string()), ("value", pa.binary())])))])
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        return self.coordinated
+
+    def recover(self, meta: dict, epoch: int, tables: Optional[dict] = None) -> None:
+        """Join the checkpoint protocol (exactly-once only) and finish the restored epoch."""
+        if not self.spec.exactly_once:
+            return                           # at-least-once: replays may repeat records
+        self.coordinated = True
+        self._pending: List[tuple] = []
+        self._uncommitted: List[pa.Table] = []
+        t = (tables or {}).get("records")
+        if epoch and t is not None and t.num_rows:
+            done = self.committed_epoch()
+            if done is None or done < epoch:
+                log.info("step %r: re-producing %d records of epoch %d, whose Kafka commit a crash "
+                         "interrupted", self.name, t.num_rows, epoch, extra={"operator": self.name, "epoch": epoch})
+                self.begin_epoch(epoch)
+                self._produce_table(t)
+                self.commit_epoch(epoch)
+
+    def _records_table(self) -> pa.Table:
+        values, keys, stamps, headers = [], [], [], []
+        for v, k, st, h in self._pending:
+            n = len(v)
+            values += v
+            keys += k if k is not None else [None] * n
+            stamps += st if st is not None else [None] * n
+            headers += ([[{"name": a, "value": b} for a, b in row if b is not None] for row in h]
+                        if h is not None else [None] * n)
+        self._pending = []
+        return pa.table([pa.array(values, pa.binary()), pa.array(keys, pa.binary()),
+                         pa.array(stamps, pa.int64()), pa.array(headers, self._RECORDS.field("headers").type)],
+                        schema=self._RECORDS)
+
+    def _produce_table(self, t: pa.Table) -> None:
+        headers = t.column("headers").to_pylist()
+        self._produce(t.column("value").to_pylist(), t.column("key").to_pylist(),
+                      t.column("timestamp").to_pylist(),
+                      [[(h["name"], h["value"]) for h in (row or [])] for row in headers])
+
+    def snapshot(self):
+        """Barrier: produce the epoch's records in the transaction and flush them (pre-commit);
+        the records of every not yet committed epoch go into the checkpoint."""
+        from ..operators.base import Snapshot
+
+        epoch = getattr(self, "snapshot_epoch", None)
+        t = self._records_table()
+        self.begin_epoch(epoch)
+        if t.num_rows:
+            self._produce_table(t)
+        self.flush()
+        self._uncommitted.append(t)
+        return Snapshot({"records": pa.concat_tables(self._uncommitted)}, {"epoch": epoch})
+
+    def commit(self, meta: dict) -> None:
+        """The epoch's manifest is written: commit its transaction (with the epoch marker)."""
+        self.commit_epoch(meta.get("epoch"))
+        self._uncommitted = []
 
     # -- end -------------------------------------------------------------------------------------
     def close(self) -> List[Item]:

@@ -454,6 +454,7 @@ class Job:
         for op in chain.ops:
             if op.stateful:
                 try:
+                    op.snapshot_epoch = barrier.epoch        # for sinks whose output names it
                     snaps.append((op, op.snapshot()))
                 except HeliosError:
                     raise
