@@ -20,6 +20,8 @@ extensions = [
 
 # kafka_source / sinks.kafka and the record formats (heliosdb.formats).
 KAFKA = ["confluent-kafka>=2.3", "orjson>=3.9", "msgpack>=1.0", "fastavro>=1.9", "protobuf>=4.25"]
+# The S3 tests: s3:// through fsspec, against a local moto server (ci/services.sh).
+S3 = ["s3fs>=2023.6", "moto[server]>=5.0", "boto3>=1.28"]
 
 setup(
     name="heliosdb-streaming",
@@ -51,6 +53,7 @@ setup(
             "pytest-timeout>=2.2",
             "rocksdict>=0.3.23",
             *KAFKA,
+            *S3,
         ],
         "rocksdb": ["rocksdict>=0.3.23"],
         "kafka": KAFKA,

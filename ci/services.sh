@@ -10,13 +10,13 @@
 #                                    start / stop services in $HELIOSDB_SERVICES_DIR (required)
 #
 # A service NAME is three functions, NAME_install, NAME_start and NAME_stop, and an entry in
-# SERVICES: a Kafka broker or an S3 server is added the same way.  NAME_start runs in
+# SERVICES (prometheus, kafka: ci/kafka.sh, s3: a moto server).  NAME_start runs in
 # $HELIOSDB_SERVICES_DIR/NAME, binds 127.0.0.1 on a free port, waits until the service answers,
 # and appends KEY=VALUE lines for the tests to $HELIOSDB_SERVICES_DIR/env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-SERVICES=(prometheus kafka)
+SERVICES=(prometheus kafka s3)
 # shellcheck source=ci/kafka.sh
 . "$ROOT/ci/kafka.sh"      # kafka_install, kafka_start, kafka_stop: one KRaft broker (Apache Kafka 4.x)
 
@@ -107,6 +107,42 @@ EOF
 }
 
 prometheus_stop() { stop_pid "$1"; }
+
+# --- s3: a moto server standing in for S3 (checkpoints and Parquet on s3://) ---------------------
+# moto[server], s3fs and boto3 are test extras (setup.py); s3_install pip-installs them into the
+# Python that runs the tests ($HELIOSDB_PYTHON, else .venv/bin/python, else python3) if missing.
+# Tests get HELIOSDB_S3_ENDPOINT; any key and secret work (moto checks none).
+s3_python() {
+    if [ -n "${HELIOSDB_PYTHON:-}" ]; then echo "$HELIOSDB_PYTHON"
+    elif [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"
+    else command -v python3; fi
+}
+
+s3_install() {
+    local py
+    py="$(s3_python)"
+    if ! "$py" -c 'import moto.server, s3fs, boto3' 2>/dev/null; then
+        log "installing moto[server], s3fs and boto3 (pip, for $py)"
+        "$py" -m pip install --quiet 'moto[server]>=5.0' 's3fs>=2023.6' 'boto3>=1.28'
+    fi
+}
+
+s3_start() {
+    local dir="$1" port py
+    py="$(s3_python)"
+    "$py" -c 'import moto.server' 2>/dev/null || die "moto[server] is not installed for $py: run ci/services.sh install s3"
+    port="$(free_port)"
+    "$py" -m moto.server -H 127.0.0.1 -p "$port" >"$dir/log" 2>&1 &
+    echo $! > "$dir/pid"
+    if ! wait_http "http://127.0.0.1:$port/moto-api/" 30; then
+        cat "$dir/log" >&2
+        die "the S3 server (moto) did not answer on 127.0.0.1:$port"
+    fi
+    log "s3 (moto) ready at http://127.0.0.1:$port"
+    echo "HELIOSDB_S3_ENDPOINT=http://127.0.0.1:$port" >> "$HELIOSDB_SERVICES_DIR/env"
+}
+
+s3_stop() { stop_pid "$1"; }
 
 # --- driver -------------------------------------------------------------------------------------
 each() {   # each ACTION [NAME..]
