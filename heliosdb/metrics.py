@@ -431,6 +431,8 @@ class JobMetrics:
             "tasks": frac,
             CHECKPOINTS: self.checkpoints.count,
             CHECKPOINT_FAILURES: self.checkpoints.failures,
+            "checkpoint_restores": self.checkpoints.restores,
+            "checkpoint_fallbacks": self.checkpoints.fallbacks,
             "operators": {
                 n: {"kind": s.kind, "task": task_of.get(n, ""), "rows_in": s.rows_in,
                     "rows_out": s.rows_out, "batches": s.batches, "busy_s": s.busy_ns / 1e9,

@@ -26,10 +26,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def validate_name(name: str, what: str = "step name") -> str:
     """Names become path segments of checkpoints and metric labels: keep them plain."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
         raise ConfigError(
-            f"{what} {name!r} is not valid: use 1-128 letters, digits, '_', '-' or '.', starting "
-            "with a letter or digit"
+            f"{what} {name!r} is not valid: use 1-128 letters, digits, '_', '-' or '.' (never '..'), "
+            "starting with a letter or digit"
         )
     return name
 

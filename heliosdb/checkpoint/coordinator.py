@@ -41,7 +41,7 @@ import pyarrow as pa
 from ..config import CheckpointConfig, to_nanos
 from ..errors import CheckpointError
 from ..operators.base import Operator, Snapshot
-from .storage import FORMAT_VERSION, Lease, Store, failpoint, manifest_files
+from .storage import FORMAT_VERSION, IncompleteCheckpoint, Lease, Store, failpoint, manifest_files
 
 log = logging.getLogger("heliosdb.checkpoint")
 
@@ -104,6 +104,8 @@ class Coordinator:
         self._idle = threading.Condition(self._lock)
         self._queue: "queue.Queue" = queue.Queue()
         self._prepare_ops: List[Operator] = []
+        self._last_begun = 0
+        self._last_error: Optional[BaseException] = None
         self._writer = threading.Thread(target=self._write_loop, daemon=True, name=f"{job}:checkpoint")
         self._closed = False
 
@@ -113,31 +115,45 @@ class Coordinator:
         its row selector for parallel subtasks), seek ``source``, let ``sinks`` publish the
         restored epoch and drop what later epochs left.  Returns the restored epoch or None."""
         self.lease.acquire()
+        try:
+            return self._restore(state_ops, source, sinks)
+        except BaseException:
+            self.lease.release()
+            raise
+
+    def _restore(self, state_ops, source, sinks) -> Optional[int]:
         self.sink_ops = {op.name: op for op in sinks if hasattr(op, "commit")}
         epochs = self.store.epochs()
         chosen: Optional[Dict[str, Any]] = None
         data: Dict[str, bytes] = {}
+        corrupt = 0
         for e in reversed(epochs):
             try:
                 m = self.store.read_manifest(e)
                 data = self.store.verify(m)
+            except IncompleteCheckpoint:
+                # Never committed (a crash cut it short): its epoch simply runs again.
+                log.info("job %r: checkpoint %d never committed; ignored", self.job, e,
+                         extra={"job": self.job, "epoch": e})
+                continue
             except CheckpointError as exc:
+                corrupt += 1
                 self.stats.fallbacks += 1
                 log.warning("job %r: checkpoint %d is unusable (%s); falling back to the previous one",
                             self.job, e, exc, extra={"job": self.job, "epoch": e})
                 continue
             chosen = m
             break
-        if epochs and chosen is None:
-            self.lease.release()
+        if corrupt and chosen is None:
             raise CheckpointError(
-                f"job {self.job!r}: none of the {len(epochs)} checkpoints under {self.store.dir!r} is "
+                f"job {self.job!r}: none of the {corrupt} committed checkpoints under {self.store.dir!r} is "
                 "intact (see the warnings above); refusing to start from empty state. Delete the "
                 "directory to start the job over"
             )
         restored = 0
         if chosen is not None:
             restored = chosen["epoch"]
+            self._check_names(chosen, state_ops)
             self._load(chosen, state_ops, data)
             source.seek(chosen["source"])
             for name, op in self.sink_ops.items():
@@ -159,6 +175,20 @@ class Coordinator:
         self._prepare_ops = [op for op, _ in state_ops if hasattr(op, "prepare_snapshot")]
         self._writer.start()
         return restored or None
+
+    def _check_names(self, manifest: Dict[str, Any], state_ops) -> None:
+        """Every operator state in the checkpoint must find its operator: state is matched by
+        step name, and a renamed or re-numbered step would silently start empty."""
+        have = {logical_name(op.name) for op, _ in state_ops}
+        lost = sorted({e["logical"] for e in manifest["operators"].values()} - have)
+        lost += sorted(set(manifest["sinks"]) - set(self.sink_ops))
+        if lost:
+            raise CheckpointError(
+                f"job {self.job!r}: checkpoint {manifest['epoch']} holds state of steps {lost} that this "
+                f"job does not have (it has {sorted(have | set(self.sink_ops))}). State is matched by step "
+                "name: give stateful steps and sinks stable names with .name('...') so they survive "
+                "changes to the pipeline, or use a new job name to start over"
+            )
 
     def _load(self, manifest: Dict[str, Any], state_ops, data: Dict[str, bytes]) -> None:
         by_logical: Dict[str, List[Dict[str, Any]]] = {}
@@ -182,16 +212,18 @@ class Coordinator:
                 return False
             return time.monotonic() - self._last >= self.interval_s
 
-    def begin(self, position: Any, wait: bool = False) -> Optional[int]:
-        """Start the next epoch (``wait``: after the one in flight); returns its id."""
+    def begin(self, position: Any, wait: bool = False, stop: Optional[threading.Event] = None) -> Optional[int]:
+        """Start the next epoch (``wait``: after the one in flight, unless ``stop`` is set: the
+        job failed); returns its id."""
         with self._lock:
-            while wait and self._inflight is not None and not self._closed:
+            while wait and self._inflight is not None and not self._closed and not (stop and stop.is_set()):
                 self._idle.wait(0.05)
                 self._check_timeout()
             if self._inflight is not None or self._closed:
                 return None
             e = self.epoch + 1
             self._inflight = _Epoch(e, time.monotonic(), position)
+            self._last_begun = e
             return e
 
     def ack(self, stage: str, epoch: int, snapshots: List[Tuple[Operator, Snapshot]], pause_s: float) -> None:
@@ -206,6 +238,7 @@ class Coordinator:
 
     def _fail(self, cur: _Epoch) -> None:
         self.stats.failed(cur.epoch, cur.failed)
+        self._last_error = cur.failed
         self._inflight = None
         self._last = time.monotonic()
         self._idle.notify_all()
@@ -353,3 +386,10 @@ class Coordinator:
         if self._writer.is_alive():
             self._writer.join(timeout=self.timeout_s)
         self.lease.release()
+        if not failed and self._last_begun > self.epoch:
+            # The last epoch (at the end of input, the one holding the final output) did not
+            # commit: the job did not complete, whatever its steps did.
+            raise CheckpointError(
+                f"job {self.job!r}: its last checkpoint ({self._last_begun}) did not commit"
+                + (f": {type(self._last_error).__name__}: {self._last_error}" if self._last_error else "")
+                + "; its output of that epoch is not published. Run the job again to finish it")

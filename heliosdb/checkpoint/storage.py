@@ -53,6 +53,15 @@ def segment(name: str, what: str) -> str:
     return name
 
 
+class IncompleteCheckpoint(CheckpointError):
+    """A checkpoint directory without a manifest: its epoch never committed."""
+
+
+def _manifest_checksum(m: Dict[str, Any]) -> int:
+    body = {k: v for k, v in m.items() if k != "checksum"}
+    return crc32(json.dumps(body, sort_keys=True).encode())
+
+
 def crc32(data) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
@@ -138,6 +147,7 @@ class Store:
         return {entry["path"]: self._verified(entry) for entry in manifest_files(manifest)}
 
     def write_manifest(self, epoch: int, manifest: Dict[str, Any]) -> None:
+        manifest = dict(manifest, checksum=_manifest_checksum(manifest))
         data = json.dumps(manifest, sort_keys=True, indent=1).encode()
         final = f"{self.chk(epoch)}/{MANIFEST}"
         tmp = f"{self.chk(epoch)}/.{MANIFEST}.{uuid.uuid4().hex[:8]}"
@@ -150,13 +160,20 @@ class Store:
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
-            raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} has no manifest (incomplete)") from None
+            raise IncompleteCheckpoint(f"checkpoint {epoch} of job {self.job!r} has no manifest (incomplete)") from None
         try:
             m = json.loads(data)
         except ValueError as exc:
             raise CheckpointError(f"checkpoint manifest {path!r} is not valid JSON: {exc}") from None
         if not isinstance(m, dict) or m.get("format_version") != FORMAT_VERSION or m.get("epoch") != epoch:
             raise CheckpointError(f"checkpoint manifest {path!r} is empty or of another format/epoch")
+        missing = [k for k in ("source", "operators", "sinks") if k not in m]
+        if missing or not isinstance(m["operators"], dict) or not isinstance(m["sinks"], dict):
+            raise CheckpointError(f"checkpoint manifest {path!r} lacks {missing or 'well-formed operators/sinks'}")
+        for entry in manifest_files(m):
+            self.inside(entry["path"])         # names the file if it points elsewhere
+        if m.get("checksum") != _manifest_checksum(m):
+            raise CheckpointError(f"checkpoint manifest {path!r} fails its checksum (edited or corrupted)")
         return m
 
     def delete(self, epoch: int) -> None:

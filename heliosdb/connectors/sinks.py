@@ -6,6 +6,7 @@ operator when the job starts.  A memory sink keeps what it received after the ru
 """
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import uuid
@@ -68,12 +69,26 @@ class _CallbackSinkOp(_SinkOperator):
         return []
 
 
+_PENDING = ".pending"
+_OUTPUT = re.compile(r"^(.+)-(\d{10})-(\d{5})\.parquet$")
+
+
+def _hidden(name: str) -> str:
+    """Where an epoch's file waits for its commit: a leading ``_`` (pyarrow datasets and pandas
+    skip it) and no ``.parquet`` suffix (so ``*.parquet`` globs, as DuckDB's, skip it too)."""
+    return f"_{name}{_PENDING}"
+
+
+def _visible(hidden: str) -> str:
+    return hidden[1: -len(_PENDING)]
+
+
 class _ParquetSinkOp(_SinkOperator):
     """Writes rolled Parquet files.
 
     In a checkpointed job (``epoch`` set) it is exactly-once: an epoch's files are written under
-    hidden names (``_{step}-{epoch:010d}-{n:05d}.parquet``: a leading ``_`` makes pyarrow
-    datasets, pandas and DuckDB skip them), the checkpoint barrier closes them
+    hidden names (``_{step}-{epoch:010d}-{n:05d}.parquet.pending``: the leading ``_`` makes
+    pyarrow datasets and pandas skip them, the suffix ``*.parquet`` globs), the barrier closes them
     (``snapshot()``), and once the epoch's manifest is committed ``commit()`` renames them to
     their final, deterministic names.  ``recover()`` redoes the publishing of the restored
     epoch and deletes whatever later, uncommitted epochs left.
@@ -104,7 +119,7 @@ class _ParquetSinkOp(_SinkOperator):
         import pyarrow.parquet as pq
 
         name = self._name()
-        path = f"{self.root}/{name}" if self.epoch is None else f"{self.root}/_{name}"
+        path = f"{self.root}/{name}" if self.epoch is None else f"{self.root}/{_hidden(name)}"
         self.part += 1
         self.handle = self.fs.open(path, "wb")
         try:
@@ -128,7 +143,7 @@ class _ParquetSinkOp(_SinkOperator):
         if self.writer is not None:
             self._close_file()
             if self.epoch is not None:
-                self.pending.append(self.spec.files[-1].rsplit("/", 1)[-1][1:])
+                self.pending.append(_visible(self.spec.files[-1].rsplit("/", 1)[-1]))
 
     # -- exactly-once (checkpointed jobs) ---------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -143,7 +158,7 @@ class _ParquetSinkOp(_SinkOperator):
     def commit(self, meta: dict) -> None:
         """The epoch committed: give its files their final names (idempotent)."""
         for name in meta.get("publish", []):
-            hidden, final = f"{self.root}/_{name}", f"{self.root}/{name}"
+            hidden, final = f"{self.root}/{_hidden(name)}", f"{self.root}/{name}"
             if self.fs.exists(hidden):
                 self.fs.mv(hidden, final)
 
@@ -153,16 +168,18 @@ class _ParquetSinkOp(_SinkOperator):
         epoch ``epoch + 1``."""
         self.commit(meta)
         prefix = f"{self.name}-"
-        for path in self.fs.ls(self.root, detail=False):
+        try:
+            listing = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:           # an object store's empty prefix
+            listing = []
+        for path in listing:
             base = path.rstrip("/").rsplit("/", 1)[-1]
-            hidden = base.startswith("_")
-            name = base[1:] if hidden else base
-            if not name.startswith(prefix):
-                continue
-            try:
-                file_epoch = int(name[len(prefix):].split("-", 1)[0])
-            except ValueError:
-                continue
+            hidden = base.startswith("_") and base.endswith(_PENDING)
+            name = _visible(base) if hidden else base
+            m = _OUTPUT.match(name)
+            if m is None or m.group(1) != self.name:
+                continue                    # not this sink's file: never touched
+            file_epoch = int(m.group(2))
             if hidden or file_epoch > epoch:
                 self.fs.rm(path)
         self.epoch = epoch + 1

@@ -233,6 +233,7 @@ class Job:
         self._error: Optional[BaseException] = None
         self._error_step = ""
         self._stop = threading.Event()
+        self._failed = threading.Event()     # a step failed: nothing waits for checkpoints
         self._drain = False
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -322,6 +323,7 @@ class Job:
                 log.error("job %r step %r failed: %s: %s", self.name, step, type(exc).__name__, exc,
                           extra={"job": self.name, "operator": step,
                                  "epoch": self.metrics.checkpoints.epoch})
+        self._failed.set()
         self._stop.set()
         for ch in self.inputs:
             ch.close()
@@ -467,7 +469,7 @@ class Job:
 
     def _checkpoint(self, task, wait: bool = False) -> None:
         """Source side of a checkpoint: position, then the barrier (the batch is already out)."""
-        epoch = self.coordinator.begin(self.plan.source.position(), wait=wait)
+        epoch = self.coordinator.begin(self.plan.source.position(), wait=wait, stop=self._failed)
         if epoch is not None:
             self._emit(self.plan.source_children, [Barrier(epoch)], time.time_ns(), task=task)
 

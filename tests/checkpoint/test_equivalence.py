@@ -165,11 +165,6 @@ def test_committed_output_after_a_crash_is_part_of_the_final_output(inputs, tmp_
     assert all(tuple(r.values()) in final_rows for r in early.select(["window_start", "k", "n"]).to_pylist())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: restore matches saved state to operators by their generated step names "
-    "('window-4', 'sink-parquet-5'); a pipeline started again with one more step upstream "
-    "renumbers them, and the job silently starts its window from empty state (and the sink "
-    "leaves the old name's files), instead of refusing"))
 def test_a_restore_whose_state_matches_no_operator_is_refused(inputs, tmp_path):
     # crashed with .inspect(crash) upstream, restarted without it: 'window-4' becomes 'window-3'
     table, folder = inputs
@@ -190,10 +185,6 @@ def test_a_restore_whose_state_matches_no_operator_is_refused(inputs, tmp_path):
         run_job(build(False), P.config(storage), "renamed")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the exactly-once Parquet sink hides uncommitted files only by a leading '_', which "
-    "pyarrow.dataset and pandas skip but DuckDB's read_parquet('dir/*.parquet') does not: "
-    "after a crash (or while a job runs) DuckDB reads uncommitted rows"))
 def test_duckdb_skips_uncommitted_files_after_a_crash(inputs, tmp_path):
     # no checkpoint completes before the crash (interval: 1 hour), so every row written so far
     # sits in hidden files rolled every 20 rows

@@ -181,17 +181,9 @@ def test_sigkill_at_20_random_moments_then_restart_gives_exact_output(zygote, so
 
 
 FAILPOINTS = ["mid-data-file", "before-manifest", "after-manifest"]
-FIRST_EPOCH_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: dying inside the first checkpoint (no manifest committed yet) leaves "
-    "chk-0000000001 without a manifest, and the restart refuses to start ('none of the 1 "
-    "checkpoints ... is intact')"))
-
-
 @pytest.mark.parametrize("after", [0, 2], ids=["first-epoch", "later-epoch"])
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
 def test_a_process_dying_at_a_failpoint_restarts_with_exact_output(failpoint, after, zygote, source, tmp_path, request):
-    if after == 0 and failpoint != "after-manifest":
-        request.applymarker(FIRST_EPOCH_BUG)
     folder, expected = source
     spec = make_spec(tmp_path, folder, "run", failpoint=failpoint, failpoint_after=after)
     status = zygote.wait(zygote.run(spec))

@@ -55,10 +55,6 @@ def test_crash_and_restore_with_checkpoints_input_and_output_on_s3(kind, crash_a
     assert_same_rows(got, want)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the exactly-once Parquet sink's recover() lists its output folder with fs.ls(), which "
-    "on S3 raises FileNotFoundError while the prefix holds no object yet (makedirs creates "
-    "nothing there): every checkpointed job writing to a new s3:// folder fails to start"))
 def test_a_checkpointed_job_can_write_parquet_to_a_new_s3_folder(s3):
     bucket, options, fs, table = s3
     build = P.build("tumbling", "arrow", f"s3://{bucket}/fresh", table, storage_options=options)
