@@ -476,15 +476,16 @@ class KafkaSource(Source):
         (partition, chunk, start row, stop row) slices in release order."""
         parts = self._parts
         frontier = _KEY_MAX
+        holders: List[_Partition] = []
         if self.event_time is not None:
             active = [p for p in parts if not p.complete()]
             # One partition still reading and nothing queued elsewhere: nothing to merge with.
             alone = len(active) == 1 and not any(p.chunks for p in parts if p is not active[0])
             if active and not alone:
                 frontier = min(p.max_key for p in active)
+                holders = [p for p in active if p.max_key == frontier]
         out = []
         for p in parts:
-            resumed = False
             while p.chunks:
                 c = p.chunks[0]
                 stop = c.batch.num_rows
@@ -502,10 +503,11 @@ class KafkaSource(Source):
                     break
                 p.chunks.popleft()
                 p.offset, p.skip = c.next_offset, 0
-                resumed = True
             if not p.chunks and p.eof_at > p.offset and p.eof_at >= p.fetched:
                 p.offset, p.skip = p.eof_at, 0     # past transaction markers, aborted records
-            if resumed and p.paused and p.rows < self.buffer_rows // 2:
+            # A paused partition reads again once half its queue has gone, and always while
+            # it holds the merge back: only its next rows can move the frontier.
+            if p.paused and (p.rows < self.buffer_rows // 2 or p in holders):
                 p.paused = False
                 self._resume(p)
         return [t for t in out if t[3] > t[2] or (t[1].dead is not None)]
@@ -674,9 +676,15 @@ class _Reader:
                     resume, self._resume = self._resume, []
                 if resume:
                     consumer.resume([ck.TopicPartition(p.topic, p.partition) for p in resume])
-                msgs = consumer.consume(batch, 0.05)
+                # What is queued now; if nothing, block for the first message only (consume()
+                # would wait for a whole batch or its timeout: latency on a live topic).
+                msgs = consumer.consume(batch, 0)
                 if not msgs:
-                    continue
+                    first = consumer.poll(0.05)
+                    if first is None:
+                        continue
+                    msgs = [first]
+                    msgs += consumer.consume(batch - 1, 0)
                 groups: Dict[Tuple[str, int], list] = {}
                 eofs: Dict[_Partition, int] = {}
                 for m in msgs:
@@ -804,7 +812,9 @@ def _decode(src: KafkaSource, p: _Partition, msgs: list, ingest_ns: int) -> Tupl
             et = payload.column(payload.schema.get_field_index(src.event_time))
         if pa.types.is_timestamp(et.type):
             et = et.view(pa.int64())
-        et = et.fill_null(_KEY_MIN).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        if et.null_count:
+            et = et.fill_null(_KEY_MIN)
+        et = et.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         keys_arr = np.maximum.accumulate(np.maximum(et, p.decode_max)) if rows else et
         if rows:
             p.decode_max = int(keys_arr[-1])

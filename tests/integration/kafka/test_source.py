@@ -196,3 +196,27 @@ def test_the_group_gets_the_end_position_of_a_bounded_read_and_a_new_job_resumes
     produce(kafka, topic, JsonFormat(SCHEMA).encode(_records(40, seed=2)))
     second = hdb.StreamEnvironment().kafka_source(topic, kafka.bootstrap, group, bounded=True).deserialize_json(SCHEMA).collect()
     assert first.num_rows == 100 and second["kafka_offset"].to_pylist() == list(range(100, 140))
+
+
+def test_a_slow_merged_read_pauses_partitions_and_still_reads_everything_in_order(kafka):
+    # A queue of 200 rows per partition: partitions pause and resume all along; the one that
+    # holds the merge back must always be reading, or the read would stall.
+    topic = _merge_topic(kafka)
+    src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time="ts",
+                      buffer_rows=200, readers=2)
+    src.open(100)
+    rows = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            pieces = src.poll(0.05)
+            if pieces is None:
+                break
+            for b, _ in pieces:
+                rows += zip(b["ts"].to_pylist(), b["kafka_partition"].to_pylist(), b["kafka_offset"].to_pylist())
+            time.sleep(0.002)
+        else:
+            raise AssertionError(f"stalled after {len(rows)} rows")
+    finally:
+        src.close()
+    assert len(rows) == _MERGE["n"] and rows == sorted(rows)
