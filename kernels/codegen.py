@@ -13,10 +13,12 @@ so Numba's on-disk cache finds them again in a new process.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -509,6 +511,7 @@ class CompiledProgram:
     arrow_outputs: List[str]                        # string-typed computed columns (pyarrow)
     output_schema: pa.Schema
     need_sel: bool = False
+    check_ids: List[int] = field(default_factory=list)   # program checks the kernel tests
 
     def __call__(self, batch: pa.RecordBatch, on_check: Optional[Callable] = None) -> pa.RecordBatch:
         return run_program(self, batch, on_check)
@@ -597,6 +600,17 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
     pred_code = fix(pred_code) if pred_code else None
     check_codes = [fix(c) for c in check_codes]
     out_lines = [(n, fix(v), fix(m)) for n, v, m in out_lines]
+    check_ids = list(range(len(check_codes)))
+    if check_codes:
+        # Most checks test for nulls; for columns without nulls they are constant False.
+        # Fold them away here, so the kernel is the one the same expressions would give.
+        lines, consts = _fold_constants(lines)
+        pred_code = _fold_code(pred_code, consts) if pred_code else None
+        out_lines = [(n, _fold_code(v, consts), _fold_code(m, consts)) for n, v, m in out_lines]
+        folded = [(k, _fold_code(c, consts)) for k, c in enumerate(check_codes)]
+        folded = [(k, c) for k, c in folded if _bool_constant(c) is not False]
+        check_ids = [k for k, _ in folded]
+        check_codes = [c for _, c in folded]
     for (n, v, m), t in zip(out_lines, out_types):
         computed.append((n, t, m != "True"))
     need_sel = has_pred and bool(taken or arrow_outputs)
@@ -649,8 +663,77 @@ def compile_program(program: FusedProgram, nullable: Dict[str, bool]) -> Compile
     kernel = _load_kernel(src) if (computed or has_pred or check_codes) else None
     return CompiledProgram(
         program, kernel, src, gen.inputs, computed, compacted, taken, arrow_outputs,
-        program.output_schema(), need_sel,
+        program.output_schema(), need_sel, check_ids,
     )
+
+
+_NAME = re.compile(r"\b[tm]\d+\b")
+_ASSIGN = re.compile(r"^(\w+) = (.+)$")
+
+
+def _substitute_names(code: str, consts: Dict[str, bool]) -> str:
+    if not consts:
+        return code
+    return _NAME.sub(lambda m: str(consts[m.group(0)]) if m.group(0) in consts else m.group(0), code)
+
+
+def _simplify(node: ast.AST) -> ast.AST:
+    """Fold boolean constants through not/and/or/if-else (operands are never-null bools)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = _simplify(node.operand)
+        if isinstance(inner, ast.Constant) and isinstance(inner.value, bool):
+            return ast.Constant(not inner.value)
+        return ast.UnaryOp(ast.Not(), inner)
+    if isinstance(node, ast.BoolOp):
+        absorbing = isinstance(node.op, ast.Or)          # True absorbs `or`, False absorbs `and`
+        kept = []
+        for v in map(_simplify, node.values):
+            if isinstance(v, ast.Constant) and isinstance(v.value, bool):
+                if v.value is absorbing:
+                    return ast.Constant(absorbing)
+                continue                                  # the neutral element
+            kept.append(v)
+        if not kept:
+            return ast.Constant(not absorbing)
+        return kept[0] if len(kept) == 1 else ast.BoolOp(node.op, kept)
+    if isinstance(node, ast.IfExp):
+        test = _simplify(node.test)
+        if isinstance(test, ast.Constant) and isinstance(test.value, bool):
+            return _simplify(node.body if test.value else node.orelse)
+        return ast.IfExp(test, _simplify(node.body), _simplify(node.orelse))
+    return node
+
+
+def _fold_code(code: str, consts: Dict[str, bool]) -> str:
+    code = _substitute_names(code, consts)
+    try:
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return code
+    return ast.unparse(_simplify(tree.body))
+
+
+def _bool_constant(code: str) -> Optional[bool]:
+    """``True`` / ``False`` if ``code`` is that constant, else None."""
+    return {"True": True, "False": False}.get(code.strip())
+
+
+def _fold_constants(lines: List[str]) -> Tuple[List[str], Dict[str, bool]]:
+    """Drop ``tN = <boolean constant expression>`` lines, substituting their value later on."""
+    consts: Dict[str, bool] = {}
+    out = []
+    for line in lines:
+        m = _ASSIGN.match(line)
+        if m is None:
+            out.append(_substitute_names(line, consts))
+            continue
+        name, code = m.group(1), _fold_code(m.group(2), consts)
+        value = _bool_constant(code)
+        if value is not None and _NAME.fullmatch(name):
+            consts[name] = value
+            continue
+        out.append(f"{name} = {code}")
+    return out, consts
 
 
 # -------------------------------------------------------------------------------------------
@@ -741,12 +824,12 @@ def run_program(cp: CompiledProgram, batch: pa.RecordBatch,
     if sel is not None:
         outs.append(sel)
     err = None
-    if cp.program.checks:
+    if cp.check_ids:
         err = np.zeros(2, dtype=np.int64)
         outs.append(err)
     j = cp.kernel(*args, n, *outs) if cp.kernel is not None else n
     if j < 0:
-        check, row = cp.program.checks[int(err[0])], int(err[1])
+        check, row = cp.program.checks[cp.check_ids[int(err[0])]], int(err[1])
         if on_check is not None:
             on_check(check, row)
         raise DataError(f"step {check.step!r}: row {row} of the batch fails the check {check.cond!r}")

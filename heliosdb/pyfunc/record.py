@@ -7,8 +7,9 @@ costs about as much as a tuple; reading a field as much as a namedtuple's.
 """
 from __future__ import annotations
 
+import itertools
 import operator
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import pyarrow as pa
 import pyarrow.types as pat
@@ -37,7 +38,7 @@ class Record(tuple):
     _hdb_fields: Tuple[str, ...] = ()
     _hdb_index: Dict[str, int] = {}
 
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: Any) -> Any:           # record_type() installs a faster one
         if isinstance(key, str):
             try:
                 return tuple.__getitem__(self, self._hdb_index[key])
@@ -59,8 +60,8 @@ class Record(tuple):
         i = self._hdb_index.get(key)
         return default if i is None else tuple.__getitem__(self, i)
 
-    def keys(self) -> List[str]:
-        return list(self._hdb_fields)
+    def keys(self) -> Tuple[str, ...]:
+        return self._hdb_fields
 
     def values(self) -> List[Any]:
         return list(tuple.__iter__(self))
@@ -89,8 +90,17 @@ def record_type(names: Sequence[str]) -> Type[Record]:
     key = tuple(names)
     cls = _TYPES.get(key)
     if cls is None:
-        ns: Dict[str, Any] = {"__slots__": (), "_hdb_fields": key,
-                              "_hdb_index": {n: i for i, n in enumerate(key)}}
+        index = {n: i for i, n in enumerate(key)}
+
+        def __getitem__(self, k, _index=index.__getitem__, _item=tuple.__getitem__):
+            # One frame and two C calls: ``{**e}`` calls this once per field.
+            try:
+                return _item(self, _index(k))
+            except (KeyError, TypeError):
+                return Record.__getitem__(self, k)
+
+        ns: Dict[str, Any] = {"__slots__": (), "_hdb_fields": key, "_hdb_index": index,
+                              "__getitem__": __getitem__}
         for i, n in enumerate(key):
             if not (n.startswith("__") or n.startswith("_hdb_")):
                 ns[n] = _getter(i, f"field {n!r}")
@@ -99,11 +109,11 @@ def record_type(names: Sequence[str]) -> Type[Record]:
     return cls
 
 
-def records(batch: pa.RecordBatch, cls: Type[Record]) -> List[Record]:
-    """One record per row of ``batch``."""
+def rows(batch: pa.RecordBatch) -> Iterator[tuple]:
+    """The rows of ``batch`` as tuples of Python values (make records with ``record_type``)."""
     if not batch.num_columns:
-        return [cls(())] * batch.num_rows
-    return list(map(cls, zip(*[c.to_pylist() for c in batch.columns])))
+        return itertools.repeat((), batch.num_rows)
+    return zip(*[c.to_pylist() for c in batch.columns])
 
 
 # -------------------------------------------------------------------------------------------------

@@ -462,17 +462,18 @@ class Translator:
 
     def _ev_Compare(self, node: ast.Compare) -> Val:
         left = self.ev(node.left)
+        left_node = node.left
         result: Optional[Expr] = None
         ok = True
         for op, right_node in zip(node.ops, node.comparators):
             with self.under(result):
                 right = self.ev(right_node)
-                r = self.compare(op, left, right, node)
+                r = self.compare(op, left, right, node, left_node, right_node)
             if r is None:
                 ok = False
             elif ok:
                 result = r if result is None else _and(result, r)
-            left = right
+            left, left_node = right, right_node
         return Val(BOOL, result if ok else None)
 
     def _ev_Call(self, node: ast.Call) -> Val:
@@ -668,7 +669,8 @@ class Translator:
             return Val(BOOL, BinOp("!=", a.expr, b.expr))
         return Val(BOOL, BinOp("&" if op is ast.BitAnd else "|", a.expr, b.expr))
 
-    def compare(self, op: ast.cmpop, a: Val, b: Val, node: ast.Compare) -> Optional[Expr]:
+    def compare(self, op: ast.cmpop, a: Val, b: Val, node: ast.AST, left: Optional[ast.AST] = None,
+                right: Optional[ast.AST] = None) -> Optional[Expr]:
         if isinstance(op, (ast.Is, ast.IsNot)):
             if not (a.kind == NONE or b.kind == NONE):
                 return self._unsupported_expr(f"uses 'is' on values other than None ({_code(node)})")
@@ -702,8 +704,8 @@ class Translator:
                                           "which raises TypeError in Python")
         if a.expr is None or b.expr is None:
             return None
-        self.not_none(a, node, node)
-        self.not_none(b, node, node)
+        self.not_none(a, node, left or node)
+        self.not_none(b, node, right or node)
         return self.compare_values(sym, a, b)
 
     def equal(self, a: Val, b: Val, node: ast.AST) -> Optional[Expr]:
@@ -848,7 +850,7 @@ class Translator:
         cur = self.ev(node.args[0])
         for a in node.args[1:]:
             nxt = self.ev(a)
-            c = self.compare(ast.Lt() if fn is min else ast.Gt(), nxt, cur, node)
+            c = self.compare(ast.Lt() if fn is min else ast.Gt(), nxt, cur, node, a, node.args[0])
             cur = self.pick(c, nxt, cur, node)
             if cur.kind not in NUMERIC and cur.kind != STR:
                 return cur

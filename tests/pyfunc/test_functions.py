@@ -318,3 +318,22 @@ def test_records_are_read_only(env, table):
     with pytest.warns(PythonFallbackWarning, match="assigns to an item"):
         with pytest.raises(RecordError, match="read-only"):
             env.from_arrow(table).map(mutate, schema=table.schema).collect()
+
+
+def test_null_checks_fold_away_when_the_columns_have_no_nulls(table):
+    from heliosdb.connectors.sinks import MemorySink
+    from heliosdb.operators.fused import FusedOperator
+    from heliosdb.plan import build
+    from heliosdb.stream import Node
+
+    env = hdb.StreamEnvironment()
+    s = env.from_arrow(table).filter(lambda e: e.x > 0.2).map(lambda e: {**e, "x2": e.x * 2.0})
+    plan = build(env, [Node("sink", s._node, "out", {"spec": MemorySink()})])[0]
+    op = next(o for st in plan.stages for o in st.operators if isinstance(o, FusedOperator))
+    (compiled,) = op._compiled.values()          # warmed for null-free input
+    assert compiled.check_ids == [] and "err" not in compiled.source
+    with_nulls = pa.table({"k": ["a"], "v": [1], "x": pa.array([None], pa.float64())})
+    assert env.from_arrow(with_nulls).filter(lambda e: e.x is None or e.x > 0.2).collect().num_rows == 1
+    with pytest.raises(RecordError) as info:
+        env.from_arrow(with_nulls).filter(lambda e: e.x > 0.2).collect()
+    assert isinstance(info.value.__cause__, TypeError) and "e.x is None" in str(info.value)
