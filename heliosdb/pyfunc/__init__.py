@@ -12,7 +12,10 @@ Anything else runs record by record in Python (``operators.pyfunc``), with one
 PythonFallbackWarning per step naming the construct that stopped the translation.
 
 - ``source``: finding the function's syntax tree (lambdas sharing a line included) and names
-- ``translate``: syntax tree -> expressions and checks, or the reasons it cannot be done
+- ``translate``: the walk over the syntax tree (statements, returns, records, dicts) ->
+  expressions and checks, or the reasons it cannot be done
+- ``semantics``: what Python's operators, builtins and ``math`` functions mean there
+- ``values``: the kinds of values, ``Val``, checks and the tree of returns
 - ``record``: the record passed to a function, and results back to Arrow
 - ``step``: planning a step (compiled or not, its output schema, the warning)
 """
