@@ -132,6 +132,9 @@ def _convert(values: List[Any], t: pa.DataType) -> pa.Array:
     """``values`` (Python objects) as an Arrow array of type ``t``, with Python's types: an int
     column takes ints (not floats or bools), a float column ints or floats, and so on.  Raises
     on the first value that does not fit."""
+    if not (pat.is_integer(t) or pat.is_floating(t) or pat.is_boolean(t) or pat.is_string(t)
+            or pat.is_large_string(t)):
+        return pa.array(values, type=t)     # times, dates, decimals, nested: Arrow's own rules
     arr = pa.array(values)          # infer first: typed conversion would truncate 1.5 to 1
     src = arr.type
     if src == t:
@@ -146,11 +149,8 @@ def _convert(values: List[Any], t: pa.DataType) -> pa.Array:
             return arr.cast(t, safe=False)     # int -> float rounds, as Python's float() does
     elif pat.is_boolean(t):
         ok = False
-    elif pat.is_string(t) or pat.is_large_string(t):
-        ok = pat.is_string(src) or pat.is_large_string(src)
     else:
-        ok = not (pat.is_integer(src) or pat.is_floating(src) or pat.is_boolean(src)
-                  or pat.is_string(src))
+        ok = pat.is_string(src) or pat.is_large_string(src)
     if not ok:
         raise TypeError(f"got {src} values for a {t} column")
     return arr.cast(t, safe=True)

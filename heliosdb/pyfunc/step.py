@@ -59,7 +59,7 @@ def plan_function(node, schema: pa.Schema) -> PlannedFunction:
     """Plan the function step ``node`` (a ``stream.Node``) over input ``schema``; cached on the
     node, so a job plans each step once and the fallback warning is emitted once per step."""
     cache = node.params.setdefault("_planned", {})
-    key = schema.serialize().to_pybytes()
+    key = (node.name, schema.serialize().to_pybytes())
     if key not in cache:
         cache[key] = _plan(node, schema)
     planned = cache[key]

@@ -86,6 +86,22 @@ def test_record_access_forms_and_whole_record_passthrough(env, table):
     assert out.column_names == ["k", "v", "x", "w"]
     assert out["v"].to_pylist() == [8, -1, 1, 4, 11, -4] and set(out["w"].to_pylist()) == {0.5}
     assert kernels(env.from_arrow(table).process(lambda e: e if e.v > 0 else None)) == 1
+    for compiled in (True, False):
+        kept = env.from_arrow(table).process(lambda e: e if e.v > 0 else None, compile=compiled)
+        assert kept.collect().to_pydict() == {"k": ["a", "d", "e"], "v": [7, 3, 10],
+                                              "x": [0.1, 0.7, 0.3]}
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "interpreted"])
+def test_timestamps_strings_and_narrow_ints_pass_through_unchanged(env, compiled):
+    t = pa.table({"ts": pa.array([1_700_000_000_123_456_789, None], pa.timestamp("ns", tz="UTC")),
+                  "d": pa.array([19000, 19001], pa.date32()), "s": pa.array(["x", None], pa.large_string()),
+                  "n": pa.array([1, 2], pa.int8()), "v": [1.5, 2.5]})
+    out = env.from_arrow(t).map(lambda e: {"ts": e.ts, "d": e.d, "s": e.s, "n": e.n, "w": e.v * 2},
+                                compile=compiled).collect()
+    assert out.schema == pa.schema([t.schema.field("ts"), t.schema.field("d"), t.schema.field("s"),
+                                    t.schema.field("n"), ("w", pa.float64())])
+    assert out.select(["ts", "d", "s", "n"]).equals(t.select(["ts", "d", "s", "n"]))
 
 
 def test_process_drops_records_returning_none(env, table):
