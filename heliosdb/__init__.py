@@ -12,7 +12,7 @@ from .config import (CheckpointConfig, MetricsConfig, StateBackend, StateConfig,
 from .diagnosis import Diagnosis
 from .environment import StreamEnvironment
 from .errors import (CheckpointError, ConfigError, DataError, ExecutionError, HeliosError,
-                     PlanError, SchemaError)
+                     PlanError, PythonFallbackWarning, RecordError, SchemaError)
 from .expr import (AggSpec, Expr, col, count, count_distinct, first, last, lit, max, mean, min,
                    quantile, stddev, sum, var)
 from .plan import Plan
@@ -29,4 +29,5 @@ __all__ = [
     "count_distinct", "quantile",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
     "SchemaError", "PlanError", "ExecutionError", "DataError", "CheckpointError", "MetricsConfig", "Diagnosis",
+    "RecordError", "PythonFallbackWarning",
 ]
