@@ -216,7 +216,7 @@ class PythonSemantics:
         if (a.kind in ints) == (b.kind in ints) or STR in (a.kind, b.kind):
             return BinOp(op, a.expr, b.expr)
         i, f = (a, b) if a.kind in ints else (b, a)
-        exact = (i.is_const and _fits53(int(i.const))) or (
+        exact = i.kind == BOOL or (i.is_const and _fits53(int(i.const))) or (
             f.is_const and (not math.isfinite(f.const) or abs(f.const) < TWO53))
         if exact:
             return BinOp(op, a.expr, b.expr)
