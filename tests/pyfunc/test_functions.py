@@ -353,3 +353,16 @@ def test_null_checks_fold_away_when_the_columns_have_no_nulls(table):
     with pytest.raises(RecordError) as info:
         env.from_arrow(with_nulls).filter(lambda e: e.x > 0.2).collect()
     assert isinstance(info.value.__cause__, TypeError) and "e.x is None" in str(info.value)
+
+
+def _identity(fn):
+    return fn
+
+
+def test_decorated_def_functions_are_found(env, table):
+    @_identity
+    def big(e):
+        return e.v > 5
+
+    with no_fallback():
+        assert env.from_arrow(table).filter(big).collect()["v"].to_pylist() == [7, 10]
