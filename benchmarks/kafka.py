@@ -1,0 +1,402 @@
+"""Kafka benchmarks on one local broker: W1 from Kafka to Kafka (Arrow IPC and JSON), the
+serialization formats table on W1's records, and the Kafka source's latency.
+
+    python -m benchmarks.kafka            # records its section of benchmarks/RESULTS.md
+    python -m benchmarks.kafka --quick    # smaller runs, prints only
+
+The broker is ``$HELIOSDB_KAFKA_BOOTSTRAP`` if set (``make test``'s services), else one started
+here with ``ci/kafka.sh`` (Java 17+, mvn) and stopped at the end.
+
+- **End to end**: W1's first N events are produced to a 4-partition topic (not timed); then
+  ``kafka_source(bounded=True, event_time="ts")`` -> W1 (filter, project, 1 s tumbling window
+  per key) -> ``sinks.kafka(exactly_once=True)`` runs, timed from ``execute()`` to its return
+  (the last transaction committed); events/s = N / seconds, median of the runs.  The output is
+  read back with ``read_committed`` and validated against the numpy reference.
+- **Serialization**: encode and decode of W1's records by each format (the engine's own
+  encoders and decoders, a batch at a time), in MB/s of encoded bytes and events/s, and the
+  encoded bytes per event.
+- **Latency**: a separate process produces JSON events paced at 100K events/s (``linger.ms=1``);
+  the engine reads them with ``batch_timeout`` 10 ms into a sink that records, per event, its
+  arrival minus the Kafka timestamp the producer stamped when it produced it (ms resolution);
+  events of the first 2 s (connections, first fetches) are not counted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from .results import write_section
+from .w1data import make_table, reference, validate, w1_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+W1_SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64()), ("category", pa.string())])
+OUT_SCHEMA = pa.schema([("window_start", pa.timestamp("ns", "UTC")), ("window_end", pa.timestamp("ns", "UTC")),
+                        ("key", pa.int64()), ("count", pa.int64()), ("sum", pa.float64()),
+                        ("min", pa.float64()), ("max", pa.float64()), ("mean", pa.float64())])
+ARROW_ROWS_PER_MESSAGE = 10_000
+WARMUP_MS = 2_000
+
+
+# -- the broker --------------------------------------------------------------------------------------
+class Broker:
+    def __init__(self) -> None:
+        self.folder: Optional[str] = None
+        self.bootstrap = os.environ.get("HELIOSDB_KAFKA_BOOTSTRAP")
+        if self.bootstrap:
+            return
+        self.folder = tempfile.mkdtemp(prefix="heliosdb-bench-kafka-")
+        sh = str(ROOT / "ci" / "kafka.sh")
+        subprocess.run(["bash", sh, "install"], check=True)
+        subprocess.run(["bash", sh, "start", self.folder], check=True)
+        env = dict(line.split("=", 1) for line in Path(self.folder, "env").read_text().splitlines())
+        self.bootstrap = env["HELIOSDB_KAFKA_BOOTSTRAP"]
+
+    def close(self) -> None:
+        if self.folder:
+            subprocess.run(["bash", str(ROOT / "ci" / "kafka.sh"), "stop", self.folder])
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def topic(self, partitions: int, prefix: str) -> str:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        name = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            f.result(timeout=30)
+        time.sleep(0.5)
+        return name
+
+    def produce(self, topic: str, values: List[bytes], keys: Optional[List[bytes]] = None,
+                partitions: Optional[List[int]] = None) -> None:
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                      "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000,
+                      "compression.type": "none", "message.max.bytes": 2_000_000})
+        for i, v in enumerate(values):
+            kw = {}
+            if keys is not None:
+                kw["key"] = keys[i]
+            if partitions is not None:
+                kw["partition"] = partitions[i]
+            while True:
+                try:
+                    p.produce(topic, v, **kw)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        assert p.flush(120) == 0
+
+    def read(self, topic: str) -> List[bytes]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                      "enable.partition.eof": True, "isolation.level": "read_committed"})
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        parts = sorted(md.partitions)
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        todo = {p for p in parts if ends[p] > 0}
+        out = []
+        while todo:
+            for m in c.consume(50_000, 0.5):
+                if m.error() is not None:
+                    if m.offset() >= ends[m.partition()]:
+                        todo.discard(m.partition())
+                    continue
+                out.append(m.value())
+                if m.offset() + 1 >= ends[m.partition()]:
+                    todo.discard(m.partition())
+        c.close()
+        return out
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+def _arrow_messages(table: pa.Table, partitions: int) -> Tuple[List[bytes], List[int]]:
+    """W1 in messages of 10K rows, chunk i to partition i % partitions (each partition stays in
+    event-time order)."""
+    from heliosdb.formats.arrow_ipc import ArrowIpcFormat
+
+    fmt = ArrowIpcFormat(W1_SCHEMA, max_message_bytes=2_000_000)
+    batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
+    values, parts = [], []
+    for i, start in enumerate(range(0, table.num_rows, ARROW_ROWS_PER_MESSAGE)):
+        values += fmt.encode(batch.slice(start, ARROW_ROWS_PER_MESSAGE))
+        parts.append(i % partitions)
+    return values, parts
+
+
+def run_e2e(broker: Broker, fmt: str, n: int, runs: int) -> Dict[str, object]:
+    import heliosdb as hdb
+    from heliosdb.formats.arrow_ipc import ArrowIpcFormat
+    from heliosdb.formats.json import JsonFormat
+
+    table = make_table(n)
+    topic = broker.topic(4, f"w1-{fmt}")
+    t0 = time.perf_counter()
+    if fmt == "arrow":
+        values, parts = _arrow_messages(table, 4)
+        broker.produce(topic, values, partitions=parts)
+    else:
+        batch = table.combine_chunks().to_batches()[0]
+        values = JsonFormat(W1_SCHEMA).encode(batch)
+        broker.produce(topic, values, keys=[b"%d" % k for k in table["key"].to_pylist()])
+        del values
+    produced_s = time.perf_counter() - t0
+    ref = reference(table)
+    times = []
+    for r in range(runs):
+        out_topic = broker.topic(2, f"w1-{fmt}-out")
+        env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=65_536))
+        src = env.kafka_source(topic, broker.bootstrap, bounded=True, event_time="ts")
+        src = src.deserialize_arrow(W1_SCHEMA) if fmt == "arrow" else src.deserialize_json(W1_SCHEMA)
+        sink = hdb.sinks.kafka(out_topic, broker.bootstrap, key=None if fmt == "arrow" else "key",
+                               exactly_once=True, transactional_id=f"bench-{out_topic}")
+        sink = sink.serialize_arrow() if fmt == "arrow" else sink.serialize_json()
+        w1_pipeline(src).sink(sink)
+        t0 = time.perf_counter()
+        result = env.execute(name=f"w1-kafka-{fmt}")
+        dt = time.perf_counter() - t0
+        assert result.metrics["streaming_events_processed_total"] == n
+        times.append(dt)
+        print(f"  {fmt} run {r + 1}: {n / dt / 1e6:.3f} M events/s ({dt:.2f} s)", flush=True)
+        if r == 0:
+            got = broker.read(out_topic)
+            dec = (ArrowIpcFormat(OUT_SCHEMA) if fmt == "arrow" else JsonFormat(OUT_SCHEMA)).decode(got)
+            assert not dec.failures, dec.failures[:3]
+            validate(pa.Table.from_batches([dec.batch]), ref)
+    med = statistics.median(times)
+    return {"n": n, "median_s": med, "events_per_s": n / med, "runs": [n / t for t in times],
+            "produce_s": produced_s, "output_rows": len(ref["key"])}
+
+
+# -- serialization table ---------------------------------------------------------------------------------
+def _w1_protobuf_class():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="heliosdb_bench_w1.proto", package="heliosbench", syntax="proto3")
+    m = fdp.message_type.add(name="W1Event")
+    for i, (name, typ) in enumerate([("ts", F.TYPE_INT64), ("key", F.TYPE_INT64), ("value", F.TYPE_DOUBLE),
+                                     ("category", F.TYPE_STRING)], 1):
+        m.field.add(name=name, number=i, type=typ, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("heliosbench.W1Event"))
+
+
+def run_serialization(n: int, runs: int) -> List[Tuple[str, float, float, float, float, float]]:
+    from heliosdb.formats.arrow_ipc import ArrowIpcFormat
+    from heliosdb.formats.avro import AvroFormat, arrow_to_avro
+    from heliosdb.formats.json import JsonFormat
+    from heliosdb.formats.msgpack import MsgpackFormat
+    from heliosdb.formats.protobuf import ProtobufFormat
+
+    batch = make_table(n).combine_chunks().to_batches()[0]
+    formats = [("JSON", JsonFormat(W1_SCHEMA)), ("MessagePack", MsgpackFormat(W1_SCHEMA)),
+               ("Protobuf", ProtobufFormat(_w1_protobuf_class())),
+               ("Avro", AvroFormat(arrow_to_avro(W1_SCHEMA, "W1Event"))),
+               ("Arrow IPC", ArrowIpcFormat(W1_SCHEMA, max_message_bytes=2_000_000))]
+    rows = []
+    for name, fmt in formats:
+        b = batch
+        if name == "Protobuf":          # proto3 scalars are not nullable: the same values
+            b = batch.cast(fmt.schema)
+        if name == "Arrow IPC":
+            encode = lambda: [p for i in range(0, n, ARROW_ROWS_PER_MESSAGE)  # noqa: E731
+                              for p in fmt.encode(b.slice(i, ARROW_ROWS_PER_MESSAGE))]
+        else:
+            encode = lambda: fmt.encode(b)  # noqa: E731
+        enc_t, dec_t = [], []
+        payloads = encode()
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            payloads = encode()
+            enc_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            decoded = fmt.decode(payloads)
+            dec_t.append(time.perf_counter() - t0)
+        assert not decoded.failures and decoded.batch.num_rows == n
+        size = sum(len(p) for p in payloads)
+        enc, dec = min(enc_t), min(dec_t)
+        rows.append((name, size / n, size / enc / 1e6, n / enc, size / dec / 1e6, n / dec))
+        print(f"  {name}: {size / n:.1f} B/event, encode {size / enc / 1e6:.0f} MB/s, decode {size / dec / 1e6:.0f} MB/s",
+              flush=True)
+    return rows
+
+
+# -- latency ------------------------------------------------------------------------------------------------
+_PRODUCER = textwrap.dedent("""
+    import sys, time, orjson
+    from confluent_kafka import Producer
+    bootstrap, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "queue.buffering.max.messages": 2000000})
+    t0 = time.perf_counter(); sent = 0; total = int(rate * seconds)
+    while sent < total:
+        due = min(int((time.perf_counter() - t0) * rate), total)
+        while sent < due:
+            p.produce(topic, orjson.dumps({"ts": int(time.time() * 1000), "key": sent % 10000, "value": 0.5,
+                                           "category": "alpha"}))
+            sent += 1
+        p.poll(0)
+        time.sleep(0.0005)
+    p.flush(30)
+""")
+
+
+def run_latency(broker: Broker, rate: float, seconds: float) -> Dict[str, float]:
+    import heliosdb as hdb
+
+    topic = broker.topic(1, "latency")
+    lat: List[np.ndarray] = []
+    stamps: List[np.ndarray] = []
+
+    def record(batch: pa.RecordBatch) -> None:
+        now = time.time_ns() // 1_000_000
+        ts = batch.column(batch.schema.get_field_index("kafka_timestamp")).cast(pa.int64()).to_numpy()
+        lat.append(now - ts)
+        stamps.append(ts)
+
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    (env.kafka_source(topic, broker.bootstrap).with_batch_timeout(0.010).deserialize_json(W1_SCHEMA)
+     .filter(hdb.col("value") > 0.2).sink(hdb.sinks.callback(record)))
+    pauses: List[float] = []
+    began: Dict[str, float] = {}
+
+    def gc_watch(phase: str, info: dict) -> None:      # full collections stop every thread
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            began["t"] = time.perf_counter()
+        elif "t" in began:
+            pauses.append(time.perf_counter() - began.pop("t"))
+
+    import gc
+
+    gc.callbacks.append(gc_watch)
+    handle = env.execute_async(name="kafka-latency")
+    time.sleep(2.0)                                  # the source has assigned its partitions
+    prod = subprocess.Popen([sys.executable, "-c", _PRODUCER, broker.bootstrap, topic, str(rate), str(seconds)])
+    prod.wait(timeout=seconds + 120)
+    deadline = time.monotonic() + 20
+    total = int(rate * seconds)
+    while time.monotonic() < deadline and sum(len(x) for x in lat) < total:
+        time.sleep(0.1)
+    handle.stop()
+    handle.wait(30)
+    gc.callbacks.remove(gc_watch)
+    allv = np.concatenate(lat) if lat else np.array([0])
+    sent = np.concatenate(stamps) if stamps else np.array([0])
+    v = allv[sent >= sent.min() + WARMUP_MS]          # the first 2 s: connections, first fetches
+    return {"events": int(len(allv)), "p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
+            "max": float(v.max()), "rate": rate, "gc_full": len(pauses),
+            "gc_max_ms": 1000 * max(pauses) if pauses else 0.0}
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events-arrow", type=int, default=10_000_000)
+    ap.add_argument("--events-json", type=int, default=3_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--serialization-events", type=int, default=200_000)
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--quick", action="store_true", help="small runs; print, do not record")
+    ap.add_argument("--only", choices=["e2e", "serialization", "latency"], action="append")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.events_arrow, args.events_json, args.runs = 1_000_000, 300_000, 1
+        args.serialization_events, args.latency_seconds = 50_000, 4.0
+    only = set(args.only or ["e2e", "serialization", "latency"])
+    res_load = [os.getloadavg()[0]]
+    broker = Broker() if only & {"e2e", "latency"} else None
+    res: Dict[str, object] = {}
+    try:
+        if "serialization" in only:
+            print("serialization", flush=True)
+            res["ser"] = run_serialization(args.serialization_events, max(args.runs, 3))
+        if "e2e" in only:
+            print("Kafka -> W1 -> Kafka, Arrow IPC", flush=True)
+            res["arrow"] = run_e2e(broker, "arrow", args.events_arrow, args.runs)
+            print("Kafka -> W1 -> Kafka, JSON", flush=True)
+            res["json"] = run_e2e(broker, "json", args.events_json, args.runs)
+        if "latency" in only:
+            print("latency", flush=True)
+            res["lat"] = [run_latency(broker, 100_000, args.latency_seconds) for _ in range(max(1, min(args.runs, 3)))]
+            for r in res["lat"]:
+                print(f"  p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms over {r['events']:,} events", flush=True)
+    finally:
+        if broker is not None:
+            broker.close()
+    res_load.append(os.getloadavg()[0])
+    res["load"] = res_load
+    text = _section(res, args)
+    print(text)
+    if not args.quick and only == {"e2e", "serialization", "latency"}:
+        write_section("kafka", text)
+    return 0
+
+
+def _section(res: Dict[str, object], args) -> str:
+    import confluent_kafka
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"## Kafka (issue #5) — {now}", "",
+             f"Command: `python -m benchmarks.kafka`. Machine: {os.cpu_count()} cores, {platform.machine()}, "
+             f"Python {platform.python_version()}; one local Apache Kafka 4.1.1 broker (KRaft, ci/kafka.sh) "
+             f"on the same 2 cores; confluent-kafka {confluent_kafka.__version__} (librdkafka "
+             f"{confluent_kafka.libversion()[0]}). The machine is shared: 1-minute load average "
+             f"{res['load'][0]:.1f} at the start and {res['load'][1]:.1f} at the end (2 cores), so "
+             "these figures are below what an idle machine gives.", ""]
+    if "arrow" in res:
+        lines += ["**Kafka -> W1 -> Kafka, end to end** (4 input partitions merged on `ts`, exactly-once "
+                  "sink; from `execute()` to the last transaction committed; output validated against the "
+                  f"numpy reference; median of {args.runs}):", "",
+                  "| format | events | events/s | runs (M events/s) | target |", "|---|---:|---:|---|---:|"]
+        for key, label, target in (("arrow", "Arrow IPC (10K rows/message)", "1 M"), ("json", "JSON (1 event/message)", "300 K")):
+            r = res[key]
+            runs = ", ".join(f"{x / 1e6:.2f}" for x in r["runs"])
+            lines.append(f"| {label} | {r['n']:,} | {r['events_per_s'] / 1e6:.2f} M | {runs} | {target} |")
+        lines.append("")
+    if "ser" in res:
+        lines += [f"**Serialization of W1's records** ({args.serialization_events:,} events of ts, key, value, "
+                  "category; the engine's batched encoders/decoders; best of "
+                  f"{max(args.runs, 3)}; MB/s of encoded bytes):", "",
+                  "| format | bytes/event | encode MB/s | encode events/s | decode MB/s | decode events/s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, size, emb, eev, dmb, dev in res["ser"]:
+            lines.append(f"| {name} | {size:.1f} | {emb:,.0f} | {eev / 1e6:.2f} M | {dmb:,.0f} | {dev / 1e6:.2f} M |")
+        lines.append("")
+    if "lat" in res:
+        ps = [r["p99"] for r in res["lat"]]
+        gc_runs = ", ".join(str(r["gc_full"]) for r in res["lat"])
+        gc_ms = ", ".join(f"{r['gc_max_ms']:.0f}" for r in res["lat"])
+        p50 = [r["p50"] for r in res["lat"]]
+        lines += [f"**Source latency** (JSON events produced at 100K events/s by another process, "
+                  f"`linger.ms=1`, one partition; `with_batch_timeout(10 ms)`; per event: arrival at a sink "
+                  f"after a filter minus the Kafka timestamp stamped at produce, ms resolution; "
+                  f"{args.latency_seconds:g} s per run, events of the first 2 s not counted): p50 {statistics.median(p50):.1f} ms, "
+                  f"p99 {statistics.median(ps):.1f} ms (median of {len(ps)} runs; p99 per run "
+                  f"{', '.join(f'{p:.1f}' for p in ps)} ms). Target: p99 < 20 ms. Python's full "
+                  "(generation 2) garbage collections, which stop every thread, ran "
+                  f"{gc_runs} times per run, the longest {gc_ms} ms.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
