@@ -7,7 +7,8 @@
   or batch sizes) and no metrics server: only the counts a JobResult needs.
 - **on**: everything: per-batch operator timing, task busy/blocked/idle accounting, the
   Prometheus server of ``MetricsConfig(port=0)``, and a scraper fetching ``/metrics`` every
-  ``--scrape-interval`` seconds (1 s by default, 15x Prometheus's default rate) during the run.
+  ``--scrape-interval`` seconds (1 s by default, 15x Prometheus's default rate; the first scrape
+  as the run starts, so every run is scraped) during the run.
 
 Each round runs both, in alternating order, so drift in the machine's speed hits them alike;
 the result is the ratio of median throughputs, with the median of the per-round ratios and the
@@ -50,11 +51,13 @@ def run_w1(table, metrics_on: bool, scrape_interval: float) -> tuple:
     if metrics_on:
         url = env.metrics_url
 
-        def scrape() -> None:
-            while not stop.wait(scrape_interval):
+        def scrape() -> None:          # at once, then every scrape_interval: each run is scraped
+            while True:
                 with urlopen(url) as resp:
                     resp.read()
                 scrapes[0] += 1
+                if stop.wait(scrape_interval):
+                    return
 
         scraper = threading.Thread(target=scrape, daemon=True)
     stream = w1data.w1_pipeline(env.from_arrow(table))
@@ -74,30 +77,34 @@ def run_w1(table, metrics_on: bool, scrape_interval: float) -> tuple:
 
 
 def measure(table, n: int, rounds: int, scrape_interval: float, ref) -> Dict[str, object]:
+    """Rounds of off, on and off again (an A/A control: the noise floor), order rotated."""
     runs: Dict[str, Callable[[], tuple]] = {
         "off": lambda: run_w1(table, False, scrape_interval),
         "on": lambda: run_w1(table, True, scrape_interval),
+        "off again": lambda: run_w1(table, False, scrape_interval),
     }
-    for fn in runs.values():                      # warm-up, and validate both
+    for fn in runs.values():                      # warm-up, and validate
         w1data.validate(fn()[1], ref)
     times: Dict[str, List[float]] = {k: [] for k in runs}
     cpu: Dict[str, List[float]] = {k: [] for k in runs}
     scrapes = 0
+    names = list(runs)
     for r in range(rounds):
-        order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
-        for k in order:
+        for k in names[r % 3:] + names[:r % 3]:
             dt, _, s, c = runs[k]()
             times[k].append(dt)
             cpu[k].append(c)
             scrapes += s
-        print(f"  round {r + 1:2d}: off {n / times['off'][-1] / 1e6:6.2f} M/s   on {n / times['on'][-1] / 1e6:6.2f} M/s")
-    off = n / statistics.median(times["off"])
-    on = n / statistics.median(times["on"])
-    paired = statistics.median(o / f for o, f in zip(times["off"], times["on"]))   # on/off throughput
-    best = min(times["off"]) / min(times["on"])
-    cpu_ratio = statistics.median(cpu["off"]) / statistics.median(cpu["on"])
-    return {"off": off, "on": on, "ratio": on / off, "paired": paired, "best": best, "times": times,
-            "scrapes": scrapes, "cpu": cpu, "cpu_ratio": cpu_ratio}
+        print(f"  round {r + 1:2d}: " + "   ".join(f"{k} {n / times[k][-1] / 1e6:6.2f} M/s" for k in names))
+    res: Dict[str, object] = {"times": times, "cpu": cpu, "scrapes": scrapes}
+    for k in names:
+        res[k] = n / statistics.median(times[k])
+    for k in ("on", "off again"):           # throughput relative to "off", four ways
+        res[k, "ratio"] = res[k] / res["off"]
+        res[k, "paired"] = statistics.median(o / x for o, x in zip(times["off"], times[k]))
+        res[k, "best"] = min(times["off"]) / min(times[k])
+        res[k, "cpu"] = statistics.median(cpu["off"]) / statistics.median(cpu[k])
+    return res
 
 
 def timing_cost_per_call(calls: int = 200_000) -> float:
@@ -170,7 +177,7 @@ def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], 
         "",
         f"Command: `flock /tmp/bench.lock {cmd}`. Machine: {os.cpu_count()} cores, "
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}. W1, N = {n:,} "
-        f"from the in-memory Arrow table; {rounds} rounds, each running both in alternating order, after "
+        f"from the in-memory Arrow table; {rounds} rounds, each running off, on and off again (order rotated), after "
         "one warm-up run of each; outputs validated against the numpy reference.",
         "",
         "- off: `HELIOSDB_METRICS=0` (no per-batch operator timing), no metrics server.",
@@ -178,16 +185,20 @@ def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], 
         f"Prometheus server of `MetricsConfig(port=0)`, and `/metrics` scraped every {scrape_interval:g} s "
         f"during each run ({res['scrapes']} scrapes in all).",
         "",
-        "| metrics | events/s (median) |",
-        "|---|---:|",
-        f"| off | {res['off'] / 1e6:.2f} M |",
-        f"| on | {res['on'] / 1e6:.2f} M |",
+        "| run | events/s (median) | vs off: ratio of medians | median of per-round ratios | "
+        "best runs | CPU time off / run |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| off | {res['off'] / 1e6:.2f} M | | | | |",
+    ]
+    for k in ("on", "off again"):
+        lines.append(f"| {k} | {res[k] / 1e6:.2f} M | {res[k, 'ratio']:.3f} | {res[k, 'paired']:.3f} | "
+                     f"{res[k, 'best']:.3f} | {res[k, 'cpu']:.3f} |")
+    lines += [
         "",
-        f"**on / off = {res['ratio']:.3f}** (ratio of medians); median of the per-round ratios "
-        f"{res['paired']:.3f}; ratio of the best runs {res['best']:.3f}. Target: at least 0.97.",
-        f"CPU time of the whole process per run (less sensitive to other work on the machine than "
-        f"wall time): median off {statistics.median(res['cpu']['off']):.3f} s, on "
-        f"{statistics.median(res['cpu']['on']):.3f} s, off / on = {res['cpu_ratio']:.3f}.",
+        f"**on / off = {res['on', 'ratio']:.3f}** (ratio of medians; target: at least 0.97). 'off again' "
+        "is the same configuration as 'off', run as a third contender: its distance from 1.000 is what "
+        "this machine's noise alone produces in the same run. CPU time is the whole process's per run "
+        "(less sensitive than wall time to other work on the machine).",
         f"Machine load (1-minute load average) at the end of the run: {res['load']:.1f} on "
         f"{os.cpu_count()} cores.",
         "",
@@ -198,8 +209,8 @@ def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], 
         f"one scrape a second that is {res['scrape_ms'] / 1000:.2%} of one core (Prometheus's default "
         "interval, 15 s, makes it 15x less).",
         "",
-        "Per-round seconds, off: " + ", ".join(f"{t:.3f}" for t in times["off"]) + "; on: "
-        + ", ".join(f"{t:.3f}" for t in times["on"]) + ".",
+        "Per-round seconds, " + "; ".join(f"{k}: " + ", ".join(f"{t:.3f}" for t in v)
+                                          for k, v in times.items()) + ".",
         "",
     ]
     write_section("metrics", "\n".join(lines))
@@ -226,9 +237,11 @@ def main(argv=None) -> int:
     res["scrape_ms"], res["series"] = sc["ms"], sc["series"]
     print(f"direct: {res['call_ns']:.0f} ns per timed operator call x {res['calls']:,} calls = "
           f"{res['timing_share']:.3%} of a run; one scrape {res['scrape_ms']:.1f} ms CPU ({res['series']} series)")
-    print(f"off {res['off'] / 1e6:.2f} M events/s, on {res['on'] / 1e6:.2f} M events/s: on/off = "
-          f"{res['ratio']:.3f} (median of per-round ratios {res['paired']:.3f}, best runs {res['best']:.3f}; "
-          f"{res['scrapes']} scrapes); CPU off/on {res['cpu_ratio']:.3f}; load {res['load']:.1f}")
+    for k in ("on", "off again"):
+        print(f"{k} / off: {res[k, 'ratio']:.3f} (medians), {res[k, 'paired']:.3f} (per-round), "
+              f"{res[k, 'best']:.3f} (best runs), CPU {res[k, 'cpu']:.3f}")
+    print(f"off {res['off'] / 1e6:.2f} M events/s, on {res['on'] / 1e6:.2f} M events/s; {res['scrapes']} "
+          f"scrapes; load {res['load']:.1f}")
     if not args.no_record:
         record(n, rounds, args.scrape_interval, res, args.quick)
         print("recorded in benchmarks/RESULTS.md")
