@@ -169,8 +169,8 @@ def w1_operator_calls(table) -> int:
     return sum(2 * o["batches"] for o in m["operators"].values())     # a batch and a watermark each
 
 
-def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], quick: bool) -> None:
-    cmd = "python -m benchmarks.metrics" + (" --quick" if quick else "")
+def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], args: List[str]) -> None:
+    cmd = " ".join(["python -m benchmarks.metrics", *args])
     times = res["times"]
     lines = [
         "## Metrics on vs off (issue #6) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     print(f"off {res['off'] / 1e6:.2f} M events/s, on {res['on'] / 1e6:.2f} M events/s; {res['scrapes']} "
           f"scrapes; load {res['load']:.1f}")
     if not args.no_record:
-        record(n, rounds, args.scrape_interval, res, args.quick)
+        record(n, rounds, args.scrape_interval, res, list(sys.argv[1:] if argv is None else argv))
         print("recorded in benchmarks/RESULTS.md")
     return 0
 
