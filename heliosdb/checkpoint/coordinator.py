@@ -283,7 +283,16 @@ class Coordinator:
             cur.pause_s = max(cur.pause_s, pause_s)
             cur.acks += 1
             if cur.acks == self.stages:
-                self._commit(cur)
+                try:
+                    self._commit(cur)
+                except BaseException as exc:  # noqa: BLE001 - e.g. a sink's commit failed
+                    log.error("job %r: committing checkpoint %d failed: %s", self.job, cur.epoch, exc,
+                              extra={"job": self.job, "epoch": cur.epoch})
+                    with self._lock:
+                        if self._inflight is cur:
+                            cur.failed = exc
+                            self._fail(cur)
+                        self._last_error = exc
 
     def _write_stage(self, cur: _Epoch, snapshots: List[Tuple[Operator, Snapshot]]) -> None:
         comp = self.config.compression
