@@ -394,6 +394,13 @@ class Coordinator:
         self._queue.put(None)
         if self._writer.is_alive():
             self._writer.join(timeout=self.timeout_s)
+        for op in self.sink_ops.values():
+            finish = getattr(op, "finish", None)
+            if finish is not None:
+                try:
+                    finish()
+                except Exception:  # noqa: BLE001 - releasing clients after the run
+                    log.warning("job %r: releasing sink %r failed", self.job, op.name, exc_info=True)
         self.lease.release()
         if not failed and self._last_begun > self.epoch:
             # The last epoch (at the end of input, the one holding the final output) did not

@@ -482,14 +482,23 @@ class _KafkaSinkOp(_SinkOperator):
 
     # -- end -------------------------------------------------------------------------------------
     def close(self) -> List[Item]:
+        if self.coordinated:
+            # The final epoch commits on the checkpoint writer's thread after this; the
+            # coordinator releases the producer (finish()) once it has.
+            self.flush()
+            return []
         try:
-            if self.spec.exactly_once and not self.coordinated:
+            if self.spec.exactly_once:
                 self.commit_epoch(self.epoch)
             else:
                 self.flush()
         finally:
             self._release()
         return []
+
+    def finish(self) -> None:
+        """The job and its checkpoints are done: release the producer."""
+        self._release()
 
     def abort(self) -> None:
         try:
