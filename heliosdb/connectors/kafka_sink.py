@@ -191,6 +191,9 @@ class _KafkaSinkOp(_SinkOperator):
         ck = _kafka()
         self.fmt = fmt
         self.coordinated = False        # a checkpoint coordinator drives the epoch hooks
+        self.checkpointed = False       # ... through snapshot()/commit()/recover() (set by recover)
+        self._pending: List[tuple] = []
+        self._uncommitted: List[pa.Table] = []
         self.records = 0
         self.epoch: Optional[int] = None
         self.transaction_started = 0.0  # monotonic time the open transaction began (0: none)
@@ -258,7 +261,7 @@ class _KafkaSinkOp(_SinkOperator):
                 cols = [batch.column(batch.schema.get_field_index(n)).to_pylist() for n in names]
                 headers = [[(n, None if v is None else str(v).encode()) for n, v in zip(names, row)]
                            for row in zip(*cols)]
-        if self.coordinated:
+        if self.checkpointed:
             # A checkpointed job: the epoch's records wait for its barrier (snapshot()).
             self._pending.append((values, keys, stamps, headers))
             self.records += len(values)
@@ -422,15 +425,13 @@ class _KafkaSinkOp(_SinkOperator):
 
     @property
     def stateful(self) -> bool:  # type: ignore[override]
-        return self.coordinated
+        return self.checkpointed
 
     def recover(self, meta: dict, epoch: int, tables: Optional[dict] = None) -> None:
         """Join the checkpoint protocol (exactly-once only) and finish the restored epoch."""
         if not self.spec.exactly_once:
             return                           # at-least-once: replays may repeat records
-        self.coordinated = True
-        self._pending: List[tuple] = []
-        self._uncommitted: List[pa.Table] = []
+        self.coordinated = self.checkpointed = True
         t = (tables or {}).get("records")
         if epoch and t is not None and t.num_rows:
             done = self.committed_epoch()
@@ -482,13 +483,13 @@ class _KafkaSinkOp(_SinkOperator):
 
     # -- end -------------------------------------------------------------------------------------
     def close(self) -> List[Item]:
-        if self.coordinated:
+        if self.checkpointed:
             # The final epoch commits on the checkpoint writer's thread after this; the
             # coordinator releases the producer (finish()) once it has.
             self.flush()
             return []
         try:
-            if self.spec.exactly_once:
+            if self.spec.exactly_once and not self.coordinated:
                 self.commit_epoch(self.epoch)
             else:
                 self.flush()
