@@ -124,10 +124,12 @@ class PythonSemantics:
             self.check(_and(BinOp("==", x, Lit(0)), _and(BinOp("<", y, Lit(0)),
                                                            Func("isfinite", (y,)))),
                        ZeroDivisionError, "0.0 cannot be raised to a negative power", node)
-            self.check(_and(_and(BinOp("<", x, Lit(0)), finite),
-                            BinOp("!=", Func("floor", (y,)), y)),
-                       TypeError, "a negative number to a fractional power is a complex number, "
-                       "which a column cannot hold", node, deferred=True)
+            complex_ = _and(_and(BinOp("<", x, Lit(0)), finite), BinOp("!=", Func("floor", (y,)), y))
+            # Python computes that complex power, which overflows where |x| ** y does.
+            self.check(_and(complex_, Func("isinf", (Func("pow", (Func("fabs", (x,)), y)),))),
+                       OverflowError, "complex exponentiation", node)
+            self.check(complex_, TypeError, "a negative number to a fractional power is a complex "
+                       "number, which a column cannot hold", node, deferred=True)
             self.check(_and(Func("isinf", (r,)), finite), OverflowError,
                        "(34, 'Numerical result out of range')", node)
             return Val(FLOAT, r)

@@ -366,3 +366,17 @@ def test_decorated_def_functions_are_found(env, table):
 
     with no_fallback():
         assert env.from_arrow(table).filter(big).collect()["v"].to_pylist() == [7, 10]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "interpreted"])
+@pytest.mark.parametrize("x, y, error", [
+    (-8.0, 0.5, TypeError),                  # a complex result cannot be stored in a column
+    (-2.335036524926179e-262, -1.5, OverflowError),   # Python's complex power overflows
+    (0.0, -1.0, ZeroDivisionError),
+    (10.0, 400.0, OverflowError),
+], ids=["complex", "complex-overflow", "zero-to-negative", "overflow"])
+def test_float_power_errors_match_python(env, compiled, x, y, error):
+    t = pa.table({"x": [2.0, x], "y": [2.0, y]})
+    with pytest.raises(RecordError) as info:
+        env.from_arrow(t).map(lambda e: {"p": e.x ** e.y}, compile=compiled).collect()
+    assert info.value.index == 1 and type(info.value.__cause__) is error
