@@ -136,7 +136,7 @@ class _KeyedBase(Operator):
             return []
         n = sum(r.num_rows for r in rows)
         self.late_events += n
-        log.info("step %r: %d late events to the late output", self.name, n,
+        log.debug("step %r: %d late events to the late output", self.name, n,
                  extra={"operator": self.name})
         batch = rows[0] if len(rows) == 1 else pa.Table.from_batches(rows).combine_chunks().to_batches()[0]
         return [SideOutput(LATE, batch)]
