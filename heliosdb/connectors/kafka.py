@@ -15,8 +15,8 @@ positions are committed for monitoring.
 
 The source thread's ``poll()`` releases queued rows to the micro-batcher:
 
-- without ``event_time``, everything queued, partition by partition (lowest latency; the
-  interleaving of partitions depends on timing);
+- without ``event_time``, what is queued, partition by partition, starting each poll with the
+  next partition (lowest latency; the interleaving of partitions depends on timing);
 - with ``event_time=column`` the partitions are *merged*: each row's merge key is the running
   maximum of that column in its partition, a row is released once every partition that is
   still active has seen a larger key (a partition that has caught up with its end, or is
@@ -24,6 +24,10 @@ The source thread's ``poll()`` releases queued rows to the micro-batcher:
   offset).  A backlog is therefore read in one order whatever the number of readers, the fetch
   timing or a restart: windows over a topic with many partitions give the same result as over
   one, and no event is late merely because its partition was fetched later.
+
+A poll releases about one micro-batch (``batch_size`` rows; a merge cuts by key), however much
+is queued, so a checkpoint barrier can follow any micro-batch: with a backlog, checkpoints
+still come every ``interval``.
 
 Positions
 ---------
@@ -484,6 +488,13 @@ class KafkaSource(Source):
             if active and not alone:
                 frontier = min(p.max_key for p in active)
                 holders = [p for p in active if p.max_key == frontier]
+        budget = max(int(getattr(self, "batch_size", 0) or 0), 1)
+        if self.event_time is not None:
+            frontier = self._cut(frontier, budget)
+        else:
+            # Round-robin over the partitions, so a busy one does not starve the others.
+            self._rr = (getattr(self, "_rr", -1) + 1) % max(len(parts), 1)
+            parts = parts[self._rr:] + parts[:self._rr]
         out = []
         for p in parts:
             while p.chunks:
@@ -495,6 +506,11 @@ class KafkaSource(Source):
                         if c.start == 0 and c.dead is not None:
                             out.append((p, c, 0, 0))       # write its dead letters now
                         break
+                elif self.event_time is None:
+                    if budget <= 0:
+                        break
+                    stop = min(stop, c.start + budget)
+                    budget -= stop - c.start
                 out.append((p, c, c.start, stop))
                 p.rows -= stop - c.start
                 c.start = stop
@@ -511,6 +527,32 @@ class KafkaSource(Source):
                 p.paused = False
                 self._resume(p)
         return [t for t in out if t[3] > t[2] or (t[1].dead is not None)]
+
+    def _cut(self, frontier: int, budget: int) -> int:
+        """The merge frontier lowered so that about ``budget`` rows (a micro-batch) are
+        released: a poll never hands the micro-batcher more than a batch, so a checkpoint
+        barrier can follow any batch however much is queued.  The cut is by merge key, so the
+        released order stays (key, partition, offset) whatever the budget."""
+        keys = []
+        total = 0
+        for p in self._parts:
+            for c in p.chunks:
+                if c.keys is None or c.start >= c.batch.num_rows:
+                    continue
+                stop = (c.batch.num_rows if frontier == _KEY_MAX
+                         else int(np.searchsorted(c.keys, frontier, side="left")))
+                if stop > c.start:
+                    keys.append(c.keys[c.start:min(stop, c.start + budget)])
+                    total += stop - c.start
+                if stop < c.batch.num_rows:
+                    break
+        if total <= budget:
+            return frontier
+        cand = np.concatenate(keys)
+        k = int(np.partition(cand, budget - 1)[budget - 1])
+        # Rows with key < k (fewer than budget); if a run of equal keys fills the budget,
+        # release that run whole (it cannot be split without breaking the order).
+        return k if (cand < k).any() else k + 1
 
     def _resume(self, p: _Partition) -> None:
         for r in self._readers:

@@ -16,7 +16,8 @@ SPEC: ``input`` (a Parquet folder with columns id, ts, k, v), ``storage``, ``row
 ``windows`` (two Parquet sink folders), ``name``, ``sleep_s`` (per batch, to slow the job
 down), ``interval_ms`` (checkpoints), ``batch_size``, ``log`` (the child's stdout and stderr),
 and optionally ``failpoint`` (``HELIOSDB_FAILPOINT``) set once ``failpoint_after``
-checkpoints have committed.
+checkpoints have committed.  With ``"kind": "kafka"`` the child runs :func:`run_kafka`
+instead (``bootstrap``, ``topic``, ``out``, ``parallelism``).
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def pipeline(env: hdb.StreamEnvironment, src: hdb.Stream, rows_out, windows_out,
 
 
 def run(spec: dict) -> int:
+    if spec.get("kind") == "kafka":
+        return run_kafka(spec)
     cfg = hdb.StreamingConfig(
         parallelism=spec.get("parallelism", 2), batch_size=spec["batch_size"],
         buffer_size=spec["batch_size"],        # the source stays a batch ahead: barriers flow
@@ -67,6 +70,35 @@ def run(spec: dict) -> int:
             os.environ["HELIOSDB_FAILPOINT"] = failpoint
         threading.Thread(target=arm, daemon=True).start()
     handle.wait(timeout=120)
+    return 0
+
+
+def run_kafka(spec: dict) -> int:
+    """Kafka (``bootstrap``, ``topic``, JSON ts/k/v) -> (slow) -> per-1 s-window per-key count
+    and sum -> Kafka ``out`` with an exactly-once sink (tests/integration/kafka/test_kill.py)."""
+    import pyarrow as pa
+
+    cfg = hdb.StreamingConfig(
+        parallelism=spec["parallelism"], batch_size=spec["batch_size"], buffer_size=spec["batch_size"],
+        checkpoint=hdb.CheckpointConfig(interval=timedelta(milliseconds=spec["interval_ms"]),
+                                        storage=spec["storage"], timeout=timedelta(seconds=30)))
+    env = hdb.StreamEnvironment(cfg)
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.float64())])
+    sleep_s = spec["sleep_s"]
+
+    def slow(batch):
+        time.sleep(sleep_s)
+
+    (env.kafka_source(spec["topic"], bootstrap_servers=spec["bootstrap"], group_id="kill-test",
+                      bounded=True, event_time="ts")
+     .deserialize_json(schema).with_batch_size(spec["batch_size"])
+     .inspect(slow)
+     .with_watermark(time="ts", max_out_of_orderness=timedelta(milliseconds=100))
+     .key_by("k").window(hdb.TumblingWindow.of(timedelta(seconds=1)))
+     .aggregate(n=hdb.count(), s=hdb.sum("v"))
+     .sink(hdb.sinks.kafka(spec["out"], bootstrap_servers=spec["bootstrap"], format="json",
+                           exactly_once=True)))
+    env.execute(name=spec["name"])
     return 0
 
 
