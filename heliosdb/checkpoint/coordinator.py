@@ -150,6 +150,10 @@ class Coordinator:
                 "intact (see the warnings above); refusing to start from empty state. Delete the "
                 "directory to start the job over"
             )
+        for op in self.sink_ops.values():
+            sized = getattr(op, "checkpoint_config", None)
+            if sized is not None:
+                sized(self.interval_s, self.timeout_s)     # e.g. Kafka transaction timeouts
         restored = 0
         if chosen is not None:
             restored = chosen["epoch"]

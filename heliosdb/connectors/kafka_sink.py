@@ -8,9 +8,11 @@ a ``key`` column the key, and every other column a header (the layout of a dead-
 
 Exactly once
 ------------
-With ``exactly_once=True`` the producer is transactional (``transactional.id``).  Binding the
-sink calls ``init_transactions()``, which fences any earlier producer with the same id and
-aborts the transaction it left open (a crashed run's uncommitted output never becomes visible).
+With ``exactly_once=True`` the producer is transactional (``transactional.id``).  The producer
+is created as the job starts (in a checkpointed job when the coordinator restores it, after
+sizing its transaction timeout; otherwise at the first batch or idle tick) and calls
+``init_transactions()``, which fences any earlier producer with the same id and aborts the
+transaction it left open (a crashed run's uncommitted output never becomes visible).
 Output is produced inside a transaction that the sink operator's epoch hooks control:
 
 - :meth:`begin_epoch` opens a transaction (done lazily by the first batch of an epoch);
@@ -23,8 +25,10 @@ Output is produced inside a transaction that the sink operator's epoch hooks con
 
 Until a checkpoint coordinator drives these hooks (``coordinated = True``), the sink commits by
 itself every ``commit_interval`` and at the end of the input.  The transaction timeout is sized
-against that interval (at least 3 intervals, and at least 60 s), and a warning is logged when an
-open transaction has used 80% of it.  A ``read_committed`` consumer sees each committed record
+against that interval (at least 3 intervals, and at least 60 s); in a checkpointed job against
+the checkpoints instead (at least ``CheckpointConfig.timeout`` and 3 checkpoint intervals: see
+:meth:`_KafkaSinkOp.checkpoint_config`).  A warning is logged when an open transaction has used
+80% of its timeout.  A ``read_committed`` consumer sees each committed record
 once; records of aborted transactions never.
 """
 from __future__ import annotations
@@ -80,6 +84,7 @@ class KafkaSink(SinkSpec):
         if self.commit_interval_s <= 0:
             raise ConfigError(f"sinks.kafka(commit_interval=) must be positive, got {commit_interval!r}")
         floor = to_nanos(DEFAULT_KAFKA_TRANSACTION_TIMEOUT, "timeout") / 1e9
+        self.transaction_timeout_given = transaction_timeout is not None
         self.transaction_timeout_s = (max(floor, 3 * self.commit_interval_s) if transaction_timeout is None
                                       else to_nanos(transaction_timeout, "sinks.kafka(transaction_timeout=)") / 1e9)
         if self.exactly_once and self.transaction_timeout_s < 2 * self.commit_interval_s:
@@ -188,7 +193,6 @@ class _KafkaSinkOp(_SinkOperator):
 
     def __init__(self, name: str, schema: pa.Schema, spec: KafkaSink, fmt: Optional[Format]):
         super().__init__(name, schema, spec)
-        ck = _kafka()
         self.fmt = fmt
         self.coordinated = False        # a checkpoint coordinator drives the epoch hooks
         self.checkpointed = False       # ... through snapshot()/commit()/recover() (set by recover)
@@ -201,6 +205,20 @@ class _KafkaSinkOp(_SinkOperator):
         self._errors: List[str] = []
         self._lock = threading.Lock()
         self.transactional_id = spec.transactional_id or f"heliosdb.{spec.topic}.{name}"
+        self.transaction_timeout_s = spec.transaction_timeout_s
+        self._producer = None
+
+    @property
+    def producer(self):
+        """The confluent-kafka producer, created on first use (so a checkpoint coordinator can
+        size its transaction timeout first)."""
+        if self._producer is None:
+            self._open_producer()
+        return self._producer
+
+    def _open_producer(self) -> None:
+        ck = _kafka()
+        spec = self.spec
         conf = {
             "bootstrap.servers": spec.bootstrap_servers,
             "enable.idempotence": True,
@@ -216,11 +234,40 @@ class _KafkaSinkOp(_SinkOperator):
         }
         if spec.exactly_once:
             conf["transactional.id"] = self.transactional_id
-            conf["transaction.timeout.ms"] = int(spec.transaction_timeout_s * 1000)
+            conf["transaction.timeout.ms"] = int(self.transaction_timeout_s * 1000)
         conf.update(client_conf(spec.conf))
-        self.producer = ck.Producer(conf)
+        self._producer = ck.Producer(conf)
         if spec.exactly_once:
-            self._call("init_transactions", self.producer.init_transactions, spec.transaction_timeout_s)
+            self._call("init_transactions", self._producer.init_transactions, self.transaction_timeout_s)
+
+    def checkpoint_config(self, interval_s: float, timeout_s: float) -> None:
+        """A checkpoint coordinator will drive this sink: size the transaction timeout against
+        its checkpoints.  A transaction opens at an epoch's barrier and commits once the
+        epoch's manifest is written, so it can live as long as a checkpoint may take
+        (``CheckpointConfig.timeout``); without an explicit ``transaction_timeout`` the sink
+        uses at least that, at least 3 checkpoint intervals, and at least 60 s.  An explicit
+        timeout shorter than the checkpoint timeout is kept, with a warning."""
+        if not self.spec.exactly_once:
+            return
+        if self.spec.transaction_timeout_given:
+            if self.transaction_timeout_s < timeout_s:
+                log.warning(
+                    "step %r: sinks.kafka(transaction_timeout=%gs) is shorter than the checkpoint "
+                    "timeout (%gs): a checkpoint slower than %gs makes the broker abort the epoch's "
+                    "transaction and the job fail. Raise transaction_timeout (the broker's "
+                    "transaction.max.timeout.ms caps it, 15 min by default) or lower "
+                    "CheckpointConfig(timeout=)", self.name, self.transaction_timeout_s, timeout_s,
+                    self.transaction_timeout_s, extra={"operator": self.name})
+            return
+        floor = to_nanos(DEFAULT_KAFKA_TRANSACTION_TIMEOUT, "timeout") / 1e9
+        want = max(floor, 3 * interval_s, timeout_s)
+        if want != self.transaction_timeout_s:
+            log.debug("step %r: Kafka transaction timeout %gs (checkpoints every %gs, timeout %gs)",
+                      self.name, want, interval_s, timeout_s, extra={"operator": self.name})
+            self.transaction_timeout_s = want
+            if self._producer is not None:
+                self._producer.flush(5)
+                self._open_producer()         # its init_transactions() fences the first one
 
     # -- producing -------------------------------------------------------------------------------
     def _on_delivery(self, err, msg) -> None:
@@ -317,7 +364,7 @@ class _KafkaSinkOp(_SinkOperator):
         if not self.coordinated and age >= self.spec.commit_interval_s:
             self.commit_epoch(self.epoch)
             return
-        limit = self.spec.transaction_timeout_s
+        limit = self.transaction_timeout_s
         if age >= TRANSACTION_WARN_FRACTION * limit and not self._warned:
             self._warned = True
             log.warning(
@@ -328,8 +375,10 @@ class _KafkaSinkOp(_SinkOperator):
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every record produced so far is acknowledged (the pre-commit)."""
-        timeout = self.spec.transaction_timeout_s if timeout is None else timeout
-        left = self.producer.flush(timeout)
+        if self._producer is None:
+            return                           # nothing was ever produced
+        timeout = self.transaction_timeout_s if timeout is None else timeout
+        left = self._producer.flush(timeout)
         self._check()
         if left:
             raise ExecutionError(f"step {self.name!r}: {left} records to Kafka topic {self.spec.topic!r} "
@@ -360,8 +409,8 @@ class _KafkaSinkOp(_SinkOperator):
             meta = self._marker_consumer().consumer_group_metadata()
             self._call("send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
                        [ck.TopicPartition(self.spec.topic, 0, int(epoch))], meta,
-                       self.spec.transaction_timeout_s)
-        self._call("commit_transaction", self.producer.commit_transaction, self.spec.transaction_timeout_s)
+                       self.transaction_timeout_s)
+        self._call("commit_transaction", self.producer.commit_transaction, self.transaction_timeout_s)
         self.transaction_started = 0.0
         log.debug("step %r: committed a Kafka transaction (epoch %s)", self.name, epoch)
 
@@ -370,7 +419,7 @@ class _KafkaSinkOp(_SinkOperator):
         if not self.spec.exactly_once or not self.transaction_started:
             return
         self.producer.purge(in_queue=True, in_flight=False)
-        self._call("abort_transaction", self.producer.abort_transaction, self.spec.transaction_timeout_s)
+        self._call("abort_transaction", self.producer.abort_transaction, self.transaction_timeout_s)
         self.transaction_started = 0.0
         with self._lock:
             self._errors.clear()
@@ -394,7 +443,7 @@ class _KafkaSinkOp(_SinkOperator):
     def _call(self, what: str, fn, *args) -> Any:
         """A transactional call, retried while its error is retriable (until the timeout)."""
         ck = _kafka()
-        deadline = time.monotonic() + self.spec.transaction_timeout_s
+        deadline = time.monotonic() + self.transaction_timeout_s
         while True:
             try:
                 return fn(*args)
@@ -432,6 +481,7 @@ class _KafkaSinkOp(_SinkOperator):
         if not self.spec.exactly_once:
             return                           # at-least-once: replays may repeat records
         self.coordinated = self.checkpointed = True
+        _ = self.producer                    # init_transactions(): abort what a crashed run left open
         t = (tables or {}).get("records")
         if epoch and t is not None and t.num_rows:
             done = self.committed_epoch()
@@ -505,8 +555,8 @@ class _KafkaSinkOp(_SinkOperator):
         try:
             if self.spec.exactly_once and self.transaction_started:
                 self.abort_epoch()
-            else:
-                self.producer.flush(5)
+            elif self._producer is not None:
+                self._producer.flush(5)
         except Exception:  # noqa: BLE001 - aborting after a failure: the original error matters
             log.exception("step %r: aborting the Kafka transaction failed", self.name)
         finally:

@@ -115,3 +115,30 @@ def test_killed_after_the_manifest_before_the_kafka_commit(kafka, tmp_path):
     assert proc.returncode == 137, proc.stderr[-2000:]
     _run(kafka, src, out, storage)
     _check(kafka, out, records)
+
+
+def test_transaction_timeout_is_sized_against_the_checkpoints(kafka, tmp_path, caplog):
+    """A transaction lives from an epoch's barrier to its commit after the manifest, so the
+    sink's transaction timeout covers the checkpoint timeout and three intervals; an explicit
+    shorter one is kept, with a warning naming both."""
+    import logging
+
+    def op_of(sink, interval_s, timeout_s):
+        env = hdb.StreamEnvironment(hdb.StreamingConfig(checkpoint=hdb.CheckpointConfig(
+            interval=timedelta(seconds=interval_s), storage=str(tmp_path / f"c{interval_s}"),
+            timeout=timedelta(seconds=timeout_s))))
+        env.from_arrow(pa.table({"value": pa.array([b"x"], pa.binary())})).sink(sink)
+        env.execute(name=f"tx-{interval_s}-{timeout_s}")
+        return sink.operators[0]
+
+    out = new_topic(kafka)
+    op = op_of(hdb.sinks.kafka(out, bootstrap_servers=kafka.bootstrap, exactly_once=True), 50, 120)
+    assert op.transaction_timeout_s == 150          # 3 intervals > checkpoint timeout > 60 s
+    op = op_of(hdb.sinks.kafka(out, bootstrap_servers=kafka.bootstrap, exactly_once=True), 1, 90)
+    assert op.transaction_timeout_s == 90           # the checkpoint timeout
+    with caplog.at_level(logging.WARNING, logger="heliosdb.kafka"):
+        op = op_of(hdb.sinks.kafka(out, bootstrap_servers=kafka.bootstrap, exactly_once=True,
+                                   transaction_timeout=70), 1, 120)
+    assert op.transaction_timeout_s == 70
+    assert "transaction_timeout=70s) is shorter than the checkpoint timeout (120s)" in caplog.text
+    assert [v for v in values(read_all(kafka, out))] == [b"x", b"x", b"x"]
