@@ -216,6 +216,7 @@ class StreamEnvironment:
         plan, _, state_ops, _ = build(self, sinks)
         mc = self.config.metrics
         job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops,
+                  freeze_gc=self.config.freeze_gc,
                   **({"metrics_window_ns": mc.window_ns} if mc is not None else {}))
         attach = getattr(plan.source, "attach_metrics", None)
         if attach is not None:

@@ -28,6 +28,7 @@ from ..metrics import JobMetrics, TaskStats
 from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, SideOutput, Tick,
                               Watermark)
 from ..operators.exchange import Partitioned
+from . import gcfreeze
 from .channel import END, Channel, ChannelClosed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -217,8 +218,10 @@ class Job:
 
     def __init__(self, plan: PhysicalPlan, name: str, buffer_size: int, slow_ns: int,
                  state_operators: List[Operator], metrics_window_ns: int = 10_000_000_000,
-                 timed: Optional[bool] = None):
+                 timed: Optional[bool] = None, freeze_gc: bool = True):
         self.plan = plan
+        self.freeze_gc = freeze_gc
+        self._gc_frozen = False
         self.name = name
         self.coordinator = None             # a checkpoint.Coordinator, set before start()
         self.metrics = JobMetrics(name, source=plan.source_name, window_ns=metrics_window_ns)
@@ -274,6 +277,9 @@ class Job:
             self._threads.append(threading.Thread(
                 target=self._guard, args=(st.name, self._run_stage, i),
                 name=f"{self.name}:{st.name}", daemon=True))
+        self._gc_frozen = self.freeze_gc
+        if self._gc_frozen:
+            gcfreeze.freeze()            # full collections skip start-up objects: short pauses
         log.info("job %r started: %d threads (%s)", self.name, len(self._threads),
                  ", ".join(self.metrics.tasks), extra={"job": self.name})
         for t in self._threads:
@@ -288,6 +294,8 @@ class Job:
                 self.coordinator.close(failed=self._error is not None)
             except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
                 self._fail("checkpoint", exc)
+        if self._gc_frozen:
+            gcfreeze.unfreeze()
         m = self.metrics
         m.finished = time.perf_counter()
         if self._error is None:
