@@ -294,7 +294,7 @@ class _KafkaSinkOp(_SinkOperator):
         keys = None
         key_col = spec.key if spec.key is not None else ("key" if self.fmt is None and "key" in batch.schema.names else None)
         if key_col is not None:
-            keys = [_key_bytes(k) for k in batch.column(batch.schema.get_field_index(key_col)).to_pylist()]
+            keys = _keys(batch.column(batch.schema.get_field_index(key_col)))
         stamps = None
         if spec.timestamp is not None:
             col = batch.column(batch.schema.get_field_index(spec.timestamp))
@@ -567,6 +567,17 @@ class _KafkaSinkOp(_SinkOperator):
         if marker is not None:
             marker.close()
             self._marker = None
+
+
+def _keys(col: pa.Array) -> List[Optional[bytes]]:
+    """Message keys of a column: bytes as they are, text as UTF-8, integers as their decimal
+    digits (by Arrow, in one pass), anything else as ``str(value)`` in UTF-8."""
+    t = col.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return col.to_pylist()
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t):
+        return col.cast(pa.string()).cast(pa.binary()).to_pylist()
+    return [_key_bytes(k) for k in col.to_pylist()]
 
 
 def _key_bytes(k: Any) -> Optional[bytes]:
