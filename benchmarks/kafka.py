@@ -32,13 +32,14 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+
+from heliosdb.testing import kafka_new_topic, kafka_produce, kafka_read
 
 from .results import write_section
 from .w1data import make_table, reference, validate, w1_pipeline
@@ -72,58 +73,17 @@ class Broker:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def topic(self, partitions: int, prefix: str) -> str:
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        name = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-            f.result(timeout=30)
-        time.sleep(0.5)
-        return name
+        return kafka_new_topic(self.bootstrap, partitions, f"bench-{prefix}")
 
     def produce(self, topic: str, values: List[bytes], keys: Optional[List[bytes]] = None,
                 partitions: Optional[List[int]] = None) -> None:
-        from confluent_kafka import Producer
-
-        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                      "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000,
-                      "compression.type": "none", "message.max.bytes": 2_000_000})
-        for i, v in enumerate(values):
-            kw = {}
-            if keys is not None:
-                kw["key"] = keys[i]
-            if partitions is not None:
-                kw["partition"] = partitions[i]
-            while True:
-                try:
-                    p.produce(topic, v, **kw)
-                    break
-                except BufferError:
-                    p.poll(0.05)
-        assert p.flush(120) == 0
+        kafka_produce(self.bootstrap, topic, values, keys, partitions, timeout=600,
+                      conf={"linger.ms": 20, "batch.size": 1_000_000, "enable.idempotence": False,
+                            "queue.buffering.max.kbytes": 2_000_000, "compression.type": "none",
+                            "message.max.bytes": 2_000_000})
 
     def read(self, topic: str) -> List[bytes]:
-        from confluent_kafka import Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-                      "enable.partition.eof": True, "isolation.level": "read_committed"})
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        parts = sorted(md.partitions)
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        todo = {p for p in parts if ends[p] > 0}
-        out = []
-        while todo:
-            for m in c.consume(50_000, 0.5):
-                if m.error() is not None:
-                    if m.offset() >= ends[m.partition()]:
-                        todo.discard(m.partition())
-                    continue
-                out.append(m.value())
-                if m.offset() + 1 >= ends[m.partition()]:
-                    todo.discard(m.partition())
-        c.close()
-        return out
+        return [m.value() for m in kafka_read(self.bootstrap, topic, timeout=600)]
 
 
 # -- end to end ---------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@
   hidden, uncommitted files).
 - :func:`assert_same_rows` and :func:`last_per_key`: compare results as multisets of rows
   (floats within a tolerance), or, for update streams, by the last row of each key.
+- :func:`kafka_new_topic`, :func:`kafka_produce`, :func:`kafka_read`: set up and read back
+  topics on a real broker (tests and benchmarks).
 - :func:`run_job` and :func:`crash_and_restore`: the checkpoint oracle runner. A job crashed at
   batch ``k`` and started again with the same name and storage must give exactly the output of
   an uninterrupted run.
@@ -30,7 +32,8 @@ from .errors import ExecutionError
 from .runtime.executor import JobResult
 
 __all__ = ["InjectedCrash", "CrashAt", "read_parquet_output", "visible_files", "hidden_files",
-           "assert_same_rows", "last_per_key", "run_job", "crash_and_restore", "RestoreRun"]
+           "assert_same_rows", "last_per_key", "run_job", "crash_and_restore", "RestoreRun",
+           "kafka_new_topic", "kafka_produce", "kafka_read"]
 
 
 class InjectedCrash(RuntimeError):
@@ -298,3 +301,100 @@ def crash_and_restore(build: Build, config: StreamingConfig, crash_at: int, name
     _, crashed_stats, _ = run_job(build, config, name, crash)
     result, stats, _ = run_job(build, restore_config or config, name, crash)
     return RestoreRun(crash.fired, crashed_stats, result, stats)
+
+
+# -- Kafka ---------------------------------------------------------------------------------------
+def kafka_new_topic(bootstrap: str, partitions: int = 1, prefix: str = "t", timeout: float = 30.0) -> str:
+    """Create a topic with a unique name and wait until every partition has a leader.
+
+    Needs a broker (``confluent-kafka``; ``pip install heliosdb-streaming[kafka]``), e.g.
+    ``kafka_new_topic("127.0.0.1:9092", partitions=4)`` -> ``"t-1f0c2a9b3d"``.
+    """
+    import time
+    import uuid
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        f.result(timeout=timeout)
+    deadline = time.monotonic() + timeout            # metadata can lag the creation
+    while time.monotonic() < deadline:
+        md = admin.list_topics(name, timeout=10).topics.get(name)
+        if md is not None and md.error is None and len(md.partitions) == partitions and all(
+                p.leader >= 0 for p in md.partitions.values()):
+            return name
+        time.sleep(0.1)
+    raise AssertionError(f"topic {name} at {bootstrap} has no leaders after {timeout:g}s")
+
+
+def kafka_produce(bootstrap: str, topic: str, values: Sequence[Optional[bytes]],
+                  keys: Optional[Sequence[Optional[bytes]]] = None,
+                  partitions: Optional[Sequence[int]] = None,
+                  timestamps: Optional[Sequence[int]] = None, conf: Optional[dict] = None,
+                  timeout: float = 120.0) -> None:
+    """Produce ``values`` (with optional keys, partitions and ms timestamps, one per value) and
+    wait until every one is acknowledged; ``conf`` adds librdkafka producer settings.
+
+    Needs a broker, e.g. ``kafka_produce("127.0.0.1:9092", "events", [b'{"x": 1}'])``.
+    """
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
+                  "queue.buffering.max.messages": 2_000_000, **(conf or {})})
+    for i, v in enumerate(values):
+        kw = {}
+        if keys is not None:
+            kw["key"] = keys[i]
+        if partitions is not None:
+            kw["partition"] = int(partitions[i])
+        if timestamps is not None:
+            kw["timestamp"] = int(timestamps[i])
+        while True:
+            try:
+                p.produce(topic, v, **kw)
+                break
+            except BufferError:
+                p.poll(0.05)
+    left = p.flush(timeout)
+    assert left == 0, f"{left} messages to {topic!r} unacknowledged after {timeout:g}s"
+
+
+def kafka_read(bootstrap: str, topic: str, committed: bool = True, timeout: float = 30.0) -> List:
+    """Every message of ``topic`` up to the end offsets it has now (``read_committed`` by
+    default: what exactly-once output made visible), as confluent-kafka Message objects in
+    (partition, offset) order.
+
+    Needs a broker, e.g. ``[m.value() for m in kafka_read("127.0.0.1:9092", "out")]``.
+    """
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        parts = sorted(md.partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        todo = {p for p in parts if ends[p] > 0}
+        out = []
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.2):
+                if m.error() is not None:
+                    if m.offset() >= ends.get(m.partition(), 0):
+                        todo.discard(m.partition())
+                    continue
+                out.append(m)
+                if m.offset() + 1 >= ends[m.partition()]:
+                    todo.discard(m.partition())
+        assert not todo, f"{topic}: partitions {sorted(todo)} not read to their end within {timeout:g}s"
+        out.sort(key=lambda m: (m.partition(), m.offset()))
+        return out
+    finally:
+        c.close()

@@ -11,12 +11,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import pytest
+
+from heliosdb.testing import kafka_new_topic, kafka_produce, kafka_read
 
 ROOT = Path(__file__).resolve().parents[3]
 KAFKA_SH = ROOT / "ci" / "kafka.sh"
@@ -111,78 +111,23 @@ def broker_session():
 
 # -- helpers ---------------------------------------------------------------------------------------
 def new_topic(broker: Broker, partitions: int = 1, prefix: str = "t") -> str:
-    """A fresh topic with a unique name."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        f.result(timeout=30)
-    # Wait until the partitions have leaders (metadata can lag the creation).
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        md = admin.list_topics(name, timeout=10).topics.get(name)
-        if md is not None and md.error is None and len(md.partitions) == partitions and all(
-                p.leader >= 0 for p in md.partitions.values()):
-            return name
-        time.sleep(0.1)
-    raise AssertionError(f"topic {name} has no leaders after 30s:\n{broker.log_tail()}")
+    """A fresh topic with a unique name (with the broker's log tail if it cannot be made)."""
+    try:
+        return kafka_new_topic(broker.bootstrap, partitions, prefix)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{broker.log_tail()}") from None
 
 
 def produce(broker: Broker, topic: str, values: Sequence[Optional[bytes]],
             keys: Optional[Sequence[Optional[bytes]]] = None,
             partitions: Optional[Sequence[int]] = None, timestamps: Optional[Sequence[int]] = None) -> None:
-    from confluent_kafka import Producer
-
-    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "enable.idempotence": True,
-                  "queue.buffering.max.messages": 2_000_000})
-    for i, v in enumerate(values):
-        kw = {}
-        if keys is not None:
-            kw["key"] = keys[i]
-        if partitions is not None:
-            kw["partition"] = int(partitions[i])
-        if timestamps is not None:
-            kw["timestamp"] = int(timestamps[i])
-        while True:
-            try:
-                p.produce(topic, v, **kw)
-                break
-            except BufferError:
-                p.poll(0.05)
-    assert p.flush(60) == 0
+    kafka_produce(broker.bootstrap, topic, values, keys, partitions, timestamps)
 
 
 def read_all(broker: Broker, topic: str, committed: bool = True, timeout: float = 30.0) -> List:
     """Every message of ``topic`` (``read_committed`` by default), up to the end offsets it
     has now: Message objects in (partition, offset) order."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False, "enable.partition.eof": True,
-                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        parts = sorted(md.partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        todo = {p for p in parts if ends[p] > 0}
-        out = []
-        deadline = time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            for m in c.consume(10_000, 0.2):
-                if m.error() is not None:
-                    if m.offset() >= ends.get(m.partition(), 0):
-                        todo.discard(m.partition())
-                    continue
-                out.append(m)
-                if m.offset() + 1 >= ends[m.partition()]:
-                    todo.discard(m.partition())
-        assert not todo, f"{topic}: partitions {sorted(todo)} not read to their end within {timeout}s"
-        out.sort(key=lambda m: (m.partition(), m.offset()))
-        return out
-    finally:
-        c.close()
+    return kafka_read(broker.bootstrap, topic, committed, timeout)
 
 
 def values(messages: Iterable) -> List[bytes]:
