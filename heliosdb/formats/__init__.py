@@ -24,7 +24,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -137,6 +137,42 @@ def check_required(batch: pa.RecordBatch, schema: pa.Schema, index: Sequence[int
     return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
+class Reject(Exception):
+    """Raised by a per-message decoder of :func:`decode_each`: the message fails with
+    ``reason`` (one of :data:`REASONS`) and ``detail``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def decode_each(values: Sequence[Optional[bytes]], one: Callable[[bytes], dict],
+                schema: pa.Schema) -> "Decoded":
+    """Decode messages one by one with ``one`` (bytes -> a record dict, or :class:`Reject`)
+    and build the batch of the good ones; empty messages fail as EMPTY.
+
+    >>> import json, pyarrow as pa
+    >>> def one(v):
+    ...     return json.loads(v)
+    >>> decode_each([b'{"x": 1}', b""], one, pa.schema([("x", pa.int64())])).batch.to_pydict()
+    {'x': [1]}
+    """
+    failures: List[DecodeFailure] = []
+    records: List[Optional[dict]] = []
+    append = records.append
+    for i, v in enumerate(values):
+        if not v:
+            failures.append(DecodeFailure(i, EMPTY, None, "empty message"))
+            append(None)
+            continue
+        try:
+            append(one(v))
+        except Reject as r:
+            failures.append(DecodeFailure(i, r.reason, None, r.detail))
+            append(None)
+    return records_to_batch(records, schema, failures)
+
+
 def records_to_batch(records: List[Optional[dict]], schema: pa.Schema,
                      failures: List[DecodeFailure]) -> Decoded:
     """Decoded records (dicts; None where the message already failed) -> a record batch.
@@ -238,4 +274,4 @@ def format_for(name: str, schema: Optional[pa.Schema] = None, **options: Any) ->
 
 
 __all__ = ["Format", "Decoded", "DecodeFailure", "format_for", "REASONS", "MALFORMED", "WRONG_TYPE",
-           "MISSING_FIELD", "BAD_MAGIC", "UNKNOWN_SCHEMA", "OVERSIZED", "EMPTY"]
+           "MISSING_FIELD", "BAD_MAGIC", "UNKNOWN_SCHEMA", "OVERSIZED", "EMPTY", "Reject", "decode_each"]

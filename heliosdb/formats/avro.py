@@ -33,8 +33,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import pyarrow as pa
 
 from ..errors import ConfigError
-from . import (BAD_MAGIC, EMPTY, MALFORMED, UNKNOWN_SCHEMA, DecodeFailure, Decoded, Format,
-               python_columns, records_to_batch)
+from . import (BAD_MAGIC, MALFORMED, UNKNOWN_SCHEMA, Decoded, Format, Reject, decode_each,
+               python_columns)
 
 AvroSchema = Union[Dict[str, Any], str]
 _PRIMITIVE = {"boolean": pa.bool_(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
@@ -171,32 +171,19 @@ class AvroFormat(Format):
 
         confluent = self.wire_format == "confluent"
         reader = self._parsed
-        failures: List[DecodeFailure] = []
-        records: List[Optional[dict]] = []
-        append = records.append
-        for i, v in enumerate(values):
-            if not v:
-                failures.append(DecodeFailure(i, EMPTY, None, "empty message"))
-                append(None)
-                continue
+
+        def one(v: bytes) -> dict:
             writer = reader
             start = 0
             if confluent:
                 if len(v) < 5 or v[0] != 0:
-                    failures.append(DecodeFailure(i, BAD_MAGIC, None,
-                                                  f"Confluent wire format starts with magic byte 0, this "
-                                                  f"message starts with {v[:1]!r} ({len(v)} bytes)"))
-                    append(None)
-                    continue
+                    raise Reject(BAD_MAGIC, f"Confluent wire format starts with magic byte 0, this "
+                                            f"message starts with {v[:1]!r} ({len(v)} bytes)")
                 if self._writers is not None:
                     sid = struct.unpack_from(">I", v, 1)[0]
                     writer = self._writers.get(sid)
                     if writer is None:
-                        failures.append(DecodeFailure(i, UNKNOWN_SCHEMA, None,
-                                                      f"schema id {sid} is not one of "
-                                                      f"{sorted(self._writers)}"))
-                        append(None)
-                        continue
+                        raise Reject(UNKNOWN_SCHEMA, f"schema id {sid} is not one of {sorted(self._writers)}")
                 start = 5
             buf = io.BytesIO(v)
             buf.seek(start)
@@ -204,18 +191,13 @@ class AvroFormat(Format):
                 rec = (schemaless_reader(buf, writer, reader) if writer is not reader
                        else schemaless_reader(buf, writer, None))
             except Exception as exc:  # noqa: BLE001 - fastavro raises many types on bad bytes
-                failures.append(DecodeFailure(i, MALFORMED, None,
-                                              f"not valid Avro for this schema: {type(exc).__name__}: {exc}"))
-                append(None)
-                continue
+                raise Reject(MALFORMED, f"not valid Avro for this schema: {type(exc).__name__}: {exc}") from None
             if buf.tell() != len(v):
-                failures.append(DecodeFailure(i, MALFORMED, None,
-                                              f"{len(v) - buf.tell()} bytes left over after the record "
-                                              "(written with another schema?)"))
-                append(None)
-                continue
-            append(rec)
-        return records_to_batch(records, self.schema, failures)
+                raise Reject(MALFORMED, f"{len(v) - buf.tell()} bytes left over after the record "
+                                        "(written with another schema?)")
+            return rec
+
+        return decode_each(values, one, self.schema)
 
     def encode(self, batch: pa.RecordBatch) -> List[bytes]:
         from fastavro import schemaless_writer

@@ -19,8 +19,7 @@ from typing import List, Optional, Sequence
 import pyarrow as pa
 
 from ..errors import ConfigError
-from . import (EMPTY, MALFORMED, DecodeFailure, Decoded, Format, _short, python_columns,
-               records_to_batch)
+from . import MALFORMED, Decoded, Format, Reject, _short, decode_each, python_columns
 
 
 class MsgpackFormat(Format):
@@ -39,27 +38,17 @@ class MsgpackFormat(Format):
         import msgpack
 
         unpackb = msgpack.unpackb
-        failures: List[DecodeFailure] = []
-        records: List[Optional[dict]] = []
-        append = records.append
-        for i, v in enumerate(values):
-            if not v:
-                failures.append(DecodeFailure(i, EMPTY, None, "empty message"))
-                append(None)
-                continue
+
+        def one(v: bytes) -> dict:
             try:
                 rec = unpackb(v, raw=False, timestamp=3, strict_map_key=False)
             except Exception as exc:  # noqa: BLE001 - msgpack raises several types
-                failures.append(DecodeFailure(i, MALFORMED, None, f"not valid MessagePack: {type(exc).__name__} {exc}".rstrip()))
-                append(None)
-                continue
+                raise Reject(MALFORMED, f"not valid MessagePack: {type(exc).__name__} {exc}".rstrip()) from None
             if not isinstance(rec, dict):
-                failures.append(DecodeFailure(i, MALFORMED, None,
-                                              f"a MessagePack {type(rec).__name__}, not a map: {_short(rec)}"))
-                append(None)
-                continue
-            append(rec)
-        return records_to_batch(records, self.schema, failures)
+                raise Reject(MALFORMED, f"a MessagePack {type(rec).__name__}, not a map: {_short(rec)}")
+            return rec
+
+        return decode_each(values, one, self.schema)
 
     def encode(self, batch: pa.RecordBatch) -> List[bytes]:
         import msgpack
