@@ -147,17 +147,9 @@ def run_e2e(broker: Broker, fmt: str, n: int, runs: int) -> Dict[str, object]:
 
 # -- serialization table ---------------------------------------------------------------------------------
 def _w1_protobuf_class():
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from heliosdb.formats.protobuf import message_class
 
-    F = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(name="heliosdb_bench_w1.proto", package="heliosbench", syntax="proto3")
-    m = fdp.message_type.add(name="W1Event")
-    for i, (name, typ) in enumerate([("ts", F.TYPE_INT64), ("key", F.TYPE_INT64), ("value", F.TYPE_DOUBLE),
-                                     ("category", F.TYPE_STRING)], 1):
-        m.field.add(name=name, number=i, type=typ, label=F.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("heliosbench.W1Event"))
+    return message_class(W1_SCHEMA, "W1Event", "heliosbench")
 
 
 def run_serialization(n: int, runs: int) -> List[Tuple[str, float, float, float, float, float]]:

@@ -177,3 +177,41 @@ class ProtobufFormat(Format):
 
     def describe(self) -> str:
         return f"protobuf ({self.message_class.DESCRIPTOR.full_name})"
+
+
+def message_class(schema: pa.Schema, name: str = "Record", package: str = "heliosdb") -> Any:
+    """A protobuf message class for the flat Arrow ``schema`` (proto3, every field
+    ``optional``, numbered in schema order), built at run time without ``protoc``: for writing
+    a stream with ``serialize_protobuf`` when no ``.proto`` exists yet.
+
+    Arrow types map to int32, int64, uint32, uint64, float, double, bool, string and bytes.
+
+    >>> import pyarrow as pa
+    >>> Ev = message_class(pa.schema([("id", pa.int64()), ("tag", pa.string())]), "Ev")
+    >>> Ev.FromString(Ev(id=7, tag="a").SerializeToString()).id
+    7
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    kinds = [(pa.types.is_int32, F.TYPE_INT32), (pa.types.is_int64, F.TYPE_INT64),
+             (pa.types.is_uint32, F.TYPE_UINT32), (pa.types.is_uint64, F.TYPE_UINT64),
+             (pa.types.is_float32, F.TYPE_FLOAT), (pa.types.is_float64, F.TYPE_DOUBLE),
+             (pa.types.is_boolean, F.TYPE_BOOL), (pa.types.is_string, F.TYPE_STRING),
+             (pa.types.is_binary, F.TYPE_BYTES)]
+    fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}_{name}.proto", package=package,
+                                             syntax="proto3")
+    msg = fdp.message_type.add(name=name)
+    for i, f in enumerate(schema, 1):
+        kind = next((k for test, k in kinds if test(f.type)), None)
+        if kind is None:
+            raise ConfigError(f"message_class(): field {f.name!r} has type {f.type}, which has no "
+                              "protobuf scalar here (int32/64, uint32/64, float, double, bool, "
+                              "string, binary); write a .proto for it")
+        msg.oneof_decl.add(name=f"_{f.name}")          # proto3 optional: presence, so nulls
+        msg.field.add(name=f.name, number=i, type=kind, label=F.LABEL_OPTIONAL,
+                      oneof_index=i - 1, proto3_optional=True)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
+

@@ -35,17 +35,9 @@ def _write(kafka, topic: str, table: pa.Table, spec, name: str = "writer") -> No
 
 
 def _protobuf_class():
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from heliosdb.formats.protobuf import message_class
 
-    F = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(name="hx_sink_test.proto", package="hxsink", syntax="proto3")
-    m = fdp.message_type.add(name="Ev")
-    for i, (name, typ) in enumerate([("ts", F.TYPE_INT64), ("key", F.TYPE_INT64), ("value", F.TYPE_DOUBLE),
-                                     ("cat", F.TYPE_STRING)], 1):
-        m.field.add(name=name, number=i, type=typ, label=F.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("hxsink.Ev"))
+    return message_class(SCHEMA, "Ev", "hxsink")
 
 
 FORMATS = {
