@@ -64,6 +64,14 @@ class Zygote:
     def wait(self, pid: int) -> int:
         return self._ask({"wait": pid})["status"]
 
+    def kill(self, pid: int) -> int:
+        """SIGKILL the child (unless it has ended already) and reap it: its status."""
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.wait(pid)
+
     def close(self) -> None:
         try:
             self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
@@ -165,11 +173,9 @@ def test_sigkill_at_20_random_moments_then_restart_gives_exact_output(zygote, so
                     while not committed(spec) and time.monotonic() < deadline:
                         time.sleep(0.002)
                 time.sleep(rng.uniform(0.0, 0.25))
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            status = zygote.wait(pid)
+                status = zygote.kill(pid)
+            else:
+                status = zygote.wait(pid)
             if status == -signal.SIGKILL:
                 kills += 1
                 continue

@@ -85,11 +85,9 @@ def test_sigkill_at_random_moments_then_restart_gives_each_window_once(kafka, zy
             while newest(spec) == before and time.monotonic() < deadline:
                 time.sleep(0.002)
             time.sleep(rng.uniform(0.0, 0.5))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        status = zygote.wait(pid)
+            status = zygote.kill(pid)
+        else:
+            status = zygote.wait(pid)
         epochs.append(newest(spec))
         if status == -signal.SIGKILL:
             kills += 1
