@@ -538,7 +538,10 @@ class Job:
                         continue
                     if not pending:
                         first_ingest = ingest
-                        deadline = time.monotonic_ns() + timeout_ns
+                        # The timeout runs from the row's ingest (e.g. when a Kafka reader took
+                        # it from the client), not from when this thread got to it.
+                        waited = max(0, min(time.time_ns() - ingest, timeout_ns))
+                        deadline = time.monotonic_ns() + timeout_ns - waited
                     pending.append(piece)
                     rows += piece.num_rows
                     while rows >= size:
