@@ -220,3 +220,34 @@ def test_a_slow_merged_read_pauses_partitions_and_still_reads_everything_in_orde
     finally:
         src.close()
     assert len(rows) == _MERGE["n"] and rows == sorted(rows)
+
+
+@pytest.mark.parametrize("event_time", [None, "ts"], ids=["arrival", "merged"])
+def test_a_poll_releases_about_one_batch_of_a_backlog(kafka, event_time):
+    """However much the readers have queued, a poll hands the micro-batcher about one batch
+    (so a checkpoint barrier can follow any batch); merged, the cut is by event time and the
+    order stays (ts, partition, offset); nothing is lost or repeated."""
+    topic = _merge_topic(kafka)
+    src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time=event_time)
+    src.open(300)
+    try:
+        deadline = time.monotonic() + 30
+        while sum(p.rows for p in src._parts) < _MERGE["n"] // 2 and time.monotonic() < deadline:
+            time.sleep(0.02)                         # let the readers queue a backlog
+        sizes, got = [], []
+        while True:
+            pieces = src.poll(0.5)
+            if pieces is None:
+                break
+            n = sum(b.num_rows for b, _ in pieces)
+            if n:
+                sizes.append(n)
+            for b, _ in pieces:
+                got += zip(b["ts"].to_pylist(), b["kafka_partition"].to_pylist(), b["kafka_offset"].to_pylist())
+    finally:
+        src.close()
+    assert len(got) == _MERGE["n"] and len(set(got)) == _MERGE["n"]
+    assert max(sizes) <= 300 + 12, sizes                 # a run of equal ts is not split (3 per ms)
+    assert len(sizes) >= _MERGE["n"] // 300
+    if event_time is not None:
+        assert got == sorted(got)
