@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -41,7 +39,7 @@ import pyarrow as pa
 
 from heliosdb.testing import kafka_new_topic, kafka_produce, kafka_read
 
-from .results import write_section
+from .results import heading, write_section
 from .w1data import make_table, reference, validate, w1_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,14 +310,13 @@ def main(argv=None) -> int:
 def _section(res: Dict[str, object], args) -> str:
     import confluent_kafka
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"## Kafka (issue #5) — {now}", "",
-             f"Command: `python -m benchmarks.kafka`. Machine: {os.cpu_count()} cores, {platform.machine()}, "
-             f"Python {platform.python_version()}; one local Apache Kafka 4.1.1 broker (KRaft, ci/kafka.sh) "
-             f"on the same 2 cores; confluent-kafka {confluent_kafka.__version__} (librdkafka "
-             f"{confluent_kafka.libversion()[0]}). The machine is shared: 1-minute load average "
-             f"{res['load'][0]:.1f} at the start and {res['load'][1]:.1f} at the end (2 cores), so "
-             "these figures are below what an idle machine gives.", ""]
+    lines = heading("Kafka (issue #5)", "python -m benchmarks.kafka")
+    lines[-1] += (" One local Apache Kafka 4.1.1 broker (KRaft, ci/kafka.sh) "
+                  f"on the same cores; confluent-kafka {confluent_kafka.__version__} (librdkafka "
+                  f"{confluent_kafka.libversion()[0]}). The machine is shared: 1-minute load average "
+                  f"{res['load'][0]:.1f} at the start and {res['load'][1]:.1f} at the end, so "
+                  "these figures are below what an idle machine gives.")
+    lines.append("")
     if "arrow" in res:
         lines += ["**Kafka -> W1 -> Kafka, end to end** (4 input partitions merged on `ts`, exactly-once "
                   "sink; from `execute()` to the last transaction committed; output validated against the "

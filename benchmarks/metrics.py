@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Callable, Dict, List
 from urllib.request import urlopen
 
 from . import w1data
-from .results import write_section
+from .results import heading, write_section
 
 
 def run_w1(table, metrics_on: bool, scrape_interval: float) -> tuple:
@@ -172,13 +170,11 @@ def w1_operator_calls(table) -> int:
 def record(n: int, rounds: int, scrape_interval: float, res: Dict[str, object], args: List[str]) -> None:
     cmd = " ".join(["python -m benchmarks.metrics", *args])
     times = res["times"]
-    lines = [
-        "## Metrics on vs off (issue #6) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "",
-        f"Command: `flock /tmp/bench.lock {cmd}`. Machine: {os.cpu_count()} cores, "
-        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}. W1, N = {n:,} "
-        f"from the in-memory Arrow table; {rounds} rounds, each running off, on and off again (order rotated), after "
-        "one warm-up run of each; outputs validated against the numpy reference.",
+    lines = heading("Metrics on vs off (issue #6)", f"flock /tmp/bench.lock {cmd}")
+    lines[-1] += (f" W1, N = {n:,} "
+                  f"from the in-memory Arrow table; {rounds} rounds, each running off, on and off again (order rotated), after "
+                  "one warm-up run of each; outputs validated against the numpy reference.")
+    lines += [
         "",
         "- off: `HELIOSDB_METRICS=0` (no per-batch operator timing), no metrics server.",
         "- on: per-batch operator timing and histograms, task busy/blocked/idle accounting, the "

@@ -17,18 +17,16 @@ fallback warning, one fused kernel).  For scale, the same functions run per reco
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pyarrow as pa
 
 from . import w1data
-from .results import write_section
+from .results import heading, write_section
 from .w1 import interleaved
 
 
@@ -99,14 +97,11 @@ def main(argv=None) -> int:
 
 
 def record(n, rounds, times, eps, ratio, interp, quick: bool) -> None:
-    lines = [
-        "## W1 with Python functions (issue 3, item 5) — "
-        + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "",
-        f"Command: `flock /tmp/bench.lock python -m benchmarks.pyfunc{' --quick' if quick else ''}`. "
-        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
-        f"{platform.python_version()}. N = {n:,}; {rounds} rounds, the two versions alternating, "
-        "after a warm-up each; both outputs validated against the numpy reference first.",
+    lines = heading("W1 with Python functions (issue 3, item 5)",
+                    f"flock /tmp/bench.lock python -m benchmarks.pyfunc{' --quick' if quick else ''}")
+    lines[-1] += (f" N = {n:,}; {rounds} rounds, the two versions alternating, "
+                  "after a warm-up each; both outputs validated against the numpy reference first.")
+    lines += [
         "",
         "| W1's stateless steps written as | median s | events/s |",
         "|---|---:|---:|",

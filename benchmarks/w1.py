@@ -14,19 +14,17 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List
 
 from . import w1data
-from .results import write_section
+from .results import heading, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -257,15 +255,13 @@ def main(argv=None) -> int:
 
 def record(n, runs, tp, pq_eps, fg, bg, ct, lat, mem, quick: bool) -> None:
     h = tp["HeliosDB"]
-    lines = [
-        "## W1 (issue #2) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "",
-        f"Command: `python -m benchmarks.w1{' --quick' if quick else ''}` (or `make bench`). "
-        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}. N = {n:,}; medians of {runs} runs after a warm-up; "
+    lines = heading("W1 (issue #2)", f"python -m benchmarks.w1{' --quick' if quick else ''}", " (or `make bench`)")
+    lines[-1] += (
+        f" N = {n:,}; medians of {runs} runs after a warm-up; "
         "the contenders of each comparison run round-robin, so drift in the machine's speed hits "
         "them alike; every engine's output is validated against the numpy reference first. The "
-        "machine is noisy: single runs vary by up to 2x (page-fault cost), so read the medians.",
+        "machine is noisy: single runs vary by up to 2x (page-fault cost), so read the medians.")
+    lines += [
         "",
         "| engine (same run, same in-memory Arrow table) | events/s | HeliosDB / engine |",
         "|---|---:|---:|",
