@@ -209,6 +209,41 @@ _PRODUCER = textwrap.dedent("""
 """)
 
 
+def run_latency_raw(broker: Broker, rate: float, seconds: float) -> Dict[str, float]:
+    """The reference: a bare confluent-kafka consumer loop (consume what is queued, else wait
+    for the next message) fed by the same producer: Kafka's own produce -> consume latency on
+    this machine, the floor under the engine's figure."""
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = broker.topic(1, "latency-raw")
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+                  "fetch.wait.max.ms": 20, "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    c.poll(1.0)                                      # connected, partition assigned
+    prod = subprocess.Popen([sys.executable, "-c", _PRODUCER, broker.bootstrap, topic, str(rate), str(seconds)])
+    lat, stamps = [], []
+    total = int(rate * seconds)
+    deadline = time.monotonic() + seconds + 30
+    got = 0
+    while got < total and time.monotonic() < deadline:
+        msgs = c.consume(10_000, 0)
+        if not msgs:
+            first = c.poll(0.05)
+            msgs = [first] if first is not None else []
+        now = time.time_ns() // 1_000_000
+        ts = np.array([m.timestamp()[1] for m in msgs if m.error() is None], dtype=np.int64)
+        got += len(ts)
+        lat.append(now - ts)
+        stamps.append(ts)
+    prod.wait(timeout=60)
+    c.close()
+    allv, sent = np.concatenate(lat), np.concatenate(stamps)
+    v = allv[sent >= sent.min() + WARMUP_MS]
+    return {"events": int(len(allv)), "p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
+
+
 def run_latency(broker: Broker, rate: float, seconds: float) -> Dict[str, float]:
     import heliosdb as hdb
 
@@ -291,7 +326,12 @@ def main(argv=None) -> int:
             res["json"] = run_e2e(broker, "json", args.events_json, args.runs)
         if "latency" in only:
             print("latency", flush=True)
-            res["lat"] = [run_latency(broker, 100_000, args.latency_seconds) for _ in range(max(1, min(args.runs, 3)))]
+            res["lat"], res["raw"] = [], []
+            for _ in range(max(1, min(args.runs, 3))):      # engine and bare client alternate
+                res["lat"].append(run_latency(broker, 100_000, args.latency_seconds))
+                res["raw"].append(run_latency_raw(broker, 100_000, args.latency_seconds))
+            for r in res["raw"]:
+                print(f"  bare consumer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms", flush=True)
             for r in res["lat"]:
                 print(f"  p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms over {r['events']:,} events "
                       f"(engine p50 {r['engine_p50']:.1f}, p99 {r['engine_p99']:.1f} ms)", flush=True)
@@ -352,7 +392,15 @@ def _section(res: Dict[str, object], args) -> str:
                   f"{', '.join(format(r['engine_p50'], '.1f') for r in res['lat'])} ms, p99 "
                   f"{', '.join(format(r['engine_p99'], '.1f') for r in res['lat'])} ms per run. Python's full "
                   "(generation 2) garbage collections during the measured part (they stop every "
-                  f"thread): {gc_runs} per run, the longest {gc_ms} ms.", ""]
+                  f"thread): {gc_runs} per run, the longest {gc_ms} ms."]
+        raw = res.get("raw") or []
+        if raw:
+            lines[-1] += (" Reference, alternating with those runs: a bare confluent-kafka consumer loop fed "
+                          "by the same producer (Kafka's own produce -> consume latency here, no batching): "
+                          f"p50 {statistics.median([r['p50'] for r in raw]):.1f} ms, p99 "
+                          f"{statistics.median([r['p99'] for r in raw]):.1f} ms (p99 per run "
+                          f"{', '.join(format(r['p99'], '.1f') for r in raw)} ms).")
+        lines.append("")
     return "\n".join(lines)
 
 
