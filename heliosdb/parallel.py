@@ -75,6 +75,7 @@ class _Replicator:
         prefix, run, suffix = ops[:a], ops[a:b], ops[b:]
         feeder = None if prefix else self._can_feed_directly(s)
         producers = self._producers(s)                # before the replicas become producers
+        inputs, in_order = st.n_inputs, st.resequence  # how this stage takes its input
         from_source = s in self.plan.source_children
         replicas = []
         for i in range(n):
@@ -88,12 +89,11 @@ class _Replicator:
         merge = self._takes_answers(s)
         if merge is None:
             merge, producer_side = s, None
-            inputs = st.n_inputs
             st.n_inputs, st.resequence = n, True
         else:
             nxt = self.stages[merge]
             nxt.n_inputs, nxt.resequence = n, True
-            producer_side, inputs = s, st.n_inputs     # this stage is free for the prefix
+            producer_side = s                          # this stage is free for the prefix
         for r in replicas:
             self.stages[r].children = [merge]
         # The producer side: dispatch from the producer itself, or from a stage with the prefix.
@@ -120,7 +120,7 @@ class _Replicator:
                                              for c in self.plan.source_children]
         d = self.stages[producer_side]
         d.operators, d.children, d.side_children = prefix, replicas, {}
-        d.partitioner, d.dispatch, d.n_inputs, d.resequence = None, RoundRobin(n), inputs, False
+        d.partitioner, d.dispatch, d.n_inputs, d.resequence = None, RoundRobin(n), inputs, in_order
 
     def renumber(self) -> None:
         """Drop unused stages; number the rest in data-flow order (what explain() lists)."""
