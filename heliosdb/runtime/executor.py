@@ -391,6 +391,7 @@ class Job:
     def _run_stage(self, index: int) -> None:
         task = self._tasks[index]
         task.started_ns = time.perf_counter_ns()
+        cpu0 = time.thread_time_ns()
         stage = self.plan.stages[index]
         loop = (self._replica_loop if stage.replica else
                 self._resequence_loop if stage.resequence else self._stage_loop)
@@ -404,6 +405,7 @@ class Job:
                     log.exception("step %r: abort failed", op.name)
             raise
         finally:
+            task.cpu_ns = time.thread_time_ns() - cpu0
             task.finished_ns = time.perf_counter_ns()
 
     def _stage_loop(self, index: int) -> None:
@@ -585,9 +587,11 @@ class Job:
     def _run_source(self) -> None:
         task = self._source_task
         task.started_ns = time.perf_counter_ns()
+        cpu0 = time.thread_time_ns()
         try:
             self._source_loop(task)
         finally:
+            task.cpu_ns = time.thread_time_ns() - cpu0
             task.finished_ns = time.perf_counter_ns()
 
     def _source_loop(self, task: TaskStats) -> None:
