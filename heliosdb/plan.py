@@ -5,6 +5,9 @@
 - Columns no later step reads are dropped as early as possible (at the source if it can).
 - A stage (one thread) starts after the source and at each keyed operator, so the stateless
   kernel and the keyed aggregation run on different cores.
+- Parallelism: a fused kernel is marked for replicas, a tumbling/sliding event-time window gets
+  pre-aggregating replicas and a final merging stage (``_two_phase_window``), other keyed steps
+  a hash exchange (``_parallel_window``); ``heliosdb.parallel.replicate`` then cuts the stages.
 """
 from __future__ import annotations
 
