@@ -292,14 +292,17 @@ class WindowAggregate(_KeyedBase):
             if pane is None:
                 pane = self.panes[pane_start] = self._new_pane(len(cols))
             run = prepared.slice(b0, b1)
-            updated = self._add(pane, cols, run, b0, b1)
+            self._add(pane, cols, run, b0, b1)
             if self._runs is not None:              # pre-aggregating: keep the run's rows
                 self._runs.append((pane_start, self._run_gids(b0, b1), run))
+            updated = None
             for s in self._windows_of(pane_start):
                 end = s + self.size_ns
                 # Emitted, but still within the allowed lateness: an update.  (A window past
                 # end + lateness is gone; the event still counts for the panes' other windows.)
                 if end <= self.watermark < end + self.lateness:
+                    if updated is None:
+                        updated = self._updated(cols, b0, b1)
                     touched.setdefault(s, []).append(updated)
         self._check_memory()
         out: List[Item] = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
@@ -399,11 +402,14 @@ class WindowAggregate(_KeyedBase):
     def _new_pane(self, width: int) -> _Pane:
         return _Pane(width, self.acc, self._capacity_hint)
 
-    def _add(self, pane: _Pane, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> np.ndarray:
-        """Fold rows b0:b1 into ``pane``; returns what identifies their keys for updates."""
-        run_cols = [c[b0:b1] for c in cols]
-        pane.add(run_cols, p, self._gids[: b1 - b0])
-        return np.stack(run_cols, axis=1)
+    def _add(self, pane: _Pane, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> None:
+        """Fold rows b0:b1 into ``pane``."""
+        pane.add([c[b0:b1] for c in cols], p, self._gids[: b1 - b0])
+
+    def _updated(self, cols: List[np.ndarray], b0: int, b1: int) -> np.ndarray:
+        """What identifies the keys of rows b0:b1 for an update (only asked for when one is
+        due): their key tuples."""
+        return np.stack([c[b0:b1] for c in cols], axis=1)
 
     def _advance_processing_time(self) -> List[Item]:
         if self.time is not None or not self.panes:
@@ -604,11 +610,14 @@ class SlidingWindowAggregate(WindowAggregate):
     def _new_pane(self, width: int) -> Partial:
         return self.acc.new_state(max(self.table.n_groups, 1024), rows=True)
 
-    def _add(self, pane: Partial, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> np.ndarray:
-        gids = self._gids[b0:b1]
+    def _add(self, pane: Partial, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> None:
+        if self._runs is not None:
+            return          # a pre-aggregating replica hands over rows, never its panes
         pane.ensure(self.table.n_groups)
-        pane.update(gids, p)
-        return gids.copy()
+        pane.update(self._gids[b0:b1], p)
+
+    def _updated(self, cols: List[np.ndarray], b0: int, b1: int) -> np.ndarray:
+        return self._gids[b0:b1].copy()             # group ids in the operator-wide table
 
     def _widen(self) -> None:
         self.table = self.table.widen(0)
