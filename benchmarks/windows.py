@@ -201,13 +201,15 @@ def record(n: int, runs: int, tp: Dict[str, float], lats: List[Dict[str, float]]
         f"{p99:.1f} ms (median of {len(lats)} runs; per run p50/p99/max: "
         + "; ".join(f"{x['p50']:.1f}/{x['p99']:.1f}/{x['max']:.1f}" for x in lats)
         + " ms). Target p99 < 50 ms.",
-        f"- Where W1's time goes (one run each, medians of {runs}, CPU time of every thread of the job): "
+        f"- Where W1's time goes (CPU time of every thread of the job, medians of {runs} runs after a warm-up): "
         f"{threads(1)}. {threads(2)}.",
         f"- With parallelism=1 W1 already keeps {total1 / one['wall']:.2f} of the {cores} cores busy (the fused "
         f"kernel and the window run on threads of their own). On {cores} cores no plan can run faster than "
-        f"its CPU time / {cores}: even doing no more work than parallelism=1, parallelism=2 would be at "
-        f"most {bound:.2f}x as fast; two-phase adds the final merge (replaying the rows of windows it "
-        "already holds) to that work, and the extra busy thread waits for a core or the GIL.",
+        f"its CPU time / {cores}: doing no more work than parallelism=1, parallelism=2 could be at most "
+        f"{bound:.2f}x as fast. Two-phase adds work (each batch's keys are hashed in a replica and "
+        "again, once per distinct key, by the final merge, which also replays the rows of windows it "
+        "already holds), and its three busy threads (two replicas and the merge) share two cores and "
+        "the GIL: compare the threads' CPU time with the cores x wall.",
         "",
     ]
     write_section("windows", "\n".join(lines))
