@@ -304,7 +304,8 @@ class WindowAggregate(_KeyedBase):
                     if updated is None:
                         updated = self._updated(cols, b0, b1)
                     touched.setdefault(s, []).append(updated)
-        self._check_memory()
+        if self._runs is None:          # a replica's panes last one batch: nothing to bound
+            self._check_memory()
         out: List[Item] = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
         out = [b for b in out if b is not None]
         self.updates += sum(b.num_rows for b in out)
