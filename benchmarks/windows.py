@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     n = 4_000_000 if args.quick else 20_000_000
     runs = 3 if args.quick else 5
+    load = os.getloadavg()[0]           # other work on the machine shares its cores
     table = w1data.make_table(n)
     ref = w1data.reference(table)
     print(f"windows: N = {n:,}, median of {runs} interleaved rounds")
@@ -161,12 +162,12 @@ def main(argv=None) -> int:
         print(f"  p50 {x['p50']:.1f} ms  p99 {x['p99']:.1f} ms  max {x['max']:.1f} ms over {x['windows']} windows, "
               f"{x['events_per_s'] / 1e6:.2f} M events/s")
     if not args.no_record:
-        record(n, runs, tp, lats, args.quick, cpu)
+        record(n, runs, tp, lats, args.quick, cpu, load)
     return 0
 
 
 def record(n: int, runs: int, tp: Dict[str, float], lats: List[Dict[str, float]], quick: bool,
-           cpu: Dict[int, Dict[str, float]]) -> None:
+           cpu: Dict[int, Dict[str, float]], load: float) -> None:
     t = tp["tumbling 1 s (W1)"]
     cores = os.cpu_count() or 1
 
@@ -185,7 +186,8 @@ def record(n: int, runs: int, tp: Dict[str, float], lats: List[Dict[str, float]]
         "## Windows and parallelism (issue #3) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "",
         f"Command: `python -m benchmarks.windows{' --quick' if quick else ''}`. Machine: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. W1's data, N = {n:,}; medians of {runs} round-robin rounds "
+        f"Python {platform.python_version()}, load average {load:.2f} when the run began (other work shares "
+        f"the cores). W1's data, N = {n:,}; medians of {runs} round-robin rounds "
         "after a warm-up; results validated (W1 against the numpy reference, sliding counts/sums against "
         "a per-pane numpy reference).",
         "",
@@ -205,8 +207,8 @@ def record(n: int, runs: int, tp: Dict[str, float], lats: List[Dict[str, float]]
         f"{threads(1)}. {threads(2)}.",
         f"- With parallelism=1 W1 already keeps {total1 / one['wall']:.2f} of the {cores} cores busy (the fused "
         f"kernel and the window run on threads of their own). On {cores} cores no plan can run faster than "
-        f"its CPU time / {cores}: doing no more work than parallelism=1, parallelism=2 could be at most "
-        f"{bound:.2f}x as fast. Two-phase adds work (each batch's keys are hashed in a replica and "
+        f"its CPU time / {cores}: on these figures, doing no more work than parallelism=1, parallelism=2 could "
+        f"be at most {bound:.2f}x as fast. Two-phase adds work (each batch's keys are hashed in a replica and "
         "again, once per distinct key, by the final merge, which also replays the rows of windows it "
         "already holds), and its three busy threads (two replicas and the merge) share two cores and "
         "the GIL: compare the threads' CPU time with the cores x wall.",
