@@ -271,10 +271,12 @@ class StreamingConfig:
     Parameters
     ----------
     parallelism
-        Parallel subtasks of each keyed window aggregate (rows reach them through a hash
-        exchange on the key).  ``None`` means one less than the core count (at least 1): the
-        fused stateless stage keeps a core of its own, and the source and each subtask run on
-        threads of their own.  Override per operator with ``.set_parallelism(n)``.
+        Replicas of each fused stateless stage (fed round-robin, merged back in order) and
+        parallel subtasks of each keyed aggregate (tumbling and sliding event-time windows:
+        replicas pre-aggregate and one step merges; sessions, processing-time windows and
+        running aggregates: a hash exchange on the key); the result is that of 1.  ``None``
+        means one less than the core count (at least 1).  Override per step with
+        ``.set_parallelism(n)``.
     buffer_size
         Events buffered between two stages; a full channel blocks its producer (backpressure).
         A channel always admits one batch, however large.

@@ -227,6 +227,7 @@ class TaskStats:
     blocked_since: int = 0
     idle_ns: int = 0
     idle_since: int = 0
+    cpu_ns: int = 0                         # the thread's CPU time, set when it ends
 
     def times(self, now: int) -> Tuple[int, int, int, int]:
         """(alive, busy, blocked, idle) nanoseconds up to ``now``, waits in progress included."""
@@ -429,6 +430,9 @@ class JobMetrics:
             BACKPRESSURE: int(any(f["blocked"] > BACKPRESSURE_THRESHOLD for f in frac.values())),
             "blocked_s": blocked,
             "tasks": frac,
+            # CPU seconds of each task's thread over its whole run (once it has ended): with
+            # busy time, tells a task that computes from one that waits for a core or the GIL.
+            "task_cpu_s": {t.name: t.cpu_ns / 1e9 for t in list(self.tasks.values()) if t.finished_ns},
             CHECKPOINTS: self.checkpoints.count,
             CHECKPOINT_FAILURES: self.checkpoints.failures,
             "checkpoint_restores": self.checkpoints.restores,

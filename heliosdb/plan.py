@@ -5,6 +5,9 @@
 - Columns no later step reads are dropped as early as possible (at the source if it can).
 - A stage (one thread) starts after the source and at each keyed operator, so the stateless
   kernel and the keyed aggregation run on different cores.
+- Parallelism: a fused kernel is marked for replicas, a tumbling/sliding event-time window gets
+  pre-aggregating replicas and a final merging stage (``_two_phase_window``), other keyed steps
+  a hash exchange (``_parallel_window``); ``heliosdb.parallel.replicate`` then cuts the stages.
 """
 from __future__ import annotations
 
@@ -19,11 +22,14 @@ from .kernels.codegen import FusedProgram
 from .operators.base import Operator
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
+from .operators.preagg import PreAggregate
 from .operators.rebatch import RebatchOperator
 from .operators.window import WatermarkAssigner, window_operator
 from .pyfunc import is_function_step, plan_function
+from .parallel import replicate
 from .runtime.executor import PhysicalPlan, PhysicalStage
 from .stream import Node
+from .windows import SessionWindow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .environment import StreamEnvironment
@@ -128,6 +134,13 @@ def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: in
     return window_operator(n.name, schema, n.params["keys"], n.params["spec"],
                            _window_time(n, wm_time), n.params["aggs"], max_bytes,
                            n.params.get("lateness", 0), backend)
+
+
+def _two_phase(n: Node, time_col: Optional[str]) -> bool:
+    """Whether window ``n`` runs as pre-aggregating replicas and a final merge: tumbling and
+    sliding event-time windows (sessions merge per key across batches, processing time is
+    the arrival at the window itself: both keep the hash exchange)."""
+    return n.kind == "window" and time_col is not None and not isinstance(n.params["spec"], SessionWindow)
 
 
 def _keyed_op(n: Node, schema: pa.Schema, max_bytes: int, state, backend=None) -> KeyedAggregate:
@@ -356,12 +369,14 @@ class _Builder:
             source_children.append(idx)
             self._lower(k, schema, idx, None)
         cfg = self.config
-        plan = PhysicalPlan(
+        plan = replicate(PhysicalPlan(
             source=src, source_children=source_children, stages=self.stages,
             batch_size=src_node.batch_size or cfg.batch_size,
             batch_timeout_ns=src_node.batch_timeout_ns or cfg.batch_timeout_ns,
             source_name=src_node.name,
-        )
+        ))
+        if plan.source_dispatch is not None:
+            lines[0] += f" -> round-robin to {plan.source_dispatch.n} replicas"
         return plan, lines + self._describe()
 
     def _new_stage(self) -> int:
@@ -383,6 +398,7 @@ class _Builder:
             elif _fusable(node, schema):
                 program = FusedProgram.identity(schema)
                 run = node
+                fused = [node]
                 while True:
                     _apply(program, run)
                     kids = self.children.get(id(run), [])
@@ -390,11 +406,15 @@ class _Builder:
                             not _fusable(kids[0], program.output_schema()):
                         break
                     run = kids[0]
+                    fused.append(run)
                 program.prune(self._needed_after(run, wm_time))
                 name = node.name if run is node else f"{node.name}..{run.name}"
                 op = FusedOperator(program, name)
                 if not self.explain:
                     op.warm()
+                if not program.is_identity():       # replicas of a kernel that does nothing: no
+                    op.parallel = max(n.params.get("parallelism") or self.config.effective_parallelism
+                                      for n in fused)
                 ops.append(op)
                 schema = op.output_schema
                 node = run
@@ -406,16 +426,24 @@ class _Builder:
             elif kind in ("window", "keyed_aggregate"):
                 time_col = _window_time(node, wm_time) if kind == "window" else None
                 parallel = node.params.get("parallelism") or self.config.effective_parallelism
+                assigner = None
                 if time_col is not None and time_col != wm_time:
                     # Before the stage cut (and, with parallelism, before the exchange, so every
                     # subtask sees the same event time): the upstream thread has slack, the
-                    # window's is the critical path.
-                    ops.append(WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0))
+                    # window's is the critical path.  Two-phase: after the replicas.
+                    assigner = WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0)
                     wm_time = time_col
                 in_schema = schema
-                if parallel > 1:
+                if parallel > 1 and _two_phase(node, time_col):
+                    stage, schema, op_stages = self._two_phase_window(node, schema, stage, wm_time,
+                                                                      parallel, assigner)
+                elif parallel > 1:
+                    if assigner is not None:
+                        ops.append(assigner)
                     stage, schema, op_stages = self._parallel_window(node, schema, stage, wm_time, parallel)
                 else:
+                    if assigner is not None:
+                        ops.append(assigner)
                     if len(ops) > 1 or (ops and not isinstance(ops[0], WatermarkAssigner)):
                         new = self._new_stage()
                         self.stages[stage].children.append(new)
@@ -457,6 +485,28 @@ class _Builder:
                 self.stages[stage].children.append(idx)
                 self._lower(k, schema, idx, wm_time)
             return
+
+    def _two_phase_window(self, node: Node, schema: pa.Schema, stage: int, wm_time: str,
+                          parallel: int, assigner: Optional[WatermarkAssigner]
+                          ) -> Tuple[int, pa.Schema, List[int]]:
+        """``parallel`` replicas pre-aggregate batches (with the stateless kernel before them
+        when it has as many replicas) -> one final stage: the watermark assigner and the window,
+        which merges their partials in order (operators/preagg.py).  Returns the final stage."""
+        def make():
+            return _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes, None)
+
+        pre = PreAggregate(f"{node.name}.pre", make, None if assigner is None else assigner.bound)
+        pre.parallel = parallel
+        self.stages[stage].operators.append(pre)
+        final = self._new_stage()
+        self.stages[stage].children.append(final)
+        ops = self.stages[final].operators
+        if assigner is not None:
+            ops.append(assigner)
+        op = self._keyed_operator(node, schema, wm_time)
+        ops.append(op)
+        self.state_ops.append(op)
+        return final, op.output_schema, [final]
 
     def _parallel_window(self, node: Node, schema: pa.Schema, stage: int, wm_time: str,
                          parallel: int) -> Tuple[int, pa.Schema, List[int]]:
@@ -523,8 +573,11 @@ class _Builder:
             kids = [c for c in st.children if c not in hidden]
             kids += [c for cs in st.side_children.values() for c in cs]
             down = ", ".join(name(c) for c in kids) or "-"
-            how = " by hash of " + ", ".join(st.partitioner.keys) if st.partitioner else ""
+            how = (" by hash of " + ", ".join(st.partitioner.keys) if st.partitioner else
+                   " round-robin" if st.dispatch else "")
             merge = f", merges {st.n_inputs} inputs" if st.n_inputs > 1 else ""
+            if st.resequence:
+                merge += " in order"
             threads = (f"threads {subs[0] + 2}-{subs[-1] + 2}" if len(subs) > 1 else f"thread {i + 2}")
             lines.append(f"{name(i)} ({threads}, parallelism {len(subs)}{merge}) -> {down}{how}")
             for op in st.operators:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: Steps ``set_parallelism()`` applies to: keyed aggregates, and the stateless steps that fuse.
+PARALLEL_KINDS = ("window", "keyed_aggregate", "filter", "select", "with_columns", "map", "process")
 
 
 def validate_name(name: str, what: str = "step name") -> str:
@@ -395,17 +397,31 @@ class Stream:
         return self._then("watermark", strategy=strategy)
 
     def set_parallelism(self, n: int) -> "Stream":
-        """Run the last step, a keyed aggregate (windowed or running), as ``n`` parallel subtasks.
+        """Run the last step as ``n`` parallel subtasks (or replicas).
 
-        Rows reach the subtasks through a hash exchange on the key columns, so each key lives
-        in exactly one subtask (and keeps its arrival order); the result is the same as with
-        ``n = 1``.  The default is ``StreamingConfig(parallelism=)``.  On a ``kafka_source``,
-        ``n`` readers (consumers) share the topic's partitions.
+        - A stateless step (``filter``, ``select``, ``with_columns``, and ``map`` / ``filter`` /
+          ``process`` functions that compile): the fused kernel it belongs to runs as ``n``
+          replicas; batches go to them in turn and their output is put back in order, so the
+          result (and every watermark and checkpoint) is the same as with ``n = 1``.  A function
+          that cannot be compiled runs record by record, once (Python holds the GIL).
+        - A tumbling or sliding event-time window: ``n`` replicas pre-aggregate their share of
+          the batches; the small partial aggregates are merged, in order, by one final step.
+        - A session window, a processing-time window, or a running keyed aggregate: rows reach
+          ``n`` subtasks through a hash exchange on the key columns, so each key lives in
+          exactly one subtask (and keeps its arrival order).
+
+        In every case the result is the same as with ``n = 1`` (float sums and means of a
+        pre-aggregated window can differ in the last bits: the additions are grouped
+        differently).  The default is ``StreamingConfig(parallelism=)``.  On a
+        ``kafka_source``, ``n`` readers (consumers) share the topic's partitions.
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
         >>> s = env.generate(count=1000).key_by("key").aggregate(n=hdb.count()).set_parallelism(2)
         >>> "merges 2 inputs" in str(s.explain())
+        True
+        >>> f = env.generate(count=1000).filter(hdb.col("value") > 0.5).set_parallelism(2)
+        >>> "round-robin" in str(f.sink(hdb.sinks.memory()).explain())
         True
         """
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
@@ -413,10 +429,11 @@ class Stream:
         if self._node.kind == "source" and hasattr(self._node.params["source"], "with_readers"):
             # A partitioned source (Kafka): n readers, each reading its share of the partitions.
             return self._with_source("set_parallelism", lambda s: s.with_readers(n))
-        if self._node.kind not in ("window", "keyed_aggregate"):
+        if self._node.kind not in PARALLEL_KINDS:
             raise PlanError(
-                f"set_parallelism() applies to a keyed aggregate; step {self._node.name!r} is "
-                f"a {self._node.kind} step, which runs in its stage's fused kernel"
+                f"set_parallelism() applies to a keyed aggregate or a stateless step (filter, "
+                f"select, with_columns, map, process); step {self._node.name!r} is a "
+                f"{self._node.kind} step, which runs once, in order"
             )
         self._node.params["parallelism"] = n
         return self

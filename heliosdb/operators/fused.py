@@ -23,6 +23,24 @@ class FusedOperator(Operator):
         self._identity = program.is_identity()
         self.output_schema = program.output_schema()
         self._seen = 0          # rows received so far: a failed check names its record by it
+        #: Replicas to run (``set_parallelism`` / ``StreamingConfig(parallelism=)``); the plan
+        #: makes them with :meth:`replica`.
+        self.parallel = 1
+
+    def replica(self, index: int) -> "FusedOperator":
+        """Replica ``index`` of this operator: the same program and compiled kernels (they
+        keep no state), its own name (``name#index``) and record count."""
+        op = FusedOperator.__new__(FusedOperator)
+        op.__dict__.update(self.__dict__)
+        op.name = f"{self.name}#{index}"
+        op._compiled = dict(self._compiled)
+        op._seen = 0
+        return op
+
+    def seek_rows(self, rows: int) -> None:
+        """As a replica: the next batch comes after ``rows`` rows of the whole input, so a
+        failed check names the record's position in the input every replica shares."""
+        self._seen = rows
 
     def _kernel_for(self, batch: pa.RecordBatch) -> CompiledProgram:
         key = tuple(c.null_count > 0 for c in batch.columns)

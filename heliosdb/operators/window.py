@@ -46,6 +46,7 @@ from .accumulators import (AccPlan, Partial, Prepared, filter_rows, partial_from
                            partial_to_arrow, snapshot_rows)
 from .base import WATERMARK_MAX, Item, Operator, SideOutput, Snapshot, Tick, Watermark
 from .keys import KeyEncoder
+from .preagg import PanePart, PreAggregated
 
 log = logging.getLogger("heliosdb.window")
 
@@ -220,6 +221,7 @@ class WindowAggregate(_KeyedBase):
         self.panes: Dict[int, _Pane] = {}
         self._capacity_hint = 1024
         self._gids = np.empty(0, np.int64)
+        self._runs: Optional[list] = None     # (pane, group ids, prepared) of each run, if kept
 
     # -- which windows -------------------------------------------------------------------------
     def _last_window(self, pane: int) -> int:
@@ -239,6 +241,12 @@ class WindowAggregate(_KeyedBase):
 
     # -- per batch -----------------------------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        if type(batch) is PreAggregated:
+            # Two-phase: no row behind the watermark -> nothing late, no emitted window
+            # touched, so merging the partials is what the rows would have done.
+            if batch.usable and batch.min_ns >= self.watermark:
+                return self._merge_pre(batch)
+            batch = batch.batch
         n = batch.num_rows
         if n == 0:
             return []
@@ -283,18 +291,110 @@ class WindowAggregate(_KeyedBase):
             pane = self.panes.get(pane_start)
             if pane is None:
                 pane = self.panes[pane_start] = self._new_pane(len(cols))
-            updated = self._add(pane, cols, prepared.slice(b0, b1), b0, b1)
+            run = prepared.slice(b0, b1)
+            self._add(pane, cols, run, b0, b1)
+            if self._runs is not None:              # pre-aggregating: keep the run's rows
+                self._runs.append((pane_start, self._run_gids(b0, b1), run))
+            updated = None
             for s in self._windows_of(pane_start):
                 end = s + self.size_ns
                 # Emitted, but still within the allowed lateness: an update.  (A window past
                 # end + lateness is gone; the event still counts for the panes' other windows.)
                 if end <= self.watermark < end + self.lateness:
+                    if updated is None:
+                        updated = self._updated(cols, b0, b1)
                     touched.setdefault(s, []).append(updated)
-        self._check_memory()
+        if self._runs is None:          # a replica's panes last one batch: nothing to bound
+            self._check_memory()
         out: List[Item] = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
         out = [b for b in out if b is not None]
         self.updates += sum(b.num_rows for b in out)
         return out + self._late(late) + self._advance_processing_time()
+
+    # -- two-phase aggregation (parallelism > 1; see operators/preagg.py) ------------------------
+    def _values_portable(self) -> bool:
+        """Whether aggregate inputs are coded alike in every instance (no string values in
+        first/last/count_distinct: their codes come from a per-instance string table)."""
+        codecs = [*self.acc.first.values(), *self.acc.last.values(), *self.acc.distinct.values()]
+        return all(c.encoder is None or "str" not in c.encoder.kinds for c in codecs)
+
+    def _reset_partials(self) -> None:
+        self.panes = {}
+        self.seq = 0
+
+    def pre_aggregate(self, batch: pa.RecordBatch, pre: PreAggregated) -> None:
+        """As a replica (its watermark never moves): fold ``batch`` into fresh panes and hand
+        them to ``pre`` with each run's rows (group ids and prepared values), so the final
+        window can either take a new pane whole or replay the rows' updates in order."""
+        if not self._values_portable():
+            return                                    # the final window takes the rows
+        self._reset_partials()
+        self._runs = []
+        try:
+            self.process_batch(batch)
+            runs: Dict[int, list] = {}
+            for start, gids, p in self._runs:
+                runs.setdefault(start, []).append((gids, p))
+        finally:
+            self._runs = None
+        pre.direct = "str" not in self.encoder.kinds     # key codes mean the same everywhere
+        pre.nulls = self.nulls
+        self._hand_over(pre, runs)
+        self.panes = {}
+
+    def _hand_over(self, pre: PreAggregated, runs: Dict[int, list]) -> None:
+        pre.parts = []
+        for start, pane in self.panes.items():
+            n = pane.table.n_groups
+            self._capacity_hint = max(self._capacity_hint, n)
+            keys = None if pre.direct else self._key_table(pane.table.keys_view()[:n])
+            pre.parts.append(PanePart(start, pane, runs[start], keys))
+
+    def _key_table(self, keys: np.ndarray) -> pa.Table:
+        return pa.table(self._key_arrays(keys))
+
+    def _run_gids(self, b0: int, b1: int) -> np.ndarray:
+        return self._gids[: b1 - b0].copy()
+
+    def _codes_of(self, pre: PreAggregated, keys) -> List[np.ndarray]:
+        """This window's key codes of a replica's keys (its table, or decoded keys)."""
+        if not pre.direct:
+            return self._key_codes(keys)
+        m = keys.n_groups
+        view = keys.keys_view()[:m]
+        cols = [np.ascontiguousarray(view[:, j]) for j in range(view.shape[1])]
+        if self.nulls and not pre.nulls:
+            cols.append(np.zeros(m, np.int64))
+        return cols
+
+    def _merge_pre(self, pre: PreAggregated) -> List[Item]:
+        base = self.seq
+        self.seq += pre.num_rows
+        if pre.direct and pre.nulls and not self.nulls:
+            self._widen()
+            self.nulls = True
+        self._merge_parts(pre, base)
+        self._check_memory()
+        return []
+
+    def _merge_parts(self, pre: PreAggregated, base: int) -> None:
+        memory = self.acc.backend is None or self.acc.backend.kind == "memory"
+        for part in pre.parts:
+            if part.start not in self.panes and memory and pre.direct and pre.nulls == self.nulls:
+                # A new pane: the replica summed the same rows in the same order from empty.
+                _shift_seqs(part.pane.partial, base)
+                part.pane.partial.plan = self.acc
+                self.panes[part.start] = part.pane
+                continue
+            codes = self._codes_of(pre, part.pane.table if pre.direct else part.keys)
+            pane = self.panes.get(part.start)
+            if pane is None:
+                pane = self.panes[part.start] = self._new_pane(len(codes))
+            to = np.empty(len(codes[0]), np.int64)
+            pane.table.insert(codes, to)
+            pane.partial.ensure(pane.table.n_groups)
+            for gids, p in part.runs:
+                pane.partial.update(np.ascontiguousarray(to[gids]), _shifted(p, base))
 
     # -- pane storage: a hash table per pane (tumbling: the pane is the window) ----------------
     def _start_batch(self, cols: List[np.ndarray], n: int) -> None:
@@ -303,11 +403,14 @@ class WindowAggregate(_KeyedBase):
     def _new_pane(self, width: int) -> _Pane:
         return _Pane(width, self.acc, self._capacity_hint)
 
-    def _add(self, pane: _Pane, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> np.ndarray:
-        """Fold rows b0:b1 into ``pane``; returns what identifies their keys for updates."""
-        run_cols = [c[b0:b1] for c in cols]
-        pane.add(run_cols, p, self._gids[: b1 - b0])
-        return np.stack(run_cols, axis=1)
+    def _add(self, pane: _Pane, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> None:
+        """Fold rows b0:b1 into ``pane``."""
+        pane.add([c[b0:b1] for c in cols], p, self._gids[: b1 - b0])
+
+    def _updated(self, cols: List[np.ndarray], b0: int, b1: int) -> np.ndarray:
+        """What identifies the keys of rows b0:b1 for an update (only asked for when one is
+        due): their key tuples."""
+        return np.stack([c[b0:b1] for c in cols], axis=1)
 
     def _advance_processing_time(self) -> List[Item]:
         if self.time is not None or not self.panes:
@@ -477,14 +580,45 @@ class SlidingWindowAggregate(WindowAggregate):
     def _start_batch(self, cols: List[np.ndarray], n: int) -> None:
         self.table.insert(cols, self._gids[:n])
 
+    # -- two-phase: one key table for the batch, panes indexed by it ----------------------------
+    def _reset_partials(self) -> None:
+        super()._reset_partials()
+        if self.table.n_groups:
+            self.table = _hashagg.GroupTable(self.table.width, max(1024, self.table.n_groups))
+
+    def _run_gids(self, b0: int, b1: int) -> np.ndarray:
+        return self._gids[b0:b1].copy()
+
+    def _hand_over(self, pre: PreAggregated, runs: Dict[int, list]) -> None:
+        n = self.table.n_groups
+        pre.keys = self.table if pre.direct else self._key_table(self.table.keys_view()[:n])
+        pre.parts = [PanePart(start, None, r, None) for start, r in runs.items()]
+        self.table = _hashagg.GroupTable(self.table.width, max(1024, n))
+
+    def _merge_parts(self, pre: PreAggregated, base: int) -> None:
+        # The batch's keys first, in arrival order (as its rows would insert them).
+        codes = self._codes_of(pre, pre.keys)
+        to = np.empty(len(codes[0]), np.int64)
+        self.table.insert(codes, to)
+        for part in pre.parts:
+            pane = self.panes.get(part.start)
+            if pane is None:
+                pane = self.panes[part.start] = self._new_pane(len(codes))
+            pane.ensure(self.table.n_groups)
+            for gids, p in part.runs:
+                pane.update(np.ascontiguousarray(to[gids]), _shifted(p, base))
+
     def _new_pane(self, width: int) -> Partial:
         return self.acc.new_state(max(self.table.n_groups, 1024), rows=True)
 
-    def _add(self, pane: Partial, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> np.ndarray:
-        gids = self._gids[b0:b1]
+    def _add(self, pane: Partial, cols: List[np.ndarray], p: Prepared, b0: int, b1: int) -> None:
+        if self._runs is not None:
+            return          # a pre-aggregating replica hands over rows, never its panes
         pane.ensure(self.table.n_groups)
-        pane.update(gids, p)
-        return gids.copy()
+        pane.update(self._gids[b0:b1], p)
+
+    def _updated(self, cols: List[np.ndarray], b0: int, b1: int) -> np.ndarray:
+        return self._gids[b0:b1].copy()             # group ids in the operator-wide table
 
     def _widen(self) -> None:
         self.table = self.table.widen(0)
@@ -805,6 +939,11 @@ class WatermarkAssigner(Operator):
         self.last_data = _time.time_ns()  # wall time of the last batch
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
+        if type(batch) is PreAggregated:
+            fast = self._pre_aggregated(batch)
+            if fast is not None:
+                return fast
+            batch = batch.batch           # cut and sent on as rows, as with parallelism 1
         col = batch.column(self.idx)
         if col.null_count:
             row = int(col.is_null().to_numpy(zero_copy_only=False).argmax())
@@ -828,6 +967,22 @@ class WatermarkAssigner(Operator):
             start = cut
         out.append(batch.slice(start) if start else batch)
         if self.max_seen != _I64_MIN and self.max_seen - self.bound > self.current:
+            self.current = self.max_seen - self.bound
+            out.append(Watermark(self.current))
+        return out
+
+    def _pre_aggregated(self, pre: PreAggregated) -> Optional[List[Item]]:
+        """A replica's pre-aggregated batch that needs no cut (no row behind the rows before
+        it, in the batch or before it): passed on whole, then the watermark; else None."""
+        if not (pre.usable and pre.ordered):
+            return None
+        if self.max_seen != _I64_MIN and pre.min_ns < self.max_seen - self.bound:
+            return None
+        if self.idle_timeout is not None:
+            self.last_data = _time.time_ns()
+        self.max_seen = max(self.max_seen, pre.max_ns)
+        out: List[Item] = [pre]
+        if self.max_seen - self.bound > self.current:
             self.current = self.max_seen - self.bound
             out.append(Watermark(self.current))
         return out
@@ -861,6 +1016,23 @@ class WatermarkAssigner(Operator):
     def describe(self) -> str:
         idle = f", idle timeout {self.idle_timeout / 1e9:g}s" if self.idle_timeout else ""
         return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}"
+
+
+def _shifted(p: Prepared, base: int) -> Prepared:
+    """A replica's prepared rows with the window's arrival numbers (first/last)."""
+    if base and p.seqs is not None:
+        p.seqs = p.seqs + base
+    return p
+
+
+def _shift_seqs(part: Partial, base: int) -> None:
+    """Arrival numbers of a replica's first/last values (from 0 in its batch) -> the window's."""
+    if not base or not (part.first or part.last):
+        return
+    for group in (part.first, part.last):
+        for d in group.values():
+            seq = d["seq"][: part.n]
+            seq[seq >= 0] += base
 
 
 def _concat_state(tables: List[pa.Table], extras: List[Dict[str, pa.Table]], name: str) -> Dict[str, pa.Table]:

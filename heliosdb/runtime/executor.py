@@ -30,6 +30,7 @@ from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, S
 from ..operators.exchange import Partitioned
 from . import gcfreeze
 from .channel import END, Channel, ChannelClosed
+from .sequence import Resequencer, RoundRobin, Sequenced
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..diagnosis import Diagnosis
@@ -48,6 +49,11 @@ class PhysicalStage:
     number of producers feeding this stage (a merge after parallel subtasks); ``origin`` is this
     stage's position among its children's producers.  ``side_children`` maps a side-output tag
     (``"late"``) to the stages reading it; they get watermarks, ticks and the end too.
+
+    Replicas of a stateless stage (see :mod:`heliosdb.runtime.sequence`): their producer has a
+    ``dispatch`` (its ``children`` are the replicas, fed round-robin), each replica is marked
+    ``replica`` (it answers every item with one ``Sequenced`` message), and the stage after
+    them is marked ``resequence`` (it takes the answers back in the producer's order).
     """
 
     name: str
@@ -57,6 +63,9 @@ class PhysicalStage:
     n_inputs: int = 1
     origin: int = 0
     side_children: Dict[str, List[int]] = field(default_factory=dict)
+    dispatch: Optional[RoundRobin] = None
+    replica: bool = False
+    resequence: bool = False
 
 
 @dataclass
@@ -67,6 +76,7 @@ class PhysicalPlan:
     batch_size: int
     batch_timeout_ns: int
     source_name: str = "source"
+    source_dispatch: Optional[RoundRobin] = None     # the source feeds replicas round-robin
 
 
 @dataclass
@@ -349,9 +359,22 @@ class Job:
     # -- stages ------------------------------------------------------------------------------
     def _emit(self, children: List[int], items: list, ingest_ns: int, partitioner=None,
               origin: int = 0, side: Optional[Dict[str, List[int]]] = None,
-              task: Optional[TaskStats] = None) -> None:
+              task: Optional[TaskStats] = None, dispatch: Optional[RoundRobin] = None) -> None:
         for it in items:
-            if isinstance(it, (Watermark, Tick, Barrier)):
+            if dispatch is not None and not isinstance(it, SideOutput):
+                # Replicas: a batch to one of them, anything else to all, numbered in order.
+                is_batch = not isinstance(it, (Watermark, Tick, Barrier))
+                rows = it.num_rows if is_batch else 0
+                msg, to = dispatch.route(is_batch, rows)
+                msg.items.append(it)
+                for p in to:
+                    self.inputs[children[p]].put(msg, rows, ingest_ns, origin, task)
+                if is_batch:
+                    continue
+                for cs in (side or {}).values():
+                    for c in cs:
+                        self.inputs[c].put(it, 0, ingest_ns, origin, task)
+            elif isinstance(it, (Watermark, Tick, Barrier)):
                 for c in children:
                     self.inputs[c].put(it, 0, ingest_ns, origin, task)
                 for cs in (side or {}).values():
@@ -376,8 +399,12 @@ class Job:
     def _run_stage(self, index: int) -> None:
         task = self._tasks[index]
         task.started_ns = time.perf_counter_ns()
+        cpu0 = time.thread_time_ns()
+        stage = self.plan.stages[index]
+        loop = (self._replica_loop if stage.replica else
+                self._resequence_loop if stage.resequence else self._stage_loop)
         try:
-            self._stage_loop(index)
+            loop(index)
         except BaseException:
             for op in self.plan.stages[index].operators:
                 try:
@@ -386,6 +413,7 @@ class Job:
                     log.exception("step %r: abort failed", op.name)
             raise
         finally:
+            task.cpu_ns = time.thread_time_ns() - cpu0
             task.finished_ns = time.perf_counter_ns()
 
     def _stage_loop(self, index: int) -> None:
@@ -394,7 +422,6 @@ class Job:
         inbox = self.inputs[index]
         task = self._tasks[index]
         is_sink = not stage.children and not stage.side_children
-        outputs = stage.children + [c for cs in stage.side_children.values() for c in cs]
         # A merge stage forwards the smallest watermark of its inputs, and ends when all have.
         marks = [WATERMARK_MIN] * stage.n_inputs
         current = WATERMARK_MIN
@@ -450,15 +477,90 @@ class Job:
                     self.metrics.latency.add(max(lat, 0), rows)
                 continue
             self._emit(stage.children, out, ingest, stage.partitioner, stage.origin,
-                       stage.side_children, task)
+                       stage.side_children, task, stage.dispatch)
+        self._finish(stage, chain, task)
+
+    def _finish(self, stage: PhysicalStage, chain: "_Chain", task: TaskStats) -> None:
+        """End of input: close the operators, pass on what they flush, then the end."""
         out = chain.close()
+        outputs = stage.children + [c for cs in stage.side_children.values() for c in cs]
         if outputs:
             self._emit(stage.children, out, time.time_ns(), stage.partitioner, stage.origin,
-                       stage.side_children, task)
+                       stage.side_children, task, stage.dispatch)
             self._end(outputs, stage.origin, task)
 
-    def _barrier(self, index: int, chain: "_Chain", stage: PhysicalStage, barrier: Barrier, task) -> None:
-        """Snapshot this stage's stateful operators for the barrier's epoch; pass it on."""
+    def _replica_loop(self, index: int) -> None:
+        """A replica of a stateless stage: answers every numbered item with what its operators
+        emit for it, or with the error they raised (the merge raises it in turn, so the job
+        fails with the error a single replica would have met first)."""
+        stage = self.plan.stages[index]
+        chain = self._chains[index]
+        inbox = self.inputs[index]
+        task = self._tasks[index]
+        seek = getattr(chain.ops[0], "seek_rows", None) if chain.ops else None
+        while True:
+            msg, _, ingest, _ = inbox.get(task)
+            if msg is END:
+                break
+            item = msg.items[0]
+            if isinstance(item, Barrier):
+                self._barrier(index, chain, stage, item, task, seq=msg.seq)
+                continue
+            error = None
+            if seek is not None:
+                seek(msg.offset)
+            try:
+                out = chain.push(item)
+            except StepFailed as exc:
+                out, error = [], StepFailed(re.sub(r"#\d+$", "", exc.step), exc.error)
+            except HeliosError as exc:
+                out, error = [], exc
+            answer = Sequenced(msg.seq, out, error=error)
+            for c in stage.children:
+                self.inputs[c].put(answer, answer.num_rows, ingest, stage.origin, task)
+        self._finish(stage, chain, task)
+
+    def _resequence_loop(self, index: int) -> None:
+        """The stage after replicas: their answers, released in the producer's order, run
+        through this stage's operators as one input would (barriers need no alignment: every
+        item before a barrier's number has been released before it)."""
+        stage = self.plan.stages[index]
+        chain = self._chains[index]
+        inbox = self.inputs[index]
+        task = self._tasks[index]
+        is_sink = not stage.children and not stage.side_children
+        order = Resequencer()
+        open_inputs = stage.n_inputs
+        while open_inputs:
+            msg, _, ingest, _ = inbox.get(task)
+            if msg is END:
+                open_inputs -= 1
+                continue
+            order.add(msg)
+            for m in order.ready():
+                if m.error is not None:
+                    raise m.error
+                for item in m.items:
+                    if isinstance(item, Barrier):
+                        self._barrier(index, chain, stage, item, task)
+                        continue
+                    out = chain.push(item)
+                    if is_sink:
+                        rows = getattr(item, "num_rows", 0) if not isinstance(item, (Watermark, Tick)) else 0
+                        if rows:
+                            self.metrics.latency.add(max(time.time_ns() - ingest, 0), rows)
+                        continue
+                    self._emit(stage.children, out, ingest, stage.partitioner, stage.origin,
+                               stage.side_children, task, stage.dispatch)
+        if order.pending:
+            raise ExecutionError(f"stage {stage.name!r}: {order.pending} replica answers never came "
+                                 "in turn (an engine bug)")
+        self._finish(stage, chain, task)
+
+    def _barrier(self, index: int, chain: "_Chain", stage: PhysicalStage, barrier: Barrier, task,
+                 seq: Optional[int] = None) -> None:
+        """Snapshot this stage's stateful operators for the barrier's epoch; pass it on (a
+        replica answers item ``seq`` with it)."""
         t0 = time.perf_counter()
         snaps = []
         for op in chain.ops:
@@ -471,6 +573,14 @@ class Job:
                 except Exception as exc:
                     raise StepFailed(op.name, exc) from exc
         self.coordinator.ack(stage.name, barrier.epoch, snaps, time.perf_counter() - t0)
+        if seq is not None:
+            for c in stage.children:
+                self.inputs[c].put(Sequenced(seq, [barrier]), 0, 0, stage.origin)
+            return
+        if stage.dispatch is not None:
+            self._emit(stage.children, [barrier], 0, None, stage.origin, stage.side_children,
+                       dispatch=stage.dispatch)
+            return
         outputs = stage.children + [c for cs in stage.side_children.values() for c in cs]
         for c in outputs:
             self.inputs[c].put(barrier, 0, 0, stage.origin)
@@ -479,14 +589,17 @@ class Job:
         """Source side of a checkpoint: position, then the barrier (the batch is already out)."""
         epoch = self.coordinator.begin(self.plan.source.position(), wait=wait, stop=self._failed)
         if epoch is not None:
-            self._emit(self.plan.source_children, [Barrier(epoch)], time.time_ns(), task=task)
+            self._emit(self.plan.source_children, [Barrier(epoch)], time.time_ns(), task=task,
+                       dispatch=self.plan.source_dispatch)
 
     def _run_source(self) -> None:
         task = self._source_task
         task.started_ns = time.perf_counter_ns()
+        cpu0 = time.thread_time_ns()
         try:
             self._source_loop(task)
         finally:
+            task.cpu_ns = time.thread_time_ns() - cpu0
             task.finished_ns = time.perf_counter_ns()
 
     def _source_loop(self, task: TaskStats) -> None:
@@ -509,7 +622,7 @@ class Job:
             if not rows:
                 first_ingest = 0
             self.metrics.events_in += out.num_rows
-            self._emit(plan.source_children, [out], ingest, task=task)
+            self._emit(plan.source_children, [out], ingest, task=task, dispatch=plan.source_dispatch)
             last_out = time.monotonic_ns()
 
         last_out = time.monotonic_ns()
@@ -521,7 +634,8 @@ class Job:
                 if not pending and now - last_out >= timeout_ns:
                     # Idle for a batch timeout: run timers (processing-time windows, idle
                     # watermarks, state TTL) although no data arrives.
-                    self._emit(plan.source_children, [Tick(time.time_ns())], time.time_ns(), task=task)
+                    self._emit(plan.source_children, [Tick(time.time_ns())], time.time_ns(), task=task,
+                               dispatch=plan.source_dispatch)
                     last_out = now
                 wait_s = max(deadline - now, 0) / 1e9 if pending else idle_s
                 # A poll that brings nothing was a wait for data (idle); one that brings rows, work.
@@ -559,7 +673,8 @@ class Job:
         finally:
             src.close()
         if exhausted or self._drain:
-            self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns(), task=task)
+            self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns(), task=task,
+                       dispatch=plan.source_dispatch)
             if self.coordinator is not None and not self._error:
                 self._checkpoint(task, wait=True)       # the final epoch: everything committed
         self._end(plan.source_children, 0, task)

@@ -30,8 +30,10 @@ def test_explain_shows_fusion_parallelism_and_the_estimate_from_the_declared_rat
     plan = _w1_like(env, parallelism=2).explain()
     text = str(plan)
     assert "fused kernel [keep -> double]" in text and "2 steps fused into one kernel" in text
-    assert "per-key#0..per-key#1 (threads 3-4, parallelism 2)" in text
-    assert "stage-0 (thread 2, parallelism 1)" in text
+    # two-phase: 2 replicas pre-aggregate, one stage merges their partials in order
+    assert "per-key.pre#0..per-key.pre#1 (threads 3-4, parallelism 2)" in text
+    assert "stage-0 (thread 2, parallelism 1) -> per-key.pre#0..per-key.pre#1 round-robin" in text
+    assert "(thread 5, parallelism 1, merges 2 inputs in order)" in text
     (est,) = plan.estimates
     assert est.rate_from == "the source's declared rate" and "declared rate" in text
     schema = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("v2", pa.float64())])

@@ -64,7 +64,10 @@ def test_parallel_window_equals_serial(parallelism):
     assert parallel.equals(serial)
 
 
-def test_set_parallelism_on_a_stateless_step_is_refused():
+def test_set_parallelism_on_a_step_that_runs_once_is_refused():
+    # map_batches / inspect run the user's Arrow function once, in order: no replicas.
     env = hdb.StreamEnvironment()
-    with pytest.raises(hdb.PlanError, match="keyed aggregate"):
-        env.from_iterable([{"x": 1}]).filter(hdb.col("x") > 0).set_parallelism(2)
+    with pytest.raises(hdb.PlanError, match="map_batches step, which runs once, in order"):
+        env.from_iterable([{"x": 1}]).map_batches(lambda b: b).set_parallelism(2)
+    with pytest.raises(hdb.PlanError, match="stateless step"):
+        env.from_iterable([{"x": 1}]).inspect(print).set_parallelism(2)
