@@ -275,8 +275,9 @@ class StreamingConfig:
         parallel subtasks of each keyed aggregate (tumbling and sliding event-time windows:
         replicas pre-aggregate and one step merges; sessions, processing-time windows and
         running aggregates: a hash exchange on the key); the result is that of 1.  ``None``
-        means one less than the core count (at least 1).  Override per step with
-        ``.set_parallelism(n)``.
+        means: keyed aggregates get one less than the core count (at least 1), stateless stages
+        one thread (replicas only when asked for: on 2 cores they measured slower).  Override
+        per step with ``.set_parallelism(n)``.
     buffer_size
         Events buffered between two stages; a full channel blocks its producer (backpressure).
         A channel always admits one batch, however large.

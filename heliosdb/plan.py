@@ -413,7 +413,9 @@ class _Builder:
                 if not self.explain:
                     op.warm()
                 if not program.is_identity():       # replicas of a kernel that does nothing: no
-                    op.parallel = max(n.params.get("parallelism") or self.config.effective_parallelism
+                    # Opt-in (set_parallelism or an explicit StreamingConfig(parallelism=)):
+                    # on 2 cores replicas measured slower than one kernel thread.
+                    op.parallel = max(n.params.get("parallelism") or self.config.parallelism or 1
                                       for n in fused)
                 ops.append(op)
                 schema = op.output_schema
