@@ -277,7 +277,7 @@ class _Pairs:
             _hashagg.count_rows(ids, self.counts)
         else:
             _accum.merge_add_i64(np.arange(len(ids), dtype=np.int64), ids, weights, self.counts)
-        return np.ascontiguousarray(self.table.keys_view()[before:n, 0])
+        return np.ascontiguousarray(self.table.keys_slice(before, n)[:, 0])
 
     def items(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.table.keys_view()

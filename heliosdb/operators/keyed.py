@@ -123,7 +123,7 @@ class KeyedAggregate(Operator):
                 self._snap_bufs[name] = buf
 
     def _rows(self, ids: np.ndarray) -> pa.RecordBatch:
-        keys = self.table.keys_view()[ids]
+        keys = self.table.gather_keys(ids)          # just these rows, not a copy of every key
         w = self.width
         arrays = self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)
         arrays += self.partial.results(ids)
@@ -179,13 +179,12 @@ class KeyedAggregate(Operator):
         """
         n = self.table.n_groups
         bufs = self._snap_bufs
-        keys_now = self.table.keys_view()[:n]
-        wt = keys_now.shape[1] if n else self.width + self.nulls
+        wt = self.table.width
         kb = bufs.get("__keys")
         if kb is None or len(kb) < n * wt:
             kb = bufs["__keys"] = np.empty(max(n + n // 4, 16) * wt, np.int64)
+        self.table.copy_keys_into(kb)               # straight into the reused buffer
         keys = kb[: n * wt].reshape(n, wt)
-        np.copyto(keys, keys_now)
         tb = bufs.get("__touched")
         if tb is None or len(tb) < n:
             tb = bufs["__touched"] = np.empty(max(n + n // 4, 16), np.int64)

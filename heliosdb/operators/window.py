@@ -510,7 +510,7 @@ class SlidingWindowAggregate(WindowAggregate):
         m = len(ids)
         if m == 0:
             return None
-        keys = self.table.keys_view()[ids]
+        keys = self.table.gather_keys(np.ascontiguousarray(ids, np.int64))
         return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64),
                            keys, acc.results(ids))
 
@@ -533,7 +533,7 @@ class SlidingWindowAggregate(WindowAggregate):
 
     def _pane_groups(self, pane: Partial) -> Tuple[np.ndarray, np.ndarray, Partial]:
         ids = np.flatnonzero(pane.counts[: pane.n]).astype(np.int64)
-        return ids, self.table.keys_view()[ids], pane
+        return ids, self.table.gather_keys(ids), pane
 
     def _restore_pane(self, start: int, codes: List[np.ndarray], restored: Partial) -> None:
         m = len(codes[0])
@@ -658,7 +658,7 @@ class SessionAggregate(_KeyedBase):
         ss = self.sessions
         start = np.asarray(ss.start)[sids]
         end = np.asarray(ss.last)[sids] + self.gap
-        keys = self.keys.keys_view()[np.asarray(ss.key)[sids]]
+        keys = self.keys.gather_keys(np.ascontiguousarray(np.asarray(ss.key)[sids], np.int64))
         return self._batch(start, end, keys, self.partial.results(sids))
 
     def _advance_processing_time(self) -> List[Item]:
@@ -721,7 +721,7 @@ class SessionAggregate(_KeyedBase):
         ss = self.sessions
         ids = np.flatnonzero(np.asarray(ss.alive)[: ss.n]).astype(np.int64)
         cols, extra = partial_to_arrow(self.partial, ids)
-        t = self._key_arrays(self.keys.keys_view()[np.asarray(ss.key)[ids]])
+        t = self._key_arrays(self.keys.gather_keys(np.ascontiguousarray(np.asarray(ss.key)[ids], np.int64)))
         t.update({"start": pa.array(np.asarray(ss.start)[ids]), "last": pa.array(np.asarray(ss.last)[ids]),
                   "emitted": pa.array(self.emitted[ids].astype(np.int8))})
         t.update(cols)
