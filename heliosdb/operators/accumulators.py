@@ -645,27 +645,39 @@ def partial_to_arrow(part: Partial, ids: np.ndarray, frozen: bool = False) -> Tu
     return cols, extra
 
 
+def fill_from_column(dst: np.ndarray, column: pa.ChunkedArray) -> None:
+    """``dst[:len(column)] = column``, one chunk at a time.
+
+    ``column.to_numpy()`` of a column in several chunks (as Parquet decodes them) first
+    concatenates them into a new array: a fresh allocation as large as the column, i.e. page
+    faults, only to copy it again.  Chunks without nulls are read in place.
+    """
+    off = 0
+    for chunk in column.chunks:
+        k = len(chunk)
+        if k:
+            dst[off: off + k] = chunk.to_numpy(zero_copy_only=False)
+            off += k
+
+
 def partial_from_arrow(plan: AccPlan, table: pa.Table, extra: Dict[str, pa.Table]) -> Partial:
     """The inverse of :func:`partial_to_arrow`: row i of ``table`` becomes group i."""
     m = table.num_rows
     part = Partial(plan, max(m, 16), "rows" in table.column_names)
     part.ensure(m)
 
-    def col(name: str) -> np.ndarray:
-        return table.column(name).to_numpy()
-
     if part.counts is not None:
-        part.counts[:m] = col("rows")
+        fill_from_column(part.counts, table.column("rows"))
     for c, d in part.stats.items():
         for k, a in d.items():
             if a is not None:
-                a[:m] = col(f"{c}.{k}")
+                fill_from_column(a, table.column(f"{c}.{k}"))
     for c, d in part.var.items():
         for k, a in d.items():
-            a[:m] = col(f"{c}.var_{k}")
+            fill_from_column(a, table.column(f"{c}.var_{k}"))
     for which, group, codecs in (("first", part.first, plan.first), ("last", part.last, plan.last)):
         for c, d in group.items():
-            d["seq"][:m] = col(f"{c}.{which}_seq")
+            fill_from_column(d["seq"], table.column(f"{c}.{which}_seq"))
             values = table.column(f"{c}.{which}").combine_chunks()
             d["val"][:m] = codecs[c].encode(values)
     for c, (pairs, per) in part.distinct.items():

@@ -19,7 +19,7 @@ import pyarrow as pa
 from ..errors import HeliosError
 from ..expr import AggSpec
 from ..kernels import _hashagg
-from .accumulators import AccPlan, Partial, partial_from_arrow, partial_to_arrow, snapshot_rows
+from .accumulators import AccPlan, Partial, fill_from_column, partial_from_arrow, partial_to_arrow, snapshot_rows
 from .base import Item, Operator, Snapshot, Tick
 from .keys import KeyEncoder
 
@@ -218,19 +218,26 @@ class KeyedAggregate(Operator):
             return
         t, extra = rows
         m = t.num_rows
-        codes = self._codes(pa.RecordBatch.from_arrays(
-            [t.column(k).combine_chunks() for k in self.encoder.names], names=self.encoder.names))
         fresh = self.table.n_groups == 0
         if fresh:
-            self.table = _hashagg.GroupTable(len(codes), m + m // 2)     # sized once, no regrowth
+            # Sized once for every key (no regrowth); a null key widens it as it comes.
+            self.table = _hashagg.GroupTable(self.table.width, m + m // 2)
         gids = np.empty(m, np.int64)
-        self.table.insert(codes, gids)
+        # Batch by batch (as Parquet decoded them): no concatenated copy of whole columns.
+        off = 0
+        for b in t.select(self.encoder.names).to_batches():
+            k = b.num_rows
+            self.table.insert(self._codes(b), gids[off: off + k])
+            off += k
         groups = self.table.n_groups
         if len(self.touched) < groups:
             grown = np.zeros(max(groups, 2 * len(self.touched)), np.int64)
             grown[: len(self.touched)] = self.touched
             self.touched = grown
-        self.touched[gids] = t.column("touched").to_numpy()
+        if fresh and groups == m:
+            fill_from_column(self.touched, t.column("touched"))     # every row a new key: ids 0..m-1
+        else:
+            self.touched[gids] = t.column("touched").to_numpy()
         restored = partial_from_arrow(self.acc, t, extra)
         if fresh and groups == m and isinstance(self.partial, Partial):
             self.partial = restored      # new keys got ids 0..m-1 in order: adopt the arrays as they are
