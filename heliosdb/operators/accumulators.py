@@ -477,21 +477,23 @@ class Partial:
                 out.append((f"{c}.{tag}", per))
         return out
 
-    def copy_into(self, bufs: Dict[str, np.ndarray], n: int) -> "Partial":
-        """A frozen copy of groups 0..n-1 for a snapshot, written into ``bufs`` (reused from
-        one checkpoint to the next, so their pages are already mapped and the copy runs at
-        memory speed).  Value sets (distinct, sketch) are copied as their pairs."""
+    def frozen_into(self, bufs: Dict[str, np.ndarray], n: int) -> Tuple["Partial", List[Tuple[np.ndarray, np.ndarray]]]:
+        """A snapshot of groups 0..n-1 whose arrays are buffers from ``bufs`` (reused from one
+        checkpoint to the next, so their pages are already mapped), and the ``(live array,
+        buffer)`` pairs still to copy: the caller copies them (at once, or chunk by chunk
+        with ``cow.CowCopy``) before the snapshot is read.  Value sets (distinct, sketch)
+        are copied here, as their pairs."""
         out = Partial.__new__(Partial)
         out.__dict__.update(self.__dict__)
         out.n = out.capacity = n
-        mine = dict(self.arrays())
         copies = {}
-        for name, a in mine.items():
+        pairs = []
+        for name, a in self.arrays():
             buf = bufs.get(name)
             if buf is None or len(buf) < n or buf.dtype != a.dtype:
                 buf = bufs[name] = np.empty(max(n + n // 4, 16), a.dtype)
-            np.copyto(buf[:n], a[:n])
             copies[name] = buf[:n]
+            pairs.append((a, buf[:n]))
         if self.counts is not None:
             out.counts = copies["rows"]
         out.stats = {c: {k: (copies[f"{c}.{k}"] if a is not None else None) for k, a in d.items()}
@@ -499,9 +501,9 @@ class Partial:
         out.var = {c: {k: copies[f"{c}.var.{k}"] for k in d} for c, d in self.var.items()}
         out.first = {c: {k: copies[f"{c}.first.{k}"] for k in d} for c, d in self.first.items()}
         out.last = {c: {k: copies[f"{c}.last.{k}"] for k in d} for c, d in self.last.items()}
-        out.distinct = {c: (_FrozenPairs(pairs), copies[f"{c}.distinct"]) for c, (pairs, _) in self.distinct.items()}
-        out.sketch = {c: (_FrozenPairs(pairs), copies[f"{c}.sketch"]) for c, (pairs, _) in self.sketch.items()}
-        return out
+        out.distinct = {c: (_FrozenPairs(pairs_), copies[f"{c}.distinct"]) for c, (pairs_, _) in self.distinct.items()}
+        out.sketch = {c: (_FrozenPairs(pairs_), copies[f"{c}.sketch"]) for c, (pairs_, _) in self.sketch.items()}
+        return out, pairs
 
     def take(self, ids: np.ndarray) -> "Partial":
         """A new partial holding groups ``ids`` as 0..len(ids)-1."""

@@ -68,9 +68,17 @@ class Snapshot:
     #: Builds ``tables`` later, on the checkpoint writer's thread, from copies the snapshot
     #: took: the processing thread only pays for the copy.
     build: Optional[Callable[[], Dict[str, pa.Table]]] = None
+    #: Called once the tables are written (or the epoch is abandoned): buffers they were
+    #: built from may be reused.
+    release: Optional[Callable[[], None]] = None
 
     def materialize(self) -> Dict[str, pa.Table]:
         return self.build() if self.build is not None else self.tables
+
+    def done(self) -> None:
+        """The snapshot's tables are written, or will never be: let go of its buffers."""
+        if self.release is not None:
+            self.release()
 
 
 Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput, Barrier]

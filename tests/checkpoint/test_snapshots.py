@@ -62,3 +62,103 @@ def test_state_changed_after_snapshot_does_not_reach_the_snapshot(kind):
     changed = [f"{name}.{c}" for name, t in want.items() for c in t.column_names
                if c != "touched" and not got[name].column(c).equals(t.column(c))]   # touched: wall clock
     assert not changed, f"snapshot columns changed after snapshot() (they share memory with the live state): {changed}"
+
+
+# -- keyed state: copy-on-write by chunks ------------------------------------------------------
+#   barrier: snapshot() freezes 3,000 keys (chunks of 64) | batches update old keys in some
+#   chunks, add keys (the table and the arrays grow), bring a null key (the table widens) |
+#   the writer's materialize() must give the state at the barrier
+def _keyed_batches(seed: int, n: int, keys: int, null: bool = False) -> pa.RecordBatch:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    k = rng.integers(0, keys, n)
+    mask = (rng.random(n) < 0.05) if null else None
+    return pa.RecordBatch.from_arrays(
+        [pa.array(k, pa.int64(), mask=mask), pa.array(rng.random(n)),
+         pa.array([f"u{x}" for x in rng.integers(0, 50, n)])], names=["k", "v", "u"])
+
+
+def _keyed(aggs=None):
+    schema = pa.schema([("k", pa.int64()), ("v", pa.float64()), ("u", pa.string())])
+    return KeyedAggregate("agg", schema, ["k"], list((aggs or P.aggregates("v", "u")).items()), 2**31)
+
+
+def _keyed_tables(snap) -> dict:
+    return {name: t.combine_chunks() for name, t in snap.materialize().items()}
+
+
+@pytest.mark.parametrize("writer_first", [False, True])
+def test_keyed_snapshot_is_the_barrier_state_whoever_copies_each_chunk(monkeypatch, writer_first):
+    from heliosdb.operators import cow
+
+    monkeypatch.setattr(cow, "CHUNK", 64)
+    load = [_keyed_batches(1, 4000, 3000)]
+    later = [_keyed_batches(2, 300, 3000), _keyed_batches(3, 2000, 9000), _keyed_batches(4, 500, 9000, null=True)]
+    op = _keyed()
+    for b in load:
+        op.process_batch(b)
+    snap = op.snapshot()
+    if writer_first:
+        got = _keyed_tables(snap)             # the writer copies everything before any update
+    for b in later:
+        op.process_batch(b)
+    if not writer_first:
+        assert op._cow.copied_by_updates > 0      # some chunks were copied by the batches
+        got = _keyed_tables(snap)
+    snap.done()
+
+    fresh = _keyed()
+    for b in load:
+        fresh.process_batch(b)
+    want = {name: t.combine_chunks() for name, t in fresh.snapshot().materialize().items()}
+    assert sorted(got) == sorted(want)
+    changed = [f"{name}.{c}" for name, t in want.items() for c in t.column_names
+               if c != "touched" and not got[name].column(c).equals(t.column(c))]
+    assert not changed, f"keyed snapshot columns differ from the state at the barrier: {changed}"
+    # The next snapshot (after done()) reuses the buffers and holds the later batches too.
+    bufs = dict(op._snap_bufs)
+    nxt = op.snapshot()
+    assert all(op._snap_bufs[k] is v for k, v in bufs.items() if k in op._snap_bufs and len(v) >= op.table.n_groups)
+    assert nxt.materialize()["keys"].num_rows == op.table.n_groups
+
+
+def test_keyed_snapshot_of_an_abandoned_epoch_keeps_its_buffers_and_cannot_finish(monkeypatch):
+    from heliosdb.errors import CheckpointError
+    from heliosdb.operators import cow
+
+    monkeypatch.setattr(cow, "CHUNK", 64)
+    op = _keyed()
+    op.process_batch(_keyed_batches(1, 4000, 3000))
+    old = op.snapshot()                       # never written (its epoch timed out)
+    op.process_batch(_keyed_batches(2, 4000, 3000))
+    new = op.snapshot()
+    with pytest.raises(CheckpointError, match="cancelled"):
+        old.materialize()
+    fresh = _keyed()
+    fresh.process_batch(_keyed_batches(1, 4000, 3000))
+    fresh.process_batch(_keyed_batches(2, 4000, 3000))
+    got, want = new.materialize()["keys"], fresh.snapshot().materialize()["keys"]
+    assert got.drop_columns(["touched"]).equals(want.drop_columns(["touched"]))
+
+
+def test_keyed_ttl_eviction_while_a_snapshot_is_being_copied_finishes_the_copy_first(monkeypatch):
+    from heliosdb.operators import cow, keyed
+
+    monkeypatch.setattr(cow, "CHUNK", 64)
+    now = [0]
+    monkeypatch.setattr(keyed, "_clock", lambda: now[0])
+    schema = pa.schema([("k", pa.int64()), ("v", pa.float64()), ("u", pa.string())])
+    aggs = [("n", hdb.count()), ("s", hdb.sum("v"))]
+    op = KeyedAggregate("agg", schema, ["k"], aggs, 2**31, 10 * 10**9, 10**9)
+    first = _keyed_batches(1, 4000, 3000)
+    op.process_batch(first)
+    snap = op.snapshot()
+    now[0] = 20 * 10**9                      # every key is now older than the TTL
+    op.process_batch(_keyed_batches(2, 10, 50))
+    assert op.evicted_keys > 0 and op.table.n_groups <= 50
+    got = snap.materialize()["keys"]
+    ref = KeyedAggregate("agg", schema, ["k"], aggs, 2**31)
+    ref.process_batch(first)
+    want = ref.snapshot().materialize()["keys"]
+    assert got.drop_columns(["touched"]).equals(want.drop_columns(["touched"]))
