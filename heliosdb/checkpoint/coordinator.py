@@ -204,7 +204,8 @@ class Coordinator:
                   for tname, files in entry.get("files", {}).items()} for entry in entries])
             metas = [e.get("meta", {}) for e in entries]
             first = re.search(r"#\d+$", op.name) is None or op.name.endswith("#0")
-            op.restore(merged, metas, select, first)
+            # The tables were decoded for this call alone: the operator may keep their buffers.
+            op.restore(merged, metas, select, first, owned=True)
 
     # -- epochs ------------------------------------------------------------------------------------
     def due(self) -> bool:

@@ -111,10 +111,12 @@ class Operator:
         return None
 
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None,
-                first: bool = True) -> None:
+                first: bool = True, owned: bool = False) -> None:
         """Load state saved by ``snapshot()`` of this operator at any parallelism: ``metas``
         from every old subtask, ``select(table)`` (a bool mask) picks this subtask's rows,
-        ``first`` says whether this is subtask 0 (which carries counters on)."""
+        ``first`` says whether this is subtask 0 (which carries counters on).  ``owned``:
+        the tables' buffers belong to this call alone (the coordinator decoded them for it),
+        so the operator may keep them as its state instead of copying them."""
 
     def abort(self) -> None:
         """The job failed or was cancelled: release files and handles, flush nothing."""

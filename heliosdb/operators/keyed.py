@@ -19,7 +19,8 @@ import pyarrow as pa
 from ..errors import HeliosError
 from ..expr import AggSpec
 from ..kernels import _hashagg
-from .accumulators import AccPlan, Partial, fill_from_column, partial_from_arrow, partial_to_arrow, snapshot_rows
+from .accumulators import (AccPlan, Partial, adopt_column, fill_from_column, partial_from_arrow, partial_to_arrow,
+                           snapshot_rows)
 from .base import Item, Operator, Snapshot, Tick
 from .cow import CowCopy
 from .keys import KeyEncoder
@@ -229,7 +230,8 @@ class KeyedAggregate(Operator):
 
         return Snapshot({}, {"seq": self.seq, "evicted_keys": self.evicted_keys}, build, cow.release)
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         if metas:
             self.seq = max(m["seq"] for m in metas)
             if first:
@@ -255,11 +257,15 @@ class KeyedAggregate(Operator):
             grown = np.zeros(max(groups, 2 * len(self.touched)), np.int64)
             grown[: len(self.touched)] = self.touched
             self.touched = grown
-        if fresh and groups == m:
-            fill_from_column(self.touched, t.column("touched"))     # every row a new key: ids 0..m-1
+        restored = partial_from_arrow(self.acc, t, extra, owned=owned)
+        if fresh and groups == m:                   # every row a new key: ids 0..m-1 in order
+            kept = adopt_column(t.column("touched"), np.int64) if owned and m >= 16 else None
+            if kept is not None:
+                self.touched = kept
+            else:
+                fill_from_column(self.touched, t.column("touched"))
         else:
             self.touched[gids] = t.column("touched").to_numpy()
-        restored = partial_from_arrow(self.acc, t, extra)
         if fresh and groups == m and isinstance(self.partial, Partial):
             self.partial = restored      # new keys got ids 0..m-1 in order: adopt the arrays as they are
         else:

@@ -444,7 +444,8 @@ class WindowAggregate(_KeyedBase):
             extras.append(extra)
         return Snapshot(_concat_state(tables, extras, "groups"), self._meta())
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         """Load a snapshot (of any parallelism); ``select(table)`` picks this subtask's rows."""
         self._restore_meta(metas, first)
         rows = snapshot_rows(tables, "groups", select)
@@ -727,7 +728,8 @@ class SessionAggregate(_KeyedBase):
         t.update(cols)
         return Snapshot(_concat_state([pa.table(t)], [extra], "sessions"), self._meta())
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         self._restore_meta(metas, first)
         rows = snapshot_rows(tables, "sessions", select)
         if rows is None:
@@ -853,7 +855,8 @@ class WatermarkAssigner(Operator):
     def snapshot(self) -> Snapshot:
         return Snapshot({}, {"current": self.current, "max_seen": self.max_seen})
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         if metas:
             self.current = max(m["current"] for m in metas)
             self.max_seen = max(m["max_seen"] for m in metas)

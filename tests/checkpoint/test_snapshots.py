@@ -162,3 +162,48 @@ def test_keyed_ttl_eviction_while_a_snapshot_is_being_copied_finishes_the_copy_f
     ref.process_batch(first)
     want = ref.snapshot().materialize()["keys"]
     assert got.drop_columns(["touched"]).equals(want.drop_columns(["touched"]))
+
+
+# -- keyed state: restore keeps the decoded buffers (owned) ------------------------------------
+def _through_parquet(tables: dict, folder: str) -> dict:
+    """Each table written and read back through the checkpoint store, as a restore reads it."""
+    from heliosdb.checkpoint.storage import Store
+
+    store = Store(folder, "job")
+    return {name: store.read_table(store.write_table(1, "agg", "agg", name, t, "zstd"))
+            for name, t in tables.items()}
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_keyed_restore_of_decoded_tables_continues_exactly_and_aliases_only_what_it_owns(owned, tmp_path):
+    import numpy as np
+
+    load, later = _keyed_batches(1, 4000, 3000), _keyed_batches(2, 3000, 4000)
+    op = _keyed()
+    op.process_batch(load)
+    saved = _through_parquet(op.snapshot().materialize(), str(tmp_path))
+    before = {k: t.to_pydict() for k, t in saved.items()}
+    restored = _keyed()
+    restored.restore(saved, [{"seq": op.seq, "evicted_keys": 0}], owned=owned)
+    nn = restored.partial.stats["v"]["nn"]
+    shares = any(np.shares_memory(nn, c.to_numpy()) for c in saved["keys"].column("v.nn").chunks)
+    assert shares == owned                    # kept as the state only when owned
+    got = restored.process_batch(later)[0]
+    want = op.process_batch(later)[0]
+    assert got.to_pydict() == want.to_pydict()
+    if not owned:                             # the caller's tables are untouched
+        assert {k: t.to_pydict() for k, t in saved.items()} == before
+
+
+def test_adopt_column_refuses_columns_it_cannot_keep_as_they_are():
+    import numpy as np
+
+    from heliosdb.operators.accumulators import adopt_column
+
+    a = pa.chunked_array([pa.array(np.arange(5.0))])
+    assert adopt_column(pa.chunked_array([pa.array([1.0]), pa.array([2.0])]), np.float64) is None   # 2 chunks
+    assert adopt_column(pa.chunked_array([pa.array([1.0, None])]), np.float64) is None            # a null
+    assert adopt_column(pa.chunked_array([pa.array(np.arange(5.0)).slice(1)]), np.float64) is None  # an offset
+    assert adopt_column(a, np.int64) is None                                                       # another type
+    kept = adopt_column(a, np.float64)
+    assert kept is None or (kept.flags.writeable and kept.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0])
