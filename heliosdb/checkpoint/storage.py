@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import CheckpointError, ConfigError
 
@@ -131,10 +132,10 @@ class Store:
         # chunks), which a restore can keep as its arrays without concatenating them.
         return pq.ParquetFile(pa.BufferReader(data)).read()
 
-    def _verified(self, entry: Dict[str, Any]) -> bytes:
+    def _verified(self, entry: Dict[str, Any]):
         path = self.inside(entry["path"])
         try:
-            data = self.fs.cat_file(path)
+            data = self._read_bytes(path)
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint file {path!r} is missing") from None
         if len(data) != entry["size"]:
@@ -142,6 +143,17 @@ class Store:
         if crc32(data) != entry["crc32"]:
             raise CheckpointError(f"checkpoint file {path!r} fails its checksum (corrupted)")
         return data
+
+    def _read_bytes(self, path: str):
+        """The file's bytes: on local disk a memory map of it (pages from the page cache, no
+        copy: a restore of a large state would otherwise fault in a fresh buffer as large as
+        the file); elsewhere its contents, read whole."""
+        if isinstance(self.fs, LocalFileSystem):
+            if os.path.getsize(path) == 0:
+                return b""                  # an empty file cannot be mapped
+            with pa.memory_map(path, "r") as f:
+                return f.read_buffer()      # the buffer keeps the mapping alive
+        return self.fs.cat_file(path)
 
     def verify(self, manifest: Dict[str, Any]) -> Dict[str, bytes]:
         """Raise CheckpointError unless every file the manifest lists is intact; returns the
