@@ -124,8 +124,8 @@ class Store:
         return {"path": path, "size": buf.size, "crc32": crc32(buf), "rows": table.num_rows,
                 "schema": table.schema.to_string(show_schema_metadata=False)}
 
-    def read_table(self, entry: Dict[str, Any], data: Optional[bytes] = None) -> pa.Table:
-        """The table of a manifest entry (``data``: its bytes, already verified)."""
+    def read_table(self, entry: Dict[str, Any], data=None) -> pa.Table:
+        """The table of a manifest entry (``data``: its bytes or buffer, already verified)."""
         if data is None:
             data = self._verified(entry)
         # ParquetFile.read gives each column as one chunk (read_table cuts them in 128K-row
@@ -155,9 +155,10 @@ class Store:
                 return f.read_buffer()      # the buffer keeps the mapping alive
         return self.fs.cat_file(path)
 
-    def verify(self, manifest: Dict[str, Any]) -> Dict[str, bytes]:
+    def verify(self, manifest: Dict[str, Any]) -> Dict[str, Any]:
         """Raise CheckpointError unless every file the manifest lists is intact; returns the
-        files' bytes by path, so a restore reads each file once."""
+        files' bytes (a ``pyarrow.Buffer`` mapping a local file) by path, so a restore reads
+        each file once."""
         return {entry["path"]: self._verified(entry) for entry in manifest_files(manifest)}
 
     def write_manifest(self, epoch: int, manifest: Dict[str, Any]) -> None:
