@@ -75,7 +75,8 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     CHECKPOINT_FAILURES: ("counter", _J, "Checkpoints that failed."),
     CHECKPOINTS: ("counter", _J, "Checkpoints completed."),
     CHECKPOINT_SIZE: ("gauge", _J, "Bytes of files written by the last completed checkpoint."),
-    CHECKPOINT_PAUSE_S: ("gauge", _J, "Longest time a stage spent copying its state at the last checkpoint's barrier."),
+    CHECKPOINT_PAUSE_S: ("gauge", _J, "Longest time a stage spent taking its snapshots at the last checkpoint's barrier "
+                                      "(keyed state is only frozen there and copied afterwards, copy-on-write)."),
     CHECKPOINT_RESTORES: ("counter", _J, "Checkpoints restored when the job started."),
     CHECKPOINT_FALLBACKS: ("counter", _J, "Newest checkpoints found corrupt or incomplete at restore, so an older one was used."),
     OPERATOR_LATENCY_MS: ("histogram", _JO, "Time an operator takes for one batch (or a watermark that emits results), in ms."),

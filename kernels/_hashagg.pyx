@@ -81,6 +81,48 @@ cdef class GroupTable:
             memcpy(&o[0, 0], self.keys, self.n_groups_ * self.width * sizeof(int64_t))
         return out
 
+    def keys_slice(self, int64_t start, int64_t stop):
+        """A copy of the key tuples of groups ``start..stop-1``, as int64[stop - start, width]
+        (only those rows are copied, not the whole table)."""
+        if start < 0 or stop > self.n_groups_ or start > stop:
+            raise IndexError(f"groups {start}..{stop} out of range (table has {self.n_groups_})")
+        out = np.empty((stop - start, self.width), dtype=np.int64)
+        cdef int64_t[:, ::1] o = out
+        if stop > start:
+            with nogil:
+                memcpy(&o[0, 0], self.keys + start * self.width, (stop - start) * self.width * sizeof(int64_t))
+        return out
+
+    def gather_keys(self, const int64_t[::1] ids):
+        """The key tuples of groups ``ids`` (in that order), as int64[len(ids), width]: a
+        gather of just those rows (``keys_view()[ids]`` would copy the whole table first)."""
+        cdef int64_t m = ids.shape[0], i, g, w = self.width
+        cdef bint bad = False
+        out = np.empty((m, w), dtype=np.int64)
+        cdef int64_t[:, ::1] o = out
+        with nogil:
+            for i in range(m):
+                g = ids[i]
+                if g < 0 or g >= self.n_groups_:
+                    bad = True
+                    break
+                memcpy(&o[i, 0], self.keys + g * w, w * sizeof(int64_t))
+        if bad:
+            raise IndexError(f"group id out of range (table has {self.n_groups_} groups)")
+        return out
+
+    def copy_keys_into(self, int64_t[::1] out):
+        """Copy the key tuples of all groups, row-major, into the front of ``out`` (int64, at
+        least ``n_groups * width`` long; e.g. a reused snapshot buffer, so nothing is
+        allocated).  Returns ``n_groups``."""
+        cdef int64_t need = self.n_groups_ * self.width
+        if out.shape[0] < need:
+            raise ValueError(f"buffer holds {out.shape[0]} int64, the keys need {need}")
+        if need:
+            with nogil:
+                memcpy(&out[0], self.keys, need * sizeof(int64_t))
+        return self.n_groups_
+
     cdef inline uint64_t _hash_ptr(self, const int64_t* k) noexcept nogil:
         cdef uint64_t h
         cdef int j

@@ -7,8 +7,11 @@ An epoch ``e`` commits in this order:
    ``Barrier(e)`` downstream.  Epoch ids are a monotonic counter (last committed + 1), never
    derived from the clock.
 2. **Snapshot.** Each stage, when the barrier has arrived on all of its inputs (aligned: inputs
-   that delivered it wait), calls ``snapshot()`` on its stateful operators (a copy of their
-   state, taken on the processing thread; this is the only pause) and forwards the barrier.
+   that delivered it wait), calls ``snapshot()`` on its stateful operators and forwards the
+   barrier.  This is the only pause: window operators copy their state here; keyed state is
+   frozen in O(1) and copied by chunks, copy-on-write (``operators/cow.py``): the writer
+   thread copies it in step 3, and a batch that would update a chunk not copied yet copies
+   that chunk first.
    Sinks close the epoch's files, which stay under hidden names.
 3. **Write.** The coordinator's writer thread writes every snapshot table as Parquet
    (``compression``) under ``{storage}/{job}/chk-{e:010d}/{operator}/`` with unique names,
@@ -205,7 +208,8 @@ class Coordinator:
                   for tname, files in entry.get("files", {}).items()} for entry in entries])
             metas = [e.get("meta", {}) for e in entries]
             first = re.search(r"#\d+$", op.name) is None or op.name.endswith("#0")
-            op.restore(merged, metas, select, first)
+            # The tables were decoded for this call alone: the operator may keep their buffers.
+            op.restore(merged, metas, select, first, owned=True)
 
     # -- epochs ------------------------------------------------------------------------------------
     def due(self) -> bool:
@@ -276,6 +280,8 @@ class Coordinator:
             with self._lock:
                 cur = self._inflight
             if cur is None or cur.epoch != epoch or cur.failed is not None:
+                for _, snap in snapshots:
+                    snap.done()
                 continue                      # an abandoned (timed out) epoch
             try:
                 self._write_stage(cur, snapshots)
@@ -284,6 +290,9 @@ class Coordinator:
                     cur.failed = exc
                     self._fail(cur)
                 continue
+            finally:
+                for _, snap in snapshots:
+                    snap.done()
             cur.pause_s = max(cur.pause_s, pause_s)
             cur.acks += 1
             if cur.acks == self.stages:

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import CheckpointError, ConfigError
 
@@ -123,16 +124,18 @@ class Store:
         return {"path": path, "size": buf.size, "crc32": crc32(buf), "rows": table.num_rows,
                 "schema": table.schema.to_string(show_schema_metadata=False)}
 
-    def read_table(self, entry: Dict[str, Any], data: Optional[bytes] = None) -> pa.Table:
-        """The table of a manifest entry (``data``: its bytes, already verified)."""
+    def read_table(self, entry: Dict[str, Any], data=None) -> pa.Table:
+        """The table of a manifest entry (``data``: its bytes or buffer, already verified)."""
         if data is None:
             data = self._verified(entry)
-        return pq.read_table(pa.BufferReader(data))
+        # ParquetFile.read gives each column as one chunk (read_table cuts them in 128K-row
+        # chunks), which a restore can keep as its arrays without concatenating them.
+        return pq.ParquetFile(pa.BufferReader(data)).read()
 
-    def _verified(self, entry: Dict[str, Any]) -> bytes:
+    def _verified(self, entry: Dict[str, Any]):
         path = self.inside(entry["path"])
         try:
-            data = self.fs.cat_file(path)
+            data = self._read_bytes(path)
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint file {path!r} is missing") from None
         if len(data) != entry["size"]:
@@ -141,9 +144,21 @@ class Store:
             raise CheckpointError(f"checkpoint file {path!r} fails its checksum (corrupted)")
         return data
 
-    def verify(self, manifest: Dict[str, Any]) -> Dict[str, bytes]:
+    def _read_bytes(self, path: str):
+        """The file's bytes: on local disk a memory map of it (pages from the page cache, no
+        copy: a restore of a large state would otherwise fault in a fresh buffer as large as
+        the file); elsewhere its contents, read whole."""
+        if isinstance(self.fs, LocalFileSystem):
+            if os.path.getsize(path) == 0:
+                return b""                  # an empty file cannot be mapped
+            with pa.memory_map(path, "r") as f:
+                return f.read_buffer()      # the buffer keeps the mapping alive
+        return self.fs.cat_file(path)
+
+    def verify(self, manifest: Dict[str, Any]) -> Dict[str, Any]:
         """Raise CheckpointError unless every file the manifest lists is intact; returns the
-        files' bytes by path, so a restore reads each file once."""
+        files' bytes (a ``pyarrow.Buffer`` mapping a local file) by path, so a restore reads
+        each file once."""
         return {entry["path"]: self._verified(entry) for entry in manifest_files(manifest)}
 
     def write_manifest(self, epoch: int, manifest: Dict[str, Any]) -> None:

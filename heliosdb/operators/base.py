@@ -68,9 +68,17 @@ class Snapshot:
     #: Builds ``tables`` later, on the checkpoint writer's thread, from copies the snapshot
     #: took: the processing thread only pays for the copy.
     build: Optional[Callable[[], Dict[str, pa.Table]]] = None
+    #: Called once the tables are written (or the epoch is abandoned): buffers they were
+    #: built from may be reused.
+    release: Optional[Callable[[], None]] = None
 
     def materialize(self) -> Dict[str, pa.Table]:
         return self.build() if self.build is not None else self.tables
+
+    def done(self) -> None:
+        """The snapshot's tables are written, or will never be: let go of its buffers."""
+        if self.release is not None:
+            self.release()
 
 
 Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput, Barrier]
@@ -103,10 +111,12 @@ class Operator:
         return None
 
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None,
-                first: bool = True) -> None:
+                first: bool = True, owned: bool = False) -> None:
         """Load state saved by ``snapshot()`` of this operator at any parallelism: ``metas``
         from every old subtask, ``select(table)`` (a bool mask) picks this subtask's rows,
-        ``first`` says whether this is subtask 0 (which carries counters on)."""
+        ``first`` says whether this is subtask 0 (which carries counters on).  ``owned``:
+        the tables' buffers belong to this call alone (the coordinator decoded them for it),
+        so the operator may keep them as its state instead of copying them."""
 
     def abort(self) -> None:
         """The job failed or was cancelled: release files and handles, flush nothing."""

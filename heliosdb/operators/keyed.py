@@ -19,8 +19,10 @@ import pyarrow as pa
 from ..errors import HeliosError
 from ..expr import AggSpec
 from ..kernels import _hashagg
-from .accumulators import AccPlan, Partial, partial_from_arrow, partial_to_arrow, snapshot_rows
+from .accumulators import (AccPlan, Partial, adopt_column, fill_from_column, partial_from_arrow, partial_to_arrow,
+                           snapshot_rows)
 from .base import Item, Operator, Snapshot, Tick
+from .cow import CowCopy
 from .keys import KeyEncoder
 
 log = logging.getLogger("heliosdb.keyed")
@@ -58,6 +60,7 @@ class KeyedAggregate(Operator):
         self._next_cleanup = _clock() + (self.cleanup_interval or 0)
         self._gids = np.empty(0, np.int64)
         self._snap_bufs: Dict[str, np.ndarray] = {}     # snapshot copies, reused
+        self._cow: Optional[CowCopy] = None              # the last snapshot's copy (by chunks)
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         n = batch.num_rows
@@ -67,7 +70,12 @@ class KeyedAggregate(Operator):
         if len(self._gids) < n:
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
         gids = self._gids[:n]
-        self.table.insert(codes, gids)
+        cow = self._cow if self._cow is not None and not self._cow.done else None
+        if cow is not None and cow.keys_pending:
+            with cow.lock:                  # the writer is copying keys; growth moves them
+                self.table.insert(codes, gids)
+        else:
+            self.table.insert(codes, gids)
         groups = self.table.n_groups
         self.partial.ensure(groups)
         if len(self.touched) < groups:
@@ -78,8 +86,10 @@ class KeyedAggregate(Operator):
         if self.acc.needs_seq:
             seqs = np.arange(self.seq, self.seq + n, dtype=np.int64)
         self.seq += n
-        self.partial.update(gids, self.acc.prepare(batch, seqs))
         ids = self._touched_ids(gids)
+        if cow is not None:
+            cow.before_update(ids)          # copy-on-write: chunks the snapshot still needs
+        self.partial.update(gids, self.acc.prepare(batch, seqs))
         now = _clock()
         self.touched[ids] = now
         out = self._rows(ids)
@@ -107,8 +117,9 @@ class KeyedAggregate(Operator):
 
     def prepare_snapshot(self) -> None:
         """Called on the checkpoint writer's thread ahead of a barrier: size the snapshot
-        buffers for the current state and map their pages, so the copy at the barrier is a
-        plain memory copy (page faults are expensive on virtual machines)."""
+        buffers for the current state and map their pages, so the snapshot's copy (made by
+        chunks after the barrier, see ``cow.py``) writes to mapped memory (page faults are
+        expensive on virtual machines, and some of the copying is on the processing thread)."""
         n = self.table.n_groups
         want = max(n + n // 4, 16)
         wt = self.width + self.nulls
@@ -123,7 +134,7 @@ class KeyedAggregate(Operator):
                 self._snap_bufs[name] = buf
 
     def _rows(self, ids: np.ndarray) -> pa.RecordBatch:
-        keys = self.table.keys_view()[ids]
+        keys = self.table.gather_keys(ids)          # just these rows, not a copy of every key
         w = self.width
         arrays = self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)
         arrays += self.partial.results(ids)
@@ -133,6 +144,8 @@ class KeyedAggregate(Operator):
         if self.ttl is None or now < self._next_cleanup:
             return
         self._next_cleanup = now + self.cleanup_interval
+        if self._cow is not None and not self._cow.done:
+            self._cow.finish()              # compaction rewrites what the snapshot still copies
         n = self.table.n_groups
         keep = np.flatnonzero(self.touched[:n] > now - self.ttl).astype(np.int64)
         gone = n - len(keep)
@@ -174,31 +187,39 @@ class KeyedAggregate(Operator):
     def snapshot(self) -> Snapshot:
         """Every key: the key columns, ``touched`` (processing ns), accumulators.
 
-        The processing thread copies the arrays into buffers kept from the last checkpoint
-        (their pages already mapped); decoding and Arrow conversion run on the writer thread.
+        Copy-on-write (``cow.py``): at the barrier the state is only frozen; the writer thread
+        copies it by chunks into buffers kept from the last checkpoint, and a batch that
+        updates a chunk not copied yet copies that chunk first.  Decoding and Arrow
+        conversion run on the writer thread.
         """
         n = self.table.n_groups
+        prev = self._cow
+        if prev is not None and not prev.released:
+            # Its epoch was abandoned before being written: its buffers are left to it.
+            prev.release()
+            self._snap_bufs = {}
         bufs = self._snap_bufs
-        keys_now = self.table.keys_view()[:n]
-        wt = keys_now.shape[1] if n else self.width + self.nulls
+        wt = self.table.width
         kb = bufs.get("__keys")
         if kb is None or len(kb) < n * wt:
             kb = bufs["__keys"] = np.empty(max(n + n // 4, 16) * wt, np.int64)
         keys = kb[: n * wt].reshape(n, wt)
-        np.copyto(keys, keys_now)
         tb = bufs.get("__touched")
         if tb is None or len(tb) < n:
             tb = bufs["__touched"] = np.empty(max(n + n // 4, 16), np.int64)
         touched = tb[:n]
-        np.copyto(touched, self.touched[:n])
+        pairs = [(self.touched, touched)]
         if isinstance(self.partial, Partial):
-            part = self.partial.copy_into(bufs, n)
+            part, more = self.partial.frozen_into(bufs, n)
+            pairs += more
         else:
             part = self.partial.load(np.arange(n, dtype=np.int64))      # RocksDB: read = copy
+        cow = self._cow = CowCopy(pairs, n, self.table, kb)
         part.plan = self.acc.frozen()
         enc, w, nulls = self.encoder.frozen(), self.width, self.nulls
 
         def build() -> Dict[str, pa.Table]:
+            cow.finish()
             t = dict(zip(enc.names, enc.decode(keys[:, :w], keys[:, w] if nulls else None)))
             t["touched"] = pa.array(touched)
             cols, extra = partial_to_arrow(part, np.arange(n, dtype=np.int64), frozen=True)
@@ -207,9 +228,10 @@ class KeyedAggregate(Operator):
             tables.update(extra)
             return tables
 
-        return Snapshot({}, {"seq": self.seq, "evicted_keys": self.evicted_keys}, build)
+        return Snapshot({}, {"seq": self.seq, "evicted_keys": self.evicted_keys}, build, cow.release)
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         if metas:
             self.seq = max(m["seq"] for m in metas)
             if first:
@@ -219,20 +241,31 @@ class KeyedAggregate(Operator):
             return
         t, extra = rows
         m = t.num_rows
-        codes = self._codes(pa.RecordBatch.from_arrays(
-            [t.column(k).combine_chunks() for k in self.encoder.names], names=self.encoder.names))
         fresh = self.table.n_groups == 0
         if fresh:
-            self.table = _hashagg.GroupTable(len(codes), m + m // 2)     # sized once, no regrowth
+            # Sized once for every key (no regrowth); a null key widens it as it comes.
+            self.table = _hashagg.GroupTable(self.table.width, m + m // 2)
         gids = np.empty(m, np.int64)
-        self.table.insert(codes, gids)
+        # Batch by batch (as Parquet decoded them): no concatenated copy of whole columns.
+        off = 0
+        for b in t.select(self.encoder.names).to_batches():
+            k = b.num_rows
+            self.table.insert(self._codes(b), gids[off: off + k])
+            off += k
         groups = self.table.n_groups
         if len(self.touched) < groups:
             grown = np.zeros(max(groups, 2 * len(self.touched)), np.int64)
             grown[: len(self.touched)] = self.touched
             self.touched = grown
-        self.touched[gids] = t.column("touched").to_numpy()
-        restored = partial_from_arrow(self.acc, t, extra)
+        restored = partial_from_arrow(self.acc, t, extra, owned=owned)
+        if fresh and groups == m:                   # every row a new key: ids 0..m-1 in order
+            kept = adopt_column(t.column("touched"), np.int64) if owned and m >= 16 else None
+            if kept is not None:
+                self.touched = kept
+            else:
+                fill_from_column(self.touched, t.column("touched"))
+        else:
+            self.touched[gids] = t.column("touched").to_numpy()
         if fresh and groups == m and isinstance(self.partial, Partial):
             self.partial = restored      # new keys got ids 0..m-1 in order: adopt the arrays as they are
         else:

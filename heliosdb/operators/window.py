@@ -547,7 +547,8 @@ class WindowAggregate(_KeyedBase):
             extras.append(extra)
         return Snapshot(_concat_state(tables, extras, "groups"), self._meta())
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         """Load a snapshot (of any parallelism); ``select(table)`` picks this subtask's rows."""
         self._restore_meta(metas, first)
         rows = snapshot_rows(tables, "groups", select)
@@ -644,7 +645,7 @@ class SlidingWindowAggregate(WindowAggregate):
         m = len(ids)
         if m == 0:
             return None
-        keys = self.table.keys_view()[ids]
+        keys = self.table.gather_keys(np.ascontiguousarray(ids, np.int64))
         return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64),
                            keys, acc.results(ids))
 
@@ -667,7 +668,7 @@ class SlidingWindowAggregate(WindowAggregate):
 
     def _pane_groups(self, pane: Partial) -> Tuple[np.ndarray, np.ndarray, Partial]:
         ids = np.flatnonzero(pane.counts[: pane.n]).astype(np.int64)
-        return ids, self.table.keys_view()[ids], pane
+        return ids, self.table.gather_keys(ids), pane
 
     def _restore_pane(self, start: int, codes: List[np.ndarray], restored: Partial) -> None:
         m = len(codes[0])
@@ -792,7 +793,7 @@ class SessionAggregate(_KeyedBase):
         ss = self.sessions
         start = np.asarray(ss.start)[sids]
         end = np.asarray(ss.last)[sids] + self.gap
-        keys = self.keys.keys_view()[np.asarray(ss.key)[sids]]
+        keys = self.keys.gather_keys(np.ascontiguousarray(np.asarray(ss.key)[sids], np.int64))
         return self._batch(start, end, keys, self.partial.results(sids))
 
     def _advance_processing_time(self) -> List[Item]:
@@ -855,13 +856,14 @@ class SessionAggregate(_KeyedBase):
         ss = self.sessions
         ids = np.flatnonzero(np.asarray(ss.alive)[: ss.n]).astype(np.int64)
         cols, extra = partial_to_arrow(self.partial, ids)
-        t = self._key_arrays(self.keys.keys_view()[np.asarray(ss.key)[ids]])
+        t = self._key_arrays(self.keys.gather_keys(np.ascontiguousarray(np.asarray(ss.key)[ids], np.int64)))
         t.update({"start": pa.array(np.asarray(ss.start)[ids]), "last": pa.array(np.asarray(ss.last)[ids]),
                   "emitted": pa.array(self.emitted[ids].astype(np.int8))})
         t.update(cols)
         return Snapshot(_concat_state([pa.table(t)], [extra], "sessions"), self._meta())
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         self._restore_meta(metas, first)
         rows = snapshot_rows(tables, "sessions", select)
         if rows is None:
@@ -1008,7 +1010,8 @@ class WatermarkAssigner(Operator):
     def snapshot(self) -> Snapshot:
         return Snapshot({}, {"current": self.current, "max_seen": self.max_seen})
 
-    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True) -> None:
+    def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
+                owned: bool = False) -> None:
         if metas:
             self.current = max(m["current"] for m in metas)
             self.max_seen = max(m["max_seen"] for m in metas)

@@ -239,6 +239,43 @@ def test_widen_of_a_large_table_keeps_every_group():
     assert wide.n_groups == n
 
 
+@pytest.mark.parametrize("width", [1, 2, 3])
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_gather_slice_and_copy_of_keys_agree_with_the_dict_reference(width, data):
+    batches = data.draw(key_batches(width))
+    table, ref = GroupTable(width, 16), DictTable()
+    for cols in batches:
+        insert(table, cols)
+        ref.insert(cols)
+    keys = ref.keys()
+    n = len(keys)
+    ids = data.draw(st.lists(st.integers(0, n - 1), max_size=20)) if n else []
+    got = table.gather_keys(np.array(ids, dtype=np.int64))
+    assert got.shape == (len(ids), width)
+    assert [tuple(r) for r in got.tolist()] == [keys[i] for i in ids]
+    a = data.draw(st.integers(0, n))
+    b = data.draw(st.integers(a, n))
+    assert [tuple(r) for r in table.keys_slice(a, b).tolist()] == keys[a:b]
+    buf = np.full(n * width + 3, 7, np.int64)
+    assert table.copy_keys_into(buf) == n
+    assert [tuple(r) for r in buf[: n * width].reshape(n, width).tolist()] == keys
+    assert buf[n * width:].tolist() == [7, 7, 7]          # nothing written past the keys
+
+
+def test_gather_slice_and_copy_of_keys_reject_what_is_out_of_range():
+    table = GroupTable(2, 16)
+    insert(table, [np.array([1, 2], np.int64), np.array([3, 4], np.int64)])
+    with pytest.raises(IndexError, match="out of range"):
+        table.gather_keys(np.array([0, 2], np.int64))
+    with pytest.raises(IndexError, match="out of range"):
+        table.gather_keys(np.array([-1], np.int64))
+    with pytest.raises(IndexError, match="out of range"):
+        table.keys_slice(1, 3)
+    with pytest.raises(ValueError, match="the keys need 4"):
+        table.copy_keys_into(np.empty(3, np.int64))
+
+
 # -- accumulators ------------------------------------------------------------------------------
 def fresh_stats(is_float: bool, groups: int):
     dt = np.float64 if is_float else np.int64
