@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Dict, List
 
 import numpy as np
 import pyarrow as pa
 
 from . import w1data
-from .results import write_section
+from .results import heading, write_section
 from .w1 import interleaved
 
 
@@ -193,17 +192,16 @@ def main(argv=None) -> int:
 
 
 def record(rows, w, n, runs, quick: bool, cow: Dict[str, float], cow_keys: int) -> None:
-    lines = [
-        "## Checkpoints (issue #4) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "",
-        f"Command: `python -m benchmarks.checkpoint{' --quick' if quick else ''}`. Machine: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. Keyed state of K keys (running count/sum/min/max/mean, int64 "
+    lines = heading("Checkpoints (issue #4)", f"python -m benchmarks.checkpoint{' --quick' if quick else ''}")
+    lines[-1] += (
+        " Keyed state of K keys (running count/sum/min/max/mean, int64 "
         "keys); once every key is in, the job idles while periodic checkpoints (every 1 s, 2 s for 10^7) "
         "go to local disk as zstd Parquet: median duration, largest pause of processing (time in snapshot() "
         "at the barrier); restart = execute() of the same job until its first batch reaches the sink "
         "(input built before the clock starts). Keyed state is copy-on-write by chunks of 64K groups: "
         "the barrier only freezes it, the writer thread copies it, and a batch that updates a chunk not "
-        "copied yet copies that chunk first (measured below in its worst case).",
+        "copied yet copies that chunk first (measured below in its worst case).")
+    lines += [
         "",
         "| keys | checkpoint duration | pause of processing | checkpoint size | restart to first batch |",
         "|---:|---:|---:|---:|---:|",
@@ -213,7 +211,7 @@ def record(rows, w, n, runs, quick: bool, cow: Dict[str, float], cow_keys: int) 
                      f"{r['size_mb']:.1f} MiB | {r['restart_s']:.2f} s |")
     lines += [
         "",
-        f"- Targets for 10^7 keys: checkpoint < 5 s, pause < 300 ms, restart < 5 s.",
+        "- Targets for 10^7 keys: checkpoint < 5 s, pause < 300 ms, restart < 5 s.",
         f"- What the pause moved to ({cow_keys:,} keys, operator driven directly, medians of 5): snapshot() "
         f"{cow['pause_s'] * 1e3:.1f} ms; a 64K-row batch of random keys (falling in every chunk) right after it, "
         f"before the writer copied anything, {cow['after_s'] * 1e3:.0f} ms vs {cow['normal_s'] * 1e3:.0f} ms with "

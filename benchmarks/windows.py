@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Dict, List
 
 import numpy as np
 import pyarrow as pa
 
 from . import w1data
-from .results import write_section
+from .results import heading, write_section
 from .w1 import interleaved
 
 
@@ -182,14 +181,14 @@ def record(n: int, runs: int, tp: Dict[str, float], lats: List[Dict[str, float]]
     total1 = sum(v for k, v in one.items() if k != "wall")
     bound = one["wall"] / (total1 / cores)
     p99 = statistics.median(x["p99"] for x in lats)
-    lines = [
-        "## Windows and parallelism (issue #3) — " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "",
-        f"Command: `python -m benchmarks.windows{' --quick' if quick else ''}`. Machine: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average {load:.2f} when the run began (other work shares "
+    lines = heading("Windows and parallelism (issue #3)",
+                    f"python -m benchmarks.windows{' --quick' if quick else ''}")
+    lines[-1] += (
+        f" Load average {load:.2f} when the run began (other work shares "
         f"the cores). W1's data, N = {n:,}; medians of {runs} round-robin rounds "
         "after a warm-up; results validated (W1 against the numpy reference, sliding counts/sums against "
-        "a per-pane numpy reference).",
+        "a per-pane numpy reference).")
+    lines += [
         "",
         "| pipeline | events/s | ratio | target |",
         "|---|---:|---:|---|",
