@@ -65,3 +65,11 @@ def s3_endpoint():
     finally:
         subprocess.run([str(SERVICES), "stop", "s3"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def table():
+    """The checkpoint tests' input events (pipelines.events())."""
+    from . import pipelines
+
+    return pipelines.events()

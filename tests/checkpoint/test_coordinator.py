@@ -46,11 +46,6 @@ def slowed(table: pa.Table, out: str, sleep_s: float = 0.02):
 
 
 @pytest.fixture(scope="module")
-def table():
-    return P.events()
-
-
-@pytest.fixture(scope="module")
 def expected(table, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("expected"))
     run_job(slowed(table, out, 0), P.config())

@@ -23,11 +23,6 @@ from . import pipelines as P
 
 
 @pytest.fixture(scope="module")
-def table():
-    return P.events()
-
-
-@pytest.fixture(scope="module")
 def expected(table, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("expected"))
     run_job(P.build("tumbling", "arrow", out, table), P.config())

@@ -183,6 +183,13 @@ def test_tumbling_windows_match_oracle(table, key_set, bound_ms, lateness_ms, ba
     check_hopping(table, keys, size_ms, size_ms, bound_ms, lateness_ms, out, late, metrics)
 
 
+def _check_sliding(table, key_set, bound_ms, lateness_ms, batch_size, parallelism, size_ms, slide_ms):
+    keys = KEY_SETS[key_set]
+    spec = hdb.SlidingWindow.of(timedelta(milliseconds=size_ms), timedelta(milliseconds=slide_ms))
+    out, late, metrics = run_windows(table, keys, spec, bound_ms, lateness_ms, batch_size, parallelism)
+    check_hopping(table, keys, size_ms, slide_ms, bound_ms, lateness_ms, out, late, metrics)
+
+
 @SETTINGS
 @given(size_slide=st.sampled_from([(10, 5), (6, 2), (9, 3), (4, 1)]), **_common)
 # size 4, slide 1, no lateness: -4 (a) -> wm -4; -5 (b) belongs to [-8,-4) (closed: end -4 <=
@@ -192,11 +199,7 @@ def test_tumbling_windows_match_oracle(table, key_set, bound_ms, lateness_ms, ba
 def test_sliding_windows_size_multiple_of_slide_match_oracle(table, key_set, bound_ms, lateness_ms,
                                                              batch_size, parallelism, size_slide):
     # size 6, slide 2: [0,6) [2,8) [4,10) ... each event in 3 windows (panes of 2)
-    size_ms, slide_ms = size_slide
-    keys = KEY_SETS[key_set]
-    spec = hdb.SlidingWindow.of(timedelta(milliseconds=size_ms), timedelta(milliseconds=slide_ms))
-    out, late, metrics = run_windows(table, keys, spec, bound_ms, lateness_ms, batch_size, parallelism)
-    check_hopping(table, keys, size_ms, slide_ms, bound_ms, lateness_ms, out, late, metrics)
+    _check_sliding(table, key_set, bound_ms, lateness_ms, batch_size, parallelism, *size_slide)
 
 
 @SETTINGS
@@ -208,11 +211,7 @@ def test_sliding_windows_size_multiple_of_slide_match_oracle(table, key_set, bou
 def test_sliding_windows_size_not_multiple_of_slide_match_oracle(table, key_set, bound_ms, lateness_ms,
                                                                  batch_size, parallelism, size_slide):
     # size 5, slide 3 (panes of 1): [0,5) [3,8) [6,11) ... an event is in 1 or 2 windows
-    size_ms, slide_ms = size_slide
-    keys = KEY_SETS[key_set]
-    spec = hdb.SlidingWindow.of(timedelta(milliseconds=size_ms), timedelta(milliseconds=slide_ms))
-    out, late, metrics = run_windows(table, keys, spec, bound_ms, lateness_ms, batch_size, parallelism)
-    check_hopping(table, keys, size_ms, slide_ms, bound_ms, lateness_ms, out, late, metrics)
+    _check_sliding(table, key_set, bound_ms, lateness_ms, batch_size, parallelism, *size_slide)
 
 
 @SETTINGS
