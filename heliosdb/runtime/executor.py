@@ -127,7 +127,7 @@ class _Chain:
         self.stats = [metrics.operator(op.name, op.kind) for op in operators]
         self.slow_ns = slow_ns
         self.metrics = metrics
-        self.push = self._push_timed if timed else self._push_counted
+        self.timed = timed
 
     def _slow(self, step: str, dt: int, rows: int) -> None:
         m = self.metrics
@@ -137,8 +137,26 @@ class _Chain:
                     extra={"job": m.job, "operator": step, "epoch": m.checkpoints.epoch,
                            "duration_s": dt / 1e9, "rows": rows})
 
-    def _push_timed(self, item, start: int = 0) -> list:
+    @staticmethod
+    def _call(op: Operator, st, it) -> tuple:
+        """One operator on one item: (what it emits, rows it took in; None for a timer)."""
+        try:
+            if isinstance(it, Watermark):
+                return op.on_watermark(it.t), None
+            if isinstance(it, Tick):
+                return op.on_tick(it.now), None
+            n = it.num_rows
+            st.rows_in += n
+            st.batches += 1
+            return op.process_batch(it), n
+        except HeliosError:
+            raise
+        except Exception as exc:
+            raise StepFailed(op.name, exc) from exc
+
+    def push(self, item, start: int = 0) -> list:
         """Run ``item`` through the operators from ``start`` on; return what the last emits."""
+        timed = self.timed
         items = [item]
         for op, st in zip(self.ops[start:], self.stats[start:]):
             out: list = []
@@ -146,59 +164,19 @@ class _Chain:
                 if isinstance(it, SideOutput):
                     out.append(it)          # bound for another stage: skips the rest of this one
                     continue
-                t0 = time.perf_counter_ns()
-                n = 0
-                try:
-                    if isinstance(it, Watermark):
-                        res = op.on_watermark(it.t)
-                    elif isinstance(it, Tick):
-                        res = op.on_tick(it.now)
-                    else:
-                        n = it.num_rows
-                        st.rows_in += n
-                        st.batches += 1
+                if timed:
+                    t0 = time.perf_counter_ns()
+                    res, n = self._call(op, st, it)
+                    dt = time.perf_counter_ns() - t0
+                    st.busy_ns += dt
+                    if n is not None:
                         st.batch_rows.add(n)
-                        res = op.process_batch(it)
-                except HeliosError:
-                    raise
-                except Exception as exc:
-                    raise StepFailed(op.name, exc) from exc
-                dt = time.perf_counter_ns() - t0
-                st.busy_ns += dt
-                if n or len(res) > 1:       # a batch, or a timer that emitted results
-                    st.latency.add(dt)
-                if dt > self.slow_ns:
-                    self._slow(op.name, dt, n)
-                for r in res:
-                    if not isinstance(r, (Watermark, Tick)):
-                        st.rows_out += r.num_rows
-                out.extend(res)
-            items = out
-            if not items:
-                break
-        return items
-
-    def _push_counted(self, item, start: int = 0) -> list:
-        items = [item]
-        for op, st in zip(self.ops[start:], self.stats[start:]):
-            out: list = []
-            for it in items:
-                if isinstance(it, SideOutput):
-                    out.append(it)
-                    continue
-                try:
-                    if isinstance(it, Watermark):
-                        res = op.on_watermark(it.t)
-                    elif isinstance(it, Tick):
-                        res = op.on_tick(it.now)
-                    else:
-                        st.rows_in += it.num_rows
-                        st.batches += 1
-                        res = op.process_batch(it)
-                except HeliosError:
-                    raise
-                except Exception as exc:
-                    raise StepFailed(op.name, exc) from exc
+                    if n or len(res) > 1:   # a batch, or a timer that emitted results
+                        st.latency.add(dt)
+                    if dt > self.slow_ns:
+                        self._slow(op.name, dt, n or 0)
+                else:
+                    res, _ = self._call(op, st, it)
                 for r in res:
                     if not isinstance(r, (Watermark, Tick)):
                         st.rows_out += r.num_rows
