@@ -162,17 +162,17 @@ class JsonFormat(Format):
         any other column (and a string column holding characters that need escaping) goes
         value by value through orjson.  Both give the same documents (NaN and infinities are
         written as null, timestamps as RFC 3339 text)."""
+        import orjson
+
         if not batch.num_rows:
             return []
+        if not batch.num_columns:
+            return [b"{}"] * batch.num_rows
         parts: List = []
         for i, (name, column) in enumerate(zip(batch.schema.names, batch.columns)):
-            import orjson
-
             parts.append(("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":")
             parts.append(_json_text(column))
-        parts.append("}" if parts else "{}")
-        if len(parts) == 1:
-            return [b"{}"] * batch.num_rows
+        parts.append("}")
         joined = pc.binary_join_element_wise(*parts, "")
         return joined.cast(pa.binary()).to_pylist()
 
