@@ -18,6 +18,11 @@
 #
 # Transactions work on the single node: the internal topics (__transaction_state,
 # __consumer_offsets, share-group state) have replication factor and min ISR 1.
+#
+# No time-based retention (log.retention.ms=-1): the tests and benchmarks produce events with
+# historical timestamps (2023), and the broker's retention check (30 s after start, then every
+# 5 min) deleted such a topic's segments between produce and read: a bounded read then found
+# low == high and saw nothing of those partitions.
 
 KAFKA_VERSION="${HELIOSDB_KAFKA_VERSION:-4.1.1}"
 _KAFKA_CI="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -134,7 +139,7 @@ share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 default.replication.factor=1
 group.initial.rebalance.delay.ms=0
-log.retention.hours=24
+log.retention.ms=-1
 log.segment.bytes=268435456
 EOF
     local java=(java -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true

@@ -317,7 +317,10 @@ def kafka_new_topic(bootstrap: str, partitions: int = 1, prefix: str = "t", time
 
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+    # retention.ms=-1: test data carries historical timestamps, which a broker's time-based
+    # retention would delete between produce and read.
+    topic = NewTopic(name, partitions, 1, config={"retention.ms": "-1"})
+    for f in admin.create_topics([topic]).values():
         f.result(timeout=timeout)
     deadline = time.monotonic() + timeout            # metadata can lag the creation
     while time.monotonic() < deadline:
@@ -373,13 +376,20 @@ def kafka_read(bootstrap: str, topic: str, committed: bool = True, timeout: floa
 
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False, "enable.partition.eof": True,
-                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
+    conf = {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False, "enable.partition.eof": True}
+    # The end offsets are the high watermarks, asked without isolation: a read_committed
+    # client answers with the last stable offset, which lags a just-committed transaction
+    # until the broker has written its commit markers (the read would stop short of it).
+    probe = Consumer(dict(conf, **{"isolation.level": "read_uncommitted"}))
     try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
+        md = probe.list_topics(topic, timeout=10).topics[topic]
         parts = sorted(md.partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        probe.close()
+    c = Consumer(dict(conf, **{"isolation.level": "read_committed" if committed else "read_uncommitted"}))
+    try:
         c.assign([TopicPartition(topic, p, 0) for p in parts])
         todo = {p for p in parts if ends[p] > 0}
         out = []

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -105,7 +106,7 @@ def test_killed_after_the_manifest_before_the_kafka_commit(kafka, tmp_path):
     produce(kafka, src, records)
     storage = str(tmp_path / "ckpt")
     script = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {os.getcwd()!r})
+        import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})
         from tests.integration.kafka.test_checkpointed import _run
         class K: bootstrap = {kafka.bootstrap!r}
         _run(K, {src!r}, {out!r}, {storage!r})
