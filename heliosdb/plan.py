@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
@@ -494,9 +496,11 @@ class _Builder:
         """``parallel`` replicas pre-aggregate batches (with the stateless kernel before them
         when it has as many replicas) -> one final stage: the watermark assigner and the window,
         which merges their partials in order (operators/preagg.py).  Returns the final stage."""
-        def make():
-            return _window_op(node, schema, wm_time, self.config.state_backend.max_size_bytes, None)
-
+        # A partial, not a closure over the builder: the builder holds the stages, so a
+        # closure over it made a cycle that kept a finished job's plan (and a collect()
+        # sink's output batches) alive until a full garbage collection.
+        make = functools.partial(_window_op, node, schema, wm_time,
+                                 self.config.state_backend.max_size_bytes, None)
         pre = PreAggregate(f"{node.name}.pre", make, None if assigner is None else assigner.bound)
         pre.parallel = parallel
         self.stages[stage].operators.append(pre)
