@@ -82,7 +82,11 @@ class RocksPartial:
         self._names = [n for n, _ in _fields(template)]
         self._nsets = len(_sets(template))
         self.dtype = np.dtype([(n, a.dtype) for n, a in _fields(template)])
-        self.counts = None if not self.rows else _LazyCounts(self)
+
+    @property
+    def counts(self) -> Optional["_LazyCounts"]:
+        """The row counts, read lazily (made on access: a stored one would be a cycle)."""
+        return None if not self.rows else _LazyCounts(self)
 
     # -- rows <-> bytes ----------------------------------------------------------------------------
     def _keys(self, ids: np.ndarray, suffix: bytes = b"") -> List[bytes]:
