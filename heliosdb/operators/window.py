@@ -449,12 +449,7 @@ class WindowAggregate(_KeyedBase):
         if t > self.watermark:
             before, self.watermark = self.watermark, t
             if self.panes:
-                due = set()
-                for p in self.panes:
-                    for s in self._windows_of(p):
-                        if before < s + self.size_ns <= t:
-                            due.add(s)
-                for s in sorted(due):
+                for s in self._due(before, t):
                     b = self._emit(s)
                     if b is not None:
                         out.append(b)
@@ -462,6 +457,21 @@ class WindowAggregate(_KeyedBase):
                     self._drop(self.panes.pop(p))
         out.append(Watermark(t))
         return out
+
+    def _due(self, before: int, t: int) -> List[int]:
+        """Starts of the windows holding a pane whose end the watermark passed moving from
+        ``before`` to ``t`` (end in (before, t]), in order.  Each pane contributes the
+        slide-aligned starts of its windows in [before - size + 1, t - size], by arithmetic:
+        one step per pane, not one per pane and window (a day-long window sliding by the minute
+        holds 1,440 panes, each in 1,440 windows)."""
+        lo, hi, slide = before - self.size_ns + 1, t - self.size_ns, self.slide_ns
+        due = set()
+        for p in self.panes:
+            a, b = max(self._first_window(p), lo), min(self._last_window(p), hi)
+            if a <= b:
+                r = a % slide
+                due.update(range(a if r == 0 else a + slide - r, b + 1, slide))
+        return sorted(due)
 
     def _drop(self, pane: _Pane) -> None:
         self._capacity_hint = max(1024, pane.table.n_groups)

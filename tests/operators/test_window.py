@@ -609,3 +609,23 @@ def test_late_events_property(ts, size_ms, bound_ms, parallelism):
     on_time = t.filter(pa.array(~late))
     expected = oracle(on_time, ["k"], "ts", size_ms * MS, ALL_AGGS) if on_time.num_rows else []
     assert_same_rows(engine_rows(out), expected, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(slide_ms=st.integers(1, 6), factor=st.integers(1, 5), extra_ms=st.integers(0, 5),
+       panes=st.sets(st.integers(-40, 40), max_size=15), before_ms=st.integers(-100, 100),
+       step_ms=st.integers(1, 100))
+def test_due_windows_are_every_window_of_a_held_pane_whose_end_the_watermark_passed(
+        slide_ms, factor, extra_ms, panes, before_ms, step_ms):
+    """The windows a watermark move from ``before`` to ``t`` closes, computed per pane by
+    arithmetic, equal the brute force over every window of every held pane."""
+    from heliosdb.operators.window import window_operator
+
+    size_ms = slide_ms * factor + extra_ms
+    spec = hdb.SlidingWindow.of(timedelta(milliseconds=size_ms), timedelta(milliseconds=slide_ms))
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64())])
+    op = window_operator("w", schema, ["k"], spec, "ts", [("n", hdb.count())], 1 << 30)
+    op.panes = {p * op.pane_ns: None for p in panes}
+    before, t = before_ms * MS, (before_ms + step_ms) * MS
+    brute = sorted({s for p in op.panes for s in op._windows_of(p) if before < s + op.size_ns <= t})
+    assert op._due(before, t) == brute
