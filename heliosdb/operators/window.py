@@ -754,13 +754,17 @@ class SessionAggregate(_KeyedBase):
             sid_ok = np.ascontiguousarray(sid[idx])
         else:
             sid_ok = sid
-        # Merges fold earlier state into the surviving session, in the order they happened; the
-        # batch's rows then land in their final sessions.
-        for f, i in zip(merged_from.tolist(), merged_into.tolist()):
-            self.partial.merge(self.partial, np.array([f]), np.array([i]))
-            self.emitted[i] |= self.emitted[f]
+        # Merges fold each merged-away session's state into its final survivor (one vectorised
+        # merge for the whole batch: a survivor is never merged away, so no source is also a
+        # destination); the batch's rows then land in their final sessions.
+        if len(merged_from):
+            to = self._survivors(merged_from, merged_into, int(sid_ok.max()) + 1 if len(sid_ok) else 0)
+            src = np.ascontiguousarray(merged_from, np.int64)
+            dst = np.ascontiguousarray(to[src])
+            self.partial.merge(self.partial, src, dst)
+            np.bitwise_or.at(self.emitted, dst, self.emitted[src])
+            sid_ok = np.ascontiguousarray(to[sid_ok])
         self.dead += len(merged_from)
-        sid_ok = self._resolve(sid_ok, merged_from, merged_into)
         self.partial.update(sid_ok, prepared)
         if self.watermark > _I64_MIN:
             # Sessions this batch touched that already end before the watermark (inside the
@@ -783,21 +787,19 @@ class SessionAggregate(_KeyedBase):
         return out + self._advance_processing_time()
 
     @staticmethod
-    def _resolve(sid: np.ndarray, merged_from: np.ndarray, merged_into: np.ndarray) -> np.ndarray:
-        """Session ids after this batch's merges (a merged-away id -> its survivor)."""
-        if not len(merged_from):
-            return sid
-        top = max(int(sid.max()) if len(sid) else 0, int(merged_from.max()), int(merged_into.max())) + 1
+    def _survivors(merged_from: np.ndarray, merged_into: np.ndarray, top: int) -> np.ndarray:
+        """Session id -> the session it ended up in after this batch's merges (in order; a
+        session merged into one that was merged later follows the chain), for ids < ``top``
+        and every id in the merge log."""
+        top = max(top, int(merged_from.max()) + 1, int(merged_into.max()) + 1)
         to = np.arange(top, dtype=np.int64)
-        for f, i in zip(merged_from.tolist(), merged_into.tolist()):
-            to[f] = i
-        # follow chains (a session merged into one that was merged later)
+        to[merged_from] = merged_into          # each id is merged away at most once
         for _ in range(len(merged_from)):
             nxt = to[to]
             if np.array_equal(nxt, to):
                 break
             to = nxt
-        return np.ascontiguousarray(to[sid])
+        return to
 
     def _rows(self, sids: np.ndarray) -> pa.RecordBatch:
         ss = self.sessions

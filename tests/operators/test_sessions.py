@@ -152,3 +152,31 @@ def test_session_update_with_unchanged_bounds_supersedes_by_window_and_key():
     t = events(("a", 0, 1), ("a", 4, 2), ("b", 20, 10), ("a", 2, 4))
     got, _ = sessions(t, 10, lateness_ms=10)
     assert [r for r in got if r[2] == "a"] == [(0, 14, "a", 2, 3), (0, 14, "a", 3, 7)]
+
+
+@pytest.mark.parametrize("backend", ["memory", "rocksdb"])
+def test_one_batch_merging_a_chain_of_sessions_folds_every_aggregate_into_the_survivor(backend, tmp_path):
+    # gap 10 ms, bound 100 ms; first batch: three sessions of key a
+    #   0 [0,10)        18 [18,28)        36 [36,46)
+    # second batch (one micro-batch): 9 bridges [0,10) and [18,28) (folded into the newer,
+    # [18,28)), then 27 bridges that one and [36,46) (folded into [36,46)): the merge log is a
+    # chain (a session merged into one that is merged later in the same batch)
+    #   -> one session [0, 46), n 5
+    t = events(("a", 0, 1), ("a", 18, 2), ("a", 36, 3), ("a", 9, 4), ("a", 27, 5))
+    spec = hdb.SessionWindow.with_gap(timedelta(milliseconds=10))
+    state = (hdb.StateBackend.memory() if backend == "memory"
+             else hdb.StateBackend.rocksdb(path=str(tmp_path / "rocks")))
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(state_backend=state, batch_size=3))
+    sink = hdb.sinks.memory()
+    (env.from_arrow(t).with_watermark("ts", max_out_of_orderness=timedelta(milliseconds=100))
+     .key_by("k").window(spec, time="ts")
+     .aggregate(n=hdb.count(), total=hdb.sum("v"), lo=hdb.min("v"), hi=hdb.max("v"),
+                sd=hdb.stddev("v"), first=hdb.first("v"), last=hdb.last("v"),
+                distinct=hdb.count_distinct("v"))
+     .sink(sink))
+    env.execute(name=f"session-chain-{backend}")
+    (row,) = sink.to_table().to_pylist()
+    assert (row["n"], row["total"], row["lo"], row["hi"], row["first"], row["last"], row["distinct"]) == \
+        (5, 15, 1, 5, 1, 5, 5)
+    assert row["sd"] == pytest.approx(1.5811388300841898)       # sample stddev of 1..5
+    assert row["window_end"].timestamp() - row["window_start"].timestamp() == pytest.approx(0.046)
