@@ -43,14 +43,17 @@ def timed_runs(fn: Callable, runs: int, warmup: int = 1) -> List[float]:
 
 def interleaved(fns: Dict[str, Callable], runs: int) -> Dict[str, List[float]]:
     """Time each function ``runs`` times, round-robin (after one warm-up each), so drift in
-    the machine's speed during the benchmark affects every contender alike."""
+    the machine's speed during the benchmark affects every contender alike; each round starts
+    one contender later than the one before, so none always runs first (right after another's
+    garbage) or last."""
     for fn in fns.values():
         fn()
+    names = list(fns)
     times: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for k, fn in fns.items():
+    for r in range(runs):
+        for k in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            fn()
+            fns[k]()
             times[k].append(time.perf_counter() - t0)
     return times
 
