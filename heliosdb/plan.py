@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
