@@ -71,6 +71,7 @@ def check_sliding(table: pa.Table, result: pa.Table) -> None:
 
 
 BIG_BATCH = 262_144
+BIG_P1, BIG_P2 = f"W1 p=1, batch {BIG_BATCH:,}", f"W1 p=2, batch {BIG_BATCH:,}"
 
 
 def throughput(table: pa.Table, n: int, runs: int, ref) -> Dict[str, float]:
@@ -80,12 +81,12 @@ def throughput(table: pa.Table, n: int, runs: int, ref) -> Dict[str, float]:
         "W1 parallelism=2": lambda: w1data.heliosdb_w1(table, parallelism=2),
         # The same two with 4x larger batches: less per-batch Python work for the threads to
         # share the GIL over.
-        "W1 p=1, batch 262,144": lambda: w1data.heliosdb_w1(table, parallelism=1, batch_size=BIG_BATCH),
-        "W1 p=2, batch 262,144": lambda: w1data.heliosdb_w1(table, parallelism=2, batch_size=BIG_BATCH),
+        BIG_P1: lambda: w1data.heliosdb_w1(table, parallelism=1, batch_size=BIG_BATCH),
+        BIG_P2: lambda: w1data.heliosdb_w1(table, parallelism=2, batch_size=BIG_BATCH),
     }
     w1data.validate(fns["tumbling 1 s (W1)"](), ref)
     w1data.validate(fns["W1 parallelism=2"](), ref)
-    w1data.validate(fns["W1 p=2, batch 262,144"](), ref)
+    w1data.validate(fns[BIG_P2](), ref)
     check_sliding(table, fns["sliding 10 s / 1 s"]())
     times = interleaved(fns, runs)
     out = {}
@@ -206,8 +207,8 @@ def record(n: int, runs: int, tp: Dict[str, float], lats: List[Dict[str, float]]
         f"| W1, parallelism=2 | {tp['W1 parallelism=2'] / 1e6:.2f} M | {tp['W1 parallelism=2'] / t:.2f} | >= 1.6 |",
         "",
         f"- With 4x larger batches (`batch_size={BIG_BATCH:,}`, same rounds): parallelism=1 "
-        f"{tp['W1 p=1, batch 262,144'] / 1e6:.2f} M, parallelism=2 {tp['W1 p=2, batch 262,144'] / 1e6:.2f} M "
-        f"events/s = {tp['W1 p=2, batch 262,144'] / tp['W1 p=1, batch 262,144']:.2f}x (fewer batches: less "
+        f"{tp[BIG_P1] / 1e6:.2f} M, parallelism=2 {tp[BIG_P2] / 1e6:.2f} M "
+        f"events/s = {tp[BIG_P2] / tp[BIG_P1]:.2f}x (fewer batches: less "
         "Python work per event for the threads to share the GIL over).",
         f"- Window emission latency (source paced at 1M events/s, wall-clock event times, batch_timeout "
         f"10 ms, W1's pipeline with 100 ms tumbling windows, {lats[0]['windows']} windows per run): p99 "
