@@ -1,63 +1,75 @@
 """Build HeliosDB: the Python package plus the Cython kernels from ``kernels/``.
 
-``kernels/`` installs as the subpackage ``heliosdb.kernels`` (never as a top-level ``kernels``).
+Packages are discovered, never listed by hand: everything under ``heliosdb/``, and ``kernels/``,
+which installs as the subpackage ``heliosdb.kernels`` (never as a top-level ``kernels``).  The
+version lives in ``heliosdb/_version.py`` alone.  ``python -m build`` makes an sdist (the
+``.pyx`` sources, compiled on the installing machine) and a wheel.
+
+Extras are by purpose; ``[all]`` is every user-facing one, ``[test]`` what the suite needs.
 """
+import re
+from pathlib import Path
+
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "heliosdb" / "_version.py").read_text(), re.M).group(1)
 
 extensions = [
-    Extension(
-        "heliosdb.kernels._hashagg",
-        ["kernels/_hashagg.pyx"],
-        extra_compile_args=["-O3"],
-    ),
-    Extension(
-        "heliosdb.kernels._accum",
-        ["kernels/_accum.pyx"],
-        extra_compile_args=["-O3"],
-    ),
+    Extension("heliosdb.kernels._hashagg", ["kernels/_hashagg.pyx"], extra_compile_args=["-O3"]),
+    Extension("heliosdb.kernels._accum", ["kernels/_accum.pyx"], extra_compile_args=["-O3"]),
 ]
 
-# kafka_source / sinks.kafka and the record formats (heliosdb.formats).
+packages = find_packages(include=["heliosdb", "heliosdb.*"])
+packages += ["heliosdb.kernels"] + [f"heliosdb.kernels.{p}" for p in find_packages(where="kernels")]
+
+# Optional parts, each named in the error a job gets when it needs one that is missing
+# (heliosdb/_optional.py).
 KAFKA = ["confluent-kafka>=2.3", "orjson>=3.9", "msgpack>=1.0", "fastavro>=1.9", "protobuf>=4.25"]
-# The S3 tests: s3:// through fsspec, against a local moto server (ci/services.sh).
-S3 = ["s3fs>=2023.6", "moto[server]>=5.0", "boto3>=1.28"]
+ROCKSDB = ["rocksdict>=0.3.23"]
+S3 = ["s3fs>=2023.6"]
+# Engine comparisons in benchmarks/ (DuckDB, Polars) and the Kafka benchmark.
+BENCH = ["duckdb>=0.10", "polars>=0.20", "pandas>=2.0", "pytest-benchmark>=4.0", *KAFKA]
+TEST = [
+    "pytest>=7.4",
+    "hypothesis>=6.90",
+    "pytest-timeout>=2.2",
+    "build>=1.0",                 # the wheel check builds the distribution (ci/wheel_check.sh)
+    "moto[server]>=5.0",          # the local S3-protocol server of the S3 tests
+    "boto3>=1.28",
+    *BENCH,
+    *ROCKSDB,
+    *S3,
+]
 
 setup(
     name="heliosdb-streaming",
-    version="0.1.0",
+    version=VERSION,
     description="A columnar micro-batch stream processing engine with compiled kernels",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["heliosdb", "heliosdb.runtime", "heliosdb.operators", "heliosdb.connectors",
-              "heliosdb.checkpoint", "heliosdb.formats", "heliosdb.kernels"],
-    package_dir={"heliosdb": "heliosdb", "heliosdb.kernels": "kernels"},
-    package_data={"heliosdb.kernels": ["*.pyi", "*.pyx"]},
+    packages=packages,
+    package_dir={"heliosdb.kernels": "kernels"},
+    package_data={"heliosdb": ["py.typed"], "heliosdb.kernels": ["*.pyi", "*.pyx"]},
+    exclude_package_data={"heliosdb.kernels": ["*.c"]},
     ext_modules=cythonize(extensions, language_level=3),
     install_requires=[
         "pyarrow>=14",
         "numpy>=1.24",
         "numba>=0.59",
-        "zstandard>=0.22",
         "fsspec>=2023.6",
         "prometheus-client>=0.19",
         "rich>=13",
     ],
     extras_require={
-        "test": [
-            "pytest>=7.4",
-            "hypothesis>=6.90",
-            "pandas>=2.0",
-            "duckdb>=0.10",
-            "polars>=0.20",
-            "pytest-benchmark>=4.0",
-            "pytest-timeout>=2.2",
-            "rocksdict>=0.3.23",
-            *KAFKA,
-            *S3,
-        ],
-        "rocksdb": ["rocksdict>=0.3.23"],
         "kafka": KAFKA,
-        "bench": ["duckdb>=0.10", "polars>=0.20", "pytest-benchmark>=4.0", "pandas>=2.0", *KAFKA],
+        "rocksdb": ROCKSDB,
+        "s3": S3,
+        "bench": BENCH,
+        "test": TEST,
+        "all": sorted(set(KAFKA + ROCKSDB + S3)),
     },
     entry_points={"console_scripts": ["heliosdb=heliosdb.cli:main"]},
     zip_safe=False,

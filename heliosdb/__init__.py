@@ -7,6 +7,7 @@
 1
 """
 from . import sinks
+from ._version import __version__
 from .config import (CheckpointConfig, MetricsConfig, StateBackend, StateConfig,
                      StreamingConfig)
 from .diagnosis import Diagnosis
@@ -20,9 +21,9 @@ from .runtime.executor import JobHandle, JobResult
 from .stream import KeyedStream, Stream, WindowedStream
 from .windows import SessionWindow, SlidingWindow, TumblingWindow
 
-__version__ = "0.1.0"
 
 __all__ = [
+    "__version__",
     "StreamEnvironment", "StreamingConfig", "StateBackend", "Stream", "KeyedStream",
     "WindowedStream", "TumblingWindow", "SlidingWindow", "SessionWindow", "StateConfig", "CheckpointConfig", "col",
     "lit", "count", "sum", "min", "max", "mean", "var", "stddev", "first", "last",

@@ -145,7 +145,10 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``heliosdb`` command."""
+    from heliosdb._version import __version__
+
     parser = argparse.ArgumentParser(prog="heliosdb", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"heliosdb-streaming {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the main job: a live clickstream through a windowed aggregate")
     demo.add_argument("--rate", type=float, default=500_000, help="events per second (default 500000)")
@@ -169,9 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _demo(args)
     if args.command == "diagnose":
         return _diagnose(args)
-    import heliosdb
-
-    print(heliosdb.__version__)
+    print(__version__)
     return 0
 
 

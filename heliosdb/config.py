@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional, Union
 
+from ._optional import require, require_storage
 from .errors import ConfigError
 
 Duration = Union[timedelta, int, float]
@@ -128,6 +129,7 @@ class StateBackend:
                 raise ConfigError("StateBackend.rocksdb(path=) needs a local directory for the working state")
             _positive_int(self.block_cache_size, "StateBackend.rocksdb(block_cache_size=)")
             _positive_int(self.write_buffer_size, "StateBackend.rocksdb(write_buffer_size=)")
+            require("rocksdict", "rocksdb", "StateBackend.rocksdb()")
 
     @classmethod
     def memory(cls, max_size_bytes: int = DEFAULT_MEMORY_STATE_BYTES) -> "StateBackend":
@@ -216,6 +218,7 @@ class CheckpointConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage:
             raise ConfigError("CheckpointConfig(storage=) needs an fsspec URL or path, e.g. 'file:///tmp/ckpt'")
+        require_storage(self.storage, "CheckpointConfig(storage=)")
         for what in ("interval", "timeout", "lease_timeout"):
             if to_nanos(getattr(self, what), f"CheckpointConfig({what}=)") <= 0:
                 raise ConfigError(f"CheckpointConfig({what}=) must be positive, got {getattr(self, what)!r}")

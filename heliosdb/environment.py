@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from .config import Duration, StreamingConfig, to_nanos
 from .connectors import sources as _src
+from ._optional import require, require_storage
 from .errors import ConfigError, PlanError
 from .runtime.executor import Job, JobHandle, JobResult
 from .stream import Node, Stream, validate_name
@@ -124,6 +125,7 @@ class StreamEnvironment:
         >>> hdb.StreamEnvironment().from_parquet(folder + "/*.parquet").collect().num_rows
         3
         """
+        require_storage(url, "from_parquet()")
         return self._source(_src.ParquetSource(url, storage_options), "from_parquet")
 
     def from_iterable(self, records: Iterable[dict], schema: Optional[pa.Schema] = None) -> Stream:
@@ -198,6 +200,7 @@ class StreamEnvironment:
         >>> s.schema.names
         ['user', 'kafka_topic', 'kafka_partition', 'kafka_offset', 'kafka_timestamp', 'kafka_key']
         """
+        require("confluent_kafka", "kafka", "kafka_source()")
         from .connectors.kafka import KafkaSource, client_conf
 
         source = KafkaSource(topics, bootstrap_servers, group_id, start_offsets=start_offsets,

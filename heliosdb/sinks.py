@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional, TextIO
 
 import pyarrow as pa
 
+from ._optional import require, require_storage
 from .connectors.sinks import CallbackSink, ConsoleSink, MemorySink, ParquetSink, SinkSpec
 
 
@@ -25,6 +26,7 @@ def parquet(url: str, storage_options: Optional[dict] = None, rows_per_file: int
     >>> parquet("memory://results/").url
     'memory://results/'
     """
+    require_storage(url, "sinks.parquet()")
     return ParquetSink(url, storage_options, rows_per_file, compression)
 
 
@@ -64,6 +66,7 @@ def kafka(topic: str, bootstrap_servers: Optional[str] = None, key: Optional[str
     >>> spec.describe()
     "kafka 'results' at 127.0.0.1:9092 (json, at least once)"
     """
+    require("confluent_kafka", "kafka", "sinks.kafka()")
     from .connectors.kafka_sink import KafkaSink
 
     return KafkaSink(topic, bootstrap_servers, key, format, exactly_once, **options)

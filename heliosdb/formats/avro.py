@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa
 
+from .._optional import require
 from ..errors import ConfigError
 from . import (BAD_MAGIC, MALFORMED, UNKNOWN_SCHEMA, Decoded, Format, Reject, decode_each,
                python_columns)
@@ -152,6 +153,7 @@ class AvroFormat(Format):
     def __init__(self, schema: AvroSchema, wire_format: str = "plain",
                  writer_schemas: Optional[Mapping[int, AvroSchema]] = None,
                  schema_id: Optional[int] = None):
+        require("fastavro", "kafka", "the Avro format")
         import fastavro
 
         if wire_format not in ("plain", "confluent"):

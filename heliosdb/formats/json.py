@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from .._optional import require
 from ..errors import ConfigError
 from . import (EMPTY, MALFORMED, MISSING_FIELD, WRONG_TYPE, DecodeFailure, Decoded, Format,
                _short, check_required, empty_batch, nullable, python_columns)
@@ -48,6 +49,7 @@ class JsonFormat(Format):
     def __init__(self, schema: pa.Schema):
         if not isinstance(schema, pa.Schema):
             raise ConfigError(f"JSON format: schema must be a pyarrow.Schema, got {schema!r}")
+        require("orjson", "kafka", "the JSON format")
         self.schema = schema
         # Arrow's JSON reader does not parse dates: they are read as text and cast after.
         self._dates = {f.name: f.type for f in schema if pa.types.is_date(f.type)}

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 
 import pyarrow as pa
 
+from .._optional import require
 from ..errors import ConfigError
 from . import MALFORMED, Decoded, Format, Reject, _short, decode_each, python_columns
 
@@ -30,7 +31,7 @@ class MsgpackFormat(Format):
     def __init__(self, schema: pa.Schema):
         if not isinstance(schema, pa.Schema):
             raise ConfigError(f"MessagePack format: schema must be a pyarrow.Schema, got {schema!r}")
-        import msgpack  # noqa: F401 - fail at construction if it is not installed
+        require("msgpack", "kafka", "the MessagePack format")
 
         self.schema = schema
 
