@@ -20,6 +20,7 @@ import pyarrow as pa
 from .config import DEFAULT_VARIABLE_WIDTH_BYTES, fusion_enabled
 from .errors import PlanError
 from .kernels.codegen import FusedProgram
+from .kernels.window import window_grid
 from .operators.base import Operator
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
@@ -424,7 +425,7 @@ class _Builder:
             elif kind == "watermark":
                 st = node.params["strategy"]
                 ops.append(WatermarkAssigner(node.name, schema, st.time, st.max_out_of_orderness_ns,
-                                             st.idle_timeout_ns))
+                                             st.idle_timeout_ns, self._grid(node)))
                 wm_time = st.time
             elif kind in ("window", "keyed_aggregate"):
                 time_col = _window_time(node, wm_time) if kind == "window" else None
@@ -434,7 +435,8 @@ class _Builder:
                     # Before the stage cut (and, with parallelism, before the exchange, so every
                     # subtask sees the same event time): the upstream thread has slack, the
                     # window's is the critical path.  Two-phase: after the replicas.
-                    assigner = WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0)
+                    assigner = WatermarkAssigner(f"{node.name}.watermark", schema, time_col, 0,
+                                                 grid=self._grid(node, itself=True))
                     wm_time = time_col
                 in_schema = schema
                 if parallel > 1 and _two_phase(node, time_col):
@@ -488,6 +490,26 @@ class _Builder:
                 self.stages[stage].children.append(idx)
                 self._lower(k, schema, idx, wm_time)
             return
+
+    def _grid(self, node: Node, itself: bool = False) -> tuple:
+        """The watermark grid (kernels/window.py ``window_grid``) of the windows that the
+        watermark of ``node`` reaches: the windows after it (and ``node`` itself if
+        ``itself``), through any step but another watermark step."""
+        specs = []
+        todo = [node] if itself else list(self.children.get(id(node), []))
+        while todo:
+            n = todo.pop()
+            if n.kind == "watermark":
+                continue
+            if n.kind == "window":
+                spec = n.params["spec"]
+                lateness = n.params.get("lateness", 0)
+                if isinstance(spec, SessionWindow):
+                    specs.append(None)
+                else:
+                    specs.append((spec.size_ns, getattr(spec, "slide_ns", spec.size_ns), lateness))
+            todo += self.children.get(id(n), [])
+        return window_grid(specs)
 
     def _two_phase_window(self, node: Node, schema: pa.Schema, stage: int, wm_time: str,
                           parallel: int, assigner: Optional[WatermarkAssigner]

@@ -295,15 +295,26 @@ def key_hash(rows: List[tuple]) -> List[int]:
     return out
 
 
-def watermark_splits(ts: np.ndarray, factor: int, bound: int, max_seen: int, emitted: int):
-    """Reference for :func:`heliosdb.kernels.window.watermark_splits` (Python integers)."""
+def watermark_splits(ts: np.ndarray, factor: int, bound: int, max_seen: int, emitted: int,
+                     grid=None):
+    """Reference for :func:`heliosdb.kernels.window.watermark_splits` (Python integers);
+    ``grid``: ``(size, slide, lateness)`` triples, None for every value a threshold."""
     cuts, marks = [], []
     lo, hi = -INT64_MAX, INT64_MAX
+
+    def bucket(w: int, off: int, step: int) -> Optional[int]:
+        return None if w < -INT64_MAX - 1 + off else (w - off) // step
+
+    def crosses(a: int, b: int) -> bool:       # a threshold off + k * step in (a, b]
+        return grid is None or any(
+            bucket(a, off, step) != bucket(b, off, step)
+            for size, slide, late in grid for off, step in ((size, slide), (size + late, slide)))
+
     for i, t in enumerate(ts.tolist()):
         t = min(max(t * factor, lo), hi)
         if max_seen > -INT64_MAX - 1:
             implied = max_seen - bound
-            if t < implied and implied > emitted:
+            if t < implied and implied > emitted and crosses(emitted, implied):
                 cuts.append(i)
                 marks.append(implied)
                 emitted = implied

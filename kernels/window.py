@@ -63,8 +63,8 @@ def tumbling_runs(ts, factor, size_ns, max_runs):
 
     Returns ``(bounds, starts, k, bad)``: run ``r`` is rows ``bounds[r]:bounds[r+1]`` in the
     window starting at ``starts[r]``.  ``k`` is -1 when there are more than ``max_runs`` runs
-    (the caller then sorts the batch by window first).  ``bad`` is the first row whose time
-    overflows int64 nanoseconds (or whose window end would), else -1.  Consecutive rows in
+    (the caller then sorts the batch by window first).  ``bad`` is the first row whose time overflows int64 nanoseconds (or whose window end
+    would), else -1.  Consecutive rows in
     the same window cost a comparison in the column's own unit, not a division, so ordered
     input is cheap.
     """
@@ -116,15 +116,60 @@ def _scaled(t, factor, limit):
     return t * factor
 
 
+#: The thresholds of a watermark grid (see ``watermark_splits``): every value is one.
+EXACT_GRID = (np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64))
+
+
+def window_grid(specs) -> tuple:
+    """The watermark grid of windows ``specs``: ``(size, slide, allowed_lateness)`` triples in
+    ns (tumbling: slide = size), or None for a window kind whose thresholds depend on the data
+    (sessions), which makes every watermark value a threshold.
+
+    A window ending at ``e`` changes what it does with a row when the watermark reaches ``e``
+    (emitted) and ``e + lateness`` (gone); ends are ``k * slide + size``.  So the thresholds
+    are the values ``off + k * step`` for the pairs ``(size, slide)`` and
+    ``(size + lateness, slide)``.
+
+    >>> offs, steps = window_grid([(10, 5, 3)])
+    >>> offs.tolist(), steps.tolist()
+    ([10, 13], [5, 5])
+    """
+    offs, steps = [], []
+    for spec in specs:
+        if spec is None:
+            return EXACT_GRID
+        size, slide, lateness = spec
+        offs += [size, size + lateness]
+        steps += [slide, slide]
+    return np.array(offs, dtype=np.int64), np.array(steps, dtype=np.int64)
+
+
 @jit
-def _watermark_pass(ts, factor, bound, max_seen, emitted, cuts, marks, fill):
+def _bucket(w, off, step):
+    """How many thresholds ``off + k * step`` are <= ``w`` (relative; INT64_MIN for none)."""
+    if w < INT64_MIN + off:
+        return INT64_MIN
+    return (w - off) // step
+
+
+@jit
+def _crosses(a, b, offs, steps):
+    """Whether a threshold of the grid lies in ``(a, b]``."""
+    for j in range(offs.shape[0]):
+        if _bucket(a, offs[j], steps[j]) != _bucket(b, offs[j], steps[j]):
+            return True
+    return False
+
+
+@jit
+def _watermark_pass(ts, factor, bound, max_seen, emitted, offs, steps, cuts, marks, fill):
     k = 0
     limit = INT64_MAX // factor
     for i in range(ts.shape[0]):
         t = _scaled(ts[i], factor, limit)
         if max_seen > INT64_MIN:
             implied = max_seen - bound
-            if t < implied and implied > emitted:
+            if t < implied and implied > emitted and _crosses(emitted, implied, offs, steps):
                 if fill:
                     cuts[k] = i
                     marks[k] = implied
@@ -136,21 +181,37 @@ def _watermark_pass(ts, factor, bound, max_seen, emitted, cuts, marks, fill):
 
 
 @jit
-def watermark_splits(ts, factor, bound, max_seen, emitted):
-    """Where a batch must be cut so lateness does not depend on micro-batch boundaries.
-
-    Row ``i`` is behind the watermark its predecessors imply (largest time before it minus
-    ``bound``) when its time is smaller than that; such a row needs that watermark delivered
-    before it.  Returns ``(cuts, marks, k, max_seen)``: cut the batch before rows ``cuts[:k]``
-    and emit watermarks ``marks[:k]`` there.  ``max_seen`` (ns) and ``emitted`` (the last
-    watermark sent) carry over between batches.  Ordered input, or input disordered less than
-    ``bound``, never needs a cut (and costs one pass that stores nothing).
-    """
+def _watermark_splits(ts, factor, bound, max_seen, emitted, offs, steps):
     none = np.empty(0, dtype=np.int64)
-    k, seen = _watermark_pass(ts, factor, bound, max_seen, emitted, none, none, False)
+    k, seen = _watermark_pass(ts, factor, bound, max_seen, emitted, offs, steps, none, none, False)
     if k == 0:
         return none, none, 0, seen
     cuts = np.empty(k, dtype=np.int64)
     marks = np.empty(k, dtype=np.int64)
-    _watermark_pass(ts, factor, bound, max_seen, emitted, cuts, marks, True)
+    _watermark_pass(ts, factor, bound, max_seen, emitted, offs, steps, cuts, marks, True)
     return cuts, marks, k, seen
+
+
+def watermark_splits(ts, factor, bound, max_seen, emitted, grid=EXACT_GRID):
+    """Where a batch must be cut so lateness does not depend on micro-batch boundaries.
+
+    Row ``i`` is behind the watermark its predecessors imply (largest time before it minus
+    ``bound``) when its time is smaller than that; such a row needs that watermark delivered
+    before it, unless no threshold of ``grid`` (``window_grid()``: where the windows
+    downstream change what they do with a row) lies between the last watermark delivered and
+    that one: then every window treats the row alike under both, and the batch stays whole.
+    Returns ``(cuts, marks, k, max_seen)``: cut the batch before rows ``cuts[:k]`` and emit
+    watermarks ``marks[:k]`` there.  ``max_seen`` (ns) and ``emitted`` (the last watermark
+    sent) carry over between batches.  Ordered input, or input disordered less than
+    ``bound``, never needs a cut (and costs one pass that stores nothing); disordered input
+    needs at most one cut per threshold the watermark passes, however many rows are behind.
+
+    >>> import numpy as np
+    >>> ts = np.array([0, 50, 40, 100, 60, 150, 110], np.int64)     # rows 2, 4, 6 are behind
+    >>> watermark_splits(ts, 1, 0, INT64_MIN, INT64_MIN)[:3]                   # every value
+    (array([2, 4, 6]), array([ 50, 100, 150]), 3)
+    >>> watermark_splits(ts, 1, 0, INT64_MIN, INT64_MIN, window_grid([(100, 100, 0)]))[:3]
+    (array([4]), array([100]), 1)
+    """
+    offs, steps = grid
+    return _watermark_splits(ts, factor, bound, max_seen, emitted, offs, steps)

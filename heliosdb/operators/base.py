@@ -84,6 +84,18 @@ class Snapshot:
 Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput, Barrier]
 
 
+class Run:
+    """Batches and the watermarks between them, as one operator emitted them for one input
+    batch (e.g. a watermark assigner that cut a disordered batch): they cross a channel as one
+    message, so an operator that declares ``takes_runs`` can take them in one call."""
+
+    __slots__ = ("items", "num_rows")
+
+    def __init__(self, items: List[Item]):
+        self.items = items
+        self.num_rows = sum(it.num_rows for it in items if not isinstance(it, Watermark))
+
+
 class Operator:
     """Base class: a stateless pass-through that forwards watermarks."""
 
@@ -102,6 +114,18 @@ class Operator:
 
     def close(self) -> List[Item]:
         return []
+
+    #: Whether ``process_run`` does better than one call per item (the executor then hands
+    #: it the batches and watermarks that one upstream batch became in one call).
+    takes_runs = False
+
+    def process_run(self, items: List[Item]) -> List[Item]:
+        """Batches and watermarks in order (no other items): the same as one ``process_batch``
+        or ``on_watermark`` call per item, which is what this default does."""
+        out: List[Item] = []
+        for it in items:
+            out += self.on_watermark(it.t) if isinstance(it, Watermark) else self.process_batch(it)
+        return out
 
     #: Whether ``snapshot()`` holds state worth writing (stateless operators: False).
     stateful = False

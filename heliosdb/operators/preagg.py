@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from ..errors import HeliosError
 from ..kernels.window import watermark_splits
-from .base import Item, Operator
+from .base import Item, Operator, Watermark
 
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
@@ -96,6 +96,7 @@ class PreAggregate(Operator):
         self.bound = bound
         self.window = make()
         self.parallel = 1
+        self.watermark = _I64_MIN       # the last watermark from upstream (an assigner there)
 
     def replica(self, index: int) -> "PreAggregate":
         return PreAggregate(f"{self.name}#{index}", self.make, self.bound)
@@ -110,12 +111,23 @@ class PreAggregate(Operator):
             if hi > limit or lo < -limit:
                 return [pre]                        # the final step reports the bad time
             pre.min_ns, pre.max_ns = lo * w.factor, hi * w.factor
+            # A batch the final step will take as rows anyway is not pre-aggregated: one with a
+            # row behind a row before it (the assigner after the replicas cuts it), or, with
+            # the assigner before them, a row behind the watermark that came before the batch.
             if self.bound is not None:
                 pre.ordered = watermark_splits(ts, w.factor, self.bound, _I64_MIN, _I64_MIN)[2] == 0
+                if not pre.ordered:
+                    return [pre]
+            elif pre.min_ns < self.watermark:
+                return [pre]
             w.pre_aggregate(batch, pre)
         except HeliosError:
             return [pre]                            # the final step meets the error itself
         return [pre]
+
+    def on_watermark(self, t: int) -> List[Item]:
+        self.watermark = max(self.watermark, t)
+        return [Watermark(t)]
 
     def describe(self) -> str:
         return f"pre-aggregate[{self.name}] partial window aggregates per batch"

@@ -40,7 +40,7 @@ import pyarrow.types as pat
 from ..errors import DataError, HeliosError
 from ..expr import AggSpec
 from ..kernels import _accum, _hashagg
-from ..kernels.window import tumbling_runs, tumbling_starts, watermark_splits
+from ..kernels.window import EXACT_GRID, tumbling_runs, tumbling_starts, watermark_splits
 from ..windows import SessionWindow, SlidingWindow, TumblingWindow, time_factor
 from .accumulators import (AccPlan, Partial, Prepared, filter_rows, partial_from_arrow,
                            partial_to_arrow, snapshot_rows)
@@ -247,69 +247,143 @@ class WindowAggregate(_KeyedBase):
             if batch.usable and batch.min_ns >= self.watermark:
                 return self._merge_pre(batch)
             batch = batch.batch
-        n = batch.num_rows
-        if n == 0:
+        if batch.num_rows == 0:
             return []
+        return self._segments(batch, [0, batch.num_rows], [])
+
+    takes_runs = True
+
+    def process_run(self, items: List[Item]) -> List[Item]:
+        """Batches with the watermarks between them, in one pass: keys encoded, aggregate
+        inputs prepared and panes found once for all rows; between the parts, windows fire as
+        the watermarks arrive, exactly as one call per item would."""
+        if self.time is None:
+            return super().process_run(items)
+        first: Optional[int] = None          # a watermark before any rows
+        parts: List[List[pa.RecordBatch]] = []
+        after: List[Optional[int]] = []      # the watermark after part j (None: none yet)
+        for it in items:
+            if isinstance(it, Watermark):
+                if not parts:
+                    first = it.t if first is None else max(first, it.t)
+                else:
+                    after[-1] = it.t if after[-1] is None else max(after[-1], it.t)
+            elif it.num_rows:
+                if not parts or after[-1] is not None:
+                    parts.append([])
+                    after.append(None)
+                parts[-1].append(it)
+        out = [] if first is None else self._fire(first)
+        if not parts:
+            return out
+        bounds = np.cumsum([0] + [sum(b.num_rows for b in p) for p in parts]).tolist()
+        batch = _concat_batches([b for p in parts for b in p])
+        out += self._segments(batch, bounds, after[:-1])
+        if after[-1] is not None:
+            out += self._fire(after[-1])
+        return out
+
+    def _segments(self, batch: pa.RecordBatch, bounds: List[int], marks: List[int]) -> List[Item]:
+        """Rows ``bounds[j]:bounds[j+1]`` of ``batch`` arrive, and watermark ``marks[j]``
+        after them (``len(marks) == len(bounds) - 2``)."""
+        n = batch.num_rows
         seqs = self._seqs(n)
         if self.time is None:
             now = _time.time_ns()
-            start = now - now % self.pane_ns
-            bounds, starts, k = np.array([0, n]), np.array([start]), 1
+            runs = [(np.array([0, n]), np.array([now - now % self.pane_ns]))]
         else:
             ts = self._times(batch)
-            bounds, starts, k, bad = tumbling_runs(ts, self.factor, self.pane_ns, MAX_RUNS)
-            if bad >= 0:
-                raise self._bad_time(ts, bad)
-            if k < 0:
-                # Many panes interleaved: sort the batch by pane, then every pane is one run.
-                all_starts, _, _, bad = tumbling_starts(ts, self.factor, self.pane_ns)
-                if bad >= 0:
-                    raise self._bad_time(ts, bad)
-                order = np.argsort(all_starts, kind="stable")
+            runs, order = self._pane_runs(ts, bounds)
+            if order is not None:
                 batch = batch.take(pa.array(order))
                 if seqs is not None:
                     seqs = seqs[order]
-                sorted_starts = all_starts[order]
-                cut = np.flatnonzero(np.diff(sorted_starts)) + 1
-                bounds = np.concatenate([[0], cut, [n]])
-                starts = sorted_starts[bounds[:-1]]
-                k = len(starts)
         cols = self._key_columns(batch)
         prepared = self.acc.prepare(batch, seqs)
         if len(self._gids) < n:
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
-        self._start_batch(cols, n)
-        late: List[pa.RecordBatch] = []
-        touched: Dict[int, List[np.ndarray]] = {}       # emitted window -> keys updated
-        for r in range(k):
-            pane_start, b0, b1 = int(starts[r]), int(bounds[r]), int(bounds[r + 1])
-            if self._last_window(pane_start) + self.size_ns > _I64_MAX:
-                raise self._bad_time(ts, b0)
-            if self._is_late(pane_start):
-                late.append(batch.slice(b0, b1 - b0))
-                continue
-            pane = self.panes.get(pane_start)
-            if pane is None:
-                pane = self.panes[pane_start] = self._new_pane(len(cols))
-            run = prepared.slice(b0, b1)
-            self._add(pane, cols, run, b0, b1)
-            if self._runs is not None:              # pre-aggregating: keep the run's rows
-                self._runs.append((pane_start, self._run_gids(b0, b1), run))
-            updated = None
-            for s in self._windows_of(pane_start):
-                end = s + self.size_ns
-                # Emitted, but still within the allowed lateness: an update.  (A window past
-                # end + lateness is gone; the event still counts for the panes' other windows.)
-                if end <= self.watermark < end + self.lateness:
-                    if updated is None:
-                        updated = self._updated(cols, b0, b1)
-                    touched.setdefault(s, []).append(updated)
-        if self._runs is None:          # a replica's panes last one batch: nothing to bound
-            self._check_memory()
-        out: List[Item] = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
-        out = [b for b in out if b is not None]
-        self.updates += sum(b.num_rows for b in out)
-        return out + self._late(late) + self._advance_processing_time()
+        out: List[Item] = []
+        late: Optional[np.ndarray] = None              # rows that are late, if any
+        for j, (rb, starts) in enumerate(runs):
+            s0, s1 = int(rb[0]), int(rb[-1])
+            self._start_batch([c[s0:s1] for c in cols], s0, s1)
+            touched: Dict[int, List[np.ndarray]] = {}       # emitted window -> keys updated
+            for r in range(len(starts)):
+                pane_start, b0, b1 = int(starts[r]), int(rb[r]), int(rb[r + 1])
+                if self._last_window(pane_start) + self.size_ns > _I64_MAX:
+                    raise self._bad_time(ts, b0)
+                if self._is_late(pane_start):
+                    if late is None:
+                        late = np.zeros(n, bool)
+                    late[b0:b1] = True
+                    continue
+                pane = self.panes.get(pane_start)
+                if pane is None:
+                    pane = self.panes[pane_start] = self._new_pane(len(cols))
+                run = prepared.slice(b0, b1)
+                self._add(pane, cols, run, b0, b1)
+                if self._runs is not None:              # pre-aggregating: keep the run's rows
+                    self._runs.append((pane_start, self._run_gids(b0, b1), run))
+                updated = None
+                for s in self._windows_of(pane_start):
+                    end = s + self.size_ns
+                    # Emitted, but still within the allowed lateness: an update.  (A window past
+                    # end + lateness is gone; the event still counts for the panes' other windows.)
+                    if end <= self.watermark < end + self.lateness:
+                        if updated is None:
+                            updated = self._updated(cols, b0, b1)
+                        touched.setdefault(s, []).append(updated)
+            if self._runs is None:          # a replica's panes last one batch: nothing to bound
+                self._check_memory()
+            emitted = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
+            emitted = [b for b in emitted if b is not None]
+            self.updates += sum(b.num_rows for b in emitted)
+            out += emitted
+            if j < len(marks):
+                out += self._fire(marks[j])
+        late_rows = [] if late is None else [batch.filter(pa.array(late))]
+        return out + self._late(late_rows) + self._advance_processing_time()
+
+    def _pane_runs(self, ts: np.ndarray, bounds: List[int]) -> Tuple[list, Optional[np.ndarray]]:
+        """Per part of the batch, its runs of rows in the same pane: ``(run bounds, pane
+        starts)``.  Rows in few runs (ordered input) stay where they are; otherwise the batch
+        is sorted once, stably, by (part, pane), and ``order`` (else None) is that row order."""
+        n = len(ts)
+        rb, starts, k, bad = tumbling_runs(ts, self.factor, self.pane_ns, MAX_RUNS)
+        if bad >= 0:
+            raise self._bad_time(ts, bad)
+        order = None
+        if k < 0:
+            # Many panes interleaved: sort by (part, pane), then every pane of a part is one run.
+            all_starts, lo, _, bad = tumbling_starts(ts, self.factor, self.pane_ns)
+            if bad >= 0:
+                raise self._bad_time(ts, bad)
+            key = (all_starts - lo) // self.pane_ns
+            if len(bounds) > 2:
+                part = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
+                span = int(key.max()) + 1
+                if span <= 2**62 // len(bounds):
+                    key += part * span
+                else:                       # panes spread too far to pack: sort on both
+                    key = np.lexsort((key, part)).argsort().astype(np.int64)
+            if int(key.max()) < 2**16:
+                key = key.astype(np.uint16)     # numpy sorts 16-bit keys by radix: O(n)
+            order = np.argsort(key, kind="stable")
+            sorted_starts = all_starts[order]
+            rb = np.concatenate([[0], np.flatnonzero(np.diff(key[order])) + 1, [n]])
+            starts = sorted_starts[rb[:-1]]
+        else:
+            rb, starts = rb[: k + 1], starts[:k]
+        if len(bounds) > 2:            # runs end at part bounds too
+            cut = np.union1d(rb, bounds)
+            starts = starts[np.searchsorted(rb, cut[:-1], side="right") - 1]
+            rb = cut
+        parts = []
+        edges = np.searchsorted(rb, bounds)
+        for j in range(len(bounds) - 1):
+            e0, e1 = int(edges[j]), int(edges[j + 1])
+            parts.append((rb[e0: e1 + 1], starts[e0:e1]))
+        return parts, order
 
     # -- two-phase aggregation (parallelism > 1; see operators/preagg.py) ------------------------
     def _values_portable(self) -> bool:
@@ -397,8 +471,8 @@ class WindowAggregate(_KeyedBase):
                 pane.partial.update(np.ascontiguousarray(to[gids]), _shifted(p, base))
 
     # -- pane storage: a hash table per pane (tumbling: the pane is the window) ----------------
-    def _start_batch(self, cols: List[np.ndarray], n: int) -> None:
-        pass
+    def _start_batch(self, cols: List[np.ndarray], s0: int, s1: int) -> None:
+        """Rows s0:s1 (whose key columns are ``cols``) are next."""
 
     def _new_pane(self, width: int) -> _Pane:
         return _Pane(width, self.acc, self._capacity_hint)
@@ -588,8 +662,8 @@ class SlidingWindowAggregate(WindowAggregate):
         super().__init__(*args, **kwargs)
         self.table = _hashagg.GroupTable(self.width, 1024)
 
-    def _start_batch(self, cols: List[np.ndarray], n: int) -> None:
-        self.table.insert(cols, self._gids[:n])
+    def _start_batch(self, cols: List[np.ndarray], s0: int, s1: int) -> None:
+        self.table.insert(cols, self._gids[s0:s1])
 
     # -- two-phase: one key table for the batch, panes indexed by it ----------------------------
     def _reset_partials(self) -> None:
@@ -932,17 +1006,22 @@ class WatermarkAssigner(Operator):
     A row that is behind the watermark implied by the rows before it gets that watermark
     delivered first (the batch is cut there), so whether an event is late depends only on the
     order of events, never on where micro-batches were cut: replaying history and following a
-    live source give the same results.  With ``idle_timeout_ns``, ticks that find no data for
-    that long advance the watermark by the wall time since the last event.
+    live source give the same results.  ``grid`` (``kernels.window.window_grid`` of the windows
+    downstream) says which watermark values matter: the batch is cut only where the watermark
+    passes a window end (or end + allowed lateness) since the last one delivered, so a burst
+    of late or out-of-order rows costs a few cuts per batch, not one per row.  With
+    ``idle_timeout_ns``, ticks that find no data for that long advance the watermark by the
+    wall time since the last event.
     """
 
     kind = "watermark"
     stateful = True
 
     def __init__(self, name: str, schema: pa.Schema, time: str, max_out_of_orderness_ns: int,
-                 idle_timeout_ns: Optional[int] = None):
+                 idle_timeout_ns: Optional[int] = None, grid: tuple = EXACT_GRID):
         self.name = name
         self.time = time
+        self.grid = grid
         self.factor = time_factor(schema, time, name)
         self.idx = schema.get_field_index(time)
         self.is_ts = pat.is_timestamp(schema.field(time).type)
@@ -969,7 +1048,7 @@ class WatermarkAssigner(Operator):
             self.last_data = _time.time_ns()
         ts = (col.view(pa.int64()) if self.is_ts else col).to_numpy(zero_copy_only=False)
         cuts, marks, k, self.max_seen = watermark_splits(ts, self.factor, self.bound,
-                                                         self.max_seen, self.current)
+                                                         self.max_seen, self.current, self.grid)
         out: List[Item] = []
         start = 0
         for j in range(k):
@@ -1031,6 +1110,12 @@ class WatermarkAssigner(Operator):
     def describe(self) -> str:
         idle = f", idle timeout {self.idle_timeout / 1e9:g}s" if self.idle_timeout else ""
         return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}"
+
+
+def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _shifted(p: Prepared, base: int) -> Prepared:

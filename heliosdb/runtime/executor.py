@@ -25,7 +25,7 @@ import pyarrow as pa
 from ..config import operator_metrics_enabled
 from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics, TaskStats
-from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, SideOutput, Tick,
+from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, Run, SideOutput, Tick,
                               Watermark)
 from ..operators.exchange import Partitioned
 from . import gcfreeze
@@ -104,6 +104,12 @@ def _concat(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
+def _is_run(items: list) -> bool:
+    """Whether ``items`` are batches with watermarks between them (what ``Run`` carries)."""
+    marks = sum(type(it) is Watermark for it in items)
+    return 0 < marks < len(items) and all(type(it) in (pa.RecordBatch, Watermark) for it in items)
+
+
 class StepFailed(Exception):
     """Carries the name of the step whose code raised, and the original exception."""
 
@@ -141,6 +147,11 @@ class _Chain:
     def _call(op: Operator, st, it) -> tuple:
         """One operator on one item: (what it emits, rows it took in; None for a timer)."""
         try:
+            if type(it) is Run:
+                n = it.num_rows
+                st.rows_in += n
+                st.batches += sum(type(b) is not Watermark for b in it.items)
+                return op.process_run(it.items), n
             if isinstance(it, Watermark):
                 return op.on_watermark(it.t), None
             if isinstance(it, Tick):
@@ -157,9 +168,11 @@ class _Chain:
     def push(self, item, start: int = 0) -> list:
         """Run ``item`` through the operators from ``start`` on; return what the last emits."""
         timed = self.timed
-        items = [item]
+        items = item.items if type(item) is Run else [item]
         for op, st in zip(self.ops[start:], self.stats[start:]):
             out: list = []
+            if op.takes_runs and len(items) > 1 and _is_run(items):
+                items = [Run(items)]        # one call for the batches and watermarks
             for it in items:
                 if isinstance(it, SideOutput):
                     out.append(it)          # bound for another stage: skips the rest of this one
@@ -217,6 +230,9 @@ class Job:
         self.slow_ns = slow_ns
         self.timed = operator_metrics_enabled() if timed is None else timed
         self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]
+        # Stages that take a Run as one message: one input, no replica protocol.
+        self._takes_runs = [st.n_inputs == 1 and not st.replica and not st.resequence
+                            for st in plan.stages]
         self.metrics.channels = self.inputs
         self._tasks = self._make_tasks()
         self._source_task = self.metrics.tasks[plan.source_name]
@@ -338,6 +354,13 @@ class Job:
     def _emit(self, children: List[int], items: list, ingest_ns: int, partitioner=None,
               origin: int = 0, side: Optional[Dict[str, List[int]]] = None,
               task: Optional[TaskStats] = None, dispatch: Optional[RoundRobin] = None) -> None:
+        if (len(items) > 1 and dispatch is None and partitioner is None and not any((side or {}).values())
+                and all(self._takes_runs[c] for c in children) and _is_run(items)):
+            # A batch cut by watermarks travels as one message (see operators.base.Run).
+            run = Run(items)
+            for c in children:
+                self.inputs[c].put(run, run.num_rows, ingest_ns, origin, task)
+            return
         for it in items:
             if dispatch is not None and not isinstance(it, SideOutput):
                 # Replicas: a batch to one of them, anything else to all, numbered in order.
