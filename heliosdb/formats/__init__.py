@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError
+from .values import short, to_column
 
 #: The reasons a record can fail to decode: the ``reason`` label of
 #: ``streaming_dead_letters_total`` and the ``reason`` column of dead letters.
@@ -177,30 +178,25 @@ def records_to_batch(records: List[Optional[dict]], schema: pa.Schema,
                      failures: List[DecodeFailure]) -> Decoded:
     """Decoded records (dicts; None where the message already failed) -> a record batch.
 
-    Columns are converted whole; only when a column does not convert is it checked value by
-    value, so a wrong type costs time only in the batches that have one.  Failures (wrong type,
-    required field missing) are appended to ``failures``, naming the field.
+    Columns are converted whole and kept exactly (:func:`~heliosdb.formats.values.to_column`:
+    2.5 is not an int64, a too-fine timestamp is not truncated); only when a column does not
+    convert is it checked value by value, so a wrong type costs time only in the batches that
+    have one.  Failures (wrong type or a value that would change, required field missing) are
+    appended to ``failures``, naming the field.
     """
     ok = [i for i, r in enumerate(records) if r is not None]
     good: List[dict] = records if len(ok) == len(records) else [records[i] for i in ok]  # type: ignore[assignment]
     bad = np.zeros(len(good), dtype=bool)
-    arrays = []
+    arrays: List[Optional[pa.Array]] = []
     for f in schema:
         name = f.name
         values = [r.get(name) for r in good]
-        try:
-            arrays.append(pa.array(values, type=f.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            arrays.append(None)
-            for i, v in enumerate(values):
-                if bad[i]:
-                    continue
-                try:
-                    pa.array([v], type=f.type)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-                    bad[i] = True
-                    failures.append(DecodeFailure(ok[i], WRONG_TYPE, name,
-                                                  f"value {_short(v)} is not a {f.type} ({exc})"))
+        column, wrong = to_column(values, f.type)
+        arrays.append(column)
+        for i, why in wrong:
+            if not bad[i]:
+                bad[i] = True
+                failures.append(DecodeFailure(ok[i], WRONG_TYPE, name, why))
         if not f.nullable:
             for i, r in enumerate(good):
                 if not bad[i] and r.get(name) is None:
@@ -212,7 +208,7 @@ def records_to_batch(records: List[Optional[dict]], schema: pa.Schema,
         keep = np.flatnonzero(~bad)
         good = [good[i] for i in keep]
         ok = [ok[i] for i in keep]
-        arrays = [pa.array([r.get(f.name) for r in good], type=f.type) for f in schema]
+        arrays = [to_column([r.get(f.name) for r in good], f.type)[0] for f in schema]
     failures.sort(key=lambda x: x.index)
     batch = pa.RecordBatch.from_arrays(arrays, schema=schema) if good else empty_batch(schema)
     index = None if len(ok) == len(records) else np.asarray(ok, dtype=np.int64)
@@ -240,9 +236,7 @@ def python_columns(batch: pa.RecordBatch, iso_timestamps: bool = False) -> List[
     return out
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_short = short
 
 
 def format_for(name: str, schema: Optional[pa.Schema] = None, **options: Any) -> Format:
