@@ -151,10 +151,18 @@ def _changed(direct: pa.Array, inferred: pa.Array, t: pa.DataType) -> Optional[n
             return np.zeros(n, dtype=bool)        # pyarrow refuses ints it cannot hold exactly
         overflow = pc.and_(pc.is_finite(inferred), pc.invert(pc.is_finite(direct)))
         return _mask(overflow)
-    try:
-        back = pc.cast(direct, inferred.type, safe=False)
-    except CONVERT_ERRORS:
-        return None
+    if pa.types.is_temporal(t) and pa.types.is_integer(inferred.type):
+        # Ints are counts of the column's unit: compare them with what the column stores.
+        try:
+            back = direct.view(pa.int32() if t.bit_width == 32 else pa.int64())
+            inferred = pc.cast(inferred, back.type, safe=False)
+        except CONVERT_ERRORS:
+            return None
+    else:
+        try:
+            back = pc.cast(direct, inferred.type, safe=False)
+        except CONVERT_ERRORS:
+            return None
     if back.equals(inferred):
         return np.zeros(n, dtype=bool)
     if not (pa.types.is_primitive(inferred.type) or pa.types.is_decimal(inferred.type)):

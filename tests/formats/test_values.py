@@ -1,0 +1,116 @@
+"""formats.values.to_column: every (Python value, Arrow type) pair is kept exactly or named.
+
+The oracle is tests/formats/exact_cases.py: plain Python arithmetic on what each type can hold.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import msgpack
+import pyarrow as pa
+import pytest
+
+from heliosdb.formats import WRONG_TYPE
+from heliosdb.formats.json import JsonFormat
+from heliosdb.formats.msgpack import MsgpackFormat
+from heliosdb.formats.values import to_column
+
+from .exact_cases import ERROR, case_id, cases, expected, held, same
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_to_column_keeps_the_value_or_names_it(case):
+    v, t = case
+    want = expected(v, t)
+    column, bad = to_column([None, v, None], t)
+    if want == ERROR:
+        assert column is None and [i for i, _ in bad] == [1], (column, bad)
+        assert repr(v)[:20] in bad[0][1]
+    else:
+        assert bad == [] and column.type == t
+        assert same(held(column, 1), want), (held(column, 1), want)
+        assert column.null_count == 2
+
+
+def test_to_column_lists_every_bad_value_and_first_only_stops_at_the_first():
+    values = [1, 2.5, 3, "x", 4.0, 2**70]
+    column, bad = to_column(values, pa.int64())
+    assert column is None and [i for i, _ in bad] == [1, 3, 5]
+    assert to_column(values, pa.int64(), first_only=True)[1] == bad[:1]
+
+
+def test_to_column_of_nested_values_checks_the_leaves():
+    assert to_column([[1, 2.0]], pa.list_(pa.int64()))[0].to_pylist() == [[1, 2]]
+    assert [i for i, _ in to_column([[1], [1, 2.5]], pa.list_(pa.int64()))[1]] == [1]
+    st = pa.struct([("a", pa.int64()), ("t", pa.timestamp("ms"))])
+    good = {"a": 1, "t": dt.datetime(2024, 1, 1, 0, 0, 0, 1000)}
+    assert to_column([good], st)[0].to_pylist() == [good]
+    assert [i for i, _ in to_column([good, {"a": 2.5}], st)[1]] == [1]
+    assert [i for i, _ in to_column([{"a": 1, "t": dt.datetime(2024, 1, 1, 0, 0, 0, 5)}], st)[1]] == [0]
+
+
+# -- formats that decode into a schema ------------------------------------------------------------
+# MessagePack has no Decimal, date or naive datetime; its ints stop at -2**63.
+MSGPACK_CASES = [(v, t) for v, t in CASES
+                 if not (isinstance(v, dt.date) and getattr(v, "tzinfo", None) is None)
+                 and type(v).__name__ != "Decimal"
+                 and not (isinstance(v, int) and not isinstance(v, bool) and v < -(2**63))]
+
+
+@pytest.mark.parametrize("case", MSGPACK_CASES, ids=[case_id(c) for c in MSGPACK_CASES])
+def test_msgpack_decode_keeps_the_value_or_fails_the_message(case):
+    v, t = case
+    want = expected(v, t)
+    fmt = MsgpackFormat(pa.schema([("x", t)]))
+    decoded = fmt.decode([msgpack.packb({"x": None}), msgpack.packb({"x": v}, datetime=True),
+                          msgpack.packb({})])
+    if want == ERROR:
+        assert [(f.index, f.reason, f.field) for f in decoded.failures] == [(1, WRONG_TYPE, "x")]
+        assert decoded.row_messages().tolist() == [0, 2]
+    else:
+        assert decoded.failures == []
+        assert same(held(decoded.batch.column(0), 1), want)
+
+
+JSON_NUMBERS = [(text, t) for t in (pa.int8(), pa.int64(), pa.uint8(), pa.float32(), pa.float64(),
+                                    pa.decimal128(10, 2), pa.timestamp("ms"), pa.timestamp("ns", "UTC"))
+                for text in ("3", "2.0", "2.5", "300", "-1", "1e20", "1e39", "1e400", "2.555",
+                             '"2024-01-01T00:00:00.001"', '"2024-01-01T00:00:00.000001"', "true", '"3"')]
+
+
+@pytest.mark.parametrize("case", JSON_NUMBERS, ids=[f"{a}->{b}" for a, b in JSON_NUMBERS])
+def test_json_decode_never_changes_a_value(case):
+    # JSON may be stricter than the oracle (2.0 is not an int64 to Arrow's reader), never looser.
+    # A JSON number is decimal text: into a float it rounds as every parser does, into a
+    # decimal it is exact (and so is a number in a string).
+    import json
+    from decimal import Decimal, InvalidOperation
+
+    import numpy as np
+
+    text, t = case
+    try:
+        v = json.loads(text)
+    except ValueError:
+        v = None
+    if isinstance(v, str) and v.startswith("2024"):
+        v = dt.datetime.fromisoformat(v)
+    if pa.types.is_decimal(t):
+        try:
+            v = Decimal(text.strip('"'))
+        except InvalidOperation:
+            pass
+    want = expected(v, t)
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and pa.types.is_floating(t):
+        with np.errstate(over="ignore"):
+            r = float(np.float32(v)) if t == pa.float32() else float(v)
+        want = r if np.isfinite(r) else ERROR
+    decoded = JsonFormat(pa.schema([("x", t)])).decode([b'{"x": null}', b'{"x": %s}' % text.encode()])
+    if decoded.failures:
+        assert [f.index for f in decoded.failures] == [1]
+        assert decoded.failures[0].field in ("x", None)
+    else:
+        assert want != ERROR, f"{text} into {t} gave {decoded.batch.column(0)[1]} without an error"
+        assert same(held(decoded.batch.column(0), 1), want)
