@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError, DataError, SchemaError
-from ..formats.values import CONVERT_ERRORS, to_column
+from ..formats.values import CONVERT_ERRORS, cast_exact, to_column
 
 Piece = Tuple[pa.RecordBatch, int]
 
@@ -374,24 +374,34 @@ class IterableSource(Source):
 
     def _to_batch(self, rows: List[dict], start: int) -> pa.RecordBatch:
         schema = self._schema
+        if not all(isinstance(r, dict) for r in rows):
+            i, r = next((i, r) for i, r in enumerate(rows) if not isinstance(r, dict))
+            raise DataError(
+                f"from_iterable: record {start + i} is a {type(r).__name__}, not a dict; every "
+                "record must be a dict of field name -> value"
+            )
         names = set(schema.names)
-        for i, r in enumerate(rows):
-            if not isinstance(r, dict):
-                raise DataError(
-                    f"from_iterable: record {start + i} is a {type(r).__name__}, not a dict; every "
-                    "record must be a dict of field name -> value"
-                )
-            if self.extra == "error" and not names.issuperset(r):
-                raise DataError(self._extra_message(start + i, [k for k in r if k not in names]))
+        if self.extra == "error" and not names.issuperset(set().union(*rows)):
+            i, r = next((i, r) for i, r in enumerate(rows) if not names.issuperset(r))
+            raise DataError(self._extra_message(start + i, [k for k in r if k not in names]))
+        try:                # one C++ pass, types inferred from the values (keys: the first row's)
+            inferred: Optional[pa.RecordBatch] = pa.RecordBatch.from_pylist(rows)
+        except CONVERT_ERRORS:
+            inferred = None
         arrays = []
         for f in schema:
             name = f.name
-            values = [r.get(name) for r in rows]
-            column, bad = to_column(values, f.type, first_only=True)
-            if bad:
-                i, why = bad[0]
-                raise DataError(self._value_message(start + i, f, values[i], why))
+            column = None
+            if inferred is not None and name in inferred.schema.names:
+                column = cast_exact(inferred.column(name), f.type)
+            if column is None:          # absent from the first row, or a value does not fit
+                values = [r.get(name) for r in rows]
+                column, bad = to_column(values, f.type, first_only=True)
+                if bad:
+                    i, why = bad[0]
+                    raise DataError(self._value_message(start + i, f, values[i], why))
             if not f.nullable and column.null_count:
+                values = [r.get(name) for r in rows]
                 i = next(j for j, v in enumerate(values) if v is None)
                 what = "absent" if name not in rows[i] else "None"
                 raise DataError(f"from_iterable: record {start + i}, field {name!r}: the value is {what}, "

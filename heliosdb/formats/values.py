@@ -16,7 +16,8 @@ The rules (what a value may become in a column of type ``t``):
 - decimals: ints and Decimals that fit ``t``'s precision and scale without rounding;
 - timestamps, dates, times, durations: values whose instant or length ``t`` holds without
   truncation (a ``datetime`` with a time of day is not a date; microseconds are not
-  milliseconds); ints are taken as counts of ``t``'s unit;
+  milliseconds); ints are taken as counts of ``t``'s unit; a naive ``datetime`` is UTC; a
+  ``date`` is midnight UTC (so not a value for a column in another time zone);
 - strings, binary, booleans: values of that kind only (no ``1`` for ``True``, no ``3`` for
   ``"3"``).
 
@@ -78,8 +79,10 @@ def to_column(values: Sequence[Any], t: pa.DataType,
         inferred = pa.array(values)
     except CONVERT_ERRORS:
         inferred = None
-    if inferred is not None and inferred.type == t:
-        return inferred, []                       # the common case: one conversion, exact
+    if inferred is not None:
+        column = cast_exact(inferred, t)
+        if column is not None:
+            return column, []                     # the common case: vectorised and exact
     try:
         direct = pa.array(values, type=t)
     except CONVERT_ERRORS:
@@ -95,6 +98,61 @@ def to_column(values: Sequence[Any], t: pa.DataType,
     if first_only:
         idx = idx[:1]
     return None, [(int(i), _why_changed(values[i], direct[int(i)].as_py(), t)) for i in idx]
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_decimal(t):
+        return "decimal"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+#: Kinds of column an array may be cast to without its values changing meaning (the values
+#: are still checked): no "3" -> 3, no 1 -> True, no float -> timestamp.
+_CASTS = {"int": {"int", "float", "decimal", "timestamp"}, "float": {"int", "float"},
+          "timestamp": {"timestamp", "date"}, "date": {"date", "timestamp"},
+          "decimal": {"decimal"}, "string": {"string"}}
+
+
+def cast_exact(arr: pa.Array, t: pa.DataType) -> Optional[pa.Array]:
+    """``arr`` cast to ``t`` if every value is kept exactly (vectorised), else None.
+
+    None also means "not a cast this module makes" (e.g. strings to numbers): callers then
+    look at the values one by one to say which one does not fit.
+
+    >>> import pyarrow as pa
+    >>> cast_exact(pa.array([1, 2]), pa.int8()).type
+    DataType(int8)
+    >>> cast_exact(pa.array([1.5]), pa.int64()) is None
+    True
+    """
+    if arr.type == t:
+        return arr
+    src = _kind(arr.type)
+    if src == "null":
+        return pa.nulls(len(arr), t)
+    if _kind(t) not in _CASTS.get(src, ()):
+        return None
+    try:
+        out = pc.cast(arr, t, safe=True)
+    except CONVERT_ERRORS:
+        return None
+    if needs_check(t):
+        bad = _changed(out, arr, t)
+        if bad is None or bad.any():
+            return None
+    return out
 
 
 def scan(values: Sequence[Any], t: pa.DataType, first_only: bool = False) -> List[Bad]:

@@ -86,8 +86,12 @@ def expected(v: Any, t: pa.DataType) -> Any:
             return ERROR
         if isinstance(v, int):
             return v if -(2**63) <= v < 2**63 else ERROR
+        if isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+            if t.tz not in (None, "UTC"):
+                return ERROR                    # which midnight? not guessed
+            v = dt.datetime(v.year, v.month, v.day)
         if not isinstance(v, dt.datetime):
-            return ERROR                        # floats, dates, strings
+            return ERROR                        # floats, strings
         aware = v if v.tzinfo is not None else v.replace(tzinfo=dt.timezone.utc)
         delta = aware - EPOCH
         us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
