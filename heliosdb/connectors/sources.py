@@ -64,7 +64,12 @@ def to_arrow_table(data: Any, what: str = "from_arrow") -> pa.Table:
         return data.read_all()
     mod = type(data).__module__.split(".")[0]
     if mod == "pandas":
-        return pa.Table.from_pandas(data, preserve_index=False)
+        try:                        # safe: a value that would change is an error, not a cast
+            return pa.Table.from_pandas(data, preserve_index=False, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise DataError(
+                f"{what}(): a pandas column does not convert to Arrow exactly: {exc}. Give the "
+                "column one type that holds its values (e.g. df[col].astype('float64'))") from exc
     if mod == "polars":
         return data.to_arrow()
     if isinstance(data, (list, tuple)) and data and all(isinstance(b, pa.RecordBatch) for b in data):

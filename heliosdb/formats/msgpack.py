@@ -24,7 +24,10 @@ from . import MALFORMED, Decoded, Format, Reject, _short, decode_each, python_co
 
 
 class MsgpackFormat(Format):
-    """MessagePack maps with the fields of ``schema`` (extra keys ignored, absent ones null)."""
+    """MessagePack maps with the fields of ``schema`` (extra keys ignored: the schema selects
+    the fields a job reads; absent ones null).  Values are kept exactly or the message fails
+    as ``wrong_type`` naming the field (2.7 is not an int64; see
+    :mod:`heliosdb.formats.values` for the rules)."""
 
     name = "msgpack"
 

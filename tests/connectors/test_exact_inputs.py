@@ -81,6 +81,14 @@ def test_non_nullable_field_absent_names_record_and_field():
         hdb.StreamEnvironment().from_iterable([{"a": 1}, {}], schema=schema).collect()
 
 
+def test_from_pandas_object_column_that_would_change_is_a_data_error_naming_the_column():
+    import pandas as pd
+
+    df = pd.DataFrame({"a": pd.Series([2**60 + 1, 0.5], dtype=object)})
+    with pytest.raises(DataError, match="column a"):
+        hdb.StreamEnvironment().from_pandas(df)
+
+
 # -- from_iterable: fields the schema does not have ----------------------------------------------
 def test_extra_field_is_an_error_naming_record_and_field_by_default():
     # The example: "c" vanished without a word.
