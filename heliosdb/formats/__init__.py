@@ -41,7 +41,13 @@ BAD_MAGIC = "bad_magic"            # the Confluent wire format's magic byte is n
 UNKNOWN_SCHEMA = "unknown_schema"  # the Confluent wire format names a schema id we do not know
 OVERSIZED = "oversized"            # the message is larger than the source's max_record_bytes
 EMPTY = "empty"                    # no payload (an empty message or a tombstone)
-REASONS = (MALFORMED, WRONG_TYPE, MISSING_FIELD, BAD_MAGIC, UNKNOWN_SCHEMA, OVERSIZED, EMPTY)
+EXTRA_FIELD = "extra_field"        # a field the schema lacks, with the format's extra="error"
+REASONS = (MALFORMED, WRONG_TYPE, MISSING_FIELD, BAD_MAGIC, UNKNOWN_SCHEMA, OVERSIZED, EMPTY,
+           EXTRA_FIELD)
+
+#: What the ``extra=`` option of the JSON and MessagePack formats accepts: what to do with a
+#: field the schema does not have.  "ignore" (their default) reads only the schema's fields.
+EXTRA = ("ignore", "error")
 
 
 @dataclass(frozen=True)
@@ -138,13 +144,29 @@ def check_required(batch: pa.RecordBatch, schema: pa.Schema, index: Sequence[int
     return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
+def extra_option(extra: str, what: str) -> str:
+    if extra not in EXTRA:
+        raise ConfigError(f"{what} format: extra= must be 'ignore' or 'error', got {extra!r}")
+    return extra
+
+
+def extra_failure(names: Sequence[str], rec: dict) -> Optional["Reject"]:
+    """A Reject naming the fields of ``rec`` that ``names`` lacks (None if there are none)."""
+    allowed = set(names)
+    if allowed.issuperset(rec):
+        return None
+    extra = [k for k in rec if k not in allowed]
+    return Reject(EXTRA_FIELD, f"field(s) {', '.join(map(repr, extra))} not in the schema "
+                               "(the format has extra='error')", str(extra[0]))
+
+
 class Reject(Exception):
     """Raised by a per-message decoder of :func:`decode_each`: the message fails with
     ``reason`` (one of :data:`REASONS`) and ``detail``."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, field: Optional[str] = None):
         super().__init__(detail)
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.field = reason, detail, field
 
 
 def decode_each(values: Sequence[Optional[bytes]], one: Callable[[bytes], dict],
@@ -169,7 +191,7 @@ def decode_each(values: Sequence[Optional[bytes]], one: Callable[[bytes], dict],
         try:
             append(one(v))
         except Reject as r:
-            failures.append(DecodeFailure(i, r.reason, None, r.detail))
+            failures.append(DecodeFailure(i, r.reason, r.field, r.detail))
             append(None)
     return records_to_batch(records, schema, failures)
 
@@ -268,4 +290,5 @@ def format_for(name: str, schema: Optional[pa.Schema] = None, **options: Any) ->
 
 
 __all__ = ["Format", "Decoded", "DecodeFailure", "format_for", "REASONS", "MALFORMED", "WRONG_TYPE",
-           "MISSING_FIELD", "BAD_MAGIC", "UNKNOWN_SCHEMA", "OVERSIZED", "EMPTY", "Reject", "decode_each"]
+           "MISSING_FIELD", "BAD_MAGIC", "UNKNOWN_SCHEMA", "OVERSIZED", "EMPTY", "EXTRA_FIELD", "EXTRA",
+           "Reject", "decode_each"]

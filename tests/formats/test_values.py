@@ -114,3 +114,28 @@ def test_json_decode_never_changes_a_value(case):
     else:
         assert want != ERROR, f"{text} into {t} gave {decoded.batch.column(0)[1]} without an error"
         assert same(held(decoded.batch.column(0), 1), want)
+
+
+# -- fields the schema lacks ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_format_extra_ignore_is_the_default_and_error_fails_the_message_naming_the_field(name):
+    import json
+
+    from heliosdb.formats import EXTRA_FIELD, format_for
+
+    encode = (lambda d: json.dumps(d).encode()) if name == "json" else msgpack.packb
+    schema = pa.schema([("a", pa.int64())])
+    payloads = [encode({"a": 1}), encode({"a": 2, "b": 3, "c": 4}), encode({"a": 3})]
+    assert format_for(name, schema).decode(payloads).batch.to_pydict() == {"a": [1, 2, 3]}
+    decoded = format_for(name, schema, extra="error").decode(payloads)
+    assert decoded.batch.to_pydict() == {"a": [1, 3]}
+    assert [(f.index, f.reason, f.field) for f in decoded.failures] == [(1, EXTRA_FIELD, "b")]
+    assert "'b', 'c'" in decoded.failures[0].detail
+
+
+def test_format_extra_takes_only_ignore_or_error():
+    from heliosdb.errors import ConfigError
+    from heliosdb.formats import format_for
+
+    with pytest.raises(ConfigError, match="extra="):
+        format_for("json", pa.schema([("a", pa.int64())]), extra="drop")
