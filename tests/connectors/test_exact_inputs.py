@@ -185,6 +185,16 @@ def test_generate_same_seed_gives_the_same_events_at_any_batch_size(batch_size, 
     assert out.column("ts").to_pylist() == [1_700_000_000_000 + i // 100 for i in range(count)]
 
 
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_generate_gives_the_same_events_at_any_parallelism(parallelism):
+    def run(p: int, batch_size: int) -> pa.Table:
+        env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=p, batch_size=batch_size))
+        return (env.generate(count=20_000, seed=4).filter(hdb.col("value") > 0.5)
+                .with_columns(v2=hdb.col("value") * 2.0).collect())
+
+    assert run(parallelism, 999).equals(run(1, 65_536))
+
+
 def test_generate_with_tiny_batches_matches_one_big_batch():
     a = env_with(3).generate(count=500, seed=5).collect()
     b = env_with(65_536).generate(count=500, seed=5).collect()
