@@ -49,7 +49,7 @@ Bad = Tuple[int, str]
 
 def needs_check(t: pa.DataType) -> bool:
     """Whether converting Python values to ``t`` with pyarrow can change a value silently."""
-    if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)):
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t):
         return True
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         return needs_check(t.value_type)
@@ -239,7 +239,8 @@ def _mask(arr: pa.Array) -> np.ndarray:
 def _same_py(v: Any, out: Any) -> bool:
     """``v`` and ``out`` (what Arrow holds) are the same value, compared as Python objects."""
     if isinstance(v, float) and isinstance(out, float):
-        return v == out or (math.isnan(v) and math.isnan(out)) or not math.isinf(out) or math.isinf(v)
+        # A float column rounds (as floats do), but never turns a finite value infinite.
+        return not (math.isinf(out) and math.isfinite(v))
     if isinstance(v, dict) and isinstance(out, dict):
         return all(_same_py(v.get(k), out[k]) for k in out) and all(k in out for k in v)
     if isinstance(v, (list, tuple)) and isinstance(out, list):
@@ -249,8 +250,6 @@ def _same_py(v: Any, out: Any) -> bool:
             v = v.replace(tzinfo=_dt.timezone.utc) if v.tzinfo is None else v
             out = out.replace(tzinfo=_dt.timezone.utc) if out.tzinfo is None else out
         return v == out
-    if type(v) is _dt.datetime and type(out) is _dt.date:
-        return False
     if isinstance(v, bool) != isinstance(out, bool):
         return False
     try:
