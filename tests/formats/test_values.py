@@ -13,9 +13,9 @@ import pytest
 from heliosdb.formats import WRONG_TYPE
 from heliosdb.formats.json import JsonFormat
 from heliosdb.formats.msgpack import MsgpackFormat
-from heliosdb.formats.values import to_column
+from heliosdb.formats.values import cast_exact, to_column
 
-from .exact_cases import ERROR, case_id, cases, expected, held, same
+from .exact_cases import ERROR, TYPES, VALUES, case_id, cases, expected, held, same
 
 CASES = cases()
 
@@ -139,3 +139,49 @@ def test_format_extra_takes_only_ignore_or_error():
 
     with pytest.raises(ConfigError, match="extra="):
         format_for("json", pa.schema([("a", pa.int64())]), extra="drop")
+
+
+# -- Arrow arrays of one type cast to another (the vectorised path) -------------------------------
+PAIRS = [(s, t) for s in TYPES for t in TYPES]
+
+
+NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+DAY_NS = 86_400 * 10**9
+
+
+def expected_from_array(arr: pa.Array, t: pa.DataType):
+    """The oracle for the value at row 1 of ``arr`` cast to ``t``: Python values for numbers,
+    strings and booleans; exact nanosecond arithmetic on the stored counts for times."""
+    src = arr.type
+    if not (pa.types.is_timestamp(src) or pa.types.is_date32(src)):
+        return expected(arr[1].as_py(), t)
+    raw = held(arr, 1)
+    ns = raw * NS[src.unit] if pa.types.is_timestamp(src) else raw * DAY_NS
+    if pa.types.is_timestamp(t):
+        if pa.types.is_date32(src) and t.tz not in (None, "UTC"):
+            return ERROR
+        count, rest = divmod(ns, NS[t.unit])
+        return count if rest == 0 and -(2**63) <= count < 2**63 else ERROR
+    if pa.types.is_date32(t):
+        days, rest = divmod(ns, DAY_NS)
+        return days if rest == 0 else ERROR
+    return ERROR                                   # a time is not a number, string or bool
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[f"{s}->{t}" for s, t in PAIRS])
+def test_cast_exact_never_changes_a_value(pair):
+    # Every value the input type holds exactly, as an input array of that type: cast_exact
+    # gives exactly the oracle's value, or None (the caller then looks value by value).
+    src, t = pair
+    for v in VALUES:
+        if expected(v, src) == ERROR:
+            continue
+        arr, bad = to_column([None, v, None], src)
+        assert not bad
+        out = cast_exact(arr, t)
+        if out is None:
+            continue
+        want = expected_from_array(arr, t)
+        assert want != ERROR, f"{v!r} as {src} cast to {t} gave {out[1]} without an error"
+        assert out.type == t and out.null_count == 2
+        assert same(held(out, 1), want), (v, held(out, 1), want)
