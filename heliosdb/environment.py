@@ -114,34 +114,83 @@ class StreamEnvironment:
         """
         return self._source(_src.ArrowSource(_src.to_arrow_table(df, "from_polars")), "from_polars")
 
-    def from_parquet(self, url: str, storage_options: Optional[dict] = None) -> Stream:
+    def from_parquet(self, url: str, storage_options: Optional[dict] = None,
+                     extra: str = "error") -> Stream:
         """Read Parquet files: a path, folder, glob, or any fsspec URL (``s3://``, ``memory://``).
 
-        Files are read in name order; only the columns the pipeline uses are read.
+        Parameters
+        ----------
+        url
+            A file, a folder (its ``*.parquet`` files), a glob, or an fsspec URL of them.
+        storage_options
+            fsspec options (credentials, endpoint, ...).
+        extra
+            What to do with a column that a later file has and the first does not:
+            ``"error"`` (the default) raises a SchemaError naming the file and the column;
+            ``"ignore"`` leaves it unread.
 
+        Files are read in name order; only the columns the pipeline uses are read.  The first
+        file's schema is the stream's; a later file that lacks one of its columns or has it
+        with another type is a SchemaError naming the file and the column (nothing is cast).
+
+        Examples
+        --------
         >>> import heliosdb as hdb, pyarrow as pa, pyarrow.parquet as pq, tempfile
         >>> folder = tempfile.mkdtemp()
         >>> pq.write_table(pa.table({"a": [1, 2, 3]}), f"{folder}/part-0.parquet")
-        >>> hdb.StreamEnvironment().from_parquet(folder + "/*.parquet").collect().num_rows
-        3
+        >>> pq.write_table(pa.table({"a": [4], "b": ["x"]}), f"{folder}/part-1.parquet")
+        >>> env = hdb.StreamEnvironment()
+        >>> env.from_parquet(folder + "/*.parquet", extra="ignore").collect()["a"].to_pylist()
+        [1, 2, 3, 4]
         """
         require_storage(url, "from_parquet()")
-        return self._source(_src.ParquetSource(url, storage_options), "from_parquet")
+        return self._source(_src.ParquetSource(url, storage_options, extra), "from_parquet")
 
-    def from_iterable(self, records: Iterable[dict], schema: Optional[pa.Schema] = None) -> Stream:
+    def from_iterable(self, records: Iterable[dict], schema: Optional[pa.Schema] = None,
+                      extra: str = "error") -> Stream:
         """Python dict records from any iterable or generator (it may be slow or blocking).
 
-        Without ``schema`` the first record's types are used.
+        Parameters
+        ----------
+        records
+            Dicts of field name -> value.  A field a record lacks is null.
+        schema
+            The records' schema.  Without it, the types are inferred from the first record
+            (an int is ``int64``, a float ``float64``, a ``datetime`` ``timestamp[us]``, ...),
+            and later records must fit them.
+        extra
+            What to do with a field the schema does not have: ``"error"`` (the default) raises
+            a DataError naming the record and the field; ``"ignore"`` drops the field.
 
-        >>> import heliosdb as hdb
-        >>> hdb.StreamEnvironment().from_iterable([{"a": 1}]).collect().to_pydict()
-        {'a': [1]}
+        Values are kept exactly or the job fails: a value that would change in its column (2.5
+        in an ``int64`` column, 300 in ``int8``, a ``datetime`` with microseconds in a
+        ``timestamp[ms]`` column, "3" in an ``int64`` column) raises a DataError naming the
+        record's index (0-based) and the field.  There is no silent widening: after ``{"a": 1}``
+        a record ``{"a": 2.5}`` is an error that says to pass ``schema=`` (as in Spark;
+        Polars would look further ahead, which a stream cannot).  Ints go into float columns
+        when the float holds them exactly; floats into ``float32`` round to the nearest
+        ``float32``, but never to infinity.
+
+        Examples
+        --------
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> env = hdb.StreamEnvironment()
+        >>> env.from_iterable([{"a": 1}, {"a": 2}]).collect().to_pydict()
+        {'a': [1, 2]}
+        >>> schema = pa.schema([("a", pa.float64())])
+        >>> env.from_iterable([{"a": 1}, {"a": 2.5, "b": "x"}], schema=schema,
+        ...                   extra="ignore").collect().to_pydict()
+        {'a': [1.0, 2.5]}
+        >>> env.from_iterable([{"a": 1}, {"a": 2.5}]).collect()
+        Traceback (most recent call last):
+        ...
+        heliosdb.errors.DataError: from_iterable: record 1, field 'a': value 2.5 would change to 2 as int64. ...
         """
         if isinstance(records, (dict, str, bytes)):
             raise ConfigError("from_iterable() takes an iterable of dict records, e.g. a list of dicts")
         if schema is not None and not isinstance(schema, pa.Schema):
             raise ConfigError(f"from_iterable(schema=) takes a pyarrow.Schema, got {schema!r}")
-        return self._source(_src.IterableSource(records, schema), "from_iterable")
+        return self._source(_src.IterableSource(records, schema, extra), "from_iterable")
 
     def generate(self, rate: Optional[float] = None, count: Optional[int] = None,
                  duration: Optional[Duration] = None, keys: int = 10_000, seed: int = 42,
@@ -153,9 +202,18 @@ class StreamEnvironment:
         from ``start_ms``.  It ends after ``count`` events or ``duration``, else runs until
         stopped.
 
+        Event ``i``'s ``key``, ``value`` and ``category`` are a function of ``seed`` and ``i``
+        alone, so a replay with the same seed is the same stream whatever the batch size,
+        batch timeout or parallelism (and without ``rate``, so is ``ts``).
+
+        Examples
+        --------
         >>> import heliosdb as hdb
-        >>> hdb.StreamEnvironment().generate(count=1000).collect().num_rows
-        1000
+        >>> small = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=7))
+        >>> a = small.generate(count=1000, seed=1).collect()
+        >>> b = hdb.StreamEnvironment().generate(count=1000, seed=1).collect()
+        >>> a.num_rows, a.equals(b)
+        (1000, True)
         """
         dur = None if duration is None else to_nanos(duration, "generate(duration=)") / 1e9
         return self._source(

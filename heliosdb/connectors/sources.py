@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError, DataError, SchemaError
+from ..formats.values import CONVERT_ERRORS, cast_exact, to_column
 
 Piece = Tuple[pa.RecordBatch, int]
 
@@ -63,7 +64,12 @@ def to_arrow_table(data: Any, what: str = "from_arrow") -> pa.Table:
         return data.read_all()
     mod = type(data).__module__.split(".")[0]
     if mod == "pandas":
-        return pa.Table.from_pandas(data, preserve_index=False)
+        try:                        # safe: a value that would change is an error, not a cast
+            return pa.Table.from_pandas(data, preserve_index=False, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise DataError(
+                f"{what}(): a pandas column does not convert to Arrow exactly: {exc}. Give the "
+                "column one type that holds its values (e.g. df[col].astype('float64'))") from exc
     if mod == "polars":
         return data.to_arrow()
     if isinstance(data, (list, tuple)) and data and all(isinstance(b, pa.RecordBatch) for b in data):
@@ -72,6 +78,11 @@ def to_arrow_table(data: Any, what: str = "from_arrow") -> pa.Table:
         f"{what}() takes a pyarrow Table, RecordBatch, list of RecordBatches, RecordBatchReader, "
         f"pandas or polars DataFrame; got {type(data).__name__}. For Python dicts use from_iterable()"
     )
+
+
+#: What ``extra=`` accepts (from_iterable, from_parquet): what to do with fields or columns
+#: that the schema does not have.
+EXTRA = ("error", "ignore")
 
 
 class ArrowSource(Source):
@@ -116,15 +127,24 @@ class ArrowSource(Source):
 
 
 class ParquetSource(Source):
-    """Reads Parquet files (an fsspec URL or glob) in order, a batch at a time."""
+    """Reads Parquet files (an fsspec URL or glob) in order, a batch at a time.
+
+    The first file's schema is the stream's.  Every other file must have its columns with
+    the same types; a column a file has in addition is an error (``extra="error"``) or left
+    unread (``extra="ignore"``).  Every error names the file, the column, and for a read
+    failure the row group.
+    """
 
     kind = "parquet"
 
-    def __init__(self, url: str, storage_options: Optional[dict] = None):
+    def __init__(self, url: str, storage_options: Optional[dict] = None, extra: str = "error"):
         import fsspec
         import pyarrow.parquet as pq
 
+        if extra not in EXTRA:
+            raise ConfigError(f"from_parquet(extra=) must be 'error' or 'ignore', got {extra!r}")
         self.url = url
+        self.extra = extra
         self.fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         if any(ch in path for ch in "*?["):
             files = sorted(self.fs.glob(path))
@@ -157,28 +177,50 @@ class ParquetSource(Source):
     def seek(self, position: Any) -> None:
         self._start = (int(position["file"]), int(position["row"]))
 
+    def _check_schema(self, path: str, file_schema: pa.Schema) -> None:
+        """Raise SchemaError naming ``path`` and the column if the file does not match."""
+        first = self.files[0]
+        for field in self.schema:
+            i = file_schema.get_field_index(field.name)
+            if i < 0:
+                raise SchemaError(
+                    f"from_parquet: file {path!r} has no column {field.name!r}, which the first file "
+                    f"{first!r} has ({field.type}); all files must have the first file's columns")
+            if file_schema.field(i).type != field.type:
+                raise SchemaError(
+                    f"from_parquet: file {path!r}, column {field.name!r} is {file_schema.field(i).type}, "
+                    f"but in the first file {first!r} it is {field.type}; all files must agree "
+                    "(rewrite the file, or read the files as separate sources and cast)")
+        if self.extra == "error":
+            extra = [n for n in file_schema.names if self.schema.get_field_index(n) < 0]
+            if extra:
+                raise SchemaError(
+                    f"from_parquet: file {path!r} has column(s) {', '.join(map(repr, extra))} that the "
+                    f"first file {first!r} does not have; pass extra='ignore' to leave them unread, "
+                    "or make the files agree")
+
     def _iter(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
         first_file, skip = self._start
         self._pos = [first_file, skip]
+        columns = self.columns if self.columns is not None else self.schema.names
+        want = pa.schema([self.schema.field(c) for c in columns], metadata=self.schema.metadata)
         for fi, path in enumerate(self.files):
             if fi < first_file:
                 continue
+            read = 0                       # rows of this file read so far (to name a row group)
+            pf = None
             try:
                 with self.fs.open(path, "rb") as f:
                     pf = pq.ParquetFile(f)
-                    file_schema = pf.schema_arrow
-                    for field in self.schema:
-                        i = file_schema.get_field_index(field.name)
-                        if i < 0 or file_schema.field(i).type != field.type:
-                            raise SchemaError(
-                                f"from_parquet: file {path!r} has schema {file_schema}, but the first "
-                                f"file {self.files[0]!r} has {field.name!r} as {field.type}; all files "
-                                "must agree"
-                            )
+                    self._check_schema(path, pf.schema_arrow)
                     self._pos = [fi, 0]
-                    for b in pf.iter_batches(batch_size=self.batch_size, columns=self.columns):
+                    for b in pf.iter_batches(batch_size=self.batch_size, columns=columns):
+                        read += b.num_rows
+                        if not b.schema.equals(want, check_metadata=True):
+                            # Another column order, nullability or metadata: the first file's.
+                            b = pa.RecordBatch.from_arrays([b.column(c) for c in columns], schema=want)
                         if skip:
                             cut = min(skip, b.num_rows)
                             skip -= cut
@@ -192,7 +234,9 @@ class ParquetSource(Source):
             except (SchemaError, DataError):
                 raise
             except Exception as exc:
-                raise DataError(f"from_parquet: cannot read {path!r}: {exc}") from exc
+                where = _row_group_at(pf, read) if pf is not None else ""
+                raise DataError(f"from_parquet: cannot read {path!r}{where}: {type(exc).__name__}: "
+                                f"{exc}") from exc
 
     def poll(self, timeout_s: float) -> Optional[List[Piece]]:
         b = next(self._it, None)
@@ -216,6 +260,21 @@ class ParquetSource(Source):
         return f"parquet {self.url!r} ({len(self.files)} files, {cols})"
 
 
+def _row_group_at(pf: Any, row: int) -> str:
+    """", row group i (rows a..b)" for the row group holding ``row`` of file ``pf``."""
+    try:
+        meta = pf.metadata
+        lo = 0
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if row < lo + n or g == meta.num_row_groups - 1:
+                return f", row group {g} (rows {lo:,}..{lo + n - 1:,})"
+            lo += n
+    except Exception:  # noqa: BLE001 - only for the message
+        pass
+    return ""
+
+
 def infer_schema(record: dict) -> pa.Schema:
     """The schema of one dict record, as pyarrow infers it."""
     if not isinstance(record, dict):
@@ -227,14 +286,22 @@ class IterableSource(Source):
     """Python dict records from any iterable (possibly slow or blocking).
 
     A reader thread pulls records into a buffer; the batcher takes what is there when the
-    batch is full or its timeout expires, so a slow iterable still flows.
+    batch is full or its timeout expires, so a slow iterable still flows.  Values are kept
+    exactly (see :mod:`heliosdb.formats.values`): one that would change in its column, and
+    (with ``extra="error"``) a field the schema does not have, is a DataError naming the
+    record's index (0-based, in the iterable's order) and the field.
     """
 
     kind = "iterable"
 
-    def __init__(self, records: Iterable[dict], schema: Optional[pa.Schema] = None):
+    def __init__(self, records: Iterable[dict], schema: Optional[pa.Schema] = None,
+                 extra: str = "error"):
+        if extra not in EXTRA:
+            raise ConfigError(f"from_iterable(extra=) must be 'error' or 'ignore', got {extra!r}")
         self._records = records
         self._schema = schema
+        self._inferred = schema is None
+        self.extra = extra
         self._first: List[dict] = []
         self._iter: Optional[Iterator[dict]] = None
         self._consumed = False
@@ -311,26 +378,64 @@ class IterableSource(Source):
         return [(self._to_batch(rows, start), ingest)]
 
     def _to_batch(self, rows: List[dict], start: int) -> pa.RecordBatch:
-        for i, r in enumerate(rows):
-            if not isinstance(r, dict):
-                raise DataError(
-                    f"from_iterable: record {start + i} is a {type(r).__name__}, not a dict; every "
-                    "record must be a dict of field name -> value"
-                )
+        schema = self._schema
+        if not all(isinstance(r, dict) for r in rows):
+            i, r = next((i, r) for i, r in enumerate(rows) if not isinstance(r, dict))
+            raise DataError(
+                f"from_iterable: record {start + i} is a {type(r).__name__}, not a dict; every "
+                "record must be a dict of field name -> value"
+            )
+        names = set(schema.names)
+        if self.extra == "error" and not names.issuperset(set().union(*rows)):
+            i, r = next((i, r) for i, r in enumerate(rows) if not names.issuperset(r))
+            raise DataError(self._extra_message(start + i, [k for k in r if k not in names]))
+        try:                # one C++ pass, types inferred from the values (keys: the first row's)
+            inferred: Optional[pa.RecordBatch] = pa.RecordBatch.from_pylist(rows)
+        except CONVERT_ERRORS:
+            inferred = None
+        arrays = []
+        for f in schema:
+            name = f.name
+            column = None
+            if inferred is not None and name in inferred.schema.names:
+                column = cast_exact(inferred.column(name), f.type)
+            if column is None:          # absent from the first row, or a value does not fit
+                values = [r.get(name) for r in rows]
+                column, bad = to_column(values, f.type, first_only=True)
+                if bad:
+                    i, why = bad[0]
+                    raise DataError(self._value_message(start + i, f, values[i], why))
+            if not f.nullable and column.null_count:
+                values = [r.get(name) for r in rows]
+                i = next(j for j, v in enumerate(values) if v is None)
+                what = "absent" if name not in rows[i] else "None"
+                raise DataError(f"from_iterable: record {start + i}, field {name!r}: the value is {what}, "
+                                f"but the field is non-nullable in the schema ({f.type}); give it a "
+                                "value, or make the field nullable")
+            arrays.append(column)
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _extra_message(self, index: int, fields: List[Any]) -> str:
+        listed = ", ".join(repr(k) for k in fields)
+        where = ("the schema inferred from record 0" if self._inferred else "the schema")
+        return (f"from_iterable: record {index} has field(s) {listed} that {where} does not have "
+                f"(it has {', '.join(self._schema.names)}); pass extra='ignore' to drop such "
+                "fields, or schema= with them")
+
+    def _value_message(self, index: int, f: pa.Field, value: Any, why: str) -> str:
+        msg = f"from_iterable: record {index}, field {f.name!r}: {why}"
+        if not self._inferred:
+            return msg + "; clean the record, or declare the field with a type that holds the value"
         try:
-            return pa.RecordBatch.from_pylist(rows, schema=self._schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-            for i, r in enumerate(rows):
-                for f in self._schema:
-                    try:
-                        pa.array([r.get(f.name)], type=f.type)
-                    except Exception:
-                        raise DataError(
-                            f"from_iterable: record {start + i}, field {f.name!r}: value "
-                            f"{r.get(f.name)!r} does not fit type {f.type}; pass schema= with the "
-                            "right type or clean the record"
-                        ) from exc
-            raise DataError(f"from_iterable: records {start}..{start + len(rows) - 1}: {exc}") from exc
+            hint = pa.array([value]).type
+        except CONVERT_ERRORS:
+            hint = None
+        typ = "null (record 0 had None)" if pa.types.is_null(f.type) else str(f.type)
+        msg += (f". The field's type {typ} was inferred from record 0; pass schema= with the "
+                "type you want")
+        if hint is not None and not pa.types.is_null(hint):
+            msg += f", e.g. schema=pa.schema([({f.name!r}, pa.{_type_call(hint)})])"
+        return msg
 
     def close(self) -> None:
         with self._cond:
@@ -339,6 +444,10 @@ class IterableSource(Source):
 
 
 CATEGORIES = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
+#: Events are drawn in blocks of this many, block ``b`` from ``default_rng([seed, b])``, so
+#: they do not depend on the batch size (65,536, the default batch size, gives the events
+#: earlier versions gave at that batch size).
+GENERATOR_BLOCK = 65_536
 GENERATOR_SCHEMA = pa.schema([
     ("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64()), ("category", pa.string()),
 ])
@@ -350,7 +459,9 @@ class GeneratorSource(Source):
     With ``rate`` (events/s) it is paced to that rate and stamps events with the wall clock;
     without, it runs as fast as it can, with event time advancing ``events_per_ms`` per ms
     from ``start_ms``.  It stops after ``count`` events or ``duration_s`` seconds (or never).
-    Chunk ``i`` is generated from the seed and ``i`` alone, so a run is reproducible.
+    Event ``i``'s key, value and category depend on the seed and ``i`` alone (they are drawn
+    in fixed blocks of :data:`GENERATOR_BLOCK` events), so a replay gives the same events
+    whatever the batch size, batch timeout or parallelism.
     """
 
     kind = "generate"
@@ -370,34 +481,49 @@ class GeneratorSource(Source):
         self._cats = pa.array(CATEGORIES)
 
     replayable = True
-    _start = (0, 0)
+    _start = 0
 
     def open(self, batch_size: int) -> None:
         super().open(batch_size)
-        self.emitted, self.chunk = self._start
+        self.emitted = self._start
+        self._block: Optional[Tuple[int, np.ndarray, np.ndarray, np.ndarray]] = None
         # Paced: continue as if the run had been going at ``rate`` since it started.
         self.t0 = time.monotonic() - (self.emitted / self.rate if self.rate else 0.0)
 
     def position(self) -> Any:
-        return {"emitted": self.emitted, "chunk": self.chunk}
+        return {"emitted": self.emitted}
 
     def seek(self, position: Any) -> None:
-        self._start = (int(position["emitted"]), int(position["chunk"]))
+        self._start = int(position["emitted"])
+
+    def _block_values(self, block: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys, values and category codes of events ``block * GENERATOR_BLOCK`` onwards: a
+        function of the seed and the block number alone (the last block is kept)."""
+        if self._block is None or self._block[0] != block:
+            rng = np.random.default_rng([self.seed, block])
+            key = rng.integers(0, self.keys, GENERATOR_BLOCK, dtype=np.int64)
+            value = rng.random(GENERATOR_BLOCK)
+            cat = rng.integers(0, len(CATEGORIES), GENERATOR_BLOCK, dtype=np.int8)
+            self._block = (block, key, value, cat)
+        return self._block[1], self._block[2], self._block[3]
 
     def _make(self, n: int) -> pa.RecordBatch:
-        rng = np.random.default_rng([self.seed, self.chunk])
-        self.chunk += 1
-        i = np.arange(self.emitted, self.emitted + n, dtype=np.int64)
+        lo, hi = self.emitted, self.emitted + n
+        parts = []
+        for block in range(lo // GENERATOR_BLOCK, (hi - 1) // GENERATOR_BLOCK + 1):
+            base = block * GENERATOR_BLOCK
+            a, b = max(lo, base) - base, min(hi, base + GENERATOR_BLOCK) - base
+            parts.append(tuple(x[a:b] for x in self._block_values(block)))
+        key, value, cat = (parts[0] if len(parts) == 1 else
+                           tuple(np.concatenate(c) for c in zip(*parts)))
         if self.rate is None:
-            ts = self.start_ms + i // self.events_per_ms
+            ts = self.start_ms + np.arange(lo, hi, dtype=np.int64) // self.events_per_ms
         else:
             ts = np.full(n, time.time_ns() // 1_000_000, dtype=np.int64)
-        key = rng.integers(0, self.keys, n, dtype=np.int64)
-        value = rng.random(n)
-        cat = self._cats.take(pa.array(rng.integers(0, len(CATEGORIES), n, dtype=np.int8)))
-        self.emitted += n
+        self.emitted = hi
         return pa.RecordBatch.from_arrays(
-            [pa.array(ts), pa.array(key), pa.array(value), cat], schema=self.schema)
+            [pa.array(ts), pa.array(key), pa.array(value), self._cats.take(pa.array(cat))],
+            schema=self.schema)
 
     def poll(self, timeout_s: float) -> Optional[List[Piece]]:
         elapsed = time.monotonic() - self.t0
@@ -423,3 +549,13 @@ class GeneratorSource(Source):
     def describe(self) -> str:
         rate = "max rate" if self.rate is None else f"{self.rate:,.0f} events/s"
         return f"generate({rate})"
+
+
+def _type_call(t: pa.DataType) -> str:
+    """How to write ``t`` as a pyarrow call (for error messages): ``float64()``."""
+    if pa.types.is_timestamp(t):
+        return f"timestamp({t.unit!r}" + (f", {t.tz!r})" if t.tz else ")")
+    if pa.types.is_decimal(t):
+        return f"decimal128({t.precision}, {t.scale})"
+    simple = {"double": "float64()", "float": "float32()", "bool": "bool_()", "string": "string()"}
+    return simple.get(str(t), f"{t}()")

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError
+from .values import short, to_column
 
 #: The reasons a record can fail to decode: the ``reason`` label of
 #: ``streaming_dead_letters_total`` and the ``reason`` column of dead letters.
@@ -40,7 +41,13 @@ BAD_MAGIC = "bad_magic"            # the Confluent wire format's magic byte is n
 UNKNOWN_SCHEMA = "unknown_schema"  # the Confluent wire format names a schema id we do not know
 OVERSIZED = "oversized"            # the message is larger than the source's max_record_bytes
 EMPTY = "empty"                    # no payload (an empty message or a tombstone)
-REASONS = (MALFORMED, WRONG_TYPE, MISSING_FIELD, BAD_MAGIC, UNKNOWN_SCHEMA, OVERSIZED, EMPTY)
+EXTRA_FIELD = "extra_field"        # a field the schema lacks, with the format's extra="error"
+REASONS = (MALFORMED, WRONG_TYPE, MISSING_FIELD, BAD_MAGIC, UNKNOWN_SCHEMA, OVERSIZED, EMPTY,
+           EXTRA_FIELD)
+
+#: What the ``extra=`` option of the JSON and MessagePack formats accepts: what to do with a
+#: field the schema does not have.  "ignore" (their default) reads only the schema's fields.
+EXTRA = ("ignore", "error")
 
 
 @dataclass(frozen=True)
@@ -137,13 +144,29 @@ def check_required(batch: pa.RecordBatch, schema: pa.Schema, index: Sequence[int
     return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
+def extra_option(extra: str, what: str) -> str:
+    if extra not in EXTRA:
+        raise ConfigError(f"{what} format: extra= must be 'ignore' or 'error', got {extra!r}")
+    return extra
+
+
+def extra_failure(names: Sequence[str], rec: dict) -> Optional["Reject"]:
+    """A Reject naming the fields of ``rec`` that ``names`` lacks (None if there are none)."""
+    allowed = set(names)
+    if allowed.issuperset(rec):
+        return None
+    extra = [k for k in rec if k not in allowed]
+    return Reject(EXTRA_FIELD, f"field(s) {', '.join(map(repr, extra))} not in the schema "
+                               "(the format has extra='error')", str(extra[0]))
+
+
 class Reject(Exception):
     """Raised by a per-message decoder of :func:`decode_each`: the message fails with
     ``reason`` (one of :data:`REASONS`) and ``detail``."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, field: Optional[str] = None):
         super().__init__(detail)
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.field = reason, detail, field
 
 
 def decode_each(values: Sequence[Optional[bytes]], one: Callable[[bytes], dict],
@@ -168,7 +191,7 @@ def decode_each(values: Sequence[Optional[bytes]], one: Callable[[bytes], dict],
         try:
             append(one(v))
         except Reject as r:
-            failures.append(DecodeFailure(i, r.reason, None, r.detail))
+            failures.append(DecodeFailure(i, r.reason, r.field, r.detail))
             append(None)
     return records_to_batch(records, schema, failures)
 
@@ -177,30 +200,25 @@ def records_to_batch(records: List[Optional[dict]], schema: pa.Schema,
                      failures: List[DecodeFailure]) -> Decoded:
     """Decoded records (dicts; None where the message already failed) -> a record batch.
 
-    Columns are converted whole; only when a column does not convert is it checked value by
-    value, so a wrong type costs time only in the batches that have one.  Failures (wrong type,
-    required field missing) are appended to ``failures``, naming the field.
+    Columns are converted whole and kept exactly (:func:`~heliosdb.formats.values.to_column`:
+    2.5 is not an int64, a too-fine timestamp is not truncated); only when a column does not
+    convert is it checked value by value, so a wrong type costs time only in the batches that
+    have one.  Failures (wrong type or a value that would change, required field missing) are
+    appended to ``failures``, naming the field.
     """
     ok = [i for i, r in enumerate(records) if r is not None]
     good: List[dict] = records if len(ok) == len(records) else [records[i] for i in ok]  # type: ignore[assignment]
     bad = np.zeros(len(good), dtype=bool)
-    arrays = []
+    arrays: List[Optional[pa.Array]] = []
     for f in schema:
         name = f.name
         values = [r.get(name) for r in good]
-        try:
-            arrays.append(pa.array(values, type=f.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            arrays.append(None)
-            for i, v in enumerate(values):
-                if bad[i]:
-                    continue
-                try:
-                    pa.array([v], type=f.type)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-                    bad[i] = True
-                    failures.append(DecodeFailure(ok[i], WRONG_TYPE, name,
-                                                  f"value {_short(v)} is not a {f.type} ({exc})"))
+        column, wrong = to_column(values, f.type)
+        arrays.append(column)
+        for i, why in wrong:
+            if not bad[i]:
+                bad[i] = True
+                failures.append(DecodeFailure(ok[i], WRONG_TYPE, name, why))
         if not f.nullable:
             for i, r in enumerate(good):
                 if not bad[i] and r.get(name) is None:
@@ -212,7 +230,7 @@ def records_to_batch(records: List[Optional[dict]], schema: pa.Schema,
         keep = np.flatnonzero(~bad)
         good = [good[i] for i in keep]
         ok = [ok[i] for i in keep]
-        arrays = [pa.array([r.get(f.name) for r in good], type=f.type) for f in schema]
+        arrays = [to_column([r.get(f.name) for r in good], f.type)[0] for f in schema]
     failures.sort(key=lambda x: x.index)
     batch = pa.RecordBatch.from_arrays(arrays, schema=schema) if good else empty_batch(schema)
     index = None if len(ok) == len(records) else np.asarray(ok, dtype=np.int64)
@@ -240,9 +258,7 @@ def python_columns(batch: pa.RecordBatch, iso_timestamps: bool = False) -> List[
     return out
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_short = short
 
 
 def format_for(name: str, schema: Optional[pa.Schema] = None, **options: Any) -> Format:
@@ -274,4 +290,5 @@ def format_for(name: str, schema: Optional[pa.Schema] = None, **options: Any) ->
 
 
 __all__ = ["Format", "Decoded", "DecodeFailure", "format_for", "REASONS", "MALFORMED", "WRONG_TYPE",
-           "MISSING_FIELD", "BAD_MAGIC", "UNKNOWN_SCHEMA", "OVERSIZED", "EMPTY", "Reject", "decode_each"]
+           "MISSING_FIELD", "BAD_MAGIC", "UNKNOWN_SCHEMA", "OVERSIZED", "EMPTY", "EXTRA_FIELD", "EXTRA",
+           "Reject", "decode_each"]

@@ -29,31 +29,40 @@ import pyarrow.json as pa_json
 
 from .._optional import require
 from ..errors import ConfigError
-from . import (EMPTY, MALFORMED, MISSING_FIELD, WRONG_TYPE, DecodeFailure, Decoded, Format,
-               _short, check_required, empty_batch, nullable, python_columns)
+from . import (EMPTY, EXTRA_FIELD, MALFORMED, MISSING_FIELD, WRONG_TYPE, DecodeFailure, Decoded,
+               Format, _short, check_required, empty_batch, extra_failure, extra_option, nullable,
+               python_columns)
 
 #: Below this many messages a failing slice is examined message by message.
 _BISECT_LEAF = 16
 
 
 class JsonFormat(Format):
-    """JSON objects with the fields of ``schema`` (extra fields are ignored; absent fields
-    are null; a non-nullable field that is absent or null makes the record fail).
+    """JSON objects with the fields of ``schema`` (absent fields are null; a non-nullable
+    field that is absent or null makes the record fail).  A field the schema lacks is
+    ignored (``extra="ignore"``, the default: the schema selects the fields a job reads, as
+    in Spark's ``from_json``) or fails the record as ``extra_field`` (``extra="error"``).
 
-    Timestamps decode from ISO 8601 strings or numbers in the field's unit, and encode as
-    ISO 8601 strings.
+    Values are kept exactly or the record fails (``wrong_type``, naming the field): 2.5 or
+    1e20 is not an int64, 300 not an int8, a timestamp with more digits than the field's
+    unit is not truncated, "2.555" is not a ``decimal128(10, 2)``.  A number in a float
+    field is rounded to the nearest float, as JSON numbers always are, unless it would
+    overflow to infinity.  Timestamps decode from ISO 8601 strings or numbers in the field's
+    unit, and encode as ISO 8601 strings.
     """
 
     name = "json"
 
-    def __init__(self, schema: pa.Schema):
+    def __init__(self, schema: pa.Schema, extra: str = "ignore"):
         if not isinstance(schema, pa.Schema):
             raise ConfigError(f"JSON format: schema must be a pyarrow.Schema, got {schema!r}")
         require("orjson", "kafka", "the JSON format")
         self.schema = schema
+        self.extra = extra_option(extra, "JSON")
         # Arrow's JSON reader does not parse dates: they are read as text and cast after.
         self._dates = {f.name: f.type for f in schema if pa.types.is_date(f.type)}
-        self._parse = _parse_options(nullable(schema))
+        self._floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+        self._parse = _parse_options(nullable(schema), self.extra)
         self._names = schema.names
 
     # -- decode ----------------------------------------------------------------------------------
@@ -100,13 +109,35 @@ class JsonFormat(Format):
         if failures or len(index) != rows:
             msg_index = np.concatenate([np.asarray(index[p[1]: p[1] + p[2]], dtype=np.int64) for p in pieces])
         before = len(failures)
-        batch = check_required(batch, self.schema, msg_index if msg_index is not None else range(rows), failures)
+        all_index = msg_index if msg_index is not None else np.arange(rows, dtype=np.int64)
+        batch, kept = self._drop_overflows(batch, all_index, failures)
+        batch = check_required(batch, self.schema, kept, failures)
         if len(failures) != before:
             dropped = {f.index for f in failures[before:]}
-            all_index = msg_index if msg_index is not None else np.arange(rows, dtype=np.int64)
             msg_index = np.asarray([i for i in all_index if i not in dropped], dtype=np.int64)
         failures.sort(key=lambda f: f.index)
         return Decoded(batch, failures, msg_index)
+
+    def _drop_overflows(self, batch: pa.RecordBatch, index: np.ndarray,
+                        failures: List[DecodeFailure]) -> Tuple[pa.RecordBatch, np.ndarray]:
+        """Drop rows whose number overflowed a float column to infinity (JSON has no
+        infinities, so a non-finite float can only be one), as WRONG_TYPE failures."""
+        bad = None
+        for name in self._floats:
+            col = batch.column(name)
+            finite = pc.is_finite(col).fill_null(True)
+            if pc.all(finite).as_py():
+                continue
+            over = ~finite.to_numpy(zero_copy_only=False)
+            typ = self.schema.field(name).type
+            for i in np.flatnonzero(over if bad is None else over & ~bad):
+                failures.append(DecodeFailure(int(index[i]), WRONG_TYPE, name,
+                                              f"the number is beyond {typ}'s range (it would "
+                                              "become infinite)"))
+            bad = over if bad is None else bad | over
+        if bad is None:
+            return batch, index
+        return batch.filter(pa.array(~bad)), index[~bad]
 
     def _decode_range(self, values: Sequence[bytes], lo: int, hi: int,
                       out: List[Tuple[pa.RecordBatch, int, int]], failures: List[DecodeFailure],
@@ -140,6 +171,8 @@ class JsonFormat(Format):
         if not isinstance(doc, dict):
             return DecodeFailure(index, MALFORMED, None,
                                  f"a JSON {type(doc).__name__}, not an object: {_short(doc)}")
+        if self.extra == "error" and (extra := extra_failure(self._names, doc)) is not None:
+            return DecodeFailure(index, EXTRA_FIELD, extra.field, extra.detail)
         for f in self.schema:
             v = doc.get(f.name)
             if v is None:
@@ -193,10 +226,10 @@ class JsonFormat(Format):
         return f"json ({len(self.schema)} fields)"
 
 
-def _parse_options(schema: pa.Schema) -> pa_json.ParseOptions:
+def _parse_options(schema: pa.Schema, extra: str = "ignore") -> pa_json.ParseOptions:
     """Arrow JSON parse options for ``schema`` (dates read as text, see JsonFormat)."""
     read = pa.schema([f.with_type(pa.string()) if pa.types.is_date(f.type) else f for f in schema])
-    return pa_json.ParseOptions(explicit_schema=read, unexpected_field_behavior="ignore")
+    return pa_json.ParseOptions(explicit_schema=read, unexpected_field_behavior=extra)
 
 
 #: Characters a JSON string must escape (the quote, the backslash, control characters).

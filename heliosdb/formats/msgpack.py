@@ -20,25 +20,35 @@ import pyarrow as pa
 
 from .._optional import require
 from ..errors import ConfigError
-from . import MALFORMED, Decoded, Format, Reject, _short, decode_each, python_columns
+from . import (MALFORMED, Decoded, Format, Reject, _short, decode_each, extra_failure, extra_option,
+               python_columns)
 
 
 class MsgpackFormat(Format):
-    """MessagePack maps with the fields of ``schema`` (extra keys ignored, absent ones null)."""
+    """MessagePack maps with the fields of ``schema`` (absent ones null).
+
+    A key the schema lacks is ignored (``extra="ignore"``, the default: the schema selects
+    the fields a job reads) or fails the message as ``extra_field`` (``extra="error"``).
+    Values are kept exactly or the message fails as ``wrong_type`` naming the field (2.7 is
+    not an int64; see :mod:`heliosdb.formats.values` for the rules).
+    """
 
     name = "msgpack"
 
-    def __init__(self, schema: pa.Schema):
+    def __init__(self, schema: pa.Schema, extra: str = "ignore"):
         if not isinstance(schema, pa.Schema):
             raise ConfigError(f"MessagePack format: schema must be a pyarrow.Schema, got {schema!r}")
         require("msgpack", "kafka", "the MessagePack format")
 
         self.schema = schema
+        self.extra = extra_option(extra, "MessagePack")
 
     def decode(self, values: Sequence[Optional[bytes]]) -> Decoded:
         import msgpack
 
         unpackb = msgpack.unpackb
+        check_extra = self.extra == "error"
+        names = self.schema.names
 
         def one(v: bytes) -> dict:
             try:
@@ -47,6 +57,8 @@ class MsgpackFormat(Format):
                 raise Reject(MALFORMED, f"not valid MessagePack: {type(exc).__name__} {exc}".rstrip()) from None
             if not isinstance(rec, dict):
                 raise Reject(MALFORMED, f"a MessagePack {type(rec).__name__}, not a map: {_short(rec)}")
+            if check_extra and (bad := extra_failure(names, rec)) is not None:
+                raise bad
             return rec
 
         return decode_each(values, one, self.schema)
