@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from datetime import timedelta
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
@@ -50,14 +50,17 @@ DUCK = "DuckDB (SQL, 2 threads), whole table"
 
 def source(env, data, kafka: Optional[dict] = None):
     """W3's source and its watermark: ``data`` (an Arrow table in arrival order) replayed from
-    memory, or, with ``kafka={"bootstrap": ..., "topic": ...}``, the topic's partitions merged
-    by event time.  The one place to change when sources carry per-split watermarks."""
+    memory, or, with ``kafka={"bootstrap": ..., "topic": ...[, "readers": n]}``, the topic's
+    partitions merged by event time.  The one place to change when sources carry per-split
+    watermarks."""
     bound = timedelta(milliseconds=w3data.BOUND_MS)
     if kafka is None:
         src = env.from_arrow(data)
     else:
         src = (env.kafka_source(kafka["topic"], kafka["bootstrap"], bounded=True, event_time="ts")
                .deserialize_arrow(w3data.SCHEMA))
+        if "readers" in kafka:
+            src = src.set_parallelism(kafka["readers"])
     return src.with_watermark(time="ts", max_out_of_orderness=bound)
 
 
@@ -103,19 +106,25 @@ def memory_contenders(data: w3data.W3Data, refs: Dict[str, Dict[str, pa.Table]])
 
 
 # -- Kafka ----------------------------------------------------------------------------------------------
-def _produce(broker, partitions: List[pa.Table]) -> str:
-    """An 8-partition topic holding ``partitions[i]`` in partition i, MESSAGE_ROWS a message."""
+def arrow_messages(partitions: List[pa.Table], rows: int = MESSAGE_ROWS) -> Tuple[List[bytes], List[int]]:
+    """``partitions[i]`` as Arrow IPC messages of ``rows`` rows for partition i, in order."""
     from heliosdb.formats.arrow_ipc import ArrowIpcFormat
 
     fmt = ArrowIpcFormat(w3data.SCHEMA, max_message_bytes=2_000_000)
-    topic = broker.topic(len(partitions), "w3")
     values, parts = [], []
     for p, table in enumerate(partitions):
         batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
-        for start in range(0, table.num_rows, MESSAGE_ROWS):
-            msgs = fmt.encode(batch.slice(start, MESSAGE_ROWS))
+        for start in range(0, table.num_rows, rows):
+            msgs = fmt.encode(batch.slice(start, rows))
             values += msgs
             parts += [p] * len(msgs)
+    return values, parts
+
+
+def _produce(broker, partitions: List[pa.Table]) -> str:
+    """A topic holding ``partitions[i]`` in its partition i."""
+    topic = broker.topic(len(partitions), "w3")
+    values, parts = arrow_messages(partitions)
     broker.produce(topic, values, partitions=parts)
     return topic
 
