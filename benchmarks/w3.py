@@ -52,7 +52,8 @@ def source(env, data, kafka: Optional[dict] = None):
     """W3's source and its watermark: ``data`` (an Arrow table in arrival order) replayed from
     memory, or, with ``kafka={"bootstrap": ..., "topic": ...[, "readers": n]}``, the topic's
     partitions merged by event time.  The one place to change when sources carry per-split
-    watermarks."""
+    watermarks: then a partitioned replay (``data.partitions`` as splits) is expected to give
+    ``w3data.split_reference(data.partitions)``."""
     bound = timedelta(milliseconds=w3data.BOUND_MS)
     if kafka is None:
         src = env.from_arrow(data)
@@ -144,7 +145,7 @@ def kafka_contenders(broker, data: w3data.W3Data) -> Dict[str, Callable[[], None
         t0 = time.perf_counter()
         conf = {"bootstrap": broker.bootstrap, "topic": _produce(broker, parts)}
         print(f"  produced {label} to {conf['topic']} in {time.perf_counter() - t0:.1f} s", flush=True)
-        ref = w3data.duckdb_w3(w3data.merge_order(parts))
+        ref = w3data.split_reference(parts)
         for p in (1, 2):
             fns[f"Kafka, {label}, parallelism {p}"] = _checked(
                 lambda p=p, conf=conf: heliosdb_w3(None, p, kafka=conf), ref)

@@ -191,12 +191,24 @@ def _assemble(parts: List[Dict[str, np.ndarray]]) -> W3Data:
 
 def merge_order(partitions: List[pa.Table]) -> pa.Table:
     """The partitions as ``kafka_source(event_time="ts")`` releases them: ordered by (running
-    maximum of ``ts`` in the row's partition, partition, offset)."""
+    maximum of ``ts`` in the row's partition, partition, offset).
+
+    In this order the largest time before a row is its own partition's largest so far (a row
+    behind its partition's maximum keeps that maximum as its merge key), so the watermark
+    each row sees is its own partition's: the per-split rule.  ``duckdb_w3(merge_order(p))``
+    is therefore the result expected from any source that reads the partitions as splits
+    with their own watermarks, whatever their read pace (``split_reference``)."""
     runmax = np.concatenate([np.maximum.accumulate(p["ts"].to_numpy()) for p in partitions])
     pid = np.concatenate([np.full(p.num_rows, i) for i, p in enumerate(partitions)])
     offset = np.concatenate([np.arange(p.num_rows) for p in partitions])
     order = np.lexsort((offset, pid, runmax))
     return pa.concat_tables(partitions).take(pa.array(order))
+
+
+def split_reference(partitions: List[pa.Table], threads: int = 2) -> Dict[str, pa.Table]:
+    """W3's final result when each partition is a split judged by its own watermark (see
+    ``merge_order``)."""
+    return duckdb_w3(merge_order(partitions), threads)
 
 
 def behind_watermark(ts: np.ndarray, bound_ms: int = BOUND_MS) -> np.ndarray:
