@@ -73,9 +73,9 @@ def heliosdb_w3(data, parallelism: int, kafka: Optional[dict] = None, **config) 
     return w3data.run_w3(env, source(env, data, kafka), name=f"w3-p{parallelism}")
 
 
-def _checked(run: Callable[[], Dict[str, pa.Table]], ref: Dict[str, pa.Table]) -> Callable[[], None]:
+def _checked(name: str, run: Callable[[], Dict[str, pa.Table]], ref: Dict[str, pa.Table]) -> Callable[[], None]:
     """``run``, whose output is validated against ``ref`` the first time (the warm-up call of
-    ``interleaved``, which is not timed)."""
+    ``interleaved``, which is not timed); prints how many rows it emitted for the final ones."""
     done = []
 
     def fn() -> None:
@@ -83,6 +83,9 @@ def _checked(run: Callable[[], Dict[str, pa.Table]], ref: Dict[str, pa.Table]) -
         if not done:
             w3data.validate(out, ref)
             done.append(True)
+            print(f"  {name}: valid; " + "; ".join(
+                f"{w} {out[w].num_rows:,} rows emitted for {ref[w].num_rows:,} final, "
+                f"{out[w + '_late'].num_rows:,} late" for w in w3data.WINDOWS), flush=True)
 
     return fn
 
@@ -98,10 +101,10 @@ def throughput(fns: Dict[str, Callable[[], None]], n: int, runs: int) -> Dict[st
 
 def memory_contenders(data: w3data.W3Data, refs: Dict[str, Dict[str, pa.Table]]) -> Dict[str, Callable[[], None]]:
     return {
-        P1: _checked(lambda: heliosdb_w3(data.arrival, 1), refs["arrival"]),
-        P2: _checked(lambda: heliosdb_w3(data.arrival, 2), refs["arrival"]),
-        S1: _checked(lambda: heliosdb_w3(data.sorted, 1), refs["sorted"]),
-        S2: _checked(lambda: heliosdb_w3(data.sorted, 2), refs["sorted"]),
+        P1: _checked(P1, lambda: heliosdb_w3(data.arrival, 1), refs["arrival"]),
+        P2: _checked(P2, lambda: heliosdb_w3(data.arrival, 2), refs["arrival"]),
+        S1: _checked(S1, lambda: heliosdb_w3(data.sorted, 1), refs["sorted"]),
+        S2: _checked(S2, lambda: heliosdb_w3(data.sorted, 2), refs["sorted"]),
         DUCK: lambda: w3data.duckdb_w3(data.arrival),
     }
 
@@ -147,8 +150,8 @@ def kafka_contenders(broker, data: w3data.W3Data) -> Dict[str, Callable[[], None
         print(f"  produced {label} to {conf['topic']} in {time.perf_counter() - t0:.1f} s", flush=True)
         ref = w3data.split_reference(parts)
         for p in (1, 2):
-            fns[f"Kafka, {label}, parallelism {p}"] = _checked(
-                lambda p=p, conf=conf: heliosdb_w3(None, p, kafka=conf), ref)
+            name = f"Kafka, {label}, parallelism {p}"
+            fns[name] = _checked(name, lambda p=p, conf=conf: heliosdb_w3(None, p, kafka=conf), ref)
     return fns
 
 
@@ -185,16 +188,20 @@ def main(argv=None) -> int:
             ktp = throughput(kafka_contenders(broker, data), n, runs)
         finally:
             broker.close()
+        for p in (1, 2):
+            print(f"  parallelism {p}: Kafka W3 / Kafka sorted = "
+                  f"{ktp[f'Kafka, W3, parallelism {p}'] / ktp[f'Kafka, sorted, parallelism {p}']:.3f}")
     if not (args.quick or args.no_record):
-        record(n, runs, data, stats, tp, ktp, load)
+        flags = (f" --events {n}" if args.events else "") + (f" --runs {runs}" if args.runs else "")
+        record(n, runs, data, stats, tp, ktp, load, flags)
         print("recorded in benchmarks/RESULTS.md")
     return 0
 
 
 def record(n: int, runs: int, data: w3data.W3Data, stats: Dict[str, float], tp: Dict[str, float],
-           ktp: Optional[Dict[str, float]], load: float) -> None:
+           ktp: Optional[Dict[str, float]], load: float, flags: str = "") -> None:
     lines = heading("W3, realistic stream (issue 12)",
-                    f"python -m benchmarks.w3{' --kafka' if ktp else ''}")
+                    f"python -m benchmarks.w3{flags}{' --kafka' if ktp else ''}")
     lines[-1] += (
         f" Load average {load:.2f} when the run began (other work shares the cores). "
         f"{w3data.describe(data)}. Pipeline: `with_watermark(ts, {w3data.BOUND_MS / 1000:g} s)` -> "
@@ -211,9 +218,14 @@ def record(n: int, runs: int, data: w3data.W3Data, stats: Dict[str, float], tp: 
         lines.append(f"| {name} | {tp[name] / 1e6:.3f} M | {ratio} |")
     if ktp:
         lines += ["", "From Kafka (8 partitions, Arrow IPC messages of "
-                  f"{MESSAGE_ROWS:,} rows, `kafka_source(bounded=True, event_time=\"ts\")`):", "",
-                  "| contender | events/s |", "|---|---:|"]
-        lines += [f"| {k} | {v / 1e6:.3f} M |" for k, v in ktp.items()]
+                  f"{MESSAGE_ROWS:,} rows, `kafka_source(bounded=True, event_time=\"ts\")`, which "
+                  "merges the partitions by event time; the sorted data's chunks go round-robin to "
+                  "the partitions; produced before timing):", "",
+                  "| contender | events/s | W3 / sorted |", "|---|---:|---:|"]
+        for k, v in ktp.items():
+            sorted_ = ktp.get(k.replace("W3", "sorted"))
+            ratio = f"{v / sorted_:.2f}" if ", W3," in k else ""
+            lines.append(f"| {k} | {v / 1e6:.3f} M | {ratio} |")
     lines.append("")
     write_section("w3", "\n".join(lines))
 
