@@ -483,8 +483,9 @@ class WindowAggregate(_KeyedBase):
 
     def _updated(self, cols: List[np.ndarray], b0: int, b1: int) -> np.ndarray:
         """What identifies the keys of rows b0:b1 for an update (only asked for when one is
-        due): their key tuples."""
-        return np.stack([c[b0:b1] for c in cols], axis=1)
+        due, right after ``_add`` folded them into their pane, which is the window): their
+        group ids in the pane."""
+        return self._gids[: b1 - b0].copy()
 
     def _advance_processing_time(self) -> List[Item]:
         if self.time is not None or not self.panes:
@@ -574,31 +575,22 @@ class WindowAggregate(_KeyedBase):
         return table.keys_view()[: table.n_groups], acc
 
     def _emit(self, s: int, only: Optional[np.ndarray] = None) -> Optional[pa.RecordBatch]:
-        """The rows of window ``s`` (only the key tuples in ``only``, for updates)."""
+        """The rows of window ``s``; with ``only`` (group ids in its pane), an update: the rows
+        of those groups alone, in group order, as the whole window would list them."""
+        if only is not None:
+            pane = self.panes[s]
+            ids = np.unique(only)
+            keys = pane.table.gather_keys(ids)
+            return self._window_rows(s, keys, pane.partial.results(ids))
         w = self._window(s)
         if w is None:
             return None
         keys, acc = w
-        ids = None
-        if only is not None:
-            keys, ids = self._only(keys, only)
-        m = len(keys)
-        if m == 0:
-            return None
-        return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64),
-                           keys, acc.results(ids))
+        return self._window_rows(s, keys, acc.results(None)) if len(keys) else None
 
-    def _only(self, keys: np.ndarray, only: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """The rows of ``keys`` whose key tuple is in ``only``, and their group ids."""
-        width = keys.shape[1]
-        lookup = _hashagg.GroupTable(width, len(only) * 2)
-        tmp = np.empty(len(only), np.int64)
-        lookup.insert([np.ascontiguousarray(only[:, j]) for j in range(width)], tmp)
-        known = lookup.n_groups
-        tmp = np.empty(len(keys), np.int64)
-        lookup.insert([np.ascontiguousarray(keys[:, j]) for j in range(width)], tmp)
-        ids = np.flatnonzero(tmp < known)
-        return keys[ids], ids
+    def _window_rows(self, s: int, keys: np.ndarray, aggs: List[pa.Array]) -> pa.RecordBatch:
+        m = len(keys)
+        return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64), keys, aggs)
 
     # -- snapshots -------------------------------------------------------------------------------
     def _pane_groups(self, pane) -> Tuple[np.ndarray, np.ndarray, Partial]:
@@ -719,19 +711,36 @@ class SlidingWindowAggregate(WindowAggregate):
         return acc.counts[: acc.n], acc         # "keys" stand-in: resolved in _emit
 
     def _emit(self, s: int, only: Optional[np.ndarray] = None) -> Optional[pa.RecordBatch]:
+        if only is not None:
+            return self._emit_groups(s, np.unique(only))
         w = self._window(s)
         if w is None:
             return None
         counts, acc = w
         ids = np.flatnonzero(counts)
-        if only is not None:
-            ids = np.intersect1d(ids, np.unique(only))
-        m = len(ids)
-        if m == 0:
+        if not len(ids):
             return None
         keys = self.table.gather_keys(np.ascontiguousarray(ids, np.int64))
-        return self._batch(np.full(m, s, np.int64), np.full(m, s + self.size_ns, np.int64),
-                           keys, acc.results(ids))
+        return self._window_rows(s, keys, acc.results(ids))
+
+    def _emit_groups(self, s: int, ids: np.ndarray) -> Optional[pa.RecordBatch]:
+        """An update of window ``s``: the rows of groups ``ids`` (ascending) alone, their
+        panes merged for those groups only (the window's other keys are not touched)."""
+        panes = [self.panes[p] for p in range(s, s + self.size_ns, self.pane_ns) if p in self.panes]
+        if not panes:
+            return None
+        acc = Partial(self.acc, len(ids), rows=True)
+        acc.ensure(len(ids))
+        dst = np.arange(len(ids), dtype=np.int64)
+        for p in panes:              # in pane order, as the whole window merges them
+            sel = ids < p.n
+            if sel.any():
+                acc.merge(p, ids[sel], dst[sel])
+        keep = np.flatnonzero(acc.counts[: len(ids)])
+        if not len(keep):
+            return None
+        keys = self.table.gather_keys(np.ascontiguousarray(ids[keep], np.int64))
+        return self._window_rows(s, keys, acc.results(keep))
 
     def _drop(self, pane: Partial) -> None:
         # Keys no open pane holds any more are dropped from the table now and then.
