@@ -240,6 +240,10 @@ class StreamEnvironment:
           ``auto_offset_reset`` (default ``"earliest"``).
         - ``start_offsets``: ``{topic: {partition: offset}}`` to start at (a position as
           ``KafkaSource.position()`` reports it; checkpoints restore through the same seek).
+        - ``startup_timeout``: how long the source keeps trying, with backoff, to find the
+          topics and read the group's committed offsets and the log offsets at start (default
+          30 s); then the job fails naming the group, topic and partitions.  A start position
+          is never guessed from an error.
         - ``bounded=True``: stop at the end offsets the topic has when the job starts.
         - ``event_time``: merge partitions by this column (or ``"kafka_timestamp"``), so a
           backlog is read in event-time order whatever the partitioning.
