@@ -6,8 +6,8 @@ How it runs
 ``open()`` resolves every partition of the topic(s) and its start offset (``start_offsets``,
 else the consumer group's committed offset, else ``auto.offset.reset``; a lookup that fails is
 retried with backoff until ``startup_timeout``, then the job fails: an error is never taken for
-"no committed offset") and assigns the partitions to *readers*: threads with a consumer each, partition ``i`` (in topic, partition
-order) to reader ``i % readers``.  The partitions are the parallel subtasks of the source: a
+"no committed offset") and assigns the partitions to *readers*: threads with a consumer each,
+partition ``i`` (in topic, partition order) to reader ``i % readers``.  The partitions are the parallel subtasks of the source: a
 reader consumes in batches (``consume(num_messages, timeout)``), decodes each partition's
 messages as one batch with the source's :mod:`~heliosdb.formats` format (the decoders run
 mostly outside the GIL), and queues the rows per partition.  Consumer-group rebalancing is not
@@ -406,8 +406,9 @@ class KafkaSource(Source):
             # Never guess: a group whose offsets cannot be read (a coordinator still starting,
             # NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, a timeout) would otherwise start
             # at auto.offset.reset and read the topic again, or skip data.
-            for tp in self._startup_call(deadline, f"the committed offsets of group {self.group_id!r}",
-                                         unset, lambda t: _raise_partition_error(_committed(consumer, tps, t))):
+            what = f"the committed offsets of group {self.group_id!r}"
+            for tp in self._startup_call(deadline, what, unset,
+                                         lambda t: _raise_partition_error(_committed(consumer, tps, t))):
                 if tp.offset >= 0:
                     committed[(tp.topic, tp.partition)] = tp.offset
         reset = str(self._consumer_conf().get("auto.offset.reset", "earliest"))
@@ -457,8 +458,8 @@ class KafkaSource(Source):
                     "the topic again or skip data). Check that the brokers and the group coordinator are "
                     "up, raise kafka_source(startup_timeout=), or pass start_offsets= to choose the start"
                 )
-            log.warning("kafka source: reading %s failed (%s); retrying in %.2f s", what, err, min(delay, left),
-                        extra={"operator": "kafka"})
+            log.warning("kafka source: reading %s failed (%s); retrying in %.2f s", what, err,
+                        min(delay, left), extra={"operator": "kafka"})
             time.sleep(min(delay, left))
             delay = min(delay * 2, _RETRY_MAX_S)
 

@@ -50,7 +50,16 @@ class Terminated(BaseException):
 def sigterm_stops_job() -> Iterator[None]:
     """While the main thread is inside, SIGTERM raises :class:`Terminated` there; the previous
     handler is put back on the way out.  Elsewhere (another thread, SIGTERM ignored) it does
-    nothing."""
+    nothing.
+
+    >>> import signal
+    >>> before = signal.getsignal(signal.SIGTERM)
+    >>> with sigterm_stops_job():
+    ...     signal.getsignal(signal.SIGTERM) is before
+    False
+    >>> signal.getsignal(signal.SIGTERM) is before
+    True
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -75,7 +84,11 @@ def sigterm_stops_job() -> Iterator[None]:
 
 def deliver_sigterm(previous: Any) -> None:
     """After the job stopped: end the process as the SIGTERM would have without us (raise it
-    again with the default disposition), or pass it to the Python handler there was before."""
+    again with the default disposition), or pass it to the Python handler there was before.
+
+    >>> deliver_sigterm(lambda signum, frame: print("the previous handler got", signum))
+    the previous handler got 15
+    """
     if callable(previous):
         previous(signal.SIGTERM, None)
         return
@@ -94,7 +107,15 @@ def wait(job: "Job", timeout: Optional[float] = None,
     """Block until ``job`` ends (``watch``, e.g. a progress display, runs first) and return its
     result; on Ctrl-C or SIGTERM stop it as the module docstring says, then re-raise (or end
     the process, for SIGTERM).  A ``timeout`` that passes raises TimeoutError and leaves the
-    job running."""
+    job running.  ``Job.wait()`` and ``JobHandle.wait()`` come here.
+
+    >>> import heliosdb as hdb
+    >>> env = hdb.StreamEnvironment()
+    >>> _ = env.generate(count=100).sink(hdb.sinks.memory())
+    >>> handle = env.execute_async(name="doc-stopping")
+    >>> wait(handle._job).metrics["streaming_events_processed_total"]
+    100
+    """
     interrupt: Optional[BaseException] = None
     with sigterm_stops_job():
         try:
