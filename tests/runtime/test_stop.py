@@ -243,7 +243,7 @@ def test_a_signal_stops_an_unbounded_job_at_a_final_checkpoint(sig, tmp_path):
 def uninterrupted(tmp_path_factory):
     """The bounded job's output when nothing stops it."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    spec = _spec(tmp, "reference", count=60_000)
+    spec = _spec(tmp, "reference", count=40_000)
     env = hdb.StreamEnvironment(stopjob.config(spec))
     stopjob.build(env, spec)
     env.execute(name=spec["name"])
@@ -252,8 +252,9 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_job_stopped_by_a_signal_resumes_to_the_uninterrupted_output(sig, uninterrupted, tmp_path):
-    # 60 batches of 1,000 rows at 30 ms each: the signal comes about a third of the way in.
-    spec = _spec(tmp_path, "bounded", count=60_000, sleep_s=0.03)
+    # 40 batches of 1,000 rows at 20 ms each: the signal comes after the first checkpoint
+    # (200 ms), a third of the way in.
+    spec = _spec(tmp_path, "bounded", count=40_000, sleep_s=0.02)
     code, output, _ = _signal_after_checkpoint(spec, sig)
     assert code == -sig, output
     job_dir = Path(spec["storage"]) / spec["name"]
