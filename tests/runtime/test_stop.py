@@ -178,13 +178,17 @@ def test_sigterm_is_handled_only_while_execute_blocks_and_chains_to_the_previous
     src.sink(hdb.sinks.parquet(str(out)))
     src.sink(hdb.sinks.callback(lambda b: during.append(signal.getsignal(signal.SIGTERM))))
     old = signal.signal(signal.SIGTERM, previous)
+    returned = threading.Event()
     try:
         def term():
             if _wait_until(lambda: _manifests(job_dir)):
                 os.kill(os.getpid(), signal.SIGTERM)
+            if not returned.wait(GENEROUS_S):
+                _thread.interrupt_main()         # the SIGTERM did not stop it: fail, don't hang
 
         threading.Thread(target=term, daemon=True).start()
         result = env.execute(name=name)          # the previous handler returns: so does execute()
+        returned.set()
         assert signal.getsignal(signal.SIGTERM) is previous
     finally:
         signal.signal(signal.SIGTERM, old)
