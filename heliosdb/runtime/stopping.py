@@ -14,7 +14,8 @@ thread waits for the job, SIGTERM while the main thread waits for it):
 A second interrupt while that runs *aborts*: the channels close, in-flight batches are dropped
 (an exactly-once sink deletes their unpublished files), no final checkpoint is taken, and a
 restart resumes from the last committed checkpoint, consistently.  A third interrupt stops
-waiting for threads stuck in user code (they are daemon threads) and re-raises at once.
+waiting for threads stuck in user code (they are daemon threads) and re-raises at once.  If
+any of the interrupts was a SIGTERM, the process ends as SIGTERM ends it.
 
 Waiting is done in short slices, so a signal reaches the waiting main thread at once whatever it
 is waiting on (``_thread.interrupt_main()`` included).  After the stop, the KeyboardInterrupt is
@@ -126,50 +127,68 @@ def wait(job: "Job", timeout: Optional[float] = None,
         except (KeyboardInterrupt, Terminated) as exc:
             interrupt = exc
         if interrupt is not None:
-            _stop_after(job, interrupt)
+            interrupt = _stop_after(job, interrupt)
     if interrupt is None:
         return job.result()
-    for hook in job.interrupt_hooks:
-        try:
-            hook()
-        except Exception:  # noqa: BLE001 - releasing after a stop; the interrupt matters
-            log.warning("job %r: releasing %r after the stop failed", job.name, hook, exc_info=True)
     if isinstance(interrupt, Terminated):
         deliver_sigterm(interrupt.previous)
         return job.result()                 # the previous handler let the process go on
     raise interrupt
 
 
-def _stop_after(job: "Job", interrupt: BaseException) -> None:
-    """Stop ``job`` (the first interrupt), abort it (a second), stop joining (a third); its
-    threads are joined before this returns, unless a third interrupt came."""
-    what = "SIGTERM" if isinstance(interrupt, Terminated) else "KeyboardInterrupt"
-    final = " with a final checkpoint" if job.coordinator is not None else ""
-    log.warning("job %r: %s: stopping%s; interrupt again to abort without it", job.name, what, final,
-                extra={"job": job.name})
-    interrupts = 1
+def _stop_after(job: "Job", first: BaseException) -> BaseException:
+    """Stop ``job`` (the first interrupt), abort it (a second), stop joining (a third), then
+    run its interrupt hooks; its threads are joined before this returns, unless a third
+    interrupt came.  Returns the interrupt to pass on: a SIGTERM if one came, else ``first``."""
+    seen = [first]
+    step = 0                                # 0: stop, 1: abort, 2: give up joining
     while True:
         try:
-            if interrupts == 1:
+            if step == 0:
                 job.stop()
-            else:
+                what = "SIGTERM" if isinstance(first, Terminated) else "KeyboardInterrupt"
+                final = " with a final checkpoint" if job.coordinator is not None else ""
+                log.warning("job %r: %s: stopping%s; interrupt again to abort without it", job.name,
+                            what, final, extra={"job": job.name})
+            elif step == 1:
                 job.abort()
-            job.join()
-            break
-        except (KeyboardInterrupt, Terminated):
-            interrupts += 1
-            if interrupts == 2:
                 log.warning("job %r: aborting: in-flight batches are dropped; a restart resumes from "
                             "checkpoint %s", job.name, job.committed_epoch(), extra={"job": job.name})
-                continue
-            alive = [t.name for t in job.threads() if t.is_alive()]
-            log.warning("job %r: not waiting any more for threads %s", job.name, alive,
-                        extra={"job": job.name})
-            return
-    epoch = job.committed_epoch()
-    if job.error is not None:
-        log.error("job %r: stopped, but %s: %s; a restart resumes from checkpoint %s", job.name,
-                  type(job.error).__name__, job.error, epoch, extra={"job": job.name})
-    elif epoch is not None:
-        log.warning("job %r: stopped at checkpoint %d; run it again to resume there", job.name, epoch,
-                    extra={"job": job.name, "epoch": epoch})
+            else:
+                job.abort()
+                alive = [t.name for t in job.threads() if t.is_alive()]
+                log.warning("job %r: not waiting any more for threads %s", job.name, alive,
+                            extra={"job": job.name})
+                break
+            job.join()
+            break
+        except (KeyboardInterrupt, Terminated) as exc:
+            seen.append(exc)
+            step += 1
+    # Hooks (closing the metrics server takes up to 0.5 s) run on a thread of their own, so a
+    # further Ctrl-C cannot cut them short and leave a port open.
+    hooks = threading.Thread(target=_release, args=(job, step < 2), daemon=True, name=f"{job.name}:release")
+    hooks.start()
+    while hooks.is_alive():
+        try:
+            hooks.join(0.05)
+        except (KeyboardInterrupt, Terminated) as exc:
+            seen.append(exc)
+    return next((e for e in seen if isinstance(e, Terminated)), first)
+
+
+def _release(job: "Job", joined: bool) -> None:
+    """After the stop: say where the job stopped, run its interrupt hooks."""
+    if joined:
+        epoch = job.committed_epoch()
+        if job.error is not None:
+            log.error("job %r: stopped, but %s: %s; a restart resumes from checkpoint %s", job.name,
+                      type(job.error).__name__, job.error, epoch, extra={"job": job.name})
+        elif epoch is not None:
+            log.warning("job %r: stopped at checkpoint %d; run it again to resume there", job.name,
+                        epoch, extra={"job": job.name, "epoch": epoch})
+    for hook in job.interrupt_hooks:
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - releasing after a stop; the interrupt matters
+            log.warning("job %r: releasing %r after the stop failed", job.name, hook, exc_info=True)
