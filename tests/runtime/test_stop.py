@@ -62,15 +62,17 @@ def _published(folder: Path) -> pa.Table:
     return ds.dataset(str(folder), format="parquet").to_table()
 
 
-def _interrupt_main_after_checkpoint(job_dir: Path, after_epoch: int = 0, again_after_s=None) -> threading.Thread:
+def _interrupt_main_after_checkpoint(job_dir: Path, after_epoch: int = 0, again_after_s=None,
+                                     returned: threading.Event = None) -> threading.Thread:
     """Ctrl-C the main thread once a checkpoint newer than ``after_epoch`` has committed (and
-    again ``again_after_s`` later)."""
+    again ``again_after_s`` later, unless ``returned`` says execute() already has)."""
     def run():
         if _wait_until(lambda: any(e > after_epoch for e, _ in _manifests(job_dir))):
             _thread.interrupt_main()
             if again_after_s is not None:
                 time.sleep(again_after_s)
-                _thread.interrupt_main()
+                if not returned.is_set():
+                    _thread.interrupt_main()
 
     t = threading.Thread(target=run, daemon=True, name="test-interrupter")
     t.start()
@@ -153,9 +155,13 @@ def test_a_second_ctrl_c_aborts_without_the_final_checkpoint_and_stays_consisten
                                               batch_timeout=timedelta(milliseconds=20)))
     env.generate(rate=20_000).inspect(lambda b: time.sleep(0.2)).sink(hdb.sinks.parquet(str(out)))
     before = set(threading.enumerate())
-    interrupter = _interrupt_main_after_checkpoint(job_dir, again_after_s=0.1)
+    returned = threading.Event()
+    interrupter = _interrupt_main_after_checkpoint(job_dir, again_after_s=0.1, returned=returned)
     with caplog.at_level(logging.WARNING, logger="heliosdb"), pytest.raises(KeyboardInterrupt):
-        env.execute(name=name)
+        try:
+            env.execute(name=name)
+        finally:
+            returned.set()
     interrupter.join()
     assert "aborting" in caplog.text
     assert _wait_until(lambda: set(threading.enumerate()) <= before, 5.0), threading.enumerate()
