@@ -35,7 +35,7 @@ DEFAULT_METRICS_WINDOW = timedelta(seconds=10)
 DEFAULT_VARIABLE_WIDTH_BYTES = 16
 #: Kafka (connectors/kafka.py): where clients connect when no bootstrap_servers= is given
 #: ($HELIOSDB_KAFKA_BOOTSTRAP first; the test services set it), how long a source waits for the
-#: cluster at start, the rows a source buffers per partition before pausing it, and the exactly-
+#: cluster at start (topics, committed and log offsets; kafka_source(startup_timeout=)), the rows a source buffers per partition before pausing it, and the exactly-
 #: once sink's commit interval (until checkpoints drive commits) and transaction timeout floor.
 ENV_KAFKA_BOOTSTRAP = "HELIOSDB_KAFKA_BOOTSTRAP"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"

@@ -7,7 +7,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import pyarrow as pa
 
-from .config import Duration, StreamingConfig, to_nanos
+from .config import DEFAULT_KAFKA_STARTUP_TIMEOUT, Duration, StreamingConfig, to_nanos
 from .connectors import sources as _src
 from ._optional import require, require_storage
 from .errors import ConfigError, PlanError
@@ -223,7 +223,8 @@ class StreamEnvironment:
                      group_id: Optional[str] = None, *, start_offsets: Optional[dict] = None,
                      bounded: bool = False, event_time: Optional[str] = None,
                      on_error: str = "fail", dead_letter: Any = None,
-                     max_record_bytes: Optional[int] = None, startup_timeout: Duration = 30,
+                     max_record_bytes: Optional[int] = None,
+                     startup_timeout: Duration = DEFAULT_KAFKA_STARTUP_TIMEOUT,
                      **librdkafka_conf: Any) -> Stream:
         """Read Kafka topic(s) with confluent-kafka, in batches; see :mod:`heliosdb.connectors.kafka`.
 
@@ -239,6 +240,10 @@ class StreamEnvironment:
           ``auto_offset_reset`` (default ``"earliest"``).
         - ``start_offsets``: ``{topic: {partition: offset}}`` to start at (a position as
           ``KafkaSource.position()`` reports it; checkpoints restore through the same seek).
+        - ``startup_timeout``: how long the source keeps trying, with backoff, to find the
+          topics and read the group's committed offsets and the log offsets at start (default
+          30 s); then the job fails naming the group, topic and partitions.  A start position
+          is never guessed from an error.
         - ``bounded=True``: stop at the end offsets the topic has when the job starts.
         - ``event_time``: merge partitions by this column (or ``"kafka_timestamp"``), so a
           backlog is read in event-time order whatever the partitioning.
@@ -285,9 +290,16 @@ class StreamEnvironment:
         server = self._metrics()
         if server is not None:
             server.add(job.metrics)
-        if self.config.checkpoint is not None:
-            self._attach_checkpoints(job, plan, name)
-        job.start()
+            job.interrupt_hooks.append(self.close)     # a Ctrl-C frees the port too
+        try:
+            if self.config.checkpoint is not None:
+                self._attach_checkpoints(job, plan, name)
+            job.start()
+        except BaseException:
+            # e.g. a Ctrl-C while restoring: the lease must not outlive the job that never ran
+            if job.coordinator is not None and not job.threads():
+                job.coordinator.close(failed=True)
+            raise
         return job
 
     def _attach_checkpoints(self, job: Job, plan, name: str) -> None:
@@ -333,6 +345,14 @@ class StreamEnvironment:
         job and is raised here (a ``HeliosError`` as it is, anything else as ExecutionError).
         ``progress=True`` shows live throughput, latency and backpressure meanwhile.
 
+        Ctrl-C (a KeyboardInterrupt) stops the job cleanly and is re-raised: the source stops,
+        in-flight batches reach the sinks, a checkpointed job takes a final checkpoint, every
+        thread ends, the lease and the metrics server are freed; running the job again (same
+        name, same storage) resumes from that checkpoint.  A second Ctrl-C aborts without the
+        final checkpoint (a restart resumes from the previous one).  SIGTERM stops the job the
+        same way, then ends the process as SIGTERM would have (see
+        :mod:`heliosdb.runtime.stopping`).
+
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
         >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
@@ -343,6 +363,9 @@ class StreamEnvironment:
 
     def execute_async(self, name: str = "job") -> JobHandle:
         """Start every sink's pipeline and return at once with a :class:`JobHandle`.
+
+        ``handle.stop()`` stops the job as Ctrl-C stops ``execute()`` (with a final checkpoint
+        if checkpointed); a Ctrl-C or SIGTERM while ``handle.wait()`` blocks does the same.
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()

@@ -4,9 +4,10 @@ deterministic merge of partitions by event time, positions to checkpoint, dead l
 How it runs
 -----------
 ``open()`` resolves every partition of the topic(s) and its start offset (``start_offsets``,
-else the consumer group's committed offset, else ``auto.offset.reset``) and assigns the
-partitions to *readers*: threads with a consumer each, partition ``i`` (in topic, partition
-order) to reader ``i % readers``.  The partitions are the parallel subtasks of the source: a
+else the consumer group's committed offset, else ``auto.offset.reset``; a lookup that fails is
+retried with backoff until ``startup_timeout``, then the job fails: an error is never taken for
+"no committed offset") and assigns the partitions to *readers*: threads with a consumer each,
+partition ``i`` (in topic, partition order) to reader ``i % readers``.  The partitions are the parallel subtasks of the source: a
 reader consumes in batches (``consume(num_messages, timeout)``), decodes each partition's
 messages as one batch with the source's :mod:`~heliosdb.formats` format (the decoders run
 mostly outside the GIL), and queues the rows per partition.  Consumer-group rebalancing is not
@@ -88,6 +89,10 @@ ON_ERROR = ("fail", "dead_letter", "skip")
 
 Position = Dict[str, Dict[int, Union[int, List[int]]]]
 _KEY_MIN = -(2**63)
+#: Start-position lookups that fail are retried after 0.1 s, 0.2 s, ... at most 2 s apart,
+#: each try waiting 1-5 s for its answer, until the source's startup_timeout.
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.1, 2.0
+_ATTEMPT_MIN_S, _ATTEMPT_MAX_S = 1.0, 5.0
 _CONSUME_BATCH = 10_000
 _KEY_MAX = 2**63 - 1
 
@@ -394,19 +399,23 @@ class KafkaSource(Source):
                 time.sleep(0.2)
             for pid in sorted(tm.partitions):
                 parts.append(_Partition(topic, pid, len(parts)))
-        tps = [ck.TopicPartition(p.topic, p.partition) for p in parts]
         committed = {}
-        if self.group_id is not None:
-            try:
-                for tp in consumer.committed(tps, timeout=max(self.startup_timeout_s, 1.0)):
-                    if tp.offset >= 0:
-                        committed[(tp.topic, tp.partition)] = tp.offset
-            except ck.KafkaException as exc:
-                log.warning("kafka source: reading committed offsets of group %r failed: %s", self.group_id, exc)
+        unset = [p for p in parts if self.start_offsets.get(p.topic, {}).get(p.partition) is None]
+        if self.group_id is not None and unset:
+            tps = [ck.TopicPartition(p.topic, p.partition) for p in unset]
+            # Never guess: a group whose offsets cannot be read (a coordinator still starting,
+            # NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, a timeout) would otherwise start
+            # at auto.offset.reset and read the topic again, or skip data.
+            what = f"the committed offsets of group {self.group_id!r}"
+            for tp in self._startup_call(deadline, what, unset,
+                                         lambda t: _raise_partition_error(_committed(consumer, tps, t))):
+                if tp.offset >= 0:
+                    committed[(tp.topic, tp.partition)] = tp.offset
         reset = str(self._consumer_conf().get("auto.offset.reset", "earliest"))
         for p in parts:
-            low, high = consumer.get_watermark_offsets(ck.TopicPartition(p.topic, p.partition),
-                                                       timeout=max(self.startup_timeout_s, 1.0))
+            tp = ck.TopicPartition(p.topic, p.partition)
+            low, high = self._startup_call(deadline, "the log start and end offsets", [p],
+                                           lambda t, tp=tp: _watermarks(consumer, tp, t))
             p.high = high
             start = self.start_offsets.get(p.topic, {}).get(p.partition)
             if start is not None:
@@ -424,6 +433,35 @@ class KafkaSource(Source):
             if self.bounded:
                 p.stop = high
         return parts
+
+    def _startup_call(self, deadline: float, what: str, parts: List[_Partition], call: Any) -> Any:
+        """``call(timeout_s)`` until it succeeds, retried with backoff (``_RETRY_FIRST_S``
+        doubling up to ``_RETRY_MAX_S``) until ``deadline``; then an ExecutionError naming
+        ``what``, the topics and partitions, the last error and what to do."""
+        ck = _kafka()
+        delay = _RETRY_FIRST_S
+        tries = 0
+        while True:
+            tries += 1
+            left = deadline - time.monotonic()
+            try:
+                return call(min(max(left, _ATTEMPT_MIN_S), _ATTEMPT_MAX_S))
+            except ck.KafkaException as exc:
+                err: Any = exc.args[0] if exc.args else exc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                where = ", ".join(f"topic {t!r} partitions {ps}" for t, ps in _by_topic(parts).items())
+                raise ExecutionError(
+                    f"kafka_source: could not read {what} for {where} at {self.bootstrap_servers} within "
+                    f"startup_timeout={self.startup_timeout_s:g}s ({tries} tries; last error: {err}). The "
+                    "source does not start rather than guess where to start (auto_offset_reset would read "
+                    "the topic again or skip data). Check that the brokers and the group coordinator are "
+                    "up, raise kafka_source(startup_timeout=), or pass start_offsets= to choose the start"
+                )
+            log.warning("kafka source: reading %s failed (%s); retrying in %.2f s", what, err,
+                        min(delay, left), extra={"operator": "kafka"})
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, _RETRY_MAX_S)
 
     # -- running ---------------------------------------------------------------------------------
     def open(self, batch_size: int) -> None:
@@ -651,6 +689,33 @@ class KafkaSource(Source):
             if self._error is None:
                 self._error = exc
             self._cond.notify_all()
+
+
+def _committed(consumer: Any, partitions: list, timeout_s: float) -> list:
+    """The group's committed offsets (``consumer.committed``): the seam tests replace to make
+    the coordinator fail."""
+    return consumer.committed(partitions, timeout=timeout_s)
+
+
+def _raise_partition_error(partitions: list) -> list:
+    """``partitions`` as they are, or the KafkaException of the first that carries an error
+    (``committed()`` reports some errors per partition, not by raising)."""
+    for tp in partitions:
+        if tp.error is not None:
+            raise _kafka().KafkaException(tp.error)
+    return partitions
+
+
+def _watermarks(consumer: Any, partition: Any, timeout_s: float) -> Tuple[int, int]:
+    """A partition's log start and end offsets (``consumer.get_watermark_offsets``)."""
+    return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+
+
+def _by_topic(parts: List[_Partition]) -> Dict[str, List[int]]:
+    out: Dict[str, List[int]] = {}
+    for p in parts:
+        out.setdefault(p.topic, []).append(p.partition)
+    return out
 
 
 def _normalise_position(position: Any) -> Position:

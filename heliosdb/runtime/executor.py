@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import pyarrow as pa
 
@@ -28,7 +28,7 @@ from ..metrics import JobMetrics, TaskStats
 from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, Run, SideOutput, Tick,
                               Watermark)
 from ..operators.exchange import Partitioned
-from . import gcfreeze
+from . import gcfreeze, stopping
 from .channel import END, Channel, ChannelClosed
 from .sequence import Resequencer, RoundRobin, Sequenced
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("heliosdb.runtime")
 
 _IDLE_POLL_S = 0.05
+#: A thread waiting for a job wakes this often, so a signal (Ctrl-C, SIGTERM) is handled at once.
+_WAIT_SLICE_S = 0.05
 
 
 @dataclass
@@ -240,10 +242,15 @@ class Job:
         self._error: Optional[BaseException] = None
         self._error_step = ""
         self._stop = threading.Event()
-        self._failed = threading.Event()     # a step failed: nothing waits for checkpoints
+        self._failed = threading.Event()     # failed or aborted: nothing waits for checkpoints
         self._drain = False
+        self._aborted = False
         self._done = threading.Event()
+        self._joiner: Optional[threading.Thread] = None
         self._lock = threading.Lock()
+        #: Called after an interrupt (Ctrl-C, SIGTERM) stopped the job and its threads ended,
+        #: e.g. the environment's metrics server closing.
+        self.interrupt_hooks: List[Callable[[], None]] = []
 
     def _make_tasks(self) -> List[TaskStats]:
         """One TaskStats per thread, named after its first operator (the source after its step);
@@ -288,14 +295,15 @@ class Job:
                  ", ".join(self.metrics.tasks), extra={"job": self.name})
         for t in self._threads:
             t.start()
-        threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join").start()
+        self._joiner = threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join")
+        self._joiner.start()
 
     def _join_all(self) -> None:
         for t in self._threads:
             t.join()
         if self.coordinator is not None:
             try:
-                self.coordinator.close(failed=self._error is not None)
+                self.coordinator.close(failed=self._error is not None or self._aborted)
             except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
                 self._fail("checkpoint", exc)
         if self._gc_frozen:
@@ -309,12 +317,41 @@ class Job:
         self._done.set()
 
     def stop(self, drain: bool = False) -> None:
-        self._drain = drain
+        """Stop reading the source; what is in flight runs to the sinks, and a checkpointed job
+        takes a final checkpoint after the last batch (see :mod:`heliosdb.runtime.stopping`).
+        ``drain``: signal the end of input first, so every open window is emitted."""
+        self._drain = self._drain or drain
         self._stop.set()
 
-    def wait(self, timeout: Optional[float] = None) -> JobResult:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"job {self.name!r} still running after {timeout}s")
+    def abort(self) -> None:
+        """Stop at once: close every channel, drop in-flight batches, take no final checkpoint
+        (a restart resumes from the last committed one)."""
+        with self._lock:
+            self._aborted = True
+        self._failed.set()
+        self._stop.set()
+        for ch in self.inputs:
+            ch.close()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the job has ended and its threads with it; False if ``timeout`` seconds
+        passed first.  Waits in short slices, so a signal reaches a waiting main thread."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.wait(_WAIT_SLICE_S if deadline is None
+                                  else max(0.0, min(_WAIT_SLICE_S, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        if self._joiner is not None:
+            self._joiner.join()                 # it has set _done: only its last lines remain
+        return True
+
+    def wait(self, timeout: Optional[float] = None, watch: Optional[Callable[[], object]] = None) -> JobResult:
+        """Block until the job ends and return its result (or raise its error).  A Ctrl-C or
+        SIGTERM meanwhile stops the job (see :mod:`heliosdb.runtime.stopping`)."""
+        return stopping.wait(self, timeout, watch)
+
+    def result(self) -> JobResult:
+        """The result of a job that has ended; its error if a step failed."""
         if self._error is not None:
             err = self._error
             if isinstance(err, HeliosError):
@@ -323,6 +360,20 @@ class Job:
                 f"job {self.name!r}: step {self._error_step!r} failed: {type(err).__name__}: {err}"
             ) from err
         return JobResult(self.name, self.metrics.elapsed(), self.metrics.snapshot())
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        return self._error
+
+    def threads(self) -> List[threading.Thread]:
+        """The job's own threads (source, stages, the one that joins them)."""
+        return self._threads + ([self._joiner] if self._joiner is not None else [])
+
+    def committed_epoch(self) -> Optional[int]:
+        """The last committed checkpoint (None: no checkpoints, or none committed yet)."""
+        if self.coordinator is None or not self.coordinator.epoch:
+            return None
+        return self.coordinator.epoch
 
     @property
     def done(self) -> bool:
@@ -676,8 +727,10 @@ class Job:
         if exhausted or self._drain:
             self._emit(plan.source_children, [Watermark(WATERMARK_MAX)], time.time_ns(), task=task,
                        dispatch=plan.source_dispatch)
-            if self.coordinator is not None and not self._error:
-                self._checkpoint(task, wait=True)       # the final epoch: everything committed
+        if self.coordinator is not None and not self._error and not self._aborted:
+            # The final epoch, after the last batch: at the end of input everything is
+            # committed; after stop() a run of the same job resumes exactly here.
+            self._checkpoint(task, wait=True)
         self._end(plan.source_children, 0, task)
 
 
@@ -703,9 +756,12 @@ class JobHandle:
         return self._job.name
 
     def stop(self, drain: bool = False) -> None:
-        """Stop reading the sources; in-flight batches finish and sinks flush.
+        """Stop reading the sources; in-flight batches finish and sinks flush; a checkpointed
+        job takes a final checkpoint after the last batch, so running it again (same name,
+        same storage) resumes there.  Returns at once: ``wait()`` for the end.
 
         With ``drain=True`` the end of input is signalled, so every open window is emitted.
+        Ctrl-C and SIGTERM during ``wait()`` stop the job the same way.
         """
         self._job.stop(drain)
 
@@ -715,12 +771,19 @@ class JobHandle:
         With ``progress=True``, show live throughput, latency and backpressure meanwhile (a
         rich display in a terminal, an updating one in Jupyter, a line every few seconds in a
         log; see :mod:`heliosdb.progress`).
-        """
-        if progress:
-            from ..progress import watch
 
-            watch(self, timeout=timeout)
-        return self._job.wait(timeout)
+        A KeyboardInterrupt meanwhile stops the job as ``stop()`` does (a second one aborts it
+        without a final checkpoint), joins its threads, frees its lease, and is re-raised;
+        SIGTERM, while the main thread waits here, stops it the same way and then ends the
+        process as SIGTERM would have (see :mod:`heliosdb.runtime.stopping`).
+        """
+        watch = None
+        if progress:
+            from ..progress import watch as show
+
+            def watch() -> None:
+                show(self, timeout=timeout)
+        return self._job.wait(timeout, watch)
 
     @property
     def done(self) -> bool:
