@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -211,6 +211,26 @@ def split_reference(partitions: List[pa.Table], threads: int = 2) -> Dict[str, p
     return duckdb_w3(merge_order(partitions), threads)
 
 
+def split_watermarks(table: pa.Table, split: str = "partition", bound_ms: int = BOUND_MS) -> np.ndarray:
+    """The watermark (ms) before each row of ``table`` (arrival order) when its ``split``
+    column names splits with watermarks of their own, as ``from_arrow(split_by=)`` replays
+    them: the smallest over the splits not yet finished (a split is finished after its last
+    row) of (largest time so far - bound); a split that has sent nothing holds it (int64 min)."""
+    ts = table["ts"].to_numpy()
+    sp = table[split].to_numpy()
+    keys = np.unique(sp)
+    last = {k: int(np.flatnonzero(sp == k)[-1]) for k in keys.tolist()}
+    lo = np.iinfo(np.int64).min
+    seen = {k: lo for k in keys.tolist()}
+    out = np.empty(len(ts), np.int64)
+    for i, (t, s) in enumerate(zip(ts.tolist(), sp.tolist())):
+        live = [v for k, v in seen.items() if last[k] >= i]
+        out[i] = lo if (not live or lo in live) else min(live) - bound_ms
+        if t > seen[s]:
+            seen[s] = t
+    return out
+
+
 def behind_watermark(ts: np.ndarray, bound_ms: int = BOUND_MS) -> np.ndarray:
     """Rows whose time is before the watermark the rows before them imply."""
     prev = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min + bound_ms], ts[:-1]]))
@@ -252,20 +272,26 @@ def run_w3(env, stream, name: str = "w3") -> Dict[str, pa.Table]:
 
 # -- the oracle: DuckDB over the whole table ----------------------------------------------------------
 def duckdb_w3(table: pa.Table, threads: int = 2, bound_ms: int = BOUND_MS,
-              lateness_ms: int = LATENESS_MS) -> Dict[str, pa.Table]:
+              lateness_ms: int = LATENESS_MS, watermarks: Optional[np.ndarray] = None
+              ) -> Dict[str, pa.Table]:
     """W3's final result from the whole ``table`` (rows in arrival order): for each window,
-    one row per (window_start ms, user) and the late rows (ts, user, value)."""
+    one row per (window_start ms, user) and the late rows (ts, user, value).  Each row is
+    judged by the watermark before it: the largest time before it minus the bound, or
+    ``watermarks`` (ms, int64 min for none; e.g. ``split_watermarks``)."""
     import duckdb
 
     con = duckdb.connect()
     con.execute(f"SET threads={threads}")
-    con.register("t", table.select(["ts", "user", "value"]).append_column(
-        "arrival", pa.array(np.arange(table.num_rows, dtype=np.int64))))
+    t = table.select(["ts", "user", "value"]).append_column(
+        "arrival", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    if watermarks is not None:
+        t = t.append_column("given", pa.array(watermarks, mask=watermarks == np.iinfo(np.int64).min))
+    con.register("t", t)
+    wm = ("given" if watermarks is not None else
+          f"max(ts) OVER (ORDER BY arrival ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) - {bound_ms}")
     con.execute(f"""
         CREATE TEMP TABLE e AS
-        SELECT ts, "user", value, arrival,
-               max(ts) OVER (ORDER BY arrival ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-                 - {bound_ms} AS wm
+        SELECT ts, "user", value, arrival, {wm} AS wm
         FROM t""")
     out = {}
     for name, (size, slide) in WINDOWS.items():

@@ -41,6 +41,8 @@ ENV_KAFKA_BOOTSTRAP = "HELIOSDB_KAFKA_BOOTSTRAP"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_KAFKA_STARTUP_TIMEOUT = timedelta(seconds=30)
 DEFAULT_KAFKA_PARTITION_BUFFER_ROWS = 262_144
+#: Watermark alignment: a split this far (event time) ahead of the slowest one is paused.
+DEFAULT_MAX_DRIFT = timedelta(minutes=5)
 DEFAULT_KAFKA_COMMIT_INTERVAL = timedelta(seconds=10)
 DEFAULT_KAFKA_TRANSACTION_TIMEOUT = timedelta(seconds=60)
 

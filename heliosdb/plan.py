@@ -327,7 +327,9 @@ class _Builder:
             return _required(n, wm_time)
         after = self._needed_after(n, wm_time)
         if n.kind == "watermark":
-            return None if after is None else after | {n.params["strategy"].time}
+            splits = self._splits(n)
+            own = {n.params["strategy"].time} | set(splits.columns if splits is not None else ())
+            return None if after is None else after | own
         if n.kind in ("batch", "unbatch"):
             return after
         if after is None:
@@ -362,6 +364,11 @@ class _Builder:
         if needed is not None and set(needed) != set(src.schema.names):
             # Read only what some step uses (a copy: the stream may run again with other sinks).
             src = src.project([c for c in src.schema.names if c in needed])
+        for k in self.children.get(id(src_node), []):
+            st = k.params.get("strategy") if k.kind == "watermark" else None
+            if st is not None and st.on_null == "source":
+                # Rows without an event time are the source's bad records (its on_error).
+                src = src.check_event_time(st.time)
         schema = src.schema
         lines = [f"source [{src_node.name}] {src.describe()} (thread 1)"]
         kids = self.children.get(id(src_node), [])
@@ -424,8 +431,10 @@ class _Builder:
                 node = run
             elif kind == "watermark":
                 st = node.params["strategy"]
+                splits = self._splits(node)
                 ops.append(WatermarkAssigner(node.name, schema, st.time, st.max_out_of_orderness_ns,
-                                             st.idle_timeout_ns, self._grid(node)))
+                                             st.idle_timeout_ns, self._grid(node), splits,
+                                             st.max_drift_ns, on_null=st.on_null))
                 wm_time = st.time
             elif kind in ("window", "keyed_aggregate"):
                 time_col = _window_time(node, wm_time) if kind == "window" else None
@@ -490,6 +499,14 @@ class _Builder:
                 self.stages[stage].children.append(idx)
                 self._lower(k, schema, idx, wm_time)
             return
+
+    def _splits(self, node: Node):
+        """The splits of the source right before watermark step ``node`` (None: not right
+        after a source of several splits): the watermark is kept per split."""
+        parent = node.parent
+        if parent is None or parent.kind != "source":
+            return None
+        return parent.params["source"].splits
 
     def _grid(self, node: Node, itself: bool = False) -> tuple:
         """The watermark grid (kernels/window.py ``window_grid``) of the windows that the

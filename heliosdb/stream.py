@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import pyarrow as pa
 
-from .config import Duration, to_nanos
+from .config import DEFAULT_MAX_DRIFT, Duration, to_nanos
 from .errors import ConfigError, PlanError, SchemaError
 from .expr import AggSpec, Expr, as_expr, parse_projection
 from .windows import WINDOW_SPECS, TumblingWindow, WatermarkStrategy, WindowSpec
@@ -371,7 +371,9 @@ class Stream:
         return self._then("inspect", fn=fn)
 
     def with_watermark(self, time: str, max_out_of_orderness: Duration = timedelta(0),
-                       idle_timeout: Optional[Duration] = None) -> "Stream":
+                       idle_timeout: Optional[Duration] = None,
+                       max_drift: Optional[Duration] = DEFAULT_MAX_DRIFT,
+                       on_null: Optional[str] = None) -> "Stream":
         """Declare event time: ``time`` column, and how late (out of order) events may arrive.
 
         The watermark is the largest event time seen minus ``max_out_of_orderness``; a window
@@ -383,6 +385,25 @@ class Stream:
         advances with the wall clock, so the windows of a quiet live stream still close (leave
         it unset when replaying history: a stall would make later events late).
 
+        **Per split.** Directly after a source of several splits (``kafka_source``: its
+        partitions; ``from_arrow(..., split_by=column)``: a replayed capture of partitions),
+        each split has its own watermark (its largest event time minus the bound) and the
+        stream's is their minimum, as Flink's ``WatermarkStrategy`` on a Kafka source: a
+        partition read later or more slowly than the others is not late.  A split that has
+        sent nothing yet holds the watermark back until it sends data, finishes (a bounded
+        read at its end) or, with ``idle_timeout``, has been idle that long (it rejoins when
+        data comes again).  ``max_drift`` (default 5 minutes of event time; None: off) is
+        watermark alignment: a Kafka partition more than that ahead of the slowest partition
+        that has data is paused until the others catch up, so window state stays bounded when
+        one partition has a backlog.  ``kafka_source(event_time=)`` instead merges the
+        partitions into one event-time order.
+
+        **Rows without an event time** (a null in ``time``): ``on_null="fail"`` (the default)
+        stops the job with an error naming the row; ``"skip"`` drops them, counts them in
+        ``streaming_dead_letters_total{reason="null_event_time"}`` and logs once; directly
+        after a Kafka source, the source's ``on_error`` decides (``"dead_letter"`` keeps the
+        raw record with reason ``null_event_time``), unless ``on_null`` is given.
+
         >>> import heliosdb as hdb
         >>> from datetime import timedelta
         >>> rows = [{"ts": 1500, "k": 1}, {"ts": 900, "k": 1}]     # 900 is 0.6 s out of order
@@ -393,7 +414,9 @@ class Stream:
         [1, 1]
         """
         idle = None if idle_timeout is None else to_nanos(idle_timeout, "with_watermark(idle_timeout=)")
-        strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"), idle)
+        drift = None if max_drift is None else to_nanos(max_drift, "with_watermark(max_drift=)")
+        strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"), idle,
+                                     drift, "source" if on_null is None else on_null)
         return self._then("watermark", strategy=strategy)
 
     def set_parallelism(self, n: int) -> "Stream":

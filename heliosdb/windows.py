@@ -140,6 +140,12 @@ class WatermarkStrategy:
     time: str
     max_out_of_orderness_ns: int = 0
     idle_timeout_ns: Optional[int] = None
+    #: Watermark alignment (a source of several splits): pause a split this far ahead of the
+    #: slowest; None: never.
+    max_drift_ns: Optional[int] = None
+    #: A row without an event time: "fail" (an error naming the row), "skip" (dropped,
+    #: counted, logged once) or, where the source has dead letters, what its ``on_error`` says.
+    on_null: str = "fail"
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, str) or not self.time:
@@ -148,6 +154,10 @@ class WatermarkStrategy:
             raise ConfigError("with_watermark(max_out_of_orderness=) must not be negative")
         if self.idle_timeout_ns is not None and self.idle_timeout_ns <= 0:
             raise ConfigError("with_watermark(idle_timeout=) must be positive")
+        if self.max_drift_ns is not None and self.max_drift_ns <= 0:
+            raise ConfigError("with_watermark(max_drift=) must be positive, or None for no alignment")
+        if self.on_null not in ("fail", "skip", "source"):
+            raise ConfigError(f"with_watermark(on_null=) must be 'fail' or 'skip', got {self.on_null!r}")
 
 
 def time_factor(schema: pa.Schema, column: str, step: str) -> int:

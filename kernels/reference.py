@@ -320,3 +320,39 @@ def watermark_splits(ts: np.ndarray, factor: int, bound: int, max_seen: int, emi
                 emitted = implied
         max_seen = max(max_seen, t)
     return cuts, marks, max_seen
+
+
+def split_watermark_splits(ts: np.ndarray, split: np.ndarray, factor: int, bound: int,
+                           seen: List[int], live: List[bool], emitted: int, grid=None,
+                           left: Optional[List[int]] = None):
+    """Reference for :func:`heliosdb.kernels.window.split_watermark_splits` (Python integers;
+    ``seen``/``live`` are lists, updated in place)."""
+    lo, hi = -INT64_MAX, INT64_MAX
+    i64_min = -INT64_MAX - 1
+
+    def low() -> int:
+        ws = [s - bound if s != i64_min else i64_min for s, a in zip(seen, live) if a]
+        return min(ws) if ws else INT64_MAX
+
+    def bucket(w: int, off: int, step: int) -> Optional[int]:
+        return None if w < i64_min + off else (w - off) // step
+
+    def crosses(a: int, b: int) -> bool:
+        return grid is None or any(
+            bucket(a, off, step) != bucket(b, off, step)
+            for size, slide, late in grid for off, step in ((size, slide), (size + late, slide)))
+
+    cuts, marks = [], []
+    for i, (t, s) in enumerate(zip(ts.tolist(), split.tolist())):
+        t = min(max(t * factor, lo), hi)
+        w = low()
+        if w != INT64_MAX and t < w and w > emitted and crosses(emitted, w):
+            cuts.append(i)
+            marks.append(w)
+            emitted = w
+        live[s] = True
+        seen[s] = max(seen[s], t)
+        if left is not None and left[s] > 0:
+            left[s] -= 1
+            live[s] = left[s] != 0
+    return cuts, marks, low()

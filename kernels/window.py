@@ -208,10 +208,102 @@ def watermark_splits(ts, factor, bound, max_seen, emitted, grid=EXACT_GRID):
 
     >>> import numpy as np
     >>> ts = np.array([0, 50, 40, 100, 60, 150, 110], np.int64)     # rows 2, 4, 6 are behind
-    >>> watermark_splits(ts, 1, 0, INT64_MIN, INT64_MIN)[:3]                   # every value
+    >>> watermark_splits(ts, 1, 0, 0, 0)[:3]              # watermark 0 sent; every value counts
     (array([2, 4, 6]), array([ 50, 100, 150]), 3)
-    >>> watermark_splits(ts, 1, 0, INT64_MIN, INT64_MIN, window_grid([(100, 100, 0)]))[:3]
+    >>> watermark_splits(ts, 1, 0, 0, 0, window_grid([(100, 100, 0)]))[:3]   # windows of 100
     (array([4]), array([100]), 1)
     """
     offs, steps = grid
     return _watermark_splits(ts, factor, bound, max_seen, emitted, offs, steps)
+
+
+@jit
+def _low(seen, live, bound):
+    """The watermark of splits ``seen`` (largest time per split) that are ``live``: the
+    smallest ``seen - bound``; a live split that has seen nothing holds it at INT64_MIN; no
+    live split at all gives INT64_MAX (nothing holds the watermark back)."""
+    low = INT64_MAX
+    for j in range(seen.shape[0]):
+        if live[j]:
+            if seen[j] == INT64_MIN:
+                return INT64_MIN
+            w = seen[j] - bound
+            if w < low:
+                low = w
+    return low
+
+
+@jit
+def _split_pass(ts, split, factor, bound, seen, live, left, emitted, offs, steps, cuts, marks, fill):
+    k = 0
+    limit = INT64_MAX // factor
+    low = _low(seen, live, bound)
+    for i in range(ts.shape[0]):
+        t = _scaled(ts[i], factor, limit)
+        s = split[i]
+        if low != INT64_MAX and t < low and low > emitted and _crosses(emitted, low, offs, steps):
+            if fill:
+                cuts[k] = i
+                marks[k] = low
+            k += 1
+            emitted = low
+        if not live[s]:
+            live[s] = 1                     # an idle split that sends data again rejoins
+            low = _low(seen, live, bound)
+        if t > seen[s]:
+            old = seen[s] - bound if seen[s] != INT64_MIN else INT64_MIN
+            seen[s] = t
+            if old <= low:                  # it may have held the watermark back
+                low = _low(seen, live, bound)
+        if left[s] > 0:
+            left[s] -= 1
+            if left[s] == 0:                # its last row: it holds nothing back any more
+                live[s] = 0
+                low = _low(seen, live, bound)
+    return k, low
+
+
+@jit
+def _split_watermark_splits(ts, split, factor, bound, seen, live, left, emitted, offs, steps):
+    none = np.empty(0, dtype=np.int64)
+    seen0, live0, left0 = seen.copy(), live.copy(), left.copy()
+    k, low = _split_pass(ts, split, factor, bound, seen, live, left, emitted, offs, steps, none, none, False)
+    if k == 0:
+        return none, none, 0, low
+    cuts = np.empty(k, dtype=np.int64)
+    marks = np.empty(k, dtype=np.int64)
+    seen[:] = seen0
+    live[:] = live0
+    left[:] = left0
+    _split_pass(ts, split, factor, bound, seen, live, left, emitted, offs, steps, cuts, marks, True)
+    return cuts, marks, k, low
+
+
+def split_watermark_splits(ts, split, factor, bound, seen, live, emitted, grid=EXACT_GRID,
+                           left=None):
+    """``watermark_splits`` for a source of several splits (Kafka partitions, ...): each split
+    has its own largest time ``seen[j]`` (ns, INT64_MIN: nothing yet), and the watermark is the
+    smallest ``seen[j] - bound`` over the ``live`` splits (idle ones do not hold it back; a
+    live split that has sent nothing holds it at INT64_MIN).  Row ``i`` belongs to split
+    ``split[i]`` (an index into ``seen``/``live``, which are updated in place: a split that
+    sends a row is live again).  ``left[j]`` (updated in place; default: unknown) counts the
+    rows split ``j`` will still send when the source has said it ends: after the last one the
+    split no longer holds the watermark back (-1: not known to end).  A row is behind when its time is below the watermark the rows
+    before it imply; cuts follow the same rule as ``watermark_splits``.  Returns ``(cuts,
+    marks, k, low)``, ``low`` being the watermark after the batch (INT64_MAX: no live split).
+
+    So a split read late, or slowly, is not behind: the watermark waits for it.
+
+    >>> import numpy as np
+    >>> seen, live = np.full(2, INT64_MIN, np.int64), np.ones(2, np.uint8)
+    >>> ts = np.array([100, 200, 300, 10, 20], np.int64)     # split 1 comes late, in order
+    >>> split = np.array([0, 0, 0, 1, 1], np.int64)
+    >>> cuts, marks, k, low = split_watermark_splits(ts, split, 1, 0, seen, live, INT64_MIN)
+    >>> k, low, seen.tolist()
+    (0, 20, [300, 20])
+    """
+    offs, steps = grid
+    if left is None:
+        left = np.full(len(seen), -1, np.int64)
+    return _split_watermark_splits(ts, np.ascontiguousarray(split, np.int64), factor, bound,
+                                   seen, live, left, emitted, offs, steps)

@@ -64,8 +64,9 @@ import pyarrow as pa
 from ..config import (DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_KAFKA_PARTITION_BUFFER_ROWS,
                       DEFAULT_KAFKA_STARTUP_TIMEOUT, ENV_KAFKA_BOOTSTRAP, Duration, to_nanos)
 from ..errors import ConfigError, DataError, ExecutionError
-from ..formats import OVERSIZED, DecodeFailure, Format
+from ..formats import NULL_EVENT_TIME, OVERSIZED, DecodeFailure, Format
 from .sources import Piece, Source
+from .splits import Splits
 
 log = logging.getLogger("heliosdb.kafka")
 
@@ -158,6 +159,8 @@ class _Partition:
     eof_at: int = -1                 # the offset of the last end-of-partition event
     fetched: int = -1                # the offset after the last message read
     paused: bool = False
+    released: int = 0                # rows released since the source opened
+    announced: bool = False          # its end told to the watermark (Splits.finish)
     # Written by the partition's reader only (published fields above change under the lock).
     decode_max: int = _KEY_MIN       # running max of event time over decoded rows
     seek_skip: int = 0               # rows of message ``seek_offset`` to drop (restore)
@@ -236,6 +239,11 @@ class KafkaSource(Source):
         self.buffer_rows = buffer_rows
         self.conf = dict(conf or {})
         self.columns: Optional[List[str]] = None
+        # Partitions are the splits: a watermark right after keeps one per partition (merged
+        # by event time, they are one ordered stream: one watermark).
+        self.splits = None if event_time is not None else Splits(
+            ["kafka_partition"] if len(topics) == 1 else ["kafka_topic", "kafka_partition"])
+        self.null_time: Optional[str] = None       # rows with no value here are bad records
         self.dead_letters: Dict[str, int] = {}
         self._metrics = None
         self._count_lock = threading.Lock()
@@ -247,6 +255,14 @@ class KafkaSource(Source):
         out.format = fmt
         out._schema = None
         return out
+
+    def check_event_time(self, column: str) -> "KafkaSource":
+        out = copy.copy(self)
+        out.null_time = column
+        return out
+
+    def _split_key(self, p: "_Partition") -> tuple:
+        return (p.partition,) if len(self.splits.columns) == 1 else (p.topic, p.partition)
 
     def with_readers(self, n: int) -> "KafkaSource":
         out = copy.copy(self)
@@ -480,6 +496,9 @@ class KafkaSource(Source):
             self._control.close()          # the executor closes only sources that opened
             self._control = None
             raise
+        if self.splits is not None:
+            self.splits.reset()
+            self.splits.declare([self._split_key(p) for p in self._parts])
         payload = self.payload_schema
         self._full = pa.schema(list(payload) + list(METADATA))
         self._columns = self.columns or self._full.names
@@ -537,8 +556,13 @@ class KafkaSource(Source):
             # Round-robin over the partitions, so a busy one does not starve the others.
             self._rr = (getattr(self, "_rr", -1) + 1) % max(len(parts), 1)
             parts = parts[self._rr:] + parts[:self._rr]
+        # Watermark alignment: partitions far ahead of the slowest wait (their queue fills and
+        # their reader pauses), unless the merge already orders partitions by event time.
+        ahead = self.splits.ahead() if self.splits is not None else ()
         out = []
         for p in parts:
+            if ahead and self._split_key(p) in ahead:
+                continue
             while p.chunks:
                 c = p.chunks[0]
                 stop = c.batch.num_rows
@@ -555,6 +579,7 @@ class KafkaSource(Source):
                     budget -= stop - c.start
                 out.append((p, c, c.start, stop))
                 p.rows -= stop - c.start
+                p.released += stop - c.start
                 c.start = stop
                 if stop < c.batch.num_rows:
                     p.offset, p.skip = int(c.offsets[stop]), int(c.first_row[stop])
@@ -568,6 +593,9 @@ class KafkaSource(Source):
             if p.paused and (p.rows < self.buffer_rows // 2 or p in holders):
                 p.paused = False
                 self._resume(p)
+            if self.splits is not None and not p.announced and p.finished():
+                p.announced = True
+                self.splits.finish(self._split_key(p), p.released)
         return [t for t in out if t[3] > t[2] or (t[1].dead is not None)]
 
     def _cut(self, frontier: int, budget: int) -> int:
@@ -837,6 +865,23 @@ class _Reader:
             consumer.close()
 
 
+def _null_times(column: str, payload: pa.RecordBatch, msg_index: Optional[np.ndarray],
+                failures: List[DecodeFailure]):
+    """Rows without a value in the event-time ``column`` are bad records (reason
+    ``null_event_time``): out of the payload, into ``failures`` (by message)."""
+    col = payload.column(column)
+    if not col.null_count:
+        return payload, msg_index, failures
+    null = col.is_null().to_numpy(zero_copy_only=False)
+    rows = np.arange(payload.num_rows, dtype=np.int64) if msg_index is None else msg_index
+    bad = sorted(set(rows[null].tolist()))
+    failures = sorted(failures + [DecodeFailure(i, NULL_EVENT_TIME, column, f"no value in {column!r}, the "
+                                                "event time of the watermark after the source")
+                                  for i in bad], key=lambda f: f.index)
+    keep = ~null
+    return payload.filter(pa.array(keep)), rows[keep], failures
+
+
 def _decode(src: KafkaSource, p: _Partition, msgs: list, ingest_ns: int) -> Tuple[Optional[_Chunk], int]:
     """Messages of one partition -> a chunk of rows (projected), its dead letters, merge keys."""
     if p.stop is not None and msgs[-1].offset() >= p.stop:
@@ -865,6 +910,8 @@ def _decode(src: KafkaSource, p: _Partition, msgs: list, ingest_ns: int) -> Tupl
         payload = decoded.batch
         msg_index = decoded.message_index
         failures = decoded.failures
+    if src.null_time is not None and payload.num_rows:
+        payload, msg_index, failures = _null_times(src.null_time, payload, msg_index, failures)
     if todo_index is not None:
         failures = [DecodeFailure(int(todo_index[f.index]), f.reason, f.field, f.detail) for f in failures]
         msg_index = todo_index if msg_index is None else todo_index[msg_index]

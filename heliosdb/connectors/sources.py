@@ -13,9 +13,11 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import ConfigError, DataError, SchemaError
 from ..formats.values import CONVERT_ERRORS, cast_exact, to_column
+from .splits import Splits
 
 Piece = Tuple[pa.RecordBatch, int]
 
@@ -51,6 +53,16 @@ class Source:
 
     def project(self, columns: List[str]) -> "Source":
         """A source that yields only ``columns`` (itself if it cannot prune)."""
+        return self
+
+    #: The source's splits (``connectors.splits.Splits``) when it reads several, each in its
+    #: own event-time order (Kafka partitions): the watermark after it is kept per split.
+    splits = None
+
+    def check_event_time(self, column: str) -> "Source":
+        """A source that treats a row whose ``column`` is null as a bad record (its
+        ``on_error`` policy: fail, skip or dead letter, reason ``null_event_time``), for a
+        watermark on ``column`` right after it; itself if it has no such policy."""
         return self
 
 
@@ -92,23 +104,48 @@ class ArrowSource(Source):
 
     replayable = True
 
-    def __init__(self, table: pa.Table):
+    def __init__(self, table: pa.Table, split_by: Optional[str] = None):
         self.table = table
         self.schema = table.schema
         self._start = 0
         self._row = 0
+        self.split_by = split_by
+        if split_by is not None:
+            if split_by not in table.column_names:
+                raise SchemaError(f"from_arrow(split_by={split_by!r}): no such column; the table has "
+                                  f"{table.column_names}")
+            self.splits = Splits([split_by])
 
     def open(self, batch_size: int) -> None:
         super().open(batch_size)
         self._row = self._start
         rest = self.table.slice(self._start) if self._start else self.table
         self._batches: Iterator[pa.RecordBatch] = iter(rest.to_batches(max_chunksize=batch_size))
+        if self.splits is not None:
+            self._declare_splits(rest)
+
+    def _declare_splits(self, rest: pa.Table) -> None:
+        """Every split of the rows still to replay, and the row after which each is done."""
+        self.splits.reset()
+        enc = pc.dictionary_encode(rest.column(self.split_by).combine_chunks())
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        n = len(codes)
+        uniq, last_rev, counts = np.unique(codes[::-1], return_index=True, return_counts=True)
+        last = self._row + n - 1 - last_rev                  # absolute row of each split's last row
+        keys = [(v,) for v in enc.dictionary.take(pa.array(uniq)).to_pylist()] if n else []
+        self.splits.declare(keys)
+        order = np.argsort(last, kind="stable")
+        self._ends = [(int(last[i]), keys[i], int(counts[i])) for i in order]
 
     def poll(self, timeout_s: float) -> Optional[List[Piece]]:
         b = next(self._batches, None)
         if b is None:
             return None
         self._row += b.num_rows
+        if self.splits is not None:
+            while self._ends and self._ends[0][0] < self._row:
+                _, key, rows = self._ends.pop(0)
+                self.splits.finish(key, rows)
         return [(b, time.time_ns())]
 
     def position(self) -> Any:
@@ -120,6 +157,8 @@ class ArrowSource(Source):
     def project(self, columns: List[str]) -> "Source":
         out = ArrowSource(self.table.select(columns))
         out._start = self._start
+        if self.split_by is not None and self.split_by in columns:
+            out.split_by, out.splits = self.split_by, self.splits
         return out
 
     def describe(self) -> str:

@@ -42,8 +42,9 @@ UNKNOWN_SCHEMA = "unknown_schema"  # the Confluent wire format names a schema id
 OVERSIZED = "oversized"            # the message is larger than the source's max_record_bytes
 EMPTY = "empty"                    # no payload (an empty message or a tombstone)
 EXTRA_FIELD = "extra_field"        # a field the schema lacks, with the format's extra="error"
+NULL_EVENT_TIME = "null_event_time"  # no value in the event-time column of a watermark after it
 REASONS = (MALFORMED, WRONG_TYPE, MISSING_FIELD, BAD_MAGIC, UNKNOWN_SCHEMA, OVERSIZED, EMPTY,
-           EXTRA_FIELD)
+           EXTRA_FIELD, NULL_EVENT_TIME)
 
 #: What the ``extra=`` option of the JSON and MessagePack formats accepts: what to do with a
 #: field the schema does not have.  "ignore" (their default) reads only the schema's fields.

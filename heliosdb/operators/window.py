@@ -47,6 +47,7 @@ from .accumulators import (AccPlan, Partial, Prepared, filter_rows, partial_from
 from .base import WATERMARK_MAX, Item, Operator, SideOutput, Snapshot, Tick, Watermark
 from .keys import KeyEncoder
 from .preagg import PanePart, PreAggregated
+from .splitclock import SplitClock
 
 log = logging.getLogger("heliosdb.window")
 
@@ -1021,16 +1022,28 @@ class WatermarkAssigner(Operator):
     of late or out-of-order rows costs a few cuts per batch, not one per row.  With
     ``idle_timeout_ns``, ticks that find no data for that long advance the watermark by the
     wall time since the last event.
+
+    Right after a source of several splits (``splits``: the source's
+    ``connectors.splits.Splits``, e.g. Kafka partitions) the watermark is kept per split and
+    is their minimum (``operators/splitclock.py``): a split read later or more slowly than the
+    others is not behind them.  A split idle for ``idle_timeout_ns`` stops holding the
+    watermark back until it sends data again; a split more than ``max_drift_ns`` ahead of the
+    slowest is marked for the source to pause (watermark alignment).
     """
 
     kind = "watermark"
     stateful = True
 
     def __init__(self, name: str, schema: pa.Schema, time: str, max_out_of_orderness_ns: int,
-                 idle_timeout_ns: Optional[int] = None, grid: tuple = EXACT_GRID):
+                 idle_timeout_ns: Optional[int] = None, grid: tuple = EXACT_GRID, splits=None,
+                 max_drift_ns: Optional[int] = None, on_null: str = "fail"):
         self.name = name
+        self.skip_nulls = on_null == "skip"
+        self.null_events = 0              # rows skipped for a null event time
         self.time = time
         self.grid = grid
+        self.clock = None if splits is None else SplitClock(
+            splits, schema, name, max_out_of_orderness_ns, idle_timeout_ns, max_drift_ns)
         self.factor = time_factor(schema, time, name)
         self.idx = schema.get_field_index(time)
         self.is_ts = pat.is_timestamp(schema.field(time).type)
@@ -1048,16 +1061,27 @@ class WatermarkAssigner(Operator):
             batch = batch.batch           # cut and sent on as rows, as with parallelism 1
         col = batch.column(self.idx)
         if col.null_count:
-            row = int(col.is_null().to_numpy(zero_copy_only=False).argmax())
-            raise DataError(
-                f"step {self.name!r}: time column {self.time!r} is null at row {row} of a batch; "
-                "every event needs an event time (filter nulls out first)"
-            )
+            if not self.skip_nulls:
+                row = int(col.is_null().to_numpy(zero_copy_only=False).argmax())
+                raise DataError(
+                    f"step {self.name!r}: time column {self.time!r} is null at row {row} of a batch; "
+                    "every event needs an event time: with_watermark(on_null='skip') drops such "
+                    "rows (counted), kafka_source(on_error='dead_letter') keeps them as dead letters"
+                )
+            batch = self._skip_nulls(batch, col)
+            if not batch.num_rows:
+                return []
+            col = batch.column(self.idx)
         if self.idle_timeout is not None:
             self.last_data = _time.time_ns()
         ts = (col.view(pa.int64()) if self.is_ts else col).to_numpy(zero_copy_only=False)
-        cuts, marks, k, self.max_seen = watermark_splits(ts, self.factor, self.bound,
-                                                         self.max_seen, self.current, self.grid)
+        if self.clock is not None:
+            cuts, marks, k, low = self.clock.low_after(batch, ts, self.factor, self.current, self.grid)
+            self.max_seen = max(self.max_seen, self.clock.max_seen())
+        else:
+            cuts, marks, k, self.max_seen = watermark_splits(ts, self.factor, self.bound,
+                                                             self.max_seen, self.current, self.grid)
+            low = self.max_seen - self.bound if self.max_seen != _I64_MIN else _I64_MIN
         out: List[Item] = []
         start = 0
         for j in range(k):
@@ -1068,15 +1092,25 @@ class WatermarkAssigner(Operator):
             self.current = mark
             start = cut
         out.append(batch.slice(start) if start else batch)
-        if self.max_seen != _I64_MIN and self.max_seen - self.bound > self.current:
-            self.current = self.max_seen - self.bound
-            out.append(Watermark(self.current))
+        if _I64_MIN < low < _I64_MAX and low > self.current:
+            self.current = low
+            out.append(Watermark(low))
         return out
+
+    def _skip_nulls(self, batch: pa.RecordBatch, col: pa.Array) -> pa.RecordBatch:
+        n = col.null_count
+        if not self.null_events:
+            log.warning("step %r: %d rows without an event time (%r is null) dropped, as "
+                        "with_watermark(on_null='skip') asks; further ones are counted in "
+                        "streaming_dead_letters_total{reason=\"null_event_time\"}", self.name, n,
+                        self.time, extra={"operator": self.name})
+        self.null_events += n
+        return batch.filter(col.is_valid())
 
     def _pre_aggregated(self, pre: PreAggregated) -> Optional[List[Item]]:
         """A replica's pre-aggregated batch that needs no cut (no row behind the rows before
         it, in the batch or before it): passed on whole, then the watermark; else None."""
-        if not (pre.usable and pre.ordered):
+        if not (pre.usable and pre.ordered) or self.clock is not None:
             return None
         if self.max_seen != _I64_MIN and pre.min_ns < self.max_seen - self.bound:
             return None
@@ -1099,6 +1133,13 @@ class WatermarkAssigner(Operator):
     def on_tick(self, now: int) -> List[Item]:
         out: List[Item] = []
         idle = now - self.last_data
+        if self.clock is not None:
+            low = self.clock.low(now)          # a split went idle or finished: may rise
+            if _I64_MIN < low < _I64_MAX:
+                if low > self.current:
+                    self.current = low
+                    out.append(Watermark(low))
+                return out + [Tick(now)]
         if (self.idle_timeout is not None and self.max_seen != _I64_MIN
                 and idle >= self.idle_timeout):
             mark = self.max_seen - self.bound + idle
@@ -1108,17 +1149,23 @@ class WatermarkAssigner(Operator):
         return out + [Tick(now)]
 
     def snapshot(self) -> Snapshot:
-        return Snapshot({}, {"current": self.current, "max_seen": self.max_seen})
+        meta = {"current": self.current, "max_seen": self.max_seen}
+        if self.clock is not None:
+            meta.update(self.clock.snapshot())
+        return Snapshot({}, meta)
 
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
                 owned: bool = False) -> None:
         if metas:
             self.current = max(m["current"] for m in metas)
             self.max_seen = max(m["max_seen"] for m in metas)
+            if self.clock is not None:
+                self.clock.restore(metas)
 
     def describe(self) -> str:
         idle = f", idle timeout {self.idle_timeout / 1e9:g}s" if self.idle_timeout else ""
-        return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}"
+        per = "" if self.clock is None else f", per split of {', '.join(self.clock.splits.columns)}"
+        return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}{per}"
 
 
 def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:

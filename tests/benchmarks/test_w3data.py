@@ -191,21 +191,22 @@ def test_small_batches_do_not_change_the_result(data, refs):
     w3data.validate(heliosdb_w3(data.arrival, 1, batch_size=777), refs["arrival"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "no per-split watermarks yet (DESIGN.md section 4, issue 12): from_parquet reads the files "
-    "one after another under one watermark, so most events of partitions 1-7 come out late"))
-def test_one_parquet_file_per_partition_gives_the_per_split_result(data, tmp_path):
-    """Files are splits with watermarks of their own: the result is the event-time merge's,
-    whatever order the files are read in."""
+@pytest.mark.parametrize("order,batch", [("one after another", 5_000), ("arrival", 777),
+                                         ("arrival", 65_536)])
+def test_partitions_as_splits_give_the_per_split_result(data, order, batch):
+    """Partitions are splits with watermarks of their own (``from_arrow(split_by=)``): each row
+    is judged by the smallest watermark of the splits still sending (``split_watermarks``),
+    whatever the batch size; read one after another (the worst pace there is), or in W3's
+    arrival order."""
     from datetime import timedelta
 
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
     import heliosdb as hdb
 
-    for i, part in enumerate(data.partitions):
-        pq.write_table(part, tmp_path / f"part-{i}.parquet")
-    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
-    src = env.from_parquet(str(tmp_path / "*.parquet")).with_watermark(
+    capture = pa.concat_tables(data.partitions) if order != "arrival" else data.arrival
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1, batch_size=batch))
+    src = env.from_arrow(capture, split_by="partition").with_watermark(
         time="ts", max_out_of_orderness=timedelta(milliseconds=w3data.BOUND_MS))
-    w3data.validate(w3data.run_w3(env, src), w3data.split_reference(data.partitions))
+    ref = w3data.duckdb_w3(capture, watermarks=w3data.split_watermarks(capture))
+    w3data.validate(w3data.run_w3(env, src), ref)

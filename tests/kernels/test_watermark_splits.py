@@ -111,3 +111,40 @@ def test_late_rows_inside_one_window_period_need_no_cut():
     ts = np.array([100, 50, 400, 120, 700, 300, 900, 10], np.int64)
     assert watermark_splits(ts, 1, 0, 0, 0, window_grid([(1000, 1000, 0)]))[2] == 0
     assert watermark_splits(ts, 1, 0, 0, 0)[2] == 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(-10**6, 10**6), st.integers(0, 3)), max_size=60),
+       bound=st.integers(0, 5000), grid=st.one_of(st.none(), grids),
+       live=st.lists(st.booleans(), min_size=4, max_size=4),
+       ends=st.lists(st.booleans(), min_size=4, max_size=4))
+def test_split_cuts_match_reference(rows, bound, grid, live, ends):
+    from heliosdb.kernels.window import split_watermark_splits
+
+    ts = np.array([t for t, _ in rows], np.int64)
+    split = np.array([s for _, s in rows], np.int64)
+    # splits that end: their number of rows is known (they stop holding after the last one)
+    left = [int((split == j).sum()) if e and (split == j).any() else -1 for j, e in enumerate(ends)]
+    seen = np.full(4, I64_MIN, np.int64)
+    alive = np.array(live, np.uint8)
+    cuts, marks, k, low = split_watermark_splits(ts, split, 1, bound, seen, alive, I64_MIN,
+                                                 window_grid(grid) if grid else window_grid([None]),
+                                                 left=np.array(left, np.int64))
+    rseen, rlive = [I64_MIN] * 4, list(live)
+    rcuts, rmarks, rlow = ref.split_watermark_splits(ts, split, 1, bound, rseen, rlive, I64_MIN, grid,
+                                                     list(left))
+    assert (cuts[:k].tolist(), marks[:k].tolist(), low) == (rcuts, rmarks, rlow)
+    assert seen.tolist() == rseen and alive.astype(bool).tolist() == rlive
+
+
+def test_a_split_read_late_is_not_behind():
+    """Three splits, each in order, read one after another: with one watermark over all of
+    them, the second and third splits' rows would all be behind; per split, none is."""
+    from heliosdb.kernels.window import split_watermark_splits
+
+    ts = np.concatenate([np.arange(0, 1000, 10)] * 3).astype(np.int64)
+    split = np.repeat(np.arange(3), 100).astype(np.int64)
+    assert watermark_splits(ts, 1, 0, I64_MIN, I64_MIN)[2] > 0
+    seen, live = np.full(3, I64_MIN, np.int64), np.ones(3, np.uint8)
+    _, _, k, low = split_watermark_splits(ts, split, 1, 0, seen, live, I64_MIN)
+    assert k == 0 and low == 990

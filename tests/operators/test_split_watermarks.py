@@ -1,0 +1,102 @@
+"""Watermarks per split: a source of several splits (here a replayed capture of partitions,
+``from_arrow(split_by=)``) gives the windows of one partition holding the same events, whatever
+the partitioning, the pace at which partitions are read, the batch size and the parallelism.
+
+Timeline (1 s windows, bound 0): partition 0 is read first, up to 9 s; partition 1 then
+delivers 1 s..9 s.  One watermark over both would be at 9 s when partition 1 starts, and all of
+partition 1 would be late; per split the watermark waits for partition 1.
+"""
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings, strategies as st
+
+import heliosdb as hdb
+from heliosdb.testing import assert_same_rows
+
+BOUND_MS = 300
+
+
+def _windows(stream, parallelism):
+    keyed = stream.key_by("k")
+    tum = keyed.window(hdb.TumblingWindow.of(timedelta(seconds=1))).aggregate(
+        n=hdb.count(), s=hdb.sum("v"), first=hdb.first("v"), last=hdb.last("v"))
+    sli = keyed.window(hdb.SlidingWindow.of(timedelta(seconds=2), timedelta(seconds=1))).aggregate(
+        n=hdb.count(), mx=hdb.max("v"))
+    out = {}
+    for name, w in (("tumbling", tum), ("sliding", sli)):
+        out[name], out[name + "_late"] = hdb.sinks.memory(), hdb.sinks.memory()
+        w.set_parallelism(parallelism).sink(out[name])
+        w.late_output().sink(out[name + "_late"])
+    return out
+
+
+def _run(table, split_by, batch, parallelism):
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=batch))
+    src = env.from_arrow(table, split_by=split_by)
+    sinks = _windows(src.with_watermark(time="ts", max_out_of_orderness=timedelta(milliseconds=BOUND_MS)),
+                     parallelism)
+    env.execute(name="splits")
+    return {k: s.to_table() for k, s in sinks.items()}
+
+
+@st.composite
+def captures(draw):
+    """One stream within the bound (no late event), partitioned at random, its partitions
+    read at random paces (a random interleaving that keeps each partition's order)."""
+    n = draw(st.integers(1, 300))
+    seed = draw(st.integers(0, 2**32 - 1))
+    parts = draw(st.integers(1, 5))
+    rng = np.random.default_rng(seed)
+    ts = 10_000 + np.sort(rng.integers(0, 20_000, n)) + rng.integers(0, BOUND_MS, n)
+    k = rng.integers(0, 4, n)
+    v = np.arange(n, dtype=np.float64)
+    p = rng.integers(0, parts, n)
+    # Arrival: repeatedly pick a partition (weighted: each has its own pace), take its next rows.
+    pace = rng.random(parts) + 0.05
+    queues = [list(np.flatnonzero(p == j)) for j in range(parts)]
+    order = []
+    while any(queues):
+        live = [j for j in range(parts) if queues[j]]
+        j = live[rng.choice(len(live), p=pace[live] / pace[live].sum())]
+        take = int(rng.integers(1, 40))
+        order += queues[j][:take]
+        del queues[j][:take]
+    order = np.array(order, np.int64)
+    single = pa.table({"ts": ts, "k": k, "v": v, "p": np.zeros(n, np.int64)})
+    arrival = single.take(pa.array(order)).set_column(3, "p", pa.array(p[order]))
+    return single, arrival, draw(st.sampled_from([1, 7, 64, 65_536])), draw(st.sampled_from([1, 2]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(captures())
+def test_partitions_read_at_any_pace_give_the_single_partition_result(case):
+    single, arrival, batch, parallelism = case
+    expected = _run(single, None, 65_536, 1)
+    got = _run(arrival, "p", batch, parallelism)
+    for name in ("tumbling", "sliding"):
+        assert got[name + "_late"].num_rows == 0
+        # first/last follow arrival order, which the partitions' interleaving changes
+        cols = [c for c in expected[name].column_names if c not in ("first", "last")]
+        assert_same_rows(got[name].select(cols), expected[name].select(cols))
+
+
+def test_a_partition_read_after_the_others_is_not_late():
+    # partition 0: 0.5 s .. 9.5 s, then partition 1: the same times; bound 0.
+    t = np.arange(500, 10_000, 1000)
+    table = pa.table({"ts": np.concatenate([t, t]), "k": [1] * 20, "v": [1.0] * 20,
+                      "p": [0] * 10 + [1] * 10})
+    got = _run(table, "p", 4, 1)
+    assert got["tumbling_late"].num_rows == 0
+    assert got["tumbling"]["n"].to_pylist() == [2] * 10
+    one = _run(table, None, 4, 1)                  # one watermark: partition 1 is all late
+    assert one["tumbling_late"].num_rows == 9
+
+
+def test_a_split_late_within_itself_is_still_late():
+    # partition 1 goes back 5 s within itself: beyond the bound, so late, as with one split.
+    table = pa.table({"ts": [1000, 8000, 9000, 9500, 1500], "k": [1] * 5, "v": [1.0] * 5,
+                      "p": [0, 1, 0, 1, 1]})
+    got = _run(table, "p", 65_536, 1)
+    assert got["tumbling_late"]["ts"].to_pylist() == [1500]
