@@ -41,8 +41,8 @@ Who deletes what (one writer per job directory, see :mod:`.lease`):
   (never committed, or unusable): every writer writes only while it holds a generation and the
   holder's generation is the newest, so they were written by superseded generations whose
   holders are dead or fenced off (they check the lease before committing, and commit nothing
-  after).  It checks that it still holds the lease just before, and keeps any whose manifest
-  carries its own or a newer generation;
+  after).  It checks that it still holds the lease just before.  (A fenced-off writer may
+  still be writing into such a folder: it loses those files, and it never commits);
 - a failed epoch removes only the files its own writer created (a fenced-off writer must not
   remove files the new holder writes into the same epoch's folder);
 - retention deletes old committed checkpoints only while the lease is held.
@@ -51,10 +51,10 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import Counter
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -233,8 +233,7 @@ class Coordinator:
 
     def _discard_after(self, restored: int, epochs: List[int]) -> None:
         """Delete the checkpoints after ``restored`` (never committed, or unusable): their
-        epochs run again.  Only while this process holds the lease, and never one a writer of
-        this or a newer generation committed (see the module docstring)."""
+        epochs run again.  Only while this process holds the lease (see the module docstring)."""
         later = [e for e in epochs if e > restored]
         if not later:
             return
@@ -242,14 +241,6 @@ class Coordinator:
             raise CheckpointError(f"job {self.job!r} lost its lease while restoring (another process took over "
                                   "the job directory); stopping without changing it")
         for e in later:
-            try:
-                gen = self.store.read_manifest(e).get("lease_generation", 0)
-            except CheckpointError:
-                gen = 0
-            if gen >= self.lease.generation:
-                raise CheckpointError(
-                    f"job {self.job!r}: checkpoint {e} was committed by lease generation {gen}, not older than "
-                    f"this process's {self.lease.generation}: another writer runs this job; stopping")
             self.store.delete(e)
 
     def _check_names(self, manifest: Dict[str, Any], state_ops) -> None:

@@ -64,9 +64,14 @@ def _parent(m, path):
     return m
 
 
+def _steps(m, group: str) -> dict:
+    steps = m.get(group)
+    return steps if isinstance(steps, dict) else {}
+
+
 def _files(m):
-    return [(op_group, name, t, i) for op_group in ("operators", "sinks")
-            for name, e in m.get(op_group, {}).items() if isinstance(e, dict) and isinstance(e.get("files"), dict)
+    return [(group, name, t, i) for group in ("operators", "sinks")
+            for name, e in _steps(m, group).items() if isinstance(e, dict) and isinstance(e.get("files"), dict)
             for t, fs in e["files"].items() if isinstance(fs, list) for i in range(len(fs))]
 
 
@@ -127,7 +132,7 @@ def mutated(draw, manifest: dict, job_dir: str) -> bytes:
             m["source"] = draw(st.one_of(JSON, st.fixed_dictionaries({"row": JSON}),
                                          st.fixed_dictionaries({"row": st.integers(-10, 10**12)})))
         elif kind == "meta":
-            ops = [e for e in m.get("operators", {}).values() if isinstance(e, dict)]
+            ops = [e for e in _steps(m, "operators").values() if isinstance(e, dict)]
             if ops:
                 op = draw(st.sampled_from(ops))
                 op["meta"] = draw(st.one_of(JSON, st.dictionaries(st.sampled_from(["watermark", "seq", "current",
