@@ -167,9 +167,12 @@ def test_manifests_name_files_relative_to_the_job_folder(restorer):
 def test_a_checkpoint_folder_copied_elsewhere_restores(restorer, tmp_path):
     moved = tmp_path / "elsewhere" / "ckpt" / "job"
     shutil.copytree(restorer.pristine, moved)
+    renamed = tmp_path / "other" / "renamed-job"
+    shutil.copytree(restorer.pristine, renamed)
     shutil.rmtree(restorer.pristine)                 # nothing may still point at the old place
     try:
         assert read_state_info(str(moved), operator="agg").epoch == restorer.newest
+        assert read_state_info(str(renamed), operator="agg").epoch == restorer.newest
         # a job restores from a fresh copy of the folder (in another directory) each time
         epoch, stats = restorer.restore(source=str(moved))
         assert epoch == restorer.newest and stats.fallbacks == 0 and stats.restores == 1
