@@ -126,41 +126,67 @@ def remove_abandoned(root: str) -> List[str]:
 
 
 class RocksDB:
-    """One RocksDB database per operator instance, deleted when the operator is done."""
+    """One RocksDB database per operator instance, deleted when the operator is done.
+
+    The database (and its folder) is created on first use, not when the operator is built:
+    a job that stops before it runs (e.g. another process holds its checkpoint lease) leaves
+    nothing on disk.
+    """
 
     _ids = itertools.count()
 
     def __init__(self, root: str, step: str, block_cache_size: int, write_buffer_size: int):
+        self.root, self.step = root, step
+        self.block_cache_size, self.write_buffer_size = block_cache_size, write_buffer_size
+        self.path: Optional[str] = None
+        self._db = None
+        self._lock: Optional[int] = None
+
+    @property
+    def db(self):
+        """The open database (opened, after removing abandoned folders, on first use)."""
+        if self._db is None:
+            self._open()
+        return self._db
+
+    def _open(self) -> None:
         from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
-        os.makedirs(root, exist_ok=True)
-        remove_abandoned(root)
-        self.path = os.path.join(root, f"{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.makedirs(self.root, exist_ok=True)
+        remove_abandoned(self.root)
+        path = os.path.join(self.root, f"{self.step}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         # The lock first: a folder whose lock can be taken is abandoned.
-        self._lock = _take_lock(self.path + ".lock", create=True)
-        os.makedirs(self.path, exist_ok=True)
+        self._lock = _take_lock(path + ".lock", create=True)
+        self.path = path
+        os.makedirs(path, exist_ok=True)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
-        opts.set_write_buffer_size(write_buffer_size)
+        opts.set_write_buffer_size(self.write_buffer_size)
         table = BlockBasedOptions()
-        table.set_block_cache(Cache(block_cache_size))
+        table.set_block_cache(Cache(self.block_cache_size))
         opts.set_block_based_table_factory(table)
-        self.db = Rdict(self.path, opts)
+        self._db = Rdict(path, opts)
 
     def prefix(self) -> bytes:
         return next(self._ids).to_bytes(8, "big")
 
     def size_bytes(self) -> int:
+        if self._db is None:
+            return 0
         try:
-            return int(self.db.property_int_value("rocksdb.estimate-live-data-size") or 0) + \
-                int(self.db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+            return int(self._db.property_int_value("rocksdb.estimate-live-data-size") or 0) + \
+                int(self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
         except Exception:  # noqa: BLE001 - a size estimate only
             return 0
 
     def close(self) -> None:
+        if self.path is None:
+            return                          # never opened: nothing on disk
         try:
-            self.db.close()
+            if self._db is not None:
+                self._db.close()
         finally:
+            self._db = None
             shutil.rmtree(self.path, ignore_errors=True)
             try:
                 os.unlink(self.path + ".lock")
@@ -169,6 +195,7 @@ class RocksDB:
             if self._lock is not None:
                 os.close(self._lock)
                 self._lock = None
+            self.path = None
 
 
 class RocksPartial:

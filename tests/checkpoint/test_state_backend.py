@@ -109,3 +109,24 @@ def test_a_folder_whose_lock_is_held_is_kept_even_if_its_pid_is_gone(tmp_path):
     finally:
         os.close(fd)
     assert remove_abandoned(str(tmp_path)) == [path] and os.listdir(tmp_path) == []
+
+
+def test_a_job_refused_by_the_lease_leaves_no_rocksdb_folder(tmp_path):
+    # the database opens on first use, after the lease: a job that never ran writes nothing
+    from heliosdb.checkpoint.lease import Lease
+    from heliosdb.checkpoint.storage import Store
+
+    root, storage = str(tmp_path / "rocks"), str(tmp_path / "ckpt")
+    holder = Lease(Store(storage, "busy"), 10.0)
+    holder.acquire()
+    try:
+        cfg = P.config(storage, 1)
+        cfg = hdb.StreamingConfig(parallelism=1, batch_size=P.BATCH, checkpoint=cfg.checkpoint,
+                                  state_backend=hdb.StateBackend.rocksdb(path=root))
+        env = hdb.StreamEnvironment(cfg)
+        P.build("running", "arrow", str(tmp_path / "out"), P.events(), value_sets=False)(env, None)
+        with pytest.raises(hdb.CheckpointError, match="already running"):
+            env.execute(name="busy")
+    finally:
+        holder.release()
+    assert not os.path.exists(root) or os.listdir(root) == []
