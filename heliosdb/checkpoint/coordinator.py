@@ -25,9 +25,27 @@ An epoch ``e`` commits in this order:
 6. **Retain.** Checkpoints older than the ``retain`` newest are deleted, unless a retained
    manifest references their files.
 
-Restore takes the newest checkpoint whose manifest parses and whose files all verify (falling
-back to older ones, counted and logged); if checkpoints exist but none verifies, it refuses to
-start rather than silently start from empty state.
+Restore takes the newest checkpoint that is usable: its manifest parses and passes the checks
+of :mod:`.manifest` (shape, types, sizes, positions, every path inside the job's folder), every
+file has the size and CRC-32 the manifest says and decodes, and the source accepts its
+position.  All of that is tried before any operator is touched, so an unusable checkpoint is
+skipped (counted in ``streaming_checkpoint_fallbacks_total`` and logged) and the previous one is
+used.  If checkpoints exist but none is usable, it refuses to start rather than silently start
+from empty state.  What is left (an operator or sink refusing state that passed every check)
+raises CheckpointError: operators were already changed, so there is nothing to fall back from.
+
+Who deletes what (one writer per job directory, see :mod:`.lease`):
+
+- a process that does not get the lease stops before writing or deleting anything;
+- at restore, the lease holder deletes the checkpoints newer than the one it restored
+  (never committed, or unusable): every writer writes only while it holds a generation and the
+  holder's generation is the newest, so they were written by superseded generations whose
+  holders are dead or fenced off (they check the lease before committing, and commit nothing
+  after).  It checks that it still holds the lease just before.  (A fenced-off writer may
+  still be writing into such a folder: it loses those files, and it never commits);
+- a failed epoch removes only the files its own writer created (a fenced-off writer must not
+  remove files the new holder writes into the same epoch's folder);
+- retention deletes old committed checkpoints only while the lease is held.
 """
 from __future__ import annotations
 
@@ -36,6 +54,7 @@ import queue
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -44,7 +63,8 @@ import pyarrow as pa
 from ..config import CheckpointConfig, to_nanos
 from ..errors import CheckpointError
 from ..operators.base import Operator, Snapshot
-from .storage import FORMAT_VERSION, IncompleteCheckpoint, Lease, Store, failpoint, manifest_files
+from .lease import Lease
+from .storage import FORMAT_VERSION, IncompleteCheckpoint, Store, failpoint, manifest_files
 
 log = logging.getLogger("heliosdb.checkpoint")
 
@@ -84,6 +104,7 @@ class _Epoch:
     sinks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     pause_s: float = 0.0
     failed: Optional[BaseException] = None
+    written: List[str] = field(default_factory=list)     # full paths this process created
 
 
 class Coordinator:
@@ -128,12 +149,11 @@ class Coordinator:
         self.sink_ops = {op.name: op for op in sinks if hasattr(op, "commit")}
         epochs = self.store.epochs()
         chosen: Optional[Dict[str, Any]] = None
-        data: Dict[str, bytes] = {}
+        loaded: Optional["_Loaded"] = None
         corrupt = 0
         for e in reversed(epochs):
             try:
-                m = self.store.read_manifest(e)
-                data = self.store.verify(m)
+                loaded = self._usable(e, source)
             except IncompleteCheckpoint:
                 # Never committed (a crash cut it short): its epoch simply runs again.
                 log.info("job %r: checkpoint %d never committed; ignored", self.job, e,
@@ -145,7 +165,7 @@ class Coordinator:
                 log.warning("job %r: checkpoint %d is unusable (%s); falling back to the previous one",
                             self.job, e, exc, extra={"job": self.job, "epoch": e})
                 continue
-            chosen = m
+            chosen = loaded.manifest
             break
         if corrupt and chosen is None:
             raise CheckpointError(
@@ -161,27 +181,67 @@ class Coordinator:
         if chosen is not None:
             restored = chosen["epoch"]
             self._check_names(chosen, state_ops)
-            self._load(chosen, state_ops, data)
-            source.seek(chosen["source"])
+            self._load(chosen, state_ops, loaded)
             for name, op in self.sink_ops.items():
-                entry = chosen.get("sinks", {}).get(name, {})
-                tables = {t: pa.concat_tables([self.store.read_table(f, data.get(f["path"])) for f in files])
-                          for t, files in entry.get("files", {}).items()}
-                op.recover(entry.get("meta", {}), restored, tables)
-            data.clear()
+                entry = chosen["sinks"].get(name, {})
+                self._refused_by(op, restored, lambda: op.recover(
+                    entry.get("meta", {}), restored,
+                    {t: pa.concat_tables([loaded.take(f) for f in files]) for t, files in entry.get("files", {}).items()}))
+            loaded = None
             self.stats.restores += 1
             self.stats.restored(restored, self.store.dir)
         else:
             for op in self.sink_ops.values():
                 op.recover({}, 0, {})
-        for e in epochs:
-            if e > restored:
-                self.store.delete(e)          # incomplete or corrupt: their epochs run again
+        self._discard_after(restored, epochs)
         self.epoch = restored
         self.source = source
         self._prepare_ops = [op for op, _ in state_ops if hasattr(op, "prepare_snapshot")]
         self._writer.start()
         return restored or None
+
+    def _usable(self, epoch: int, source) -> "_Loaded":
+        """Checkpoint ``epoch`` read, checked, verified and decoded, and the source moved to its
+        position; CheckpointError (or IncompleteCheckpoint) if it cannot be used.  Touches no
+        operator."""
+        m = self.store.read_manifest(epoch)
+        data = self.store.verify(m)
+        tables = {}
+        for f in manifest_files(m):
+            tables[f["path"]] = self.store.read_table(f, data[f["path"]])
+        try:
+            source.seek(m["source"])
+        except Exception as exc:  # noqa: BLE001 - a position the source refuses is a defect of the checkpoint
+            raise CheckpointError(f"the source refuses its position {m['source']!r:.120} "
+                                  f"({type(exc).__name__}: {exc})") from None
+        return _Loaded(self.store, m, data, tables)
+
+    def _refused_by(self, op, epoch: int, call: Callable[[], None]) -> None:
+        """Run ``call`` (an operator's or sink's restore); anything it raises becomes a
+        CheckpointError naming the step (it may have changed the operator: no fallback)."""
+        try:
+            call()
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any refusal of checked state
+            raise CheckpointError(
+                f"job {self.job!r}: step {op.name!r} cannot restore its state from checkpoint {epoch} "
+                f"({type(exc).__name__}: {exc}). The checkpoint passed every check, so it was written by "
+                f"another version of this step: restore it with the pipeline that wrote it, run under "
+                f"another job name, or move {self.store.chk(epoch)!r} away to use the previous checkpoint"
+            ) from exc
+
+    def _discard_after(self, restored: int, epochs: List[int]) -> None:
+        """Delete the checkpoints after ``restored`` (never committed, or unusable): their
+        epochs run again.  Only while this process holds the lease (see the module docstring)."""
+        later = [e for e in epochs if e > restored]
+        if not later:
+            return
+        if not self.lease.held():
+            raise CheckpointError(f"job {self.job!r} lost its lease while restoring (another process took over "
+                                  "the job directory); stopping without changing it")
+        for e in later:
+            self.store.delete(e)
 
     def _check_names(self, manifest: Dict[str, Any], state_ops) -> None:
         """Every operator state in the checkpoint must find its operator: state is matched by
@@ -197,19 +257,30 @@ class Coordinator:
                 "changes to the pipeline, or use a new job name to start over"
             )
 
-    def _load(self, manifest: Dict[str, Any], state_ops, data: Dict[str, bytes]) -> None:
+    def _load(self, manifest: Dict[str, Any], state_ops, loaded: "_Loaded") -> None:
         by_logical: Dict[str, List[Dict[str, Any]]] = {}
-        for name, entry in manifest.get("operators", {}).items():
+        for name, entry in manifest["operators"].items():
             by_logical.setdefault(entry["logical"], []).append(entry)
+        # Subtasks of one step each restore from all of its files (keeping the rows their
+        # selector picks): each gets its own decoded copy, since an operator may keep the
+        # tables' buffers as its state.
+        loaded.uses = Counter(f["path"] for op, _ in state_ops
+                              for entry in by_logical.get(logical_name(op.name), [])
+                              for files in entry["files"].values() for f in files)
+        for path in [p for p in loaded.data if loaded.uses[p] <= 1]:
+            del loaded.data[path]            # decoded once, for its one consumer: bytes not needed
         for op, select in state_ops:
             entries = by_logical.get(logical_name(op.name), [])
-            merged = _combine_subtasks(
-                [{tname: [self.store.read_table(f, data.get(f["path"])) for f in files]
-                  for tname, files in entry.get("files", {}).items()} for entry in entries])
-            metas = [e.get("meta", {}) for e in entries]
             first = re.search(r"#\d+$", op.name) is None or op.name.endswith("#0")
-            # The tables were decoded for this call alone: the operator may keep their buffers.
-            op.restore(merged, metas, select, first, owned=True)
+
+            def restore(op=op, select=select, entries=entries, first=first):
+                merged = _combine_subtasks(
+                    [{tname: [loaded.take(f) for f in files] for tname, files in entry["files"].items()}
+                     for entry in entries])
+                metas = [e.get("meta", {}) for e in entries]
+                # The tables were decoded for this call alone: the operator may keep their buffers.
+                op.restore(merged, metas, select, first, owned=True)
+            self._refused_by(op, manifest["epoch"], restore)
 
     # -- epochs ------------------------------------------------------------------------------------
     def due(self) -> bool:
@@ -251,9 +322,9 @@ class Coordinator:
         self._last = time.monotonic()
         self._idle.notify_all()
         try:
-            self.store.delete(cur.epoch)
+            self.store.delete_files(list(cur.written), cur.epoch)
         except Exception:  # noqa: BLE001 - best effort; restore ignores directories without manifest
-            log.exception("job %r: could not delete the failed checkpoint %d", self.job, cur.epoch)
+            log.exception("job %r: could not delete the files of the failed checkpoint %d", self.job, cur.epoch)
 
     def _write_loop(self) -> None:
         prepared = False
@@ -313,7 +384,8 @@ class Coordinator:
             files: Dict[str, List[Dict[str, Any]]] = {}
             logical = logical_name(op.name)
             for tname, table in snap.materialize().items():
-                entry = self.store.write_table(cur.epoch, logical, op.name, tname.replace(".", "_"), table, comp)
+                entry = self.store.write_table(cur.epoch, logical, op.name, tname.replace(".", "_"), table, comp,
+                                               written=cur.written)
                 files.setdefault(tname, []).append(entry)
             if op.name in self.sink_ops:
                 # A sink's pre-committed output (e.g. the records of a Kafka transaction), kept
@@ -339,7 +411,7 @@ class Coordinator:
             "size_bytes": size,
         }
         try:
-            self.store.write_manifest(cur.epoch, manifest)
+            self.store.write_manifest(cur.epoch, manifest, written=cur.written)
         except Exception as exc:  # noqa: BLE001
             cur.failed = exc
             with self._lock:
@@ -369,6 +441,8 @@ class Coordinator:
         self._retain()
 
     def _retain(self) -> None:
+        if not self.lease.held():
+            return                          # fenced off: the new holder retains
         epochs = self.store.epochs()
         committed = []
         for e in reversed(epochs):
@@ -422,3 +496,24 @@ class Coordinator:
                 f"job {self.job!r}: its last checkpoint ({self._last_begun}) did not commit"
                 + (f": {type(self._last_error).__name__}: {self._last_error}" if self._last_error else "")
                 + "; its output of that epoch is not published. Run the job again to finish it")
+
+
+class _Loaded:
+    """A usable checkpoint's manifest, its files' verified bytes and their decoded tables."""
+
+    def __init__(self, store: Store, manifest: Dict[str, Any], data: Dict[str, Any], tables: Dict[str, pa.Table]):
+        self.store = store
+        self.manifest = manifest
+        self.data = data
+        self.tables = tables
+        self.uses: Counter = Counter()
+
+    def take(self, entry: Dict[str, Any]) -> pa.Table:
+        """The table of ``entry`` for one consumer: the decoded one for the last, a fresh
+        decode of the same verified bytes for the others."""
+        path = entry["path"]
+        if self.uses[path] > 1:
+            self.uses[path] -= 1
+            return self.store.read_table(entry, self.data[path])
+        self.data.pop(path, None)
+        return self.tables.pop(path)

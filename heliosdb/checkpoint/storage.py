@@ -1,26 +1,28 @@
-"""Checkpoint files through fsspec: confined paths, checksummed Parquet, manifests, the lease.
+"""Checkpoint files through fsspec: confined paths, checksummed Parquet, manifests.
 
 Layout under the storage root::
 
-    {storage}/{job}/_lease.json                                  who writes this job directory
+    {storage}/{job}/_lease/gen-{generation:010d}.json             who writes this job directory
     {storage}/{job}/chk-{epoch:010d}/{operator}/{subtask}-{table}-{uuid}.parquet
     {storage}/{job}/chk-{epoch:010d}/_manifest.json              written last: the commit point
 
 Every path is built from validated name segments, so nothing is ever written outside the root
-(no ``..``, absolute paths or other schemes in names).  Manifests are JSON and state is Parquet:
-nothing on the restore path is unpickled.
+(no ``..``, absolute paths or other schemes in names).  Manifests are JSON, checked by
+:mod:`.manifest` before use, and name files relative to the job's folder (so the folder can be
+moved); state is Parquet: nothing on the restore path is unpickled.  A state file is read into
+memory, checked against the manifest's size and CRC-32, and decoded from that copy: it is never
+memory-mapped, so a file truncated or rewritten by another process while a restore reads it
+fails the checksum (CheckpointError) instead of killing the process with SIGBUS.
+
+The one-writer lease is in :mod:`.lease`.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import socket
-import threading
-import time
 import uuid
 import zlib
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
@@ -28,10 +30,12 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import CheckpointError, ConfigError
+from .manifest import FORMAT_VERSION, check_manifest, manifest_files, parse_manifest
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "MANIFEST", "IncompleteCheckpoint", "Store", "crc32", "failpoint",
+           "manifest_files", "segment"]
+
 MANIFEST = "_manifest.json"
-LEASE = "_lease.json"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.#=-]{0,200}$")
 _CHK = re.compile(r"^chk-(\d{10})$")
 
@@ -58,11 +62,6 @@ class IncompleteCheckpoint(CheckpointError):
     """A checkpoint directory without a manifest: its epoch never committed."""
 
 
-def _manifest_checksum(m: Dict[str, Any]) -> int:
-    body = {k: v for k, v in m.items() if k != "checksum"}
-    return crc32(json.dumps(body, sort_keys=True).encode())
-
-
 def crc32(data) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
@@ -77,7 +76,8 @@ class Store:
         self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.root = root.rstrip("/") or "/"
         self.job = segment(job, "job name")
-        self.dir = f"{self.root}/{self.job}"
+        self.dir = f"{self.root}/{self.job}" if self.root != "/" else f"/{self.job}"
+        self.local = isinstance(self.fs, LocalFileSystem)
 
     # -- paths -----------------------------------------------------------------------------------
     def chk(self, epoch: int) -> str:
@@ -86,16 +86,43 @@ class Store:
     def path(self, epoch: int, *parts: str) -> str:
         return "/".join([self.chk(epoch)] + [segment(p, "checkpoint file name part") for p in parts])
 
-    def inside(self, path: str) -> str:
-        """``path`` if it lies in this job's directory, else an error (manifests are data too)."""
-        norm = os.path.normpath(path) if not self.fs.protocol or "file" in self.fs.protocol else path
-        if ".." in path.split("/") or not (norm == self.dir or norm.startswith(self.dir + "/")):
-            raise CheckpointError(f"checkpoint of job {self.job!r} references {path!r}, outside {self.dir!r}")
-        return path
+    def relative(self, path: str) -> str:
+        """A manifest's file path as a path relative to this job's folder: relative paths as
+        they are, absolute ones (manifests written before checkpoints were relocatable) if they
+        lie in the job's folder where it is now; CheckpointError for anything else (manifests
+        are data too).
+
+        >>> s = Store("memory://ck", "job")
+        >>> s.relative("chk-0000000001/agg/agg#0-groups-0123456789ab.parquet")
+        'chk-0000000001/agg/agg#0-groups-0123456789ab.parquet'
+        >>> s.relative("/ck/job/chk-0000000001/agg/x.parquet")
+        'chk-0000000001/agg/x.parquet'
+        >>> s.relative("/etc/passwd")
+        Traceback (most recent call last):
+        heliosdb.errors.CheckpointError: checkpoint of job 'job' references '/etc/passwd', outside '/ck/job'
+        """
+        outside = CheckpointError(f"checkpoint of job {self.job!r} references {path!r}, outside {self.dir!r}")
+        if not isinstance(path, str) or not path or "\\" in path or "\x00" in path:
+            raise outside
+        if path.startswith(self.dir + "/"):
+            rel = path[len(self.dir) + 1:]
+        elif path.startswith("/") or "://" in path or (self.local and os.path.isabs(path)):
+            raise outside
+        else:
+            rel = path
+        parts = rel.split("/")
+        if any(not _SEGMENT.match(p) or ".." in p for p in parts):
+            raise outside
+        return rel
+
+    def file(self, rel: str) -> str:
+        """The full path of a file named relative to the job's folder (checked first)."""
+        return f"{self.dir}/{self.relative(rel)}"
 
     def epochs(self) -> List[int]:
         """Epochs with a checkpoint directory, ascending."""
         try:
+            self.fs.invalidate_cache(self.dir)
             names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.dir, detail=False)]
         except FileNotFoundError:
             return []
@@ -103,9 +130,13 @@ class Store:
 
     # -- files -----------------------------------------------------------------------------------
     def write_table(self, epoch: int, operator: str, subtask: str, name: str, table: pa.Table,
-                    compression: str) -> Dict[str, Any]:
-        """Write ``table`` as Parquet under a unique name; returns its manifest entry."""
-        path = self.path(epoch, operator, f"{subtask}-{name}-{uuid.uuid4().hex[:12]}.parquet")
+                    compression: str, written: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Write ``table`` as Parquet under a unique name; returns its manifest entry (path
+        relative to the job's folder).  ``written`` collects the file's full path before a
+        byte is written, so a failed epoch can remove exactly the files its writer made."""
+        rel = f"chk-{epoch:010d}/{segment(operator, 'step name')}/" \
+              f"{segment(f'{subtask}-{name}-{uuid.uuid4().hex[:12]}.parquet', 'checkpoint file name')}"
+        path = f"{self.dir}/{rel}"
         sink = pa.BufferOutputStream()
         # Dictionary encoding only where it pays (strings): accumulators and ids are
         # high-cardinality numbers, for which it costs time on both ends and saves nothing.
@@ -114,6 +145,8 @@ class Store:
                        use_dictionary=strings, write_statistics=False)
         buf = sink.getvalue()
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        if written is not None:
+            written.append(path)
         with self.fs.open(path, "wb") as f:
             half = buf.size // 2
             f.write(memoryview(buf)[:half])
@@ -121,23 +154,36 @@ class Store:
                 f.flush()
                 failpoint("mid-data-file")
             f.write(memoryview(buf)[half:])
-        return {"path": path, "size": buf.size, "crc32": crc32(buf), "rows": table.num_rows,
+        return {"path": rel, "size": buf.size, "crc32": crc32(buf), "rows": table.num_rows,
                 "schema": table.schema.to_string(show_schema_metadata=False)}
 
     def read_table(self, entry: Dict[str, Any], data=None) -> pa.Table:
-        """The table of a manifest entry (``data``: its bytes or buffer, already verified)."""
+        """The table of a (checked) manifest entry (``data``: its bytes, already verified).
+
+        A file that does not decode, or decodes to another number of rows than the manifest
+        says, raises CheckpointError."""
         if data is None:
             data = self._verified(entry)
-        # ParquetFile.read gives each column as one chunk (read_table cuts them in 128K-row
-        # chunks), which a restore can keep as its arrays without concatenating them.
-        return pq.ParquetFile(pa.BufferReader(data)).read()
+        try:
+            # ParquetFile.read gives each column as one chunk (read_table cuts them in 128K-row
+            # chunks), which a restore can keep as its arrays without concatenating them.
+            table = pq.ParquetFile(pa.BufferReader(data)).read()
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+            raise CheckpointError(f"checkpoint file {entry['path']!r} of job {self.job!r} is not readable "
+                                  f"Parquet ({type(exc).__name__}: {exc})") from None
+        if table.num_rows != entry["rows"]:
+            raise CheckpointError(f"checkpoint file {entry['path']!r} of job {self.job!r} holds {table.num_rows} "
+                                  f"rows, the manifest says {entry['rows']}")
+        return table
 
     def _verified(self, entry: Dict[str, Any]):
-        path = self.inside(entry["path"])
+        path = self.file(entry["path"])
         try:
             data = self._read_bytes(path)
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint file {path!r} is missing") from None
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint file {path!r} cannot be read: {exc}") from None
         if len(data) != entry["size"]:
             raise CheckpointError(f"checkpoint file {path!r} has {len(data)} bytes, the manifest says {entry['size']}")
         if crc32(data) != entry["crc32"]:
@@ -145,141 +191,62 @@ class Store:
         return data
 
     def _read_bytes(self, path: str):
-        """The file's bytes: on local disk a memory map of it (pages from the page cache, no
-        copy: a restore of a large state would otherwise fault in a fresh buffer as large as
-        the file); elsewhere its contents, read whole."""
-        if isinstance(self.fs, LocalFileSystem):
-            if os.path.getsize(path) == 0:
-                return b""                  # an empty file cannot be mapped
-            with pa.memory_map(path, "r") as f:
-                return f.read_buffer()      # the buffer keeps the mapping alive
+        """The file's bytes, read into memory (a ``pyarrow.Buffer`` for a local file): a copy
+        no other process can change, unlike a memory map, whose pages fault with SIGBUS when
+        the file is truncated under it."""
+        if self.local:
+            with pa.OSFile(path, "r") as f:
+                return f.read_buffer()
         return self.fs.cat_file(path)
 
     def verify(self, manifest: Dict[str, Any]) -> Dict[str, Any]:
-        """Raise CheckpointError unless every file the manifest lists is intact; returns the
-        files' bytes (a ``pyarrow.Buffer`` mapping a local file) by path, so a restore reads
-        each file once."""
+        """Raise CheckpointError unless every file the (checked) manifest lists is intact;
+        returns the files' bytes by their relative path, so a restore reads each file once."""
         return {entry["path"]: self._verified(entry) for entry in manifest_files(manifest)}
 
-    def write_manifest(self, epoch: int, manifest: Dict[str, Any]) -> None:
-        manifest = dict(manifest, checksum=_manifest_checksum(manifest))
+    def write_manifest(self, epoch: int, manifest: Dict[str, Any], written: Optional[List[str]] = None) -> None:
+        from .manifest import checksum
+
+        manifest = dict(manifest, checksum=checksum(manifest))
         data = json.dumps(manifest, sort_keys=True, indent=1).encode()
         final = f"{self.chk(epoch)}/{MANIFEST}"
         tmp = f"{self.chk(epoch)}/.{MANIFEST}.{uuid.uuid4().hex[:8]}"
         self.fs.makedirs(self.chk(epoch), exist_ok=True)
+        if written is not None:
+            written.append(tmp)
         self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, final)
 
     def read_manifest(self, epoch: int) -> Dict[str, Any]:
+        """The checked manifest of checkpoint ``epoch`` (file paths relative to the job's
+        folder); IncompleteCheckpoint if it has none, CheckpointError if it is unusable."""
         path = f"{self.chk(epoch)}/{MANIFEST}"
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
             raise IncompleteCheckpoint(f"checkpoint {epoch} of job {self.job!r} has no manifest (incomplete)") from None
-        try:
-            m = json.loads(data)
-        except ValueError as exc:
-            raise CheckpointError(f"checkpoint manifest {path!r} is not valid JSON: {exc}") from None
-        if not isinstance(m, dict) or m.get("format_version") != FORMAT_VERSION or m.get("epoch") != epoch:
-            raise CheckpointError(f"checkpoint manifest {path!r} is empty or of another format/epoch")
-        missing = [k for k in ("source", "operators", "sinks") if k not in m]
-        if missing or not isinstance(m["operators"], dict) or not isinstance(m["sinks"], dict):
-            raise CheckpointError(f"checkpoint manifest {path!r} lacks {missing or 'well-formed operators/sinks'}")
-        for entry in manifest_files(m):
-            self.inside(entry["path"])         # names the file if it points elsewhere
-        if m.get("checksum") != _manifest_checksum(m):
-            raise CheckpointError(f"checkpoint manifest {path!r} fails its checksum (edited or corrupted)")
-        return m
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint manifest {path!r} cannot be read: {exc}") from None
+        return check_manifest(parse_manifest(data, repr(path)), epoch, repr(path), self.relative)
 
     def delete(self, epoch: int) -> None:
+        """Remove checkpoint ``epoch``'s folder (the caller has made sure it may)."""
         try:
             self.fs.rm(self.chk(epoch), recursive=True)
         except FileNotFoundError:
             pass
 
-
-def manifest_files(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Every file a manifest references: operator state and sinks' pre-committed output."""
-    out = []
-    for group in ("operators", "sinks"):
-        for op in manifest.get(group, {}).values():
-            for entries in op.get("files", {}).values():
-                out.extend(entries)
-    return out
-
-
-@dataclass
-class Lease:
-    """One writer per job directory: ``_lease.json`` holds a generation number, the owner and a
-    heartbeat.  A live owner (fresh heartbeat, and on this host a running pid) keeps others out;
-    each taker bumps the generation, and a writer whose generation is no longer the lease's
-    has been fenced off and must not commit."""
-
-    store: Store
-    timeout_s: float
-    generation: int = 0
-
-    def __post_init__(self) -> None:
-        self.owner = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def path(self) -> str:
-        return f"{self.store.dir}/{LEASE}"
-
-    def _read(self) -> Optional[Dict[str, Any]]:
-        try:
-            return json.loads(self.store.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return None          # torn lease file: its writer died mid-write
-
-    @staticmethod
-    def _alive(lease: Dict[str, Any], timeout_s: float) -> bool:
-        if time.time() - lease.get("heartbeat", 0) > timeout_s:
-            return False
-        if lease.get("host") == socket.gethostname():
+    def delete_files(self, paths: List[str], epoch: int) -> None:
+        """Remove the files ``paths`` (full paths) and then checkpoint ``epoch``'s folder if it
+        is left empty: what a failed epoch's writer made, and nothing another writer put there."""
+        for p in paths:
             try:
-                os.kill(int(lease.get("pid", -1)), 0)
-            except (OSError, ValueError):
-                return False
-        return True
-
-    def acquire(self) -> None:
-        cur = self._read()
-        if cur is not None and cur.get("owner") != self.owner and self._alive(cur, self.timeout_s):
-            raise CheckpointError(
-                f"job {self.store.job!r} is already running (lease generation {cur.get('generation')} held by "
-                f"pid {cur.get('pid')} on {cur.get('host')}); one writer per job directory: stop it, or "
-                "use another job name"
-            )
-        self.generation = (cur or {}).get("generation", 0) + 1
-        self._write()
-        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"{self.store.job}:lease")
-        self._thread.start()
-
-    def _write(self) -> None:
-        self.store.fs.makedirs(self.store.dir, exist_ok=True)
-        data = {"generation": self.generation, "owner": self.owner, "host": socket.gethostname(),
-                "pid": os.getpid(), "heartbeat": time.time()}
-        self.store.fs.pipe_file(self.path, json.dumps(data).encode())
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.timeout_s / 3):
-            if self.held():
-                self._write()
-
-    def held(self) -> bool:
-        cur = self._read()
-        return cur is not None and cur.get("owner") == self.owner and cur.get("generation") == self.generation
-
-    def release(self) -> None:
-        self._stop.set()
-        if self.held():
-            try:
-                self.store.fs.rm(self.path)
+                self.fs.rm_file(p)
             except FileNotFoundError:
                 pass
-
+        if self.local:
+            for folder in sorted({p.rsplit("/", 1)[0] for p in paths} | {self.chk(epoch)}, key=len, reverse=True):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass                  # not empty (another writer's files) or already gone

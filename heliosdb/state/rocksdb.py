@@ -9,12 +9,20 @@ fixed-width record; the key is the partial's 8-byte prefix plus the group id (bi
 Only the key index (group table) stays in memory.
 
 The database is working state, recreated on every start: durability comes from checkpoints,
-which hold the same Parquet tables as the memory backend's.
+which hold the same Parquet tables as the memory backend's.  Its folder is
+``{path}/{step}-{pid}-{8 hex}``, next to a lock file ``{folder}.lock`` that the process holds
+(``fcntl.flock``) while it uses the folder.  A process killed outright leaves both behind; the
+next :class:`RocksDB` opened under the same ``path`` removes them (:func:`remove_abandoned`)
+once the pid is gone *and* the lock can be taken (a running process that happens to reuse the
+pid does not hold that lock, a live owner does).
 """
 from __future__ import annotations
 
+import fcntl
 import itertools
+import logging
 import os
+import re
 import shutil
 import uuid
 from typing import List, Optional, Tuple
@@ -34,39 +42,160 @@ def _sets(part: Partial) -> List:
     return [pairs for pairs, _ in part.distinct.values()] + [pairs for pairs, _ in part.sketch.values()]
 
 
+log = logging.getLogger("heliosdb.state")
+_FOLDER = re.compile(r"^.+-(\d+)-[0-9a-f]{8}$")
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (killed, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True                         # another user's process
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True                         # no /proc: os.kill said it exists
+
+
+def _take_lock(path: str, create: bool) -> Optional[int]:
+    """An fd holding an exclusive ``flock`` on ``path``, or None if another process holds it
+    (or, with ``create=False``, if the file does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_abandoned(root: str) -> List[str]:
+    """Remove the RocksDB working folders under ``root`` left by processes that are gone
+    (killed before they could clean up); returns the folders removed.
+
+    A folder ``{step}-{pid}-{hex}`` is abandoned when process ``pid`` is not running and its
+    lock file ``{folder}.lock`` can be locked (or is missing: folders of older versions).
+
+    Examples
+    --------
+    >>> import tempfile, os, subprocess, sys
+    >>> root = tempfile.mkdtemp()
+    >>> gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+    ...                       capture_output=True, text=True).stdout.strip()
+    >>> os.makedirs(f"{root}/win-{gone}-0123abcd")
+    >>> [os.path.basename(p) for p in remove_abandoned(root)], os.listdir(root)
+    (['win-...-0123abcd'], [])
+    """
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in sorted(names):
+        base = name[:-5] if name.endswith(".lock") else name
+        m = _FOLDER.match(base)
+        folder = os.path.join(root, base)
+        if not m or (name == base and not os.path.isdir(folder)) or (name != base and os.path.exists(folder)):
+            continue                        # not ours; or a lock whose folder is handled with it
+        if _pid_running(int(m.group(1))):
+            continue
+        lock = folder + ".lock"
+        fd = _take_lock(lock, create=False)
+        if fd is None and os.path.exists(lock):
+            continue                        # held: someone uses it (the pid was reused)
+        try:
+            if os.path.isdir(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+                log.info("removed the RocksDB working folder %r of process %s, which is gone", folder, m.group(1))
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
 class RocksDB:
-    """One RocksDB database per operator instance, deleted when the operator is done."""
+    """One RocksDB database per operator instance, deleted when the operator is done.
+
+    The database (and its folder) is created on first use, not when the operator is built:
+    a job that stops before it runs (e.g. another process holds its checkpoint lease) leaves
+    nothing on disk.
+    """
 
     _ids = itertools.count()
 
     def __init__(self, root: str, step: str, block_cache_size: int, write_buffer_size: int):
+        self.root, self.step = root, step
+        self.block_cache_size, self.write_buffer_size = block_cache_size, write_buffer_size
+        self.path: Optional[str] = None
+        self._db = None
+        self._lock: Optional[int] = None
+
+    @property
+    def db(self):
+        """The open database (opened, after removing abandoned folders, on first use)."""
+        if self._db is None:
+            self._open()
+        return self._db
+
+    def _open(self) -> None:
         from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
-        self.path = os.path.join(root, f"{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.makedirs(self.path, exist_ok=True)
+        os.makedirs(self.root, exist_ok=True)
+        remove_abandoned(self.root)
+        path = os.path.join(self.root, f"{self.step}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        # The lock first: a folder whose lock can be taken is abandoned.
+        self._lock = _take_lock(path + ".lock", create=True)
+        self.path = path
+        os.makedirs(path, exist_ok=True)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
-        opts.set_write_buffer_size(write_buffer_size)
+        opts.set_write_buffer_size(self.write_buffer_size)
         table = BlockBasedOptions()
-        table.set_block_cache(Cache(block_cache_size))
+        table.set_block_cache(Cache(self.block_cache_size))
         opts.set_block_based_table_factory(table)
-        self.db = Rdict(self.path, opts)
+        self._db = Rdict(path, opts)
 
     def prefix(self) -> bytes:
         return next(self._ids).to_bytes(8, "big")
 
     def size_bytes(self) -> int:
+        if self._db is None:
+            return 0
         try:
-            return int(self.db.property_int_value("rocksdb.estimate-live-data-size") or 0) + \
-                int(self.db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+            return int(self._db.property_int_value("rocksdb.estimate-live-data-size") or 0) + \
+                int(self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
         except Exception:  # noqa: BLE001 - a size estimate only
             return 0
 
     def close(self) -> None:
+        if self.path is None:
+            return                          # never opened: nothing on disk
         try:
-            self.db.close()
+            if self._db is not None:
+                self._db.close()
         finally:
+            self._db = None
             shutil.rmtree(self.path, ignore_errors=True)
+            try:
+                os.unlink(self.path + ".lock")
+            except FileNotFoundError:
+                pass
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
+            self.path = None
 
 
 class RocksPartial:

@@ -10,6 +10,9 @@ speaks JSON lines on stdin/stdout::
     <- {"ready": true}                      imported, kernels compiled (a warm-up run)
     -> {"run": SPEC}     <- {"pid": N}      fork a child running the job of SPEC
     -> {"wait": N}       <- {"status": S}   reap it: its exit code, -9 if SIGKILLed
+    -> {"race": [SPEC, SPEC, ...]}  <- {"pids": [N, ...]}
+                                            fork one child per SPEC, held until all are
+                                            forked, then released together (one pipe write)
     -> {"quit": true}
 
 SPEC: ``input`` (a Parquet folder with columns id, ts, k, v), ``storage``, ``rows`` and
@@ -152,6 +155,20 @@ def main() -> None:
             if pid == 0:
                 _child(msg["run"])
             say({"pid": pid})
+        elif "race" in msg:
+            r, w = os.pipe()
+            pids = []
+            for spec in msg["race"]:
+                pid = os.fork()
+                if pid == 0:
+                    os.close(w)
+                    os.read(r, 1)            # every child wakes on the same write
+                    _child(spec)
+                pids.append(pid)
+            os.close(r)
+            os.write(w, b"x" * len(pids))
+            os.close(w)
+            say({"pids": pids})
         elif "wait" in msg:
             _, status = os.waitpid(msg["wait"], 0)
             say({"status": -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)})

@@ -111,12 +111,13 @@ def test_a_job_whose_final_checkpoint_cannot_commit_does_not_report_success(tabl
     slowed(table, out)(env, None)
     handle = env.execute_async(name="fenced")
     time.sleep(0.2)
-    lease_path = os.path.join(storage, "fenced", "_lease.json")
-    with open(lease_path) as f:
+    leases = os.path.join(storage, "fenced", "_lease")
+    newest = sorted(os.listdir(leases))[-1]
+    with open(os.path.join(leases, newest)) as f:
         lease = json.load(f)
     lease.update(owner="another-writer", generation=lease["generation"] + 1)
-    with open(lease_path, "w") as f:                       # another process took the job over
-        json.dump(lease, f)
+    with open(os.path.join(leases, f"gen-{lease['generation']:010d}.json"), "x") as f:
+        json.dump(lease, f)                                # another process took the job over
     try:
         with pytest.raises(hdb.CheckpointError):
             handle.wait(timeout=60)

@@ -61,6 +61,10 @@ class Zygote:
     def run(self, spec: dict) -> int:
         return self._ask({"run": spec})["pid"]
 
+    def race(self, specs: list) -> list:
+        """Fork one child per spec, all released at the same moment: their pids."""
+        return self._ask({"race": specs})["pids"]
+
     def wait(self, pid: int) -> int:
         return self._ask({"wait": pid})["status"]
 
@@ -200,3 +204,23 @@ def test_a_process_dying_at_a_failpoint_restarts_with_exact_output(failpoint, af
     status = zygote.wait(zygote.run(spec))
     assert status == 0, f"the restart exited with {status}:\n{log_of(spec)}"
     check_exact(spec, expected)
+
+
+def test_of_two_jobs_started_at_the_same_moment_exactly_one_runs_and_writes(zygote, source, tmp_path):
+    # 10 pairs, each: two processes forked, released by one pipe write, start the same job
+    # (same storage, same name, own output folders); the one that gets the lease runs to the
+    # end with exact output, the other stops before writing anything.
+    folder, expected = source
+    for pair in range(10):
+        base = make_spec(tmp_path, folder, f"pair{pair}", sleep_s=0.02)
+        specs = [dict(base, rows=f"{base['rows']}-{x}", windows=f"{base['windows']}-{x}",
+                      log=f"{base['log']}-{x}") for x in "ab"]
+        statuses = [zygote.wait(pid) for pid in zygote.race(specs)]
+        assert sorted(statuses) == [0, 1], f"pair {pair}: exit codes {statuses}:\n" + "\n".join(map(log_of, specs))
+        winner, loser = specs if statuses[0] == 0 else specs[::-1]
+        assert "is already running" in log_of(loser), log_of(loser)
+        for out in (loser["rows"], loser["windows"]):
+            assert not os.path.exists(out) or not os.listdir(out), f"pair {pair}: the loser wrote {out}"
+        check_exact(winner, expected)
+        manifests = glob.glob(os.path.join(winner["storage"], winner["name"], "chk-*", "_manifest.json"))
+        assert manifests and {json.load(open(m))["lease_generation"] for m in manifests} == {1}

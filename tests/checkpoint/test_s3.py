@@ -60,3 +60,23 @@ def test_a_checkpointed_job_can_write_parquet_to_a_new_s3_folder(s3):
     build = P.build("tumbling", "arrow", f"s3://{bucket}/fresh", table, storage_options=options)
     run_job(build, P.config(f"s3://{bucket}/ckpt", storage_options=options), "fresh")
     assert read_parquet_output(f"s3://{bucket}/fresh", options).num_rows > 0
+
+
+def test_the_lease_on_s3_admits_one_writer(s3):
+    # exclusive create through pipe_file(mode="create") (If-None-Match), confirmed by reading back
+    from heliosdb.checkpoint.lease import Lease, create_exclusive
+    from heliosdb.checkpoint.storage import Store
+    from heliosdb.errors import CheckpointError
+
+    bucket, options, fs, _ = s3
+    store = Store(f"s3://{bucket}/ckpt", "leased", options)
+    assert create_exclusive(store, f"{store.dir}/x", b"1") and not create_exclusive(store, f"{store.dir}/x", b"2")
+    assert fs.cat_file(f"{bucket}/ckpt/leased/x") == b"1"
+    a, b = Lease(store, 10.0), Lease(store, 10.0)
+    a.acquire()
+    with pytest.raises(CheckpointError, match="already running"):
+        b.acquire()
+    a.release()
+    b.acquire()
+    assert b.generation == 2 and b.held()
+    b.release()

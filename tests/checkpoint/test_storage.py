@@ -81,9 +81,10 @@ def _redirect(manifest_path: str, make_path) -> str:
     size and CRC-32), so only the path check can refuse it."""
     m = json.loads(Path(manifest_path).read_text())
     entry = next(f for op in m["operators"].values() for fs in op["files"].values() for f in fs)
-    target = make_path(entry["path"])
+    original = os.path.join(os.path.dirname(os.path.dirname(manifest_path)), entry["path"])  # relative to the job
+    target = make_path(original)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.copyfile(entry["path"], target)
+    shutil.copyfile(original, target)
     assert zlib.crc32(Path(target).read_bytes()) & 0xFFFFFFFF == entry["crc32"]
     entry["path"] = target
     Path(manifest_path).write_text(json.dumps(m))

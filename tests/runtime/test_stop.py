@@ -97,6 +97,13 @@ def _assert_stopped_at_its_last_checkpoint(job_dir: Path, out: Path) -> dict:
 
 
 # -- in process --------------------------------------------------------------------------------
+
+def _lease_freed(job_dir) -> bool:
+    """The job's lease is free: its newest generation file is marked released (checkpoint/lease.py)."""
+    gens = sorted((job_dir / "_lease").glob("gen-*.json"))
+    return not (job_dir / "_lease.json").exists() and bool(gens) and json.loads(gens[-1].read_text())["released"]
+
+
 def test_ctrl_c_in_execute_stops_the_job_frees_everything_and_a_rerun_resumes(tmp_path):
     name = "ctrl-c"
     job_dir, out = tmp_path / "ck" / name, tmp_path / "out"
@@ -143,7 +150,7 @@ def test_handle_stop_takes_a_final_checkpoint_after_the_last_batch(tmp_path):
     result = handle.wait(timeout=GENEROUS_S)
     m = _assert_stopped_at_its_last_checkpoint(job_dir, out)
     assert result.metrics["streaming_events_processed_total"] == m["source"]["emitted"]
-    assert not (job_dir / "_lease.json").exists()
+    assert _lease_freed(job_dir)
 
 
 def test_a_second_ctrl_c_aborts_without_the_final_checkpoint_and_stays_consistent(tmp_path, caplog):
@@ -165,7 +172,7 @@ def test_a_second_ctrl_c_aborts_without_the_final_checkpoint_and_stays_consisten
     interrupter.join()
     assert "aborting" in caplog.text
     assert _wait_until(lambda: set(threading.enumerate()) <= before, 5.0), threading.enumerate()
-    assert not (job_dir / "_lease.json").exists()
+    assert _lease_freed(job_dir)
     _assert_stopped_at_its_last_checkpoint(job_dir, out)
     assert not list(out.glob("_*.pending")), "an aborted epoch's files must be deleted"
 
@@ -246,7 +253,7 @@ def test_a_signal_stops_an_unbounded_job_at_a_final_checkpoint(sig, tmp_path):
     job_dir = Path(spec["storage"]) / spec["name"]
     m = _assert_stopped_at_its_last_checkpoint(job_dir, Path(spec["rows"]))
     assert m["epoch"] > seen, "no final checkpoint after the signal"
-    assert not (job_dir / "_lease.json").exists()
+    assert _lease_freed(job_dir)
 
 
 @pytest.fixture(scope="module")
