@@ -17,7 +17,8 @@ N = int(os.environ.get("W3_N", "200000"))
 @pytest.fixture(scope="module")
 def w3():
     data = w3data.make_data(N)
-    return data, {"arrival": w3data.duckdb_w3(data.arrival), "sorted": w3data.duckdb_w3(data.sorted)}
+    return data, {"arrival": w3data.duckdb_w3(data.arrival, watermarks=w3data.split_watermarks(data.arrival)),
+            "sorted": w3data.duckdb_w3(data.sorted)}
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])

@@ -48,7 +48,7 @@ S1, S2 = "sorted by event time, parallelism 1", "sorted by event time, paralleli
 DUCK = "DuckDB (SQL, 2 threads), whole table"
 
 
-def source(env, data, kafka: Optional[dict] = None):
+def source(env, data, kafka: Optional[dict] = None, split_by_partition: bool = True):
     """W3's source and its watermark: ``data`` (an Arrow table in arrival order) replayed from
     memory, or, with ``kafka={"bootstrap": ..., "topic": ...[, "readers": n]}``, the topic's
     partitions merged by event time.  The one place to change when sources carry per-split
@@ -56,7 +56,10 @@ def source(env, data, kafka: Optional[dict] = None):
     ``w3data.split_reference(data.partitions)``."""
     bound = timedelta(milliseconds=w3data.BOUND_MS)
     if kafka is None:
-        src = env.from_arrow(data)
+        # A capture of the partitions: each a split with its own watermark (the sorted data
+        # is one ordered stream).
+        split = "partition" if split_by_partition else None
+        src = env.from_arrow(data, split_by=split)
     else:
         src = (env.kafka_source(kafka["topic"], kafka["bootstrap"], bounded=True, event_time="ts")
                .deserialize_arrow(w3data.SCHEMA))
@@ -65,12 +68,13 @@ def source(env, data, kafka: Optional[dict] = None):
     return src.with_watermark(time="ts", max_out_of_orderness=bound)
 
 
-def heliosdb_w3(data, parallelism: int, kafka: Optional[dict] = None, **config) -> Dict[str, pa.Table]:
+def heliosdb_w3(data, parallelism: int, kafka: Optional[dict] = None, splits: bool = True,
+                **config) -> Dict[str, pa.Table]:
     """One run of W3's pipeline; the tables of every sink (windows and late outputs)."""
     import heliosdb as hdb
 
     env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=parallelism, **config))
-    return w3data.run_w3(env, source(env, data, kafka), name=f"w3-p{parallelism}")
+    return w3data.run_w3(env, source(env, data, kafka, splits), name=f"w3-p{parallelism}")
 
 
 def _checked(name: str, run: Callable[[], Dict[str, pa.Table]], ref: Dict[str, pa.Table]) -> Callable[[], None]:
@@ -103,9 +107,9 @@ def memory_contenders(data: w3data.W3Data, refs: Dict[str, Dict[str, pa.Table]])
     return {
         P1: _checked(P1, lambda: heliosdb_w3(data.arrival, 1), refs["arrival"]),
         P2: _checked(P2, lambda: heliosdb_w3(data.arrival, 2), refs["arrival"]),
-        S1: _checked(S1, lambda: heliosdb_w3(data.sorted, 1), refs["sorted"]),
-        S2: _checked(S2, lambda: heliosdb_w3(data.sorted, 2), refs["sorted"]),
-        DUCK: lambda: w3data.duckdb_w3(data.arrival),
+        S1: _checked(S1, lambda: heliosdb_w3(data.sorted, 1, splits=False), refs["sorted"]),
+        S2: _checked(S2, lambda: heliosdb_w3(data.sorted, 2, splits=False), refs["sorted"]),
+        DUCK: lambda: w3data.duckdb_w3(data.arrival, watermarks=refs["watermarks"]),
     }
 
 
@@ -170,7 +174,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     data = w3data.make_data(n)
     print(f"W3: {w3data.describe(data)} (generated in {time.perf_counter() - t0:.1f} s)")
-    refs = {"arrival": w3data.duckdb_w3(data.arrival), "sorted": w3data.duckdb_w3(data.sorted)}
+    wm = w3data.split_watermarks(data.arrival)        # each partition a split
+    refs = {"arrival": w3data.duckdb_w3(data.arrival, watermarks=wm),
+            "sorted": w3data.duckdb_w3(data.sorted), "watermarks": wm}
     stats = w3data.summary(refs["arrival"], n)
     print("  oracle: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.2%}"
                                    for k, v in stats.items()))

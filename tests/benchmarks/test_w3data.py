@@ -23,7 +23,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def refs(data):
-    return {"arrival": w3data.duckdb_w3(data.arrival), "sorted": w3data.duckdb_w3(data.sorted)}
+    return {"arrival": w3data.duckdb_w3(data.arrival, watermarks=w3data.split_watermarks(data.arrival)),
+            "sorted": w3data.duckdb_w3(data.sorted)}
 
 
 def _normal(data):
