@@ -220,6 +220,7 @@ class WindowAggregate(_KeyedBase):
         else:
             self.size_ns, self.slide_ns, self.pane_ns = window.size_ns, window.slide_ns, window.pane_ns
         self.panes: Dict[int, _Pane] = {}
+        self._touched: Optional[Dict[int, List[np.ndarray]]] = None   # see _segments
         self._capacity_hint = 1024
         self._gids = np.empty(0, np.int64)
         self._runs: Optional[list] = None     # (pane, group ids, prepared) of each run, if kept
@@ -305,10 +306,13 @@ class WindowAggregate(_KeyedBase):
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
         out: List[Item] = []
         late: Optional[np.ndarray] = None              # rows that are late, if any
+        # Emitted windows the rows update -> their keys; the updates go out once for the run,
+        # or before a watermark lets the window go (an update supersedes the rows before it:
+        # one per run says the same as one per part).
+        touched = self._touched = {}
         for j, (rb, starts) in enumerate(runs):
             s0, s1 = int(rb[0]), int(rb[-1])
             self._start_batch([c[s0:s1] for c in cols], s0, s1)
-            touched: Dict[int, List[np.ndarray]] = {}       # emitted window -> keys updated
             for r in range(len(starts)):
                 pane_start, b0, b1 = int(starts[r]), int(rb[r]), int(rb[r + 1])
                 if self._last_window(pane_start) + self.size_ns > _I64_MAX:
@@ -336,14 +340,24 @@ class WindowAggregate(_KeyedBase):
                         touched.setdefault(s, []).append(updated)
             if self._runs is None:          # a replica's panes last one batch: nothing to bound
                 self._check_memory()
-            emitted = [self._emit(s, np.concatenate(v)) for s, v in sorted(touched.items())]
-            emitted = [b for b in emitted if b is not None]
-            self.updates += sum(b.num_rows for b in emitted)
-            out += emitted
             if j < len(marks):
+                gone = marks[j] - self.size_ns - self.lateness
+                out += self._updates([s for s in touched if s <= gone])
                 out += self._fire(marks[j])
+        out += self._updates(list(touched))
+        self._touched = None
         late_rows = [] if late is None else [batch.filter(pa.array(late))]
         return out + self._late(late_rows) + self._advance_processing_time()
+
+    def _updates(self, starts: List[int]) -> List[Item]:
+        """The update rows of the touched windows ``starts`` (then no longer touched)."""
+        out = []
+        for s in sorted(starts):
+            b = self._emit(s, np.concatenate(self._touched.pop(s)))
+            if b is not None:
+                out.append(b)
+                self.updates += b.num_rows
+        return out
 
     def _pane_runs(self, ts: np.ndarray, bounds: List[int]) -> Tuple[list, Optional[np.ndarray]]:
         """Per part of the batch, its runs of rows in the same pane: ``(run bounds, pane
@@ -654,6 +668,7 @@ class SlidingWindowAggregate(WindowAggregate):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.table = _hashagg.GroupTable(self.width, 1024)
+        self._drops = 0                  # panes dropped since the last look for dead keys
 
     def _start_batch(self, cols: List[np.ndarray], s0: int, s1: int) -> None:
         self.table.insert(cols, self._gids[s0:s1])
@@ -748,8 +763,12 @@ class SlidingWindowAggregate(WindowAggregate):
         n = self.table.n_groups
         if hasattr(pane, "drop"):
             pane.drop()
-        if n < 4096 or not self.panes:
+        self._drops += 1
+        # Looked at once per window's worth of dropped panes: by then a key in no open pane
+        # has been gone a whole window.
+        if n < 4096 or not self.panes or self._drops < self.size_ns // self.pane_ns:
             return
+        self._drops = 0
         live = np.zeros(n, bool)
         for p in self.panes.values():
             live[: p.n] |= p.counts[: p.n] > 0
@@ -759,6 +778,12 @@ class SlidingWindowAggregate(WindowAggregate):
         self.table.compact(keep)
         for start, p in list(self.panes.items()):
             self.panes[start] = p.take(keep[keep < p.n]) if p.n else p
+        if self._touched:              # group ids of pending updates, renumbered
+            remap = np.full(n, -1, np.int64)
+            remap[keep] = np.arange(len(keep), dtype=np.int64)
+            for s, ids in self._touched.items():
+                ids = remap[np.concatenate(ids)]
+                self._touched[s] = [ids[ids >= 0]]
 
     def _pane_groups(self, pane: Partial) -> Tuple[np.ndarray, np.ndarray, Partial]:
         ids = np.flatnonzero(pane.counts[: pane.n]).astype(np.int64)
