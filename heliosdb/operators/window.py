@@ -67,6 +67,10 @@ class _KeyedBase(Operator):
 
     kind = "window"
     stateful = True
+    #: Set by the planner: ``max_out_of_orderness`` (ns) of the watermark this window reads
+    #: (None: not known, e.g. an operator built outside a plan).  Only quoted in the warning.
+    out_of_orderness_ns: Optional[int] = None
+    _late_warned = False
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], time: Optional[str],
                  aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int,
@@ -134,14 +138,43 @@ class _KeyedBase(Operator):
         return self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)
 
     def _late(self, rows: List[pa.RecordBatch]) -> List[Item]:
+        """Count late ``rows``; send them to the late output, or drop them (warning once)
+        when nothing reads it."""
         if not rows:
             return []
         n = sum(r.num_rows for r in rows)
         self.late_events += n
+        if not self.late_output_read:
+            if not self._late_warned:
+                self._late_warned = True
+                self._warn_dropped()
+            return []
         log.debug("step %r: %d late events to the late output", self.name, n,
                  extra={"operator": self.name})
         batch = rows[0] if len(rows) == 1 else pa.Table.from_batches(rows).combine_chunks().to_batches()[0]
         return [SideOutput(LATE, batch)]
+
+    def _warn_dropped(self) -> None:
+        n = self.late_events
+        bound = "unknown" if self.out_of_orderness_ns is None else f"{self.out_of_orderness_ns / 1e9:g}s"
+        log.warning(
+            "step %r: %s late event%s dropped so far: %s after %s window had closed "
+            "(watermark max_out_of_orderness=%s, allowed_lateness=%gs) and nothing reads this "
+            "window's late_output(). To keep them: sink its .late_output(), raise "
+            "with_watermark(max_out_of_orderness=) to the source's real disorder, or pass "
+            "window(..., allowed_lateness=). Further drops are only counted "
+            "(streaming_late_events_total, JobResult.late_events); this warning is logged once.",
+            self.name, f"{n:,}", "" if n == 1 else "s", "it arrived" if n == 1 else "they arrived",
+            "its" if n == 1 else "their", bound, self.lateness / 1e9,
+            extra={"operator": self.name})
+
+    def watermark_ns(self) -> Optional[int]:
+        """The event-time watermark the window has reached (None: processing time, no
+        watermark yet, or the input has ended)."""
+        wm = self.watermark
+        if self.time is None or wm == _I64_MIN or wm >= WATERMARK_MAX:
+            return None
+        return int(wm)
 
     def _check_memory(self) -> None:
         size = self.state_size_bytes()
@@ -1166,6 +1199,31 @@ class WatermarkAssigner(Operator):
         idle = f", idle timeout {self.idle_timeout / 1e9:g}s" if self.idle_timeout else ""
         per = "" if self.clock is None else f", per split of {', '.join(self.clock.splits.columns)}"
         return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}{per}"
+
+    # -- declared statistics (metrics, diagnose) --------------------------------------------------
+    def watermark_ns(self) -> Optional[int]:
+        """The watermark last emitted (None: none yet, or the input has ended)."""
+        wm = self.current
+        if wm == _I64_MIN or wm >= WATERMARK_MAX:
+            return None
+        return int(wm)
+
+    def holding_split(self) -> Optional[str]:
+        """The split (e.g. Kafka partition ``"orders[3]"``) whose watermark is the minimum over
+        the active splits, i.e. the one that holds this watermark back; None when there is
+        no such split (one split, none yet, or all at the same watermark).
+
+        ``JobHandle.diagnose()`` names it.  It is read from other threads: return a value
+        kept up to date by the processing thread (a str or None), never compute over shared
+        per-split state here.  Until watermarks are per split, there is no such split.
+
+        Examples
+        --------
+        >>> import pyarrow as pa
+        >>> WatermarkAssigner("wm", pa.schema([("ts", pa.int64())]), "ts", 0).holding_split() is None
+        True
+        """
+        return None
 
 
 def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
