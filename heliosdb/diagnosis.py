@@ -389,7 +389,8 @@ def samples_from_text(text: str, t_ns: int) -> Dict[str, Tuple[Sample, Dict[str,
             tasks[name] = (*ns, int(rows))
         ops = {o: (int(b * 1e9), int(op_in.get(job, {}).get(o, 0))) for o, b in op_busy.get(job, {}).items()}
         sample = Sample(t_ns, int(events.get(job, 0)), tasks, ops)
-        out[job] = (sample, topo, {"late_events": late.get(job, 0.0), "late_by_operator": late_ops.get(job, {}),
+        out[job] = (sample, topo, {"late_events": late.get(job, 0.0),
+                                   "late_by_operator": late_ops.get(job, {}),
                                    "latency_buckets": sorted(lat.get(job, []))})
     return out
 
