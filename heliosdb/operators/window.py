@@ -16,7 +16,8 @@ clock), a windower (which windows an event belongs to, when they close), and the
 
 Lateness: an event is late when every window it belongs to ended at least
 ``allowed_lateness`` before the watermark; late events go to the ``late`` side output (and are
-counted), never silently dropped.  An event for a window that has already been emitted but is
+counted), never silently dropped: when no stage reads it (the planner sets
+``late_output_read``), they are counted and dropped, and the first drop is a warning.  An event for a window that has already been emitted but is
 still within the allowed lateness updates the window and emits an *update*: a new row with
 the same window and key that supersedes the earlier one.
 
