@@ -1210,21 +1210,37 @@ class WatermarkAssigner(Operator):
         return int(wm)
 
     def holding_split(self) -> Optional[str]:
-        """The split (e.g. Kafka partition ``"orders[3]"``) whose watermark is the minimum over
-        the active splits, i.e. the one that holds this watermark back; None when there is
-        no such split (one split, none yet, or all at the same watermark).
+        """The live split whose watermark is the lowest, named ``column=value`` (e.g.
+        ``"kafka_partition=3"``), when it holds the watermark back: None without per-split
+        watermarks, with fewer than two live splits, or when they are all at the same one.
 
-        ``JobHandle.diagnose()`` names it.  It is read from other threads: return a value
-        kept up to date by the processing thread (a str or None), never compute over shared
-        per-split state here.  Until watermarks are per split, there is no such split.
+        ``JobHandle.diagnose()`` names it.  Read from other threads: it copies the split
+        clock's arrays (the processing thread replaces them when a split appears), so at worst
+        it names the split that was lowest a moment ago.
 
         Examples
         --------
         >>> import pyarrow as pa
-        >>> WatermarkAssigner("wm", pa.schema([("ts", pa.int64())]), "ts", 0).holding_split() is None
+        >>> from heliosdb.connectors.splits import Splits
+        >>> schema = pa.schema([("p", pa.int32()), ("ts", pa.int64())])
+        >>> WatermarkAssigner("wm", schema, "ts", 0).holding_split() is None
         True
+        >>> splits = Splits(["p"]); splits.declare([(0,), (1,)])
+        >>> wm = WatermarkAssigner("wm", schema, "ts", 0, splits=splits)
+        >>> _ = wm.process_batch(pa.record_batch({"p": pa.array([0], pa.int32()), "ts": [5_000]}))
+        >>> wm.holding_split()                          # partition 1 has sent nothing yet
+        'p=1'
         """
-        return None
+        clock = self.clock
+        if clock is None:
+            return None
+        keys, seen, live = list(clock.keys), clock.seen.copy(), clock.live.copy()
+        n = min(len(keys), len(seen), len(live))
+        alive = np.flatnonzero(live[:n])
+        if len(alive) < 2 or seen[alive].min() == seen[alive].max():
+            return None
+        key = keys[int(alive[np.argmin(seen[alive])])]
+        return ", ".join(f"{c}={v}" for c, v in zip(clock.splits.columns, key))
 
 
 def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:

@@ -249,3 +249,30 @@ def test_diagnose_of_a_job_names_the_split_its_assigner_reports(monkeypatch):
     handle.wait()
     (f,) = [f for f in handle.diagnose(interval_s=0).findings if f.kind == "watermark"]
     assert f.message == "the watermark of 'event-time' is held back by split 'orders[3]'"
+
+
+def test_the_split_holding_the_watermark_back_follows_the_slowest_partition():
+    # Per-split watermarks, bound 0, partitions 0 and 1 declared:
+    #   p0@5s          p1 has sent nothing: it holds the watermark back
+    #   p1@2s          p1 at 2 s < p0 at 5 s: still p1
+    #   p1@8s          p0 at 5 s is now the lowest
+    #   p0@8s          both at 8 s: no split holds the other back
+    from heliosdb.connectors.splits import Splits
+    from heliosdb.diagnosis import diagnose_job
+    from heliosdb.metrics import JobMetrics
+    from heliosdb.operators.window import WatermarkAssigner
+
+    schema = pa.schema([("p", pa.int32()), ("ts", pa.int64())])
+    splits = Splits(["p"])
+    splits.declare([(0,), (1,)])
+    assigner = WatermarkAssigner("event-time", schema, "ts", 0, splits=splits)
+    held = []
+    for p, ts in ((0, 5_000), (1, 2_000), (1, 8_000), (0, 8_000)):
+        assigner.process_batch(pa.record_batch({"p": pa.array([p], pa.int32()), "ts": [ts]}))
+        held.append(assigner.holding_split())
+    assert held == ["p=1", "p=1", "p=0", None]
+    jm = JobMetrics("held-back", plan_ops=[assigner])
+    assert not [f for f in diagnose_job(jm, *jm.since_start()).findings if f.kind == "watermark"]
+    assigner.process_batch(pa.record_batch({"p": pa.array([1], pa.int32()), "ts": [9_000]}))
+    (f,) = [f for f in diagnose_job(jm, *jm.since_start()).findings if f.kind == "watermark"]
+    assert f.message == "the watermark of 'event-time' is held back by split 'p=0'"
