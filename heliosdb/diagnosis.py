@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Tuple, Union
 
 from .metrics import BACKPRESSURE_THRESHOLD, Sample, task_fractions
 
@@ -68,7 +68,20 @@ REMEDIES = {
         "late events: raise with_watermark(max_out_of_orderness=) to the real disorder of the source, "
         "or read them from late_output()",
     ],
+    "watermark": [
+        "one split holds the watermark back (its windows close late and state grows): if it is "
+        "idle, set with_watermark(idle_timeout=) so it drops out; if it is slow, look at its producer",
+    ],
 }
+
+
+def _late_remedy(op: str, n: int, kept: bool) -> str:
+    """The "late" remedy for one operator, naming it and its count."""
+    where = ("read from its late_output()" if kept else
+             "dropped: sink its late_output() to keep them")
+    return (f"{op!r} found {n:,} late events ({where}); to have them counted in its windows, raise "
+            "with_watermark(max_out_of_orderness=) to the real disorder of the source, or pass "
+            f"allowed_lateness= to the window() of {op!r}")
 
 
 @dataclass
@@ -181,10 +194,16 @@ def _find_bottleneck(frac, topology: Dict[str, TaskInfo], blocked: List[str]) ->
 
 def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
              kinds: Optional[Dict[str, str]] = None, latency_p99_ms: Optional[float] = None,
-             late_events: int = 0) -> Diagnosis:
+             late_events: Union[int, Mapping[str, int]] = 0, late_kept: Collection[str] = (),
+             holding_splits: Optional[Mapping[str, str]] = None) -> Diagnosis:
     """Diagnose a job from two samples of its counters (``then`` earlier than ``now``).
 
     ``kinds`` maps operator names to their kind (for kind-specific remedies).
+    ``late_events`` is the job's late events, per operator (a mapping: each operator with
+    late events is a finding of its own) or in all (a number); ``late_kept`` names the
+    operators whose ``late_output()`` is read (their late events are kept, not dropped).
+    ``holding_splits`` maps an operator (a watermark assigner) to the input split that holds
+    its watermark back.
 
     Examples
     --------
@@ -202,6 +221,12 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
     >>> d = diagnose("doc", then, now, topo)
     >>> d.backpressured, d.bottleneck
     (True, 'slow')
+
+    Late events, per operator:
+
+    >>> d = diagnose("doc", then, now, topo, late_events={"window-3": 1234})
+    >>> [f.message for f in d.findings if f.kind == "late"]
+    ["1,234 late events dropped by 'window-3' (nothing reads its late_output())"]
     """
     kinds = kinds or {}
     zero = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "alive_s": 0.0, "rows": 0}
@@ -287,8 +312,19 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
     if latency_p99_ms is not None and latency_p99_ms > LATENCY_P99_TARGET_MS:
         findings.append(Finding("latency", f"p99 end-to-end latency {latency_p99_ms:,.1f} ms is over "
                                 f"the {LATENCY_P99_TARGET_MS:g} ms target", REMEDIES["latency"]))
-    if late_events:
+    if isinstance(late_events, Mapping):
+        for op, n in late_events.items():
+            if not n:
+                continue
+            kept = op in late_kept
+            message = (f"{n:,} late events at {op!r}, sent to its late_output()" if kept else
+                       f"{n:,} late events dropped by {op!r} (nothing reads its late_output())")
+            findings.append(Finding("late", message, [_late_remedy(op, n, kept)]))
+    elif late_events:
         findings.append(Finding("late", f"{late_events:,} late events", REMEDIES["late"]))
+    for op, split in (holding_splits or {}).items():
+        findings.append(Finding("watermark", f"the watermark of {op!r} is held back by split "
+                                f"{split!r}", REMEDIES["watermark"]))
     return Diagnosis(job, interval_s, backpressured, bottleneck, bottleneck_task, tasks,
                      op_share, stragglers, findings)
 
@@ -298,15 +334,18 @@ def diagnose_job(jm: "JobMetrics", then: Sample, now: Sample) -> Diagnosis:
     topology = {n: TaskInfo(list(t.operators), list(t.downstream), t.group)
                 for n, t in list(jm.tasks.items())}
     kinds = {n: s.kind for n, s in list(jm.operators.items())}
-    late = sum(getattr(op, "late_events", 0) for op in list(jm.state_ops))
+    late = jm.late_by_operator()
+    kept = [op.name for op in list(jm.state_ops) if op.late_output_read]
     p99 = jm.latency.quantile(0.99)
-    return diagnose(jm.job, then, now, topology, kinds, None if p99 != p99 else p99, late)
+    return diagnose(jm.job, then, now, topology, kinds, None if p99 != p99 else p99, late, kept,
+                    jm.holding_splits())
 
 
 # -- from Prometheus exposition text --------------------------------------------------------------
 def samples_from_text(text: str, t_ns: int) -> Dict[str, Tuple[Sample, Dict[str, TaskInfo], Dict[str, float]]]:
     """Per job in a ``/metrics`` text: (sample, topology, extras) rebuilt from the task and
-    operator counters; extras hold ``latency_p99_ms`` and ``late_events``."""
+    operator counters; extras hold ``latency_buckets``, ``late_events`` (the job's) and
+    ``late_by_operator``."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from . import metrics as M
@@ -317,6 +356,7 @@ def samples_from_text(text: str, t_ns: int) -> Dict[str, Tuple[Sample, Dict[str,
     op_in: Dict[str, Dict[str, float]] = {}
     events: Dict[str, float] = {}
     late: Dict[str, float] = {}
+    late_ops: Dict[str, Dict[str, float]] = {}
     lat: Dict[str, List[Tuple[float, float]]] = {}
     slot = {M.TASK_BUSY_S: 0, M.TASK_BLOCKED_S: 1, M.TASK_IDLE_S: 2}
     for fam in text_string_to_metric_families(text):
@@ -336,6 +376,7 @@ def samples_from_text(text: str, t_ns: int) -> Dict[str, Tuple[Sample, Dict[str,
                 events[job] = events.get(job, 0.0) + s.value
             elif s.name == M.LATE_EVENTS:
                 late[job] = late.get(job, 0.0) + s.value
+                late_ops.setdefault(job, {})[lab.get("operator", "")] = s.value
             elif s.name == M.LATENCY_MS + "_bucket":
                 lat.setdefault(job, []).append((float(lab["le"]), s.value))
     out = {}
@@ -348,7 +389,9 @@ def samples_from_text(text: str, t_ns: int) -> Dict[str, Tuple[Sample, Dict[str,
             tasks[name] = (*ns, int(rows))
         ops = {o: (int(b * 1e9), int(op_in.get(job, {}).get(o, 0))) for o, b in op_busy.get(job, {}).items()}
         sample = Sample(t_ns, int(events.get(job, 0)), tasks, ops)
-        out[job] = (sample, topo, {"late_events": late.get(job, 0.0), "latency_buckets": sorted(lat.get(job, []))})
+        out[job] = (sample, topo, {"late_events": late.get(job, 0.0),
+                                   "late_by_operator": late_ops.get(job, {}),
+                                   "latency_buckets": sorted(lat.get(job, []))})
     return out
 
 

@@ -88,7 +88,7 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     OPERATOR_BACKPRESSURE: ("gauge", _JO, "Fraction of the trailing window the operator's task was blocked on a full output channel."),
     LATE_EVENTS: ("counter", _JO, "Events that arrived for a window already closed (dropped, or sent to late_output())."),
     DEAD_LETTERS: ("counter", ("job", "operator", "reason"), "Source records that could not be decoded (sent to the dead-letter sink, skipped, or failing the job), by reason: malformed, wrong_type, missing_field, bad_magic, unknown_schema, oversized, empty."),
-    WATERMARK_LAG_S: ("gauge", _JO, "Wall clock minus the operator's event-time watermark, in seconds."),
+    WATERMARK_LAG_S: ("gauge", _JO, "Wall clock minus the operator's event-time watermark, in seconds (watermark assigners and event-time windows; none before the first watermark or after the input ended)."),
     OPEN_WINDOWS: ("gauge", _JO, "Windows a window operator holds open."),
     STATE_LIMIT_BYTES: ("gauge", _JO, "The state backend's bound on a stateful operator's state."),
     CHANNEL_FILL: ("gauge", _JO, "Fill of the channel into an operator's task: queued events / buffer_size (can exceed 1: a channel always admits one batch)."),
@@ -335,6 +335,9 @@ class JobMetrics:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     channels: List = field(default_factory=list)
     state_ops: List = field(default_factory=list)
+    #: Every operator of the running plan: their declared statistics (``watermark_ns()``,
+    #: ``holding_split()``) are read from here.
+    plan_ops: List = field(default_factory=list)
     source: str = "source"
     window_ns: int = 10_000_000_000
     checkpoints: CheckpointStats = None  # type: ignore[assignment]
@@ -398,6 +401,39 @@ class JobMetrics:
         now = self.sample()
         return _zero(now), now
 
+    # -- operators' declared statistics ------------------------------------------------------------
+    def late_by_operator(self) -> Dict[str, int]:
+        """Late events per operator that found any (sent to a late output or dropped).
+
+        Examples
+        --------
+        >>> from heliosdb.operators.base import Operator
+        >>> op = Operator(); op.name, op.late_events = "window-3", 12
+        >>> JobMetrics("doc", state_ops=[op, Operator()]).late_by_operator()
+        {'window-3': 12}
+        """
+        return {op.name: op.late_events for op in list(self.state_ops) if op.late_events}
+
+    def watermarks(self) -> Dict[str, int]:
+        """Current event-time watermark (ns) per operator that has one (the watermark
+        assigners and event-time windows; an operator with none yet is left out)."""
+        out = {}
+        ops = {id(op): op for op in list(self.plan_ops) + list(self.state_ops)}
+        for op in ops.values():
+            wm = op.watermark_ns()
+            if wm is not None:
+                out[op.name] = wm
+        return out
+
+    def holding_splits(self) -> Dict[str, str]:
+        """Operator -> the input split that holds its watermark back, where one is known."""
+        out = {}
+        for op in list(self.plan_ops):
+            split = op.holding_split()
+            if split is not None:
+                out[op.name] = split
+        return out
+
     # -- snapshot ----------------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, object]:
         """A plain dict of the current figures (safe to call from any thread).
@@ -413,6 +449,7 @@ class JobMetrics:
         operators = list(self.operators.items())      # one-step copies: stage threads write
         state_ops = list(self.state_ops)
         task_of = {op: t.name for t in list(self.tasks.values()) for op in t.operators}
+        wall = time.time()
         return {
             "job": self.job,
             "elapsed_s": el,
@@ -425,8 +462,10 @@ class JobMetrics:
             "latency_p95_ms": self.latency.quantile(0.95),
             "latency_p99_ms": self.latency.quantile(0.99),
             STATE_SIZE_BYTES: sum(op.state_size_bytes() for op in state_ops),
-            "open_windows": sum(op.open_windows() for op in state_ops if hasattr(op, "open_windows")),
-            LATE_EVENTS: sum(getattr(op, "late_events", 0) for op in state_ops),
+            "open_windows": sum(op.open_windows() or 0 for op in state_ops),
+            LATE_EVENTS: sum(op.late_events for op in state_ops),
+            "late_events": self.late_by_operator(),
+            "watermark_lag_s": {n: wall - wm / 1e9 for n, wm in self.watermarks().items()},
             DEAD_LETTERS: dict(self.dead_letters),
             BACKPRESSURE: int(any(f["blocked"] > BACKPRESSURE_THRESHOLD for f in frac.values())),
             "blocked_s": blocked,
@@ -519,15 +558,14 @@ def _families(jobs: List[JobMetrics]) -> Iterator[object]:
         for op in list(jm.state_ops):
             lab = [job, op.name]
             f[STATE_SIZE_BYTES].add_metric(lab, op.state_size_bytes())
-            limit = getattr(op, "max_state_bytes", None)
-            if limit:
-                f[STATE_LIMIT_BYTES].add_metric(lab, limit)
-            f[LATE_EVENTS].add_metric(lab, getattr(op, "late_events", 0))
-            if hasattr(op, "open_windows"):
-                f[OPEN_WINDOWS].add_metric(lab, op.open_windows())
-            wm = getattr(op, "watermark", None)
-            if isinstance(wm, (int, np.integer)) and -(2**62) < wm < 2**62:
-                f[WATERMARK_LAG_S].add_metric(lab, wall - int(wm) / 1e9)
+            if op.max_state_bytes:
+                f[STATE_LIMIT_BYTES].add_metric(lab, op.max_state_bytes)
+            f[LATE_EVENTS].add_metric(lab, op.late_events)
+            open_windows = op.open_windows()
+            if open_windows is not None:
+                f[OPEN_WINDOWS].add_metric(lab, open_windows)
+        for name, wm in jm.watermarks().items():
+            f[WATERMARK_LAG_S].add_metric([job, name], wall - wm / 1e9)
     return iter(f.values())
 
 

@@ -138,6 +138,19 @@ def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: in
                            n.params.get("lateness", 0), backend)
 
 
+def _out_of_orderness(n: Node, time_col: Optional[str]) -> Optional[int]:
+    """``max_out_of_orderness`` (ns) of the watermark window ``n`` reads: its with_watermark
+    step's when that is on the window's time column, else 0 (the window's own assigner);
+    None for processing time."""
+    if time_col is None:
+        return None
+    p = n.parent
+    while p is not None and p.kind != "watermark":
+        p = p.parent
+    strategy = p.params["strategy"] if p is not None else None
+    return strategy.max_out_of_orderness_ns if strategy is not None and strategy.time == time_col else 0
+
+
 def _two_phase(n: Node, time_col: Optional[str]) -> bool:
     """Whether window ``n`` runs as pre-aggregating replicas and a final merge: tumbling and
     sliding event-time windows (sessions merge per key across batches, processing time is
@@ -586,7 +599,12 @@ class _Builder:
         if self.explain:
             backend = None           # explain() opens no database
         if node.kind == "window":
-            return _window_op(node, schema, wm_time, max_bytes, backend)
+            op = _window_op(node, schema, wm_time, max_bytes, backend)
+            # Told at plan time, never looked up: whether a stage reads its late_output() (a
+            # child here has a sink downstream), and the watermark bound it quotes if not.
+            op.late_output_read = any(k.kind == "late_output" for k in self.children.get(id(node), []))
+            op.out_of_orderness_ns = _out_of_orderness(node, op.time)
+            return op
         return _keyed_op(node, schema, max_bytes, self.config.state, backend)
 
     def _describe(self) -> List[str]:

@@ -145,8 +145,59 @@ class Operator:
     def abort(self) -> None:
         """The job failed or was cancelled: release files and handles, flush nothing."""
 
+    # -- declared statistics ---------------------------------------------------------------------
+    # Metrics, diagnose() and JobResult read these from other threads, and never ask an
+    # operator what it happens to have: an operator with something to report overrides them.
+
+    #: Events this operator found late and kept out of its results (sent to its
+    #: ``late_output()``, or dropped when nothing reads it).  Written by its thread only.
+    late_events: int = 0
+
+    #: Set by the planner: whether some stage reads this operator's ``late_output()``.  When
+    #: nothing does, an operator with late events counts and drops them (the window warns
+    #: once), rather than building a side output no one reads.
+    late_output_read: bool = False
+
+    #: The state backend's bound on this operator's state in bytes (None: unbounded, or
+    #: stateless).
+    max_state_bytes: Optional[int] = None
+
     def state_size_bytes(self) -> int:
+        """Bytes of state held now (0 for stateless operators)."""
         return 0
+
+    def watermark_ns(self) -> Optional[int]:
+        """The operator's current event-time watermark (int64 ns UTC), or None when it has
+        none: no event time, no watermark yet, or the input has ended (the watermark is then
+        ``WATERMARK_MAX``, which is no time at all).
+
+        Examples
+        --------
+        >>> Operator().watermark_ns() is None
+        True
+        """
+        return None
+
+    def holding_split(self) -> Optional[str]:
+        """The input split (e.g. a Kafka partition) that holds this operator's watermark back,
+        or None (no watermark, one split, or not known).  Watermark assigners override it.
+
+        Examples
+        --------
+        >>> Operator().holding_split() is None
+        True
+        """
+        return None
+
+    def open_windows(self) -> Optional[int]:
+        """Windows (or sessions) held open now; None for an operator that holds no windows.
+
+        Examples
+        --------
+        >>> Operator().open_windows() is None
+        True
+        """
+        return None
 
     def describe(self) -> str:
         return f"{self.kind}[{self.name}]"

@@ -16,7 +16,8 @@ clock), a windower (which windows an event belongs to, when they close), and the
 
 Lateness: an event is late when every window it belongs to ended at least
 ``allowed_lateness`` before the watermark; late events go to the ``late`` side output (and are
-counted), never silently dropped.  An event for a window that has already been emitted but is
+counted), never silently dropped: when no stage reads it (the planner sets
+``late_output_read``), they are counted and dropped, and the first drop is a warning.  An event for a window that has already been emitted but is
 still within the allowed lateness updates the window and emits an *update*: a new row with
 the same window and key that supersedes the earlier one.
 
@@ -67,6 +68,10 @@ class _KeyedBase(Operator):
 
     kind = "window"
     stateful = True
+    #: Set by the planner: ``max_out_of_orderness`` (ns) of the watermark this window reads
+    #: (None: not known, e.g. an operator built outside a plan).  Only quoted in the warning.
+    out_of_orderness_ns: Optional[int] = None
+    _late_warned = False
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], time: Optional[str],
                  aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int,
@@ -134,14 +139,43 @@ class _KeyedBase(Operator):
         return self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)
 
     def _late(self, rows: List[pa.RecordBatch]) -> List[Item]:
+        """Count late ``rows``; send them to the late output, or drop them (warning once)
+        when nothing reads it."""
         if not rows:
             return []
         n = sum(r.num_rows for r in rows)
         self.late_events += n
+        if not self.late_output_read:
+            if not self._late_warned:
+                self._late_warned = True
+                self._warn_dropped()
+            return []
         log.debug("step %r: %d late events to the late output", self.name, n,
                  extra={"operator": self.name})
         batch = rows[0] if len(rows) == 1 else pa.Table.from_batches(rows).combine_chunks().to_batches()[0]
         return [SideOutput(LATE, batch)]
+
+    def _warn_dropped(self) -> None:
+        n = self.late_events
+        bound = "unknown" if self.out_of_orderness_ns is None else f"{self.out_of_orderness_ns / 1e9:g}s"
+        log.warning(
+            "step %r: %s late event%s dropped so far: %s after %s window had closed "
+            "(watermark max_out_of_orderness=%s, allowed_lateness=%gs) and nothing reads this "
+            "window's late_output(). To keep them: sink its .late_output(), raise "
+            "with_watermark(max_out_of_orderness=) to the source's real disorder, or pass "
+            "window(..., allowed_lateness=). Further drops are only counted "
+            "(streaming_late_events_total, JobResult.late_events); this warning is logged once.",
+            self.name, f"{n:,}", "" if n == 1 else "s", "it arrived" if n == 1 else "they arrived",
+            "its" if n == 1 else "their", bound, self.lateness / 1e9,
+            extra={"operator": self.name})
+
+    def watermark_ns(self) -> Optional[int]:
+        """The event-time watermark the window has reached (None: processing time, no
+        watermark yet, or the input has ended)."""
+        wm = self.watermark
+        if self.time is None or wm == _I64_MIN or wm >= WATERMARK_MAX:
+            return None
+        return int(wm)
 
     def _check_memory(self) -> None:
         size = self.state_size_bytes()
@@ -1191,6 +1225,47 @@ class WatermarkAssigner(Operator):
         idle = f", idle timeout {self.idle_timeout / 1e9:g}s" if self.idle_timeout else ""
         per = "" if self.clock is None else f", per split of {', '.join(self.clock.splits.columns)}"
         return f"watermark[{self.name}] on {self.time!r}, max out-of-orderness {self.bound / 1e9:g}s{idle}{per}"
+
+    # -- declared statistics (metrics, diagnose) --------------------------------------------------
+    def watermark_ns(self) -> Optional[int]:
+        """The watermark last emitted (None: none yet, or the input has ended)."""
+        wm = self.current
+        if wm == _I64_MIN or wm >= WATERMARK_MAX:
+            return None
+        return int(wm)
+
+    def holding_split(self) -> Optional[str]:
+        """The live split whose watermark is the lowest, named ``column=value`` (e.g.
+        ``"kafka_partition=3"``), when it holds the watermark back: None without per-split
+        watermarks, with fewer than two live splits, or when they are all at the same one.
+
+        ``JobHandle.diagnose()`` names it.  Read from other threads: it copies the split
+        clock's arrays (the processing thread replaces them when a split appears), so at worst
+        it names the split that was lowest a moment ago.
+
+        Examples
+        --------
+        >>> import pyarrow as pa
+        >>> from heliosdb.connectors.splits import Splits
+        >>> schema = pa.schema([("p", pa.int32()), ("ts", pa.int64())])
+        >>> WatermarkAssigner("wm", schema, "ts", 0).holding_split() is None
+        True
+        >>> splits = Splits(["p"]); splits.declare([(0,), (1,)])
+        >>> wm = WatermarkAssigner("wm", schema, "ts", 0, splits=splits)
+        >>> _ = wm.process_batch(pa.record_batch({"p": pa.array([0], pa.int32()), "ts": [5_000]}))
+        >>> wm.holding_split()                          # partition 1 has sent nothing yet
+        'p=1'
+        """
+        clock = self.clock
+        if clock is None:
+            return None
+        keys, seen, live = list(clock.keys), clock.seen.copy(), clock.live.copy()
+        n = min(len(keys), len(seen), len(live))
+        alive = np.flatnonzero(live[:n])
+        if len(alive) < 2 or seen[alive].min() == seen[alive].max():
+            return None
+        key = keys[int(alive[np.argmin(seen[alive])])]
+        return ", ".join(f"{c}={v}" for c, v in zip(clock.splits.columns, key))
 
 
 def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:

@@ -93,6 +93,19 @@ class JobResult:
     def events_per_s(self) -> float:
         return float(self.metrics["events_per_s"])
 
+    @property
+    def late_events(self) -> Dict[str, int]:
+        """Late events per operator that found any, e.g. ``{"window-3": 1234}``: sent to its
+        ``late_output()``, or dropped when nothing read it (the job-wide total is
+        ``metrics["streaming_late_events_total"]``).
+
+        Examples
+        --------
+        >>> JobResult("doc", 1.0, {"late_events": {"window-3": 1234}}).late_events
+        {'window-3': 1234}
+        """
+        return dict(self.metrics.get("late_events", {}))  # type: ignore[call-overload]
+
     def __repr__(self) -> str:
         m = self.metrics
         return (f"JobResult({self.name!r}: {m['streaming_events_processed_total']:,} events in "
@@ -229,6 +242,7 @@ class Job:
         self.coordinator = None             # a checkpoint.Coordinator, set before start()
         self.metrics = JobMetrics(name, source=plan.source_name, window_ns=metrics_window_ns)
         self.metrics.state_ops = state_operators
+        self.metrics.plan_ops = [op for st in plan.stages for op in st.operators]
         self.slow_ns = slow_ns
         self.timed = operator_metrics_enabled() if timed is None else timed
         self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]

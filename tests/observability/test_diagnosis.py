@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pyarrow as pa
 import pytest
 
 import heliosdb as hdb
@@ -187,3 +188,91 @@ def test_diagnose_never_raises_on_a_job_that_just_started(interval):
     finally:
         handle.stop()
         handle.wait()
+
+
+# -- late events and the watermark ----------------------------------------------------------------
+def _idle_topology():
+    topo = {"src": TaskInfo([], [])}
+    return topo, _sample(0, {"src": (0, 0, 0, 0, 0)}, {}), _sample(S, {"src": (S, 0, 0, S, 0)}, {})
+
+
+def test_late_events_are_a_finding_per_operator_naming_it_and_its_count():
+    topo, zero, now = _idle_topology()
+    d = diagnose("synthetic", zero, now, topo, late_events={"tumble": 1_234, "slide": 0, "kept": 5},
+                 late_kept=["kept"])
+    late = [f for f in d.findings if f.kind == "late"]
+    assert [f.message for f in late] == [
+        "1,234 late events dropped by 'tumble' (nothing reads its late_output())",
+        "5 late events at 'kept', sent to its late_output()"]
+    assert "'tumble' found 1,234 late events" in late[0].remedies[0]
+    for remedy in ("late_output()", "max_out_of_orderness=", "allowed_lateness="):
+        assert remedy in late[0].remedies[0]
+
+
+def test_the_split_holding_the_watermark_back_is_a_finding():
+    topo, zero, now = _idle_topology()
+    d = diagnose("synthetic", zero, now, topo, holding_splits={"event-time": "orders[3]"})
+    (f,) = [f for f in d.findings if f.kind == "watermark"]
+    assert "'event-time'" in f.message and "'orders[3]'" in f.message
+    assert "idle_timeout=" in " ".join(f.remedies)
+
+
+def _late_job(env: hdb.StreamEnvironment) -> None:
+    # window 10 s, bound 0, one event per batch: a@1s, b@15s (wm 15 s: [0,10s) gone), then
+    # a@3s and b@2s are late, and nothing reads the late output: 2 dropped by 'tumble'.
+    t = pa.table({"k": ["a", "b", "a", "b"], "ts": [1_000, 15_000, 3_000, 2_000], "v": [1, 2, 3, 4]})
+    (env.from_arrow(t).with_batch_size(1).with_watermark("ts").name("event-time").key_by("k")
+        .window(hdb.TumblingWindow.of(timedelta(seconds=10))).aggregate(n=hdb.count())
+        .name("tumble").sink(hdb.sinks.memory()))
+
+
+def test_diagnose_of_a_job_names_the_window_that_dropped_late_events():
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    _late_job(env)
+    handle = env.execute_async(name="late-diagnosed")
+    handle.wait()
+    d = handle.diagnose(interval_s=0)
+    (late,) = [f for f in d.findings if f.kind == "late"]
+    assert late.message == "2 late events dropped by 'tumble' (nothing reads its late_output())"
+    assert "'tumble' found 2 late events" in late.remedies[0]
+    assert not [f for f in d.findings if f.kind == "watermark"]      # no split is known today
+
+
+def test_diagnose_of_a_job_names_the_split_its_assigner_reports(monkeypatch):
+    # The watermark assigner's holding_split() is the hook per-split watermarks fill in.
+    from heliosdb.operators.window import WatermarkAssigner
+
+    monkeypatch.setattr(WatermarkAssigner, "holding_split", lambda self: "orders[3]")
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    _late_job(env)
+    handle = env.execute_async(name="held-back")
+    handle.wait()
+    (f,) = [f for f in handle.diagnose(interval_s=0).findings if f.kind == "watermark"]
+    assert f.message == "the watermark of 'event-time' is held back by split 'orders[3]'"
+
+
+def test_the_split_holding_the_watermark_back_follows_the_slowest_partition():
+    # Per-split watermarks, bound 0, partitions 0 and 1 declared:
+    #   p0@5s          p1 has sent nothing: it holds the watermark back
+    #   p1@2s          p1 at 2 s < p0 at 5 s: still p1
+    #   p1@8s          p0 at 5 s is now the lowest
+    #   p0@8s          both at 8 s: no split holds the other back
+    from heliosdb.connectors.splits import Splits
+    from heliosdb.diagnosis import diagnose_job
+    from heliosdb.metrics import JobMetrics
+    from heliosdb.operators.window import WatermarkAssigner
+
+    schema = pa.schema([("p", pa.int32()), ("ts", pa.int64())])
+    splits = Splits(["p"])
+    splits.declare([(0,), (1,)])
+    assigner = WatermarkAssigner("event-time", schema, "ts", 0, splits=splits)
+    held = []
+    for p, ts in ((0, 5_000), (1, 2_000), (1, 8_000), (0, 8_000)):
+        assigner.process_batch(pa.record_batch({"p": pa.array([p], pa.int32()), "ts": [ts]}))
+        held.append(assigner.holding_split())
+    assert held == ["p=1", "p=1", "p=0", None]
+    jm = JobMetrics("held-back", plan_ops=[assigner])
+    assert not [f for f in diagnose_job(jm, *jm.since_start()).findings if f.kind == "watermark"]
+    assigner.process_batch(pa.record_batch({"p": pa.array([1], pa.int32()), "ts": [9_000]}))
+    (f,) = [f for f in diagnose_job(jm, *jm.since_start()).findings if f.kind == "watermark"]
+    assert f.message == "the watermark of 'event-time' is held back by split 'p=0'"

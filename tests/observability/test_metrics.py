@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from urllib.request import urlopen
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import heliosdb as hdb
@@ -241,3 +243,78 @@ def test_with_operator_metrics_off_counts_remain(monkeypatch):
     ops = m["operators"]
     assert all(o["busy_s"] == 0 for o in ops.values())
     assert sum(o["rows_in"] for o in ops.values() if o["kind"].endswith("sink")) == m["events_out"] > 0
+
+
+# -- watermark lag ------------------------------------------------------------------------------
+def _lag_operators(text: str, job: str) -> set:
+    return {dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))["operator"]
+            for line in text.splitlines()
+            if line.startswith("streaming_watermark_lag_seconds{") and f'job="{job}"' in line}
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_running_event_time_job_exports_watermark_lag_of_its_assigner_and_window(parallelism):
+    # Events an hour old, 1 ms apart; the source yields 2,000 of them, then waits (the job
+    # runs on).  Windows of 500 ms, bound 100 ms: once a window has reached the sink, the
+    # assigner and the window hold a watermark in [start + 500 ms, start + 1.9 s], so their
+    # lag is an hour minus at most 1.9 s, plus however long the test took.
+    gate, emitted = threading.Event(), threading.Event()
+    start_ms = int(time.time() * 1000) - 3_600_000
+
+    def records():
+        for i in range(2_000):
+            yield {"k": i % 7, "ts": start_ms + i, "v": 1.0}
+        gate.wait(120)
+
+    job = f"lagging-{parallelism}"
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=500, parallelism=parallelism,
+                                                    metrics=hdb.MetricsConfig(port=0)))
+    (env.from_iterable(records())
+        .with_watermark("ts", max_out_of_orderness=timedelta(milliseconds=100)).name("event-time")
+        .key_by("k").window(hdb.TumblingWindow.of(timedelta(milliseconds=500))).aggregate(n=hdb.count())
+        .name("per-key").sink(hdb.sinks.callback(lambda b: emitted.set())))
+    handle = env.execute_async(name=job)
+    try:
+        assert emitted.wait(120), "no window reached the sink"
+        running = _scrape(env.metrics_url)
+        snap = handle.metrics()
+    finally:
+        gate.set()
+        handle.wait()
+    try:
+        ended = _scrape(env.metrics_url)
+    finally:
+        env.close()
+    assert _lag_operators(running, job) == {"event-time", "per-key"}     # no sink, no source
+    for op in ("event-time", "per-key"):
+        lag = _value(running, "streaming_watermark_lag_seconds", job=job, operator=op)
+        assert 3_598 < lag < 7_200
+        assert snap["watermark_lag_s"][op] > 3_598
+    # Once the input has ended the watermark is no time at all: no series.
+    assert _lag_operators(ended, job) == set()
+
+
+def test_no_watermark_lag_before_the_first_watermark():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from heliosdb.operators.window import WatermarkAssigner
+
+    assigner = WatermarkAssigner("wm", pa.schema([("ts", pa.int64())]), "ts", 0)
+    jm = JobMetrics("fresh", plan_ops=[assigner])
+    registry = CollectorRegistry(auto_describe=False)
+    MetricsCollector(registry).add(jm)
+    assert _lag_operators(generate_latest(registry).decode(), "fresh") == set()
+    assigner.process_batch(pa.record_batch([pa.array([int(time.time() * 1000) - 60_000])], names=["ts"]))
+    assert _lag_operators(generate_latest(registry).decode(), "fresh") == {"wm"}
+    assert 59 < _value(generate_latest(registry).decode(), "streaming_watermark_lag_seconds", job="fresh") < 3_600
+
+
+def test_the_dashboards_watermark_panel_reads_the_exported_series_and_labels():
+    from tests.observability.opsfiles import dashboard_exprs
+
+    exprs = [e for e in dashboard_exprs() if "streaming_watermark_lag_seconds" in e]
+    assert exprs, "the dashboard has no watermark lag panel"
+    _, labels, _ = METRICS["streaming_watermark_lag_seconds"]
+    for expr in exprs:
+        by = re.search(r"by \(([^)]*)\)", expr)
+        assert by and {label.strip() for label in by.group(1).split(",")} <= set(labels), expr

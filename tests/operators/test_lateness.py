@@ -14,6 +14,7 @@ Timeline of a 10 s tumbling window with 5 s allowed lateness (the module docstri
 """
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import numpy as np
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pytest
 
 import heliosdb as hdb
-from tests.oracle import MS, ms_rows, run_windows, window_starts
+from tests.oracle import MS, hopping_oracle, ms_rows, run_windows, session_oracle, window_starts
 
 AGGS = (("n", "count", None, None, 0.01), ("total", "sum", "v", None, 0.01))
 COLS = ("window_start", "window_end", "k", "n", "total")
@@ -194,3 +195,122 @@ def test_windows_near_the_int64_nanosecond_limits_match_the_oracle():
         expected[s] = expected.get(s, 0) + 1
     assert late.num_rows == 0
     assert {start: n for start, _, _, n, _ in got} == expected
+
+
+# -------------------------------------------------------------------------------------------
+# Late events nobody reads: counted per operator, warned about once
+# -------------------------------------------------------------------------------------------
+SPECS = {"tumbling": hdb.TumblingWindow.of(timedelta(seconds=10)),
+         "sliding": hdb.SlidingWindow.of(timedelta(seconds=10), timedelta(seconds=5)),
+         "session": hdb.SessionWindow.with_gap(timedelta(seconds=5))}
+# bound 2 s, lateness 1 s, one event per batch:
+#   a@1s                 [0,10s) open (sliding: also [-5,5s); session a: [1,6s))
+#   b@15s                wm 13 s: every window / session of a@1s ended + 1 s <= 13 -> gone
+#   a@3s  a@4s  b@2s     late, one per batch: 3 late events, the first warned about, once
+LATE_TIMELINE = [("a", 1_000, 1), ("b", 15_000, 2), ("a", 3_000, 3), ("a", 4_000, 4), ("b", 2_000, 5)]
+
+
+def _late_records(caplog) -> list:
+    return [r for r in caplog.records
+            if r.name == "heliosdb.window" and r.levelno == logging.WARNING and "late event" in r.getMessage()]
+
+
+def _windowed(env, specs, late_read=()):
+    """One with_watermark source -> a window step per entry of ``specs`` (named after it),
+    each with a memory sink; the late output of those in ``late_read`` is sunk too."""
+    keyed = (env.from_arrow(events(*LATE_TIMELINE)).with_batch_size(1)
+             .with_watermark("ts", max_out_of_orderness=timedelta(seconds=2)).key_by("k"))
+    late_sinks = {}
+    for name in specs:
+        w = (keyed.window(SPECS[name], allowed_lateness=timedelta(seconds=1))
+             .aggregate(n=hdb.count()).name(name))
+        w.sink(hdb.sinks.memory())
+        if name in late_read:
+            late_sinks[name] = hdb.sinks.memory()
+            w.late_output().sink(late_sinks[name])
+    return late_sinks
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_dropped_late_events_are_warned_about_once_with_count_bound_and_remedies(kind, caplog):
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    _windowed(env, [kind])
+    with caplog.at_level(logging.WARNING, logger="heliosdb"):
+        result = env.execute(name=f"late-warned-{kind}")
+    records = _late_records(caplog)
+    assert len(records) == 1
+    msg = records[0].getMessage()
+    assert msg.startswith(f"step {kind!r}: 1 late event dropped so far")       # at the first drop
+    assert "max_out_of_orderness=2s" in msg and "allowed_lateness=1s" in msg
+    for remedy in (".late_output()", "with_watermark(max_out_of_orderness=)", "allowed_lateness="):
+        assert remedy in msg
+    assert records[0].operator == kind
+    assert result.late_events == {kind: 3}
+    assert result.metrics["streaming_late_events_total"] == 3
+
+
+def test_each_window_warns_once_for_itself(caplog):
+    # Two windows read the same timeline: each drops 3 late events, each warns once.
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    _windowed(env, ["tumbling", "session"])
+    with caplog.at_level(logging.WARNING, logger="heliosdb"):
+        result = env.execute(name="late-two-windows")
+    assert sorted(r.operator for r in _late_records(caplog)) == ["session", "tumbling"]
+    assert result.late_events == {"tumbling": 3, "session": 3}
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_no_warning_when_the_late_output_is_read(kind, caplog):
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    late = _windowed(env, [kind], late_read=[kind])
+    with caplog.at_level(logging.WARNING, logger="heliosdb"):
+        result = env.execute(name=f"late-kept-{kind}")
+    assert _late_records(caplog) == []
+    assert sorted(late[kind].to_table().column("ts").to_pylist()) == [2_000, 3_000, 4_000]
+    assert result.late_events == {kind: 3}
+
+
+def test_only_the_window_whose_late_output_nobody_reads_warns(caplog):
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    _windowed(env, ["tumbling", "sliding"], late_read=["sliding"])
+    with caplog.at_level(logging.WARNING, logger="heliosdb"):
+        env.execute(name="late-one-kept")
+    assert [r.operator for r in _late_records(caplog)] == ["tumbling"]
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_job_result_counts_late_events_per_window_as_the_oracle(parallelism, caplog):
+    # 3,000 events 10 ms apart, each up to 3 s early or on time, keys a/b/c; bound 1 s,
+    # lateness 0.5 s: three windows read them, nothing reads their late outputs.  At
+    # parallelism 2 sessions run as subtasks "sessions#i" (partitioned by key): they add up.
+    rng = np.random.default_rng(7)
+    n = 3_000
+    ts = (np.arange(n) * 10 - rng.integers(0, 3_000, n) * (rng.random(n) < 0.3)).tolist()
+    keys = rng.choice(["a", "b", "c"], n).tolist()
+    rows = [{"k": k, "ts": t, "v": i} for i, (k, t) in enumerate(zip(keys, ts))]
+    bound, lateness = 1_000 * MS, 500 * MS
+    times = [t * MS for t in ts]
+    expected = {
+        "tumble": len(hopping_oracle(rows, times, ["k"], 1_000 * MS, 1_000 * MS, bound, lateness)[1]),
+        "slide": len(hopping_oracle(rows, times, ["k"], 2_000 * MS, 1_000 * MS, bound, lateness)[1]),
+        "sessions": len(session_oracle(rows, times, ["k"], 300 * MS, bound, lateness)[1]),
+    }
+    assert all(expected.values())                 # the data does have late events for each
+    specs = {"tumble": hdb.TumblingWindow.of(timedelta(seconds=1)),
+             "slide": hdb.SlidingWindow.of(timedelta(seconds=2), timedelta(seconds=1)),
+             "sessions": hdb.SessionWindow.with_gap(timedelta(milliseconds=300))}
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=parallelism))
+    keyed = (env.from_arrow(events(*[(r["k"], r["ts"], r["v"]) for r in rows])).with_batch_size(64)
+             .with_watermark("ts", max_out_of_orderness=timedelta(seconds=1)).key_by("k"))
+    for name, spec in specs.items():
+        (keyed.window(spec, allowed_lateness=timedelta(milliseconds=500)).aggregate(n=hdb.count())
+         .name(name).sink(hdb.sinks.memory()))
+    with caplog.at_level(logging.WARNING, logger="heliosdb"):
+        result = env.execute(name=f"late-per-operator-{parallelism}")
+    got: dict = {}
+    for op, count in result.late_events.items():
+        got[op.split("#")[0]] = got.get(op.split("#")[0], 0) + count
+    assert got == expected
+    assert result.metrics["streaming_late_events_total"] == sum(expected.values())
+    warned = [r.operator for r in _late_records(caplog)]
+    assert sorted(warned) == sorted(result.late_events)      # once per operator that dropped
