@@ -67,11 +67,16 @@ class Splits:
         with self._lock:
             return dict(self._finished)
 
-    def publish(self, watermarks: Dict[SplitKey, int], max_drift_ns: Optional[int]) -> None:
-        """Each split's watermark (splits that sent data); marks the ones to pause."""
+    def publish(self, watermarks: Dict[SplitKey, int], max_drift_ns: Optional[int],
+                silent_at: Optional[int] = None) -> None:
+        """Each split's watermark (splits that sent data); marks the ones to pause.
+        ``silent_at``: where a split that has sent nothing yet is taken to be (it holds the
+        watermark back, so the others must not run away from it either)."""
         ahead: Set[SplitKey] = set()
         if max_drift_ns is not None and watermarks:
             slowest = min(watermarks.values())
+            if silent_at is not None:
+                slowest = min(slowest, silent_at)
             ahead = {k for k, w in watermarks.items() if w > slowest + max_drift_ns}
         with self._lock:
             self._watermarks = dict(watermarks)

@@ -61,6 +61,7 @@ class SplitClock:
         self.last_data = np.zeros(0, np.int64)
         self.rows = np.zeros(0, np.int64)            # rows seen per split
         self.done: set = set()                       # dense indices of finished splits
+        self.first: Optional[int] = None             # the watermark the first rows implied
         self.started = False
 
     # -- split of each row -------------------------------------------------------------------
@@ -150,6 +151,8 @@ class SplitClock:
         split = self.split_of(batch)
         args = () if grid is None else (grid,)
         left = self._left()
+        if self.first is None and len(ts):
+            self.first = int(ts.min()) * factor - self.bound
         cuts, marks, k, low = split_watermark_splits(ts, split, factor, self.bound, self.seen,
                                                      self.live, emitted, *args, left=left)
         counts = np.bincount(split, minlength=len(self.keys))
@@ -174,7 +177,9 @@ class SplitClock:
     def _publish(self) -> None:
         marks = {self.keys[i]: int(s) - self.bound for i, s in enumerate(self.seen.tolist())
                  if s != _I64_MIN and i not in self.done}
-        self.splits.publish(marks, self.max_drift)
+        # A live split that has sent nothing is taken to be where the earliest split started.
+        silent = any(s == _I64_MIN and a for s, a in zip(self.seen.tolist(), self.live.tolist()))
+        self.splits.publish(marks, self.max_drift, self.first if silent else None)
 
     def holding(self) -> Optional[tuple]:
         """The live split whose watermark is the lowest (the one holding the others back)."""
