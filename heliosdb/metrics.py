@@ -402,6 +402,15 @@ class JobMetrics:
         return _zero(now), now
 
     # -- operators' declared statistics ------------------------------------------------------------
+    def all_dead_letters(self) -> Dict[str, int]:
+        """Records kept out of the stream by reason: the source's dead letters, and rows a
+        watermark step dropped for having no event time (``on_null='skip'``)."""
+        out = dict(self.dead_letters)
+        skipped = sum(op.null_event_times for op in list(self.plan_ops))
+        if skipped:
+            out["null_event_time"] = out.get("null_event_time", 0) + skipped
+        return out
+
     def late_by_operator(self) -> Dict[str, int]:
         """Late events per operator that found any (sent to a late output or dropped).
 
@@ -466,7 +475,7 @@ class JobMetrics:
             LATE_EVENTS: sum(op.late_events for op in state_ops),
             "late_events": self.late_by_operator(),
             "watermark_lag_s": {n: wall - wm / 1e9 for n, wm in self.watermarks().items()},
-            DEAD_LETTERS: dict(self.dead_letters),
+            DEAD_LETTERS: self.all_dead_letters(),
             BACKPRESSURE: int(any(f["blocked"] > BACKPRESSURE_THRESHOLD for f in frac.values())),
             "blocked_s": blocked,
             "tasks": frac,
@@ -530,8 +539,9 @@ def _families(jobs: List[JobMetrics]) -> Iterator[object]:
         f[JOB_RUNNING].add_metric([job], int(jm.running))
         f[JOB_UPTIME_S].add_metric([job], jm.elapsed())
         from .formats import REASONS          # every reason from zero, so increase() sees the first
-        for reason in dict.fromkeys(REASONS + tuple(jm.dead_letters)):
-            f[DEAD_LETTERS].add_metric([job, jm.source, reason], jm.dead_letters.get(reason, 0))
+        dead = jm.all_dead_letters()
+        for reason in dict.fromkeys(REASONS + tuple(dead)):
+            f[DEAD_LETTERS].add_metric([job, jm.source, reason], dead.get(reason, 0))
         task_of = {}
         for name, ts in list(jm.tasks.items()):
             alive, busy, blocked, idle, _ = now.tasks.get(name, (0, 0, 0, 0, 0))

@@ -152,6 +152,8 @@ class Operator:
     #: Events this operator found late and kept out of its results (sent to its
     #: ``late_output()``, or dropped when nothing reads it).  Written by its thread only.
     late_events: int = 0
+    #: Rows dropped for having no event time (a watermark step with ``on_null='skip'``).
+    null_event_times: int = 0
 
     #: Set by the planner: whether some stage reads this operator's ``late_output()``.  When
     #: nothing does, an operator with late events counts and drops them (the window warns

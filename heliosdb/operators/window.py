@@ -1098,7 +1098,6 @@ class WatermarkAssigner(Operator):
                  max_drift_ns: Optional[int] = None, on_null: str = "fail"):
         self.name = name
         self.skip_nulls = on_null == "skip"
-        self.null_events = 0              # rows skipped for a null event time
         self.time = time
         self.grid = grid
         self.clock = None if splits is None else SplitClock(
@@ -1158,12 +1157,12 @@ class WatermarkAssigner(Operator):
 
     def _skip_nulls(self, batch: pa.RecordBatch, col: pa.Array) -> pa.RecordBatch:
         n = col.null_count
-        if not self.null_events:
+        if not self.null_event_times:
             log.warning("step %r: %d rows without an event time (%r is null) dropped, as "
                         "with_watermark(on_null='skip') asks; further ones are counted in "
                         "streaming_dead_letters_total{reason=\"null_event_time\"}", self.name, n,
                         self.time, extra={"operator": self.name})
-        self.null_events += n
+        self.null_event_times += n
         return batch.filter(col.is_valid())
 
     def _pre_aggregated(self, pre: PreAggregated) -> Optional[List[Item]]:

@@ -100,3 +100,23 @@ def test_a_split_late_within_itself_is_still_late():
                       "p": [0, 1, 0, 1, 1]})
     got = _run(table, "p", 65_536, 1)
     assert got["tumbling_late"]["ts"].to_pylist() == [1500]
+
+
+def test_rows_without_an_event_time_fail_or_are_skipped_and_counted(caplog):
+    import pytest
+
+    rows = pa.table({"ts": pa.array([1000, None, 2000, None], pa.int64()), "k": [1, 1, 1, 1],
+                     "v": [1.0, 2.0, 3.0, 4.0]})
+    env = hdb.StreamEnvironment()
+    with pytest.raises(hdb.DataError, match="on_null='skip'"):
+        (env.from_arrow(rows).with_watermark(time="ts").key_by("k")
+         .window(hdb.TumblingWindow.of(timedelta(seconds=10))).aggregate(n=hdb.count()).collect())
+    env = hdb.StreamEnvironment()
+    out = hdb.sinks.memory()
+    (env.from_arrow(rows).with_watermark(time="ts", on_null="skip").key_by("k")
+     .window(hdb.TumblingWindow.of(timedelta(seconds=10))).aggregate(n=hdb.count()).sink(out))
+    with caplog.at_level("WARNING"):
+        result = env.execute(name="nulls")
+    assert out.to_table()["n"].to_pylist() == [2]
+    assert result.metrics["streaming_dead_letters_total"]["null_event_time"] == 2
+    assert sum("without an event time" in r.getMessage() for r in caplog.records) == 1
