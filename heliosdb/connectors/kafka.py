@@ -428,6 +428,24 @@ class KafkaSource(Source):
                 if tp.offset >= 0:
                     committed[(tp.topic, tp.partition)] = tp.offset
         reset = str(self._consumer_conf().get("auto.offset.reset", "earliest"))
+        # End offsets from a read_uncommitted client: a read_committed one answers the last
+        # stable offset, which lags a just-committed transaction until its markers are
+        # written, and a bounded read would stop short of it.  (Records of a transaction that
+        # ends aborted are skipped on the way, as the reader's end-of-partition events show.)
+        ends = consumer
+        if self.bounded:
+            ends = ck.Consumer({**self._consumer_conf(), "isolation.level": "read_uncommitted"})
+        try:
+            self._offsets(parts, ends, committed, reset, deadline)
+        finally:
+            if ends is not consumer:
+                ends.close()
+        return parts
+
+    def _offsets(self, parts: List["_Partition"], consumer, committed: Dict, reset: str,
+                 deadline: float) -> None:
+        """Each partition's start offset (and end, bounded), as ``_resolve`` describes."""
+        ck = _kafka()
         for p in parts:
             tp = ck.TopicPartition(p.topic, p.partition)
             low, high = self._startup_call(deadline, "the log start and end offsets", [p],
@@ -448,7 +466,6 @@ class KafkaSource(Source):
             p.fetched = p.offset
             if self.bounded:
                 p.stop = high
-        return parts
 
     def _startup_call(self, deadline: float, what: str, parts: List[_Partition], call: Any) -> Any:
         """``call(timeout_s)`` until it succeeds, retried with backoff (``_RETRY_FIRST_S``
