@@ -200,6 +200,7 @@ class ParquetSource(Source):
                 self.schema = pq.read_schema(f)
         except Exception as exc:
             raise DataError(f"from_parquet: cannot read the schema of {files[0]!r}: {exc}") from exc
+        self.file_schema = self.schema        # what every file must have (kept by project())
         self.columns: Optional[List[str]] = None
 
     def open(self, batch_size: int) -> None:
@@ -219,7 +220,7 @@ class ParquetSource(Source):
     def _check_schema(self, path: str, file_schema: pa.Schema) -> None:
         """Raise SchemaError naming ``path`` and the column if the file does not match."""
         first = self.files[0]
-        for field in self.schema:
+        for field in self.file_schema:
             i = file_schema.get_field_index(field.name)
             if i < 0:
                 raise SchemaError(
@@ -231,7 +232,7 @@ class ParquetSource(Source):
                     f"but in the first file {first!r} it is {field.type}; all files must agree "
                     "(rewrite the file, or read the files as separate sources and cast)")
         if self.extra == "error":
-            extra = [n for n in file_schema.names if self.schema.get_field_index(n) < 0]
+            extra = [n for n in file_schema.names if self.file_schema.get_field_index(n) < 0]
             if extra:
                 raise SchemaError(
                     f"from_parquet: file {path!r} has column(s) {', '.join(map(repr, extra))} that the "

@@ -260,3 +260,19 @@ def test_every_source_replays_the_same_stream_at_any_batch_size(kind, tmp_path):
         assert other.combine_chunks().equals(first)
     if kind != "generate":
         assert first.equals(sample().combine_chunks())
+
+
+def test_parquet_files_read_only_for_the_columns_used_are_still_checked_whole(tmp_path):
+    """A pipeline that reads one column of files with three: the unread columns are neither
+    'extra' nor missing; a file that really differs is still named."""
+    import pyarrow.parquet as pq
+
+    import heliosdb as hdb
+
+    for i in range(2):
+        pq.write_table(pa.table({"a": [i], "b": [1.0], "c": ["x"]}), tmp_path / f"p{i}.parquet")
+    out = hdb.StreamEnvironment().from_parquet(str(tmp_path / "*.parquet")).select("a").collect()
+    assert out["a"].to_pylist() == [0, 1]
+    pq.write_table(pa.table({"a": [2], "b": [1.0]}), tmp_path / "p2.parquet")
+    with pytest.raises(hdb.SchemaError, match=r"p2\.parquet.*no column 'c'"):
+        hdb.StreamEnvironment().from_parquet(str(tmp_path / "*.parquet")).select("a").collect()
