@@ -29,6 +29,8 @@ packages += ["heliosdb.kernels"] + [f"heliosdb.kernels.{p}" for p in find_packag
 KAFKA = ["confluent-kafka>=2.3", "orjson>=3.9", "msgpack>=1.0", "fastavro>=1.9", "protobuf>=4.25"]
 ROCKSDB = ["rocksdict>=0.3.23"]
 S3 = ["s3fs>=2023.6"]
+# Live progress and HTML displays in Jupyter (heliosdb/progress.py draws with IPython.display).
+NOTEBOOK = ["ipython>=8"]
 # Engine comparisons in benchmarks/ (DuckDB, Polars) and the Kafka benchmark.
 BENCH = ["duckdb>=0.10", "polars>=0.20", "pandas>=2.0", "pytest-benchmark>=4.0", *KAFKA]
 TEST = [
@@ -67,9 +69,10 @@ setup(
         "kafka": KAFKA,
         "rocksdb": ROCKSDB,
         "s3": S3,
+        "notebook": NOTEBOOK,
         "bench": BENCH,
         "test": TEST,
-        "all": sorted(set(KAFKA + ROCKSDB + S3)),
+        "all": sorted(set(KAFKA + ROCKSDB + S3 + NOTEBOOK)),
     },
     entry_points={"console_scripts": ["heliosdb=heliosdb.cli:main"]},
     zip_safe=False,

@@ -6,6 +6,7 @@ one that is missing fails when it is built, naming the extra to install, never m
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 from .errors import ConfigError
 
@@ -14,6 +15,8 @@ DISTRIBUTION = "heliosdb-streaming"
 
 def missing(module: str) -> bool:
     """Whether ``module`` cannot be imported here (without importing it)."""
+    if sys.modules.get(module) is not None:
+        return False                       # already imported (or provided by the host)
     try:
         return importlib.util.find_spec(module) is None
     except (ImportError, ValueError):      # a parent package is absent, or a broken install

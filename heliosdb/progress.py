@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from ._optional import require
+
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime.executor import JobHandle
 
@@ -101,7 +103,7 @@ def read(handle: "JobHandle") -> Reading:
     return Reading(jm.job, jm.running, jm.elapsed(), jm.events_in, rate,
                    jm.latency.quantile(0.5), jm.latency.quantile(0.99), d.backpressured, d.bottleneck,
                    sum(op.state_size_bytes() for op in state_ops),
-                   sum(getattr(op, "late_events", 0) for op in state_ops))
+                   sum(op.late_events for op in state_ops))
 
 
 def _mode() -> str:
@@ -123,6 +125,8 @@ def watch(handle: "JobHandle", refresh_s: float = 0.5, timeout: Optional[float] 
     by default it is detected.
     """
     mode = mode or _mode()
+    if mode == "notebook":
+        require("IPython.display", "notebook", "watch(mode='notebook')")
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def waiting() -> bool:

@@ -24,6 +24,17 @@ def test_version_is_defined_once_and_reported_by_the_command():
     assert out.stdout.strip() == f"heliosdb-streaming {__version__}"
 
 
+def _watch_in_a_notebook(env):
+    from heliosdb.progress import watch
+
+    env.from_iterable([{"a": 1}]).sink(hdb.sinks.memory())
+    handle = env.execute_async(name="notebook")
+    try:
+        watch(handle, mode="notebook")
+    finally:
+        handle.wait()
+
+
 @pytest.mark.parametrize("module, extra, build", [
     ("rocksdict", "rocksdb", lambda env: hdb.StateBackend.rocksdb(path="/tmp/x")),
     ("confluent_kafka", "kafka", lambda env: env.kafka_source("t", bootstrap_servers="127.0.0.1:1")),
@@ -33,6 +44,7 @@ def test_version_is_defined_once_and_reported_by_the_command():
     ("s3fs", "s3", lambda env: env.from_parquet("s3://bucket/data/*.parquet")),
     ("s3fs", "s3", lambda env: hdb.sinks.parquet("s3://bucket/out/")),
     ("s3fs", "s3", lambda env: hdb.CheckpointConfig(storage="s3://bucket/ckpt")),
+    ("IPython.display", "notebook", lambda env: _watch_in_a_notebook(env)),
 ])
 def test_a_missing_optional_dependency_fails_when_the_job_is_built_naming_the_extra(
         monkeypatch, module, extra, build):
