@@ -187,6 +187,22 @@ def read_parquet_output(url: str, storage_options: Optional[dict] = None,
     return ordered
 
 
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` every 10 ms until it holds or ``timeout_s`` passes; its last answer.
+
+    >>> wait_until(lambda: True)
+    True
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
 # -- comparing results ----------------------------------------------------------------------------
 def _is_float(t: pa.DataType) -> bool:
     return pat.is_floating(t)

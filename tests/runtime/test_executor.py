@@ -17,17 +17,9 @@ import pytest
 import heliosdb as hdb
 from heliosdb import col
 from heliosdb.errors import DataError, ExecutionError, HeliosError
+from heliosdb.testing import wait_until
 
 EVENTS = "streaming_events_processed_total"
-
-
-def _wait_until(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 # -- micro-batching --------------------------------------------------------------------------
@@ -161,7 +153,7 @@ def test_stop_ends_an_unbounded_generator_job():
     sink = hdb.sinks.memory()
     env.generate(rate=5_000).sink(sink)
     handle = env.execute_async(name="unbounded")
-    assert _wait_until(lambda: handle.metrics()[EVENTS] > 0), "the generator produced nothing"
+    assert wait_until(lambda: handle.metrics()[EVENTS] > 0), "the generator produced nothing"
     assert not handle.done
     handle.stop()
     result = handle.wait(timeout=30)
@@ -182,7 +174,7 @@ def test_stop_with_drain_emits_every_open_window():
      .window(hdb.TumblingWindow.of(timedelta(hours=1)), time="ts")
      .aggregate(n=hdb.count()).sink(sink))
     handle = env.execute_async(name="drain")
-    assert _wait_until(lambda: handle.metrics()[EVENTS] > 0)
+    assert wait_until(lambda: handle.metrics()[EVENTS] > 0)
     handle.stop(drain=True)
     result = handle.wait(timeout=30)
     out = sink.to_table()

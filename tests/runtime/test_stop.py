@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 import pytest
 
 import heliosdb as hdb
-from heliosdb.testing import assert_same_rows
+from heliosdb.testing import assert_same_rows, wait_until
 from tests.runtime import stopjob
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,12 +35,7 @@ GENEROUS_S = 60.0          # a bound for waits that take well under a second whe
 
 
 def _wait_until(predicate, timeout_s: float = GENEROUS_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+    return wait_until(predicate, timeout_s)
 
 
 def _manifests(job_dir: Path) -> list:
