@@ -210,7 +210,10 @@ def record(n: int, runs: int, data: w3data.W3Data, stats: Dict[str, float], tp: 
                     f"python -m benchmarks.w3{flags}{' --kafka' if ktp else ''}")
     lines[-1] += (
         f" Load average {load:.2f} when the run began (other work shares the cores). "
-        f"{w3data.describe(data)}. Pipeline: `with_watermark(ts, {w3data.BOUND_MS / 1000:g} s)` -> "
+        f"{w3data.describe(data)}. Source: the arrival order replayed with "
+        "`from_arrow(table, split_by=\"partition\")` (each partition a split with its own watermark, "
+        "as a Kafka read of the partitions); the sorted data as one stream. "
+        f"Pipeline: `with_watermark(ts, {w3data.BOUND_MS / 1000:g} s)` -> "
         f"key by `user` -> 1 s tumbling and 10 s / 1 s sliding windows, allowed lateness "
         f"{w3data.LATENESS_MS / 1000:g} s, count/sum/max/mean(value), both late outputs sunk; "
         f"late rows: tumbling {stats['tumbling_late']:,} ({stats['tumbling_late_share']:.2%}), "
