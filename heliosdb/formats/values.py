@@ -74,6 +74,17 @@ def to_column(values: Sequence[Any], t: pa.DataType,
     >>> to_column([1.5, 300], pa.int8())[1]
     [(0, 'value 1.5 would change to 1 as int8'), (1, 'value 300 does not fit int8 (...)')]
     """
+    if pa.types.is_timestamp(t):
+        sub_us = [i for i, v in enumerate(values) if getattr(v, "nanosecond", 0)]
+        if sub_us:
+            # pandas Timestamps with nanoseconds: inference (microseconds) would drop them.
+            if t.unit != "ns":
+                sub_us = sub_us[:1] if first_only else sub_us
+                return None, [(i, f"value {values[i]!r} would lose its nanoseconds as {t}") for i in sub_us]
+            try:
+                return pa.array(values, type=t), []
+            except CONVERT_ERRORS:
+                return None, scan(values, t, first_only)
     inferred: Optional[pa.Array]
     try:
         inferred = pa.array(values)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from ..errors import RecordError
+from ..formats.values import to_column as exact_column
 
 try:  # the C field getter namedtuple uses
     from collections import _tuplegetter as _getter  # type: ignore[attr-defined]
@@ -134,7 +135,12 @@ def _convert(values: List[Any], t: pa.DataType) -> pa.Array:
     on the first value that does not fit."""
     if not (pat.is_integer(t) or pat.is_floating(t) or pat.is_boolean(t) or pat.is_string(t)
             or pat.is_large_string(t)):
-        return pa.array(values, type=t)     # times, dates, decimals, nested: Arrow's own rules
+        # Times, dates, decimals, nested: kept exactly or refused (Arrow's own conversion would
+        # truncate microseconds into a ms column, or round a decimal).
+        column, bad = exact_column(values, t, first_only=True)
+        if column is None:
+            raise ValueError(bad[0][1])
+        return column
     arr = pa.array(values)          # infer first: typed conversion would truncate 1.5 to 1
     src = arr.type
     if src == t:
@@ -173,8 +179,10 @@ def to_column(values: List[Any], t: pa.DataType, name: str) -> pa.Array:
                     f"{v} does not fit in the {t} column {name!r} (Python's ints are unbounded, "
                     "a column's are not)")
             else:
+                _, bad = exact_column([v], t, first_only=True)
+                why = f": {bad[0][1]}" if bad else ""
                 err = TypeError(f"the column {name!r} is {t}, but the function returned "
-                                f"{v!r} ({type(v).__name__})")
+                                f"{v!r} ({type(v).__name__}){why}")
             raise BadValue(i, err) from None
     raise BadValue(0, TypeError(f"the values of column {name!r} do not form one {t} column"))
 

@@ -185,3 +185,16 @@ def test_cast_exact_never_changes_a_value(pair):
         assert want != ERROR, f"{v!r} as {src} cast to {t} gave {out[1]} without an error"
         assert out.type == t and out.null_count == 2
         assert same(held(out, 1), want), (v, held(out, 1), want)
+
+
+def test_pandas_timestamps_keep_their_nanoseconds_or_are_refused():
+    import pandas as pd
+    import pyarrow as pa
+
+    from heliosdb.formats.values import to_column
+
+    v = [pd.Timestamp(1_700_000_000_123_456_789, tz="UTC"), None]
+    col, bad = to_column(v, pa.timestamp("ns", tz="UTC"))
+    assert bad == [] and col[0].value == 1_700_000_000_123_456_789
+    col, bad = to_column(v, pa.timestamp("us", tz="UTC"))
+    assert col is None and bad[0][0] == 0 and "nanoseconds" in bad[0][1]

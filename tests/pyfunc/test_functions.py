@@ -380,3 +380,21 @@ def test_float_power_errors_match_python(env, compiled, x, y, error):
     with pytest.raises(RecordError) as info:
         env.from_arrow(t).map(lambda e: {"p": e.x ** e.y}, compile=compiled).collect()
     assert info.value.index == 1 and type(info.value.__cause__) is error
+
+
+def test_a_returned_time_that_a_column_cannot_hold_exactly_is_an_error_not_truncated():
+    """map() output into a timestamp[ms] column: microseconds would be cut off; the record
+    and the column are named instead."""
+    import datetime as dt
+
+    import pytest
+
+    schema = pa.schema([("t", pa.timestamp("ms", "UTC"))])
+    ok = dt.datetime(2024, 1, 1, 0, 0, 0, 5_000, tzinfo=dt.timezone.utc)       # 5 ms: fits
+    out = (hdb.StreamEnvironment().from_iterable([{"a": 1}])
+           .map(lambda e: {"t": [ok][0]}, schema=schema, compile=False).collect())
+    assert out["t"].to_pylist() == [ok]
+    cut = dt.datetime(2024, 1, 1, 0, 0, 0, 5_123, tzinfo=dt.timezone.utc)     # 5.123 ms
+    with pytest.raises(hdb.RecordError, match="'t'"):
+        (hdb.StreamEnvironment().from_iterable([{"a": 1}])
+         .map(lambda e: {"t": [cut][0]}, schema=schema, compile=False).collect())
