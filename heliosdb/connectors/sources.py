@@ -122,20 +122,23 @@ class ArrowSource(Source):
         rest = self.table.slice(self._start) if self._start else self.table
         self._batches: Iterator[pa.RecordBatch] = iter(rest.to_batches(max_chunksize=batch_size))
         if self.splits is not None:
-            self._declare_splits(rest)
+            self._declare_splits()
 
-    def _declare_splits(self, rest: pa.Table) -> None:
-        """Every split of the rows still to replay, and the row after which each is done."""
+    def _declare_splits(self) -> None:
+        """Every split of the table, and the row after which each is done (a split whose rows
+        were all replayed before a restored position is done at once)."""
         self.splits.reset()
-        enc = pc.dictionary_encode(rest.column(self.split_by).combine_chunks())
-        codes = enc.indices.to_numpy(zero_copy_only=False)
+        enc = pc.dictionary_encode(self.table.column(self.split_by).combine_chunks())
+        codes = enc.indices.to_numpy(zero_copy_only=False)[self._row:]
+        keys = [(v,) for v in enc.dictionary.to_pylist()]
+        self.splits.declare(keys)
         n = len(codes)
         uniq, last_rev, counts = np.unique(codes[::-1], return_index=True, return_counts=True)
+        for k in set(range(len(keys))) - set(uniq.tolist()):
+            self.splits.finish(keys[k], 0)
         last = self._row + n - 1 - last_rev                  # absolute row of each split's last row
-        keys = [(v,) for v in enc.dictionary.take(pa.array(uniq)).to_pylist()] if n else []
-        self.splits.declare(keys)
         order = np.argsort(last, kind="stable")
-        self._ends = [(int(last[i]), keys[i], int(counts[i])) for i in order]
+        self._ends = [(int(last[i]), keys[int(uniq[i])], int(counts[i])) for i in order]
 
     def poll(self, timeout_s: float) -> Optional[List[Piece]]:
         b = next(self._batches, None)

@@ -120,3 +120,22 @@ def test_rows_without_an_event_time_fail_or_are_skipped_and_counted(caplog):
     assert out.to_table()["n"].to_pylist() == [2]
     assert result.metrics["streaming_dead_letters_total"]["null_event_time"] == 2
     assert sum("without an event time" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_restored_replay_is_not_held_by_splits_that_already_ended(tmp_path):
+    """Partition 0 ends before the checkpoint; after the restore only partition 1 is left:
+    partition 0 must not hold the watermark back (the windows close as the data goes)."""
+    import heliosdb as hdb
+    from heliosdb.connectors.sources import ArrowSource
+    from heliosdb.operators.splitclock import SplitClock
+    from heliosdb.kernels.window import INT64_MIN
+
+    table = pa.table({"p": [0, 0, 1, 1, 1], "ts": [100, 200, 300, 400, 500]})
+    src = ArrowSource(table, split_by="p")
+    src.seek({"row": 2})
+    src.open(2)
+    clock = SplitClock(src.splits, table.schema, "wm", 0, None, None)
+    clock.restore([{"splits": [[[0], 200 * 10**6], [[1], INT64_MIN]]}])
+    b = src.poll(0)[0][0]
+    low = clock.low_after(b, b.column(1).to_numpy(), 10**6, INT64_MIN)[3]
+    assert low == 400 * 10**6        # partition 1's watermark, not partition 0's 200
