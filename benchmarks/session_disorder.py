@@ -7,7 +7,8 @@
 ``v`` float64; sessions with a 500 ms gap, count/sum/min/max/mean/stddev/first/last/
 count_distinct.  "jittered": each event's time is its nominal time +- ``--jitter`` ms
 (uniform), watermark bound 1.6 x jitter, so about 20% of the events arrive behind the
-watermark (printed); "sorted": the same events sorted by time.  Each job runs with the run
+watermark (printed); ``--late-share 0.01`` moves 1% of them 1-5 s back (late rows, and
+updates of emitted sessions within ``--lateness``); "sorted": the same events sorted by time.  Each job runs with the run
 path (``SessionAggregate.takes_runs``, one call per input batch) and with the per-piece path
 (``takes_runs = False``: one ``process_batch`` per cut piece and one ``on_watermark`` per
 cut, as before issue 12), in alternation so machine drift hits both alike.  Reported: wall
@@ -25,10 +26,12 @@ import numpy as np
 import pyarrow as pa
 
 
-def make_data(n: int, keys: int, jitter_ms: int, seed: int = 7) -> pa.Table:
+def make_data(n: int, keys: int, jitter_ms: int, late_share: float = 0.0, seed: int = 7) -> pa.Table:
     rng = np.random.default_rng(seed)
     nominal = 1_700_000_000_000 + (np.arange(n) * 200_000) // n          # 200 s of event time
     ts = nominal + rng.integers(-jitter_ms, jitter_ms + 1, n)
+    late = rng.random(n) < late_share                  # far behind: 1 to 5 s
+    ts[late] -= rng.integers(1_000, 5_000, int(late.sum()))
     kid = (rng.zipf(1.1, n) - 1) % keys
     users = pa.array([f"user-{i}" for i in range(keys)], pa.string())
     return pa.table({"ts": pa.array(ts, pa.int64()), "user": users.take(pa.array(kid)),
@@ -73,11 +76,13 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=200_000)
     ap.add_argument("--jitter", type=int, default=400)
     ap.add_argument("--lateness", type=int, nargs="*", default=[0, 1000])
+    ap.add_argument("--late-share", type=float, default=0.0,
+                    help="share of events moved 1-5 s back (late, or updates within lateness)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--paths", default="run,piece")
     a = ap.parse_args()
     bound = int(1.6 * a.jitter)
-    jittered = make_data(a.n, a.keys, a.jitter)
+    jittered = make_data(a.n, a.keys, a.jitter, a.late_share)
     ts = jittered["ts"].to_numpy()
     order = np.argsort(ts, kind="stable")
     ordered = jittered.take(pa.array(order))
@@ -99,6 +104,9 @@ def main() -> None:
                 same = a_[:2] == b_[:2] and a_[2].equals(b_[2])
                 print(f"lateness {lateness} ms, {data_name}: output equal between paths: {same} "
                       f"({a_[0]:,} rows, {a_[1]:,} late)")
+            else:
+                r = results[(data_name, paths[0])]
+                print(f"lateness {lateness} ms, {data_name}: {r[0]:,} rows, {r[1]:,} late")
         for (data_name, path), tw in sorted(times.items()):
             wall = statistics.median(w for w, _ in tw)
             cpu = statistics.median(c for _, c in tw)
