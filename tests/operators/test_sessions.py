@@ -217,6 +217,7 @@ def feed(table: pa.Table, keys, gap_ms: int, bound_ms: int, lateness_ms: int, ba
     wa = WatermarkAssigner("wm", table.schema, "ts", bound_ms * MS, None, EXACT_GRID)
     op = window_operator("w", table.schema, keys, spec, "ts", list(agg_specs(ALL_AGGS).items()),
                          1 << 40, lateness_ms * MS, backend)
+    op.late_output_read = True                  # as the planner sets it when late_output() is read
     rows, late, mark = [], [], None
     for b in table.to_batches(max_chunksize=batch_size):
         items = wa.process_batch(b)
