@@ -224,8 +224,10 @@ cdef class SessionSet:
         cdef int64_t[::1] key = self.key, start = self.start, last = self.last, nxt = self.nxt
         cdef int64_t[::1] head = self.head
         cdef uint8_t[::1] alive = self.alive
-        merge_from = np.empty(m, np.int64)
-        merge_into = np.empty(m, np.int64)
+        # An event overlaps at most three disjoint sessions (each at least ``gap`` long, in
+        # an open interval 2 gap long), so it merges at most two.
+        merge_from = np.empty(2 * m, np.int64)
+        merge_into = np.empty(2 * m, np.int64)
         cdef int64_t[::1] mf = merge_from, mi = merge_into
         cdef int64_t i, k, t, s, prev, target, nm = 0, nxt_s, gap = self.gap, count = self.n
         with nogil:
@@ -350,3 +352,199 @@ cdef class SessionSet:
     @property
     def nbytes(self) -> int:
         return sum(getattr(self, a).nbytes for a in ("key", "start", "last", "nxt", "alive", "head"))
+
+
+# -- sessions over a run of parts (batches with watermarks between them) ----------------------------
+cdef inline int64_t _first_ge(const int64_t[::1] wp, int64_t x, int64_t hi) noexcept nogil:
+    """The first j in [0, hi] with wp[j] >= x (wp is non-decreasing and wp[hi] >= x)."""
+    cdef int64_t lo = 0, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if wp[mid] >= x:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef inline int64_t _imax(int64_t a, int64_t b) noexcept nogil:
+    return a if a > b else b
+
+
+def session_assign_run(SessionSet ss, const int64_t[::1] kg, const int64_t[::1] ts, int64_t n_keys,
+                       const int64_t[::1] bounds, const int64_t[::1] limits, const int64_t[::1] wp,
+                       int64_t base, uint8_t[::1] emitted, int64_t[::1] touched, int64_t[::1] last_op,
+                       int64_t[::1] lo, int64_t[::1] into, int64_t[::1] out, int64_t[::1] rounds):
+    """Assign the rows of a run's parts (part ``k`` is rows ``bounds[k]:bounds[k+1]``, and the
+    watermark ``wp[k]`` was delivered before it, ``wp[P]`` after the last) to sessions exactly
+    as one ``assign`` per part with the watermarks fired between them would, and schedule the
+    accumulator work so that the caller can do it in a few vectorised *rounds*.
+
+    Per part, one call per item folds the part's merges (each merged session into the session
+    that survives the part) first, then the part's rows; a session emitted (at a watermark, or
+    because the part's rows touched it while it ends before the watermark) gives the state it
+    has then.  Here each session's operations get round numbers that keep their order: rows in
+    the round ``lo[s]``, a part's merges into ``s`` in a round after every earlier operation
+    of ``s`` and of the merged sessions, and an emission reads ``s`` at the end of the round
+    of its last operation (later operations of ``s`` move to the next round).  Doing, round by
+    round, the merges, then the rows (in row order), then the reads, gives every accumulator
+    (floating-point sums and variances included) and every emitted row bit for bit.
+
+    Per-session scratch arrays (sized by the caller to ``ss.n + rows``; values from earlier
+    runs are ignored): ``touched`` (global part number ``base + k`` of the last touch: a
+    session touched before ``base`` starts this run with no operations), ``last_op``, ``lo``,
+    ``into`` (the session a merged one was folded into).  ``emitted`` is the operator's flag.
+
+    Returns ``(merge_from, merge_into, merge_round, events, updates)``; ``out[i]`` is row i's
+    session (-1: late), ``rounds[i]`` its round; ``events`` rows are ``(kind, sid, pos,
+    start, end, round)``: kind 0 a session due at the watermark before part j (``pos = 2 (base
+    + j) - 1``), found when a row touches it; kind 1 a session touched by part k's rows that
+    ends by its watermark (``pos = 2 (base + k)``, a first result or an update: ``updates``
+    counts those).  Sessions due at a watermark and untouched since are the caller's to find.
+    """
+    cdef int64_t P = bounds.shape[0] - 1
+    cdef int64_t m = bounds[P] - bounds[0]
+    ss._reserve(ss.n + m, n_keys)
+    if emitted.shape[0] < ss.n + m or touched.shape[0] < ss.n + m or last_op.shape[0] < ss.n + m \
+            or lo.shape[0] < ss.n + m or into.shape[0] < ss.n + m:
+        raise ValueError("session_assign_run: per-session arrays smaller than sessions + rows")
+    cdef int64_t[::1] key = ss.key, start = ss.start, last = ss.last, nxt = ss.nxt, head = ss.head
+    cdef uint8_t[::1] alive = ss.alive
+    # A row touches at most three sessions (see ``assign``): at most 2 m merges, 3 m first
+    # touches (each may find an emission), and m sessions alive after their part.
+    merge_from = np.empty(2 * m + 1, np.int64)
+    merge_into = np.empty(2 * m + 1, np.int64)
+    merge_round = np.empty(2 * m + 1, np.int64)
+    events = np.empty((4 * m + 1, 6), np.int64)
+    tlist = np.empty(3 * m + 1, np.int64)
+    cdef int64_t[::1] mf = merge_from, mi = merge_into, mr = merge_round, tl = tlist
+    cdef int64_t[:, ::1] ev = events
+    cdef int64_t gap = ss.gap, count = ss.n, nm = 0, ne = 0, updates = 0
+    cdef int64_t k, gk, lim, w, i, kk, t, s, nxt_s, prev, target, j, e, c, nm_k, ntl, end
+    with nogil:
+        for k in range(P):
+            gk = base + k
+            lim = limits[k]
+            w = wp[k]
+            nm_k = nm
+            ntl = 0
+            for i in range(bounds[k], bounds[k + 1]):
+                kk = kg[i]
+                t = ts[i]
+                target = -1
+                prev = -1
+                s = head[kk]
+                while s >= 0:
+                    nxt_s = nxt[s]
+                    # open sessions only: one past end + lateness is gone (removed at the
+                    # watermark that passed it; the caller unlinks it after the run)
+                    if last[s] + gap > lim and t < last[s] + gap and start[s] < t + gap:
+                        if touched[s] != gk:
+                            if touched[s] < base:           # first touch in this run
+                                last_op[s] = 0
+                                lo[s] = 1
+                            end = last[s] + gap
+                            if emitted[s] == 0 and end <= w:
+                                # due at a watermark since it last changed: emitted with the
+                                # state it had then
+                                j = _first_ge(wp, end, k)
+                                ev[ne, 0] = 0
+                                ev[ne, 1] = s
+                                ev[ne, 2] = 2 * (base + j) - 1
+                                ev[ne, 3] = start[s]
+                                ev[ne, 4] = end
+                                ev[ne, 5] = last_op[s]
+                                ne += 1
+                                emitted[s] = 1
+                                lo[s] = _imax(lo[s], last_op[s] + 1)
+                            touched[s] = gk
+                            tl[ntl] = s
+                            ntl += 1
+                        if target < 0:
+                            target = s
+                            prev = s
+                        else:
+                            # the event bridges ``target`` and ``s``: fold s into target
+                            if start[s] < start[target]:
+                                start[target] = start[s]
+                            if last[s] > last[target]:
+                                last[target] = last[s]
+                            alive[s] = 0
+                            nxt[prev] = nxt_s
+                            emitted[target] = emitted[target] | emitted[s]
+                            into[s] = target
+                            mf[nm] = s
+                            nm += 1
+                    else:
+                        prev = s
+                    s = nxt_s
+                if target < 0:
+                    if t + gap <= lim:
+                        out[i] = -1
+                        continue
+                    target = count
+                    count += 1
+                    key[target] = kk
+                    start[target] = t
+                    last[target] = t
+                    alive[target] = 1
+                    nxt[target] = head[kk]
+                    head[kk] = target
+                    emitted[target] = 0
+                    touched[target] = gk
+                    last_op[target] = 0
+                    lo[target] = 1
+                    tl[ntl] = target
+                    ntl += 1
+                else:
+                    if t < start[target]:
+                        start[target] = t
+                    if t > last[target]:
+                        last[target] = t
+                out[i] = target
+            # the part's merges: each merged session into the part's survivor, in one round
+            # after every earlier operation of all of them
+            for e in range(nm_k, nm):
+                c = mf[e]
+                while not alive[c]:
+                    c = into[c]
+                mi[e] = c
+                s = mf[e]
+                lo[c] = _imax(lo[c], _imax(last_op[c] + 1, _imax(last_op[s] + 1, lo[s])))
+            for e in range(nm_k, nm):
+                c = mi[e]
+                mr[e] = lo[c]
+                last_op[c] = lo[c]
+            # the part's rows, into their survivors
+            for i in range(bounds[k], bounds[k + 1]):
+                c = out[i]
+                if c < 0:
+                    continue
+                while not alive[c]:
+                    c = into[c]
+                out[i] = c
+                rounds[i] = lo[c]
+                last_op[c] = lo[c]
+            # sessions the rows touched that end by the watermark are emitted now (a first
+            # result or an update); emitted ones they reopened are not
+            for e in range(ntl):
+                s = tl[e]
+                if not alive[s]:
+                    continue
+                end = last[s] + gap
+                if end <= w:
+                    ev[ne, 0] = 1
+                    ev[ne, 1] = s
+                    ev[ne, 2] = 2 * gk
+                    ev[ne, 3] = start[s]
+                    ev[ne, 4] = end
+                    ev[ne, 5] = last_op[s]
+                    ne += 1
+                    if emitted[s]:
+                        updates += 1
+                    emitted[s] = 1
+                    lo[s] = _imax(lo[s], last_op[s] + 1)
+                elif emitted[s]:
+                    emitted[s] = 0
+    ss.n = count
+    return merge_from[:nm], merge_into[:nm], merge_round[:nm], events[:ne], updates

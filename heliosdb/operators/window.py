@@ -855,6 +855,11 @@ class SessionAggregate(_KeyedBase):
         self.partial = self.acc.new_state(1024)               # indexed by session id
         self.emitted = np.zeros(1024, np.uint8)               # session id -> result sent
         self.dead = 0
+        # Runs (process_run): per-session scratch of _accum.session_assign_run, the global
+        # number of the next run's first part, and how runs went (rounds of accumulator work).
+        self._scratch = {name: np.full(1024, -1, np.int64) for name in ("touched", "last_op", "lo", "into")}
+        self._run_base = 0
+        self.run_stats = {"runs": 0, "parts": 0, "rounds": 0}
 
     def _widen(self) -> None:
         self.keys = self.keys.widen(0)
@@ -928,6 +933,198 @@ class SessionAggregate(_KeyedBase):
                     out.insert(0, b)
         self._check_memory()
         return out + self._advance_processing_time()
+
+    takes_runs = True
+
+    def process_run(self, items: List[Item]) -> List[Item]:
+        """Batches with the watermarks between them (a batch the watermark assigner cut), in
+        one pass: keys encoded and aggregate inputs prepared once; sessions assigned, late
+        rows found (each part with its own watermark) and emissions found in one kernel call
+        (``_accum.session_assign_run``) and one scan at the end; accumulators updated in a
+        few vectorised rounds that keep each session's operations in order.  The rows
+        emitted (values bit for bit), the late rows and the updates are those of one
+        ``process_batch`` / ``on_watermark`` call per item, in the same order; the
+        watermarks between the parts are folded into the last one."""
+        if self.time is None:
+            return super().process_run(items)
+        first, batches, bounds, after = _run_parts(items)
+        if not batches:
+            return super().process_run(items)
+        head = [] if first is None else self._fire(first)[:-1]
+        batch = _concat_batches(batches)
+        n = batch.num_rows
+        ts = self._ns(batch)
+        seqs = self._seqs(n)
+        cols = self._key_columns(batch)
+        kid = np.empty(n, np.int64)
+        self.keys.insert(cols, kid)
+        prepared = self.acc.prepare(batch, seqs)
+        parts = len(bounds) - 1
+        wp = np.empty(parts + 1, np.int64)     # the watermark before part j; wp[-1]: after all
+        w = wp[0] = self.watermark
+        for j, a in enumerate(after):
+            if a is not None and a > w:
+                w = a
+            wp[j + 1] = w
+        base = self._run_base
+        self._run_base += parts + 1
+        ss = self.sessions
+        self._reserve_run(ss.n + n)
+        sid = np.empty(n, np.int64)
+        rounds = np.empty(n, np.int64)
+        sc = self._scratch
+        mfrom, minto, mround, ev, upd = _accum.session_assign_run(
+            ss, kid, ts, self.keys.n_groups, np.asarray(bounds, np.int64), self._limits(wp[:parts]),
+            wp, base, self.emitted, sc["touched"], sc["last_op"], sc["lo"], sc["into"], sid, rounds)
+        self.updates += upd
+        self.partial.ensure(ss.n)
+        got = self._rounds(sid, rounds, prepared, mfrom, minto, mround, ev)
+        got += self._close_run(wp, base)
+        self.run_stats["runs"] += 1
+        self.run_stats["parts"] += parts
+        late = sid < 0
+        late_out = self._late([batch.filter(pa.array(late))]) if late.any() else []
+        rows = self._in_order(got)
+        marks = [j for j, a in enumerate(after) if a is not None]
+        if first is None and not marks:
+            out = head + rows[1] + late_out
+        else:
+            t = max([a for a in after if a is not None] + ([first] if first is not None else []))
+            cut = 2 * (base + marks[-1] + 1) - 1 if marks else -1
+            before, later = self._split_rows(rows, cut)
+            out = head + before + late_out + [Watermark(t)] + later
+        self._check_memory()
+        return out
+
+    def _rounds(self, sid: np.ndarray, rounds: np.ndarray, prepared: Prepared, mfrom: np.ndarray,
+                minto: np.ndarray, mround: np.ndarray, ev: np.ndarray) -> List[Tuple[np.ndarray, pa.RecordBatch]]:
+        """The accumulator work of a run, round by round: merges, then rows (in row order),
+        then the emitted sessions' rows read (see ``_accum.session_assign_run``)."""
+        ok = sid >= 0
+        top = 0
+        for r in (rounds[ok], mround, ev[:, 5]):
+            if len(r):
+                top = max(top, int(r.max()))
+        self.run_stats["rounds"] += top
+        self.dead += len(mfrom)
+        got = []
+        if top <= 1 and not len(mfrom):          # the usual run: one update
+            early = ev[:, 5] == 0                 # read before any row of the run
+            if early.any():
+                got.append((ev[early], self._rows_at(ev[early])))
+            idx = None if ok.all() else np.flatnonzero(ok)
+            if idx is None:
+                self.partial.update(sid, prepared)
+            elif len(idx):
+                self.partial.update(np.ascontiguousarray(sid[idx]), prepared.take(idx))
+            if not early.all():
+                got.append((ev[~early], self._rows_at(ev[~early])))
+            return got
+        rows = np.flatnonzero(ok)
+        rows = rows[np.argsort(rounds[rows], kind="stable")]
+        row_at = np.searchsorted(rounds[rows], np.arange(top + 2))
+        morder = np.argsort(mround, kind="stable")
+        merge_at = np.searchsorted(mround[morder], np.arange(top + 2))
+        eorder = np.argsort(ev[:, 5], kind="stable")
+        ev_at = np.searchsorted(ev[eorder, 5], np.arange(top + 2))
+        for r in range(top + 1):
+            m = morder[merge_at[r]: merge_at[r + 1]]
+            if len(m):
+                self.partial.merge(self.partial, np.ascontiguousarray(mfrom[m]),
+                                   np.ascontiguousarray(minto[m]))
+            idx = rows[row_at[r]: row_at[r + 1]]
+            if len(idx):
+                self.partial.update(np.ascontiguousarray(sid[idx]), prepared.take(idx))
+            e = eorder[ev_at[r]: ev_at[r + 1]]
+            if len(e):
+                sel = ev[e]
+                got.append((sel, self._rows_at(sel)))
+        return got
+
+    def _limits(self, marks: np.ndarray) -> np.ndarray:
+        """Per watermark: events whose session would end at or before it are late."""
+        lat = self.lateness
+        with np.errstate(over="ignore"):
+            return np.where(marks > _I64_MIN + lat, marks - lat, _I64_MIN).astype(np.int64)
+
+    def _reserve_run(self, sessions: int) -> None:
+        """Per-session arrays for ``sessions`` ids (new marks -1: no part of any run)."""
+        if len(self.emitted) < sessions:
+            grown = np.zeros(max(sessions, 2 * len(self.emitted)), np.uint8)
+            grown[: len(self.emitted)] = self.emitted
+            self.emitted = grown
+        for name, a in self._scratch.items():
+            if len(a) < sessions:
+                grown = np.full(max(sessions, 2 * len(a)), -1, np.int64)
+                grown[: len(a)] = a
+                self._scratch[name] = grown
+
+    def _rows_at(self, ev: np.ndarray) -> pa.RecordBatch:
+        """Result rows of sessions ``ev[:, 1]`` with the bounds they had when emitted."""
+        sids = np.ascontiguousarray(ev[:, 1])
+        keys = self.keys.gather_keys(np.ascontiguousarray(np.asarray(self.sessions.key)[sids], np.int64))
+        return self._batch(ev[:, 3].copy(), ev[:, 4].copy(), keys, self.partial.results(sids))
+
+    def _close_run(self, wp: np.ndarray, base: int) -> List[Tuple[np.ndarray, pa.RecordBatch]]:
+        """After the run's rows: sessions due at its watermarks that no row touched since
+        (one scan), then those past their lateness are dropped, as ``_fire`` would."""
+        t = int(wp[-1])
+        got = []
+        ss = self.sessions
+        n = ss.n
+        alive = np.asarray(ss.alive)[:n].astype(bool)
+        end = np.asarray(ss.last)[:n] + self.gap
+        if n and t > _I64_MIN:
+            due = np.flatnonzero(alive & (end <= t) & (self.emitted[:n] == 0))
+            if len(due):
+                j = np.searchsorted(wp, end[due], side="left")
+                ev = np.empty((len(due), 6), np.int64)
+                ev[:, 0] = 0
+                ev[:, 1] = due
+                ev[:, 2] = 2 * (base + j) - 1
+                ev[:, 3] = np.asarray(ss.start)[due]
+                ev[:, 4] = end[due]
+                ev[:, 5] = _I64_MAX                # read after every round
+                got.append((ev, self._rows_at(ev)))
+                self.emitted[due] = 1
+        if t > self.watermark:
+            self.watermark = t
+            if n:
+                gone = np.flatnonzero(alive & (end <= int(self._limits(wp[-1:])[0])))
+                if len(gone):
+                    ss.remove(gone)
+                    self.dead += len(gone)
+                if self.dead > 1024 and self.dead * 2 > n:
+                    self._compact()
+        return got
+
+    @staticmethod
+    def _in_order(got: List[Tuple[np.ndarray, pa.RecordBatch]]) -> Tuple[np.ndarray, List[pa.RecordBatch]]:
+        """The gathered rows as one batch in emission order: by position in the run; at a
+        watermark by (end, start, id) as ``_fire``, after a part's rows by id."""
+        if not got:
+            return np.empty(0, np.int64), []
+        ev = np.concatenate([e for e, _ in got])
+        at_mark = ev[:, 0] == 0
+        order = np.lexsort((ev[:, 1], np.where(at_mark, ev[:, 3], 0), np.where(at_mark, ev[:, 4], 0), ev[:, 2]))
+        batch = _concat_batches([b for _, b in got])
+        if not np.array_equal(order, np.arange(len(order))):
+            batch = batch.take(pa.array(order))
+        return ev[order, 2], [batch]
+
+    @staticmethod
+    def _split_rows(rows: Tuple[np.ndarray, List[pa.RecordBatch]], cut: int):
+        """Rows emitted up to position ``cut``, and after it."""
+        pos, batches = rows
+        if not batches:
+            return [], []
+        k = int(np.searchsorted(pos, cut, side="right"))
+        b = batches[0]
+        if k == len(pos):
+            return [b], []
+        if k == 0:
+            return [], [b]
+        return [b.slice(0, k)], [b.slice(k)]
 
     @staticmethod
     def _survivors(merged_from: np.ndarray, merged_into: np.ndarray, top: int) -> np.ndarray:
@@ -1265,6 +1462,29 @@ class WatermarkAssigner(Operator):
             return None
         key = keys[int(alive[np.argmin(seen[alive])])]
         return ", ".join(f"{c}={v}" for c, v in zip(clock.splits.columns, key))
+
+
+def _run_parts(items: List[Item]):
+    """A run's items as ``(first, batches, bounds, after)``: the watermark before any rows
+    (None: none), the batches, the row bounds of the parts (batches between two watermarks),
+    and the watermark after each part (the largest, if several; None: none after the last)."""
+    first: Optional[int] = None
+    batches: List[pa.RecordBatch] = []
+    bounds = [0]
+    after: List[Optional[int]] = []
+    for it in items:
+        if isinstance(it, Watermark):
+            if not batches:
+                first = it.t if first is None else max(first, it.t)
+            else:
+                after[-1] = it.t if after[-1] is None else max(after[-1], it.t)
+        elif it.num_rows:
+            if not after or after[-1] is not None:
+                bounds.append(bounds[-1])
+                after.append(None)
+            batches.append(it)
+            bounds[-1] += it.num_rows
+    return first, batches, bounds, after
 
 
 def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:

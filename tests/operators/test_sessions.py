@@ -180,3 +180,129 @@ def test_one_batch_merging_a_chain_of_sessions_folds_every_aggregate_into_the_su
         (5, 15, 1, 5, 1, 5, 5)
     assert row["sd"] == pytest.approx(1.5811388300841898)       # sample stddev of 1..5
     assert row["window_end"].timestamp() - row["window_start"].timestamp() == pytest.approx(0.046)
+
+
+# -------------------------------------------------------------------------------------------
+# A batch cut by watermarks, in one call (process_run) or one call per piece
+# -------------------------------------------------------------------------------------------
+# The watermark assigner cuts a batch before every row behind the watermark its predecessors
+# imply (for sessions every watermark value matters) and hands the pieces with the watermarks
+# between them to the session operator as one run.  Whatever happens between the pieces - a
+# session emitted at a watermark and then extended, merged or updated by a later row of the
+# same run, a session dropped past its lateness before a row that would have joined it - the
+# run must give what one process_batch per piece and one on_watermark per watermark give.
+
+import tempfile
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from heliosdb.kernels.window import EXACT_GRID
+from heliosdb.operators.base import WATERMARK_MAX, Operator, SideOutput, Watermark
+from heliosdb.operators.window import SessionAggregate, WatermarkAssigner, window_operator
+from tests.oracle import ALL_AGGS, agg_specs
+from tests.operators.test_windows_oracle import KEY_SETS, check_sessions, event_tables
+
+RUN_SETTINGS = settings(max_examples=60, deadline=None,
+                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def feed(table: pa.Table, keys, gap_ms: int, bound_ms: int, lateness_ms: int, batch_size: int,
+         runs: bool, backend=None):
+    """(rows, late rows, last watermark, operator) of a session window fed ``table`` in
+    batches through a watermark assigner: each batch's pieces in one ``process_run`` call
+    (``runs``) or one call per piece and watermark (the per-piece path)."""
+    spec = hdb.SessionWindow.with_gap(timedelta(milliseconds=gap_ms))
+    wa = WatermarkAssigner("wm", table.schema, "ts", bound_ms * MS, None, EXACT_GRID)
+    op = window_operator("w", table.schema, keys, spec, "ts", list(agg_specs(ALL_AGGS).items()),
+                         1 << 40, lateness_ms * MS, backend)
+    op.late_output_read = True                  # as the planner sets it when late_output() is read
+    rows, late, mark = [], [], None
+    for b in table.to_batches(max_chunksize=batch_size):
+        items = wa.process_batch(b)
+        emitted = op.process_run(items) if runs else Operator.process_run(op, items)
+        for it in emitted:
+            if isinstance(it, SideOutput):
+                late.append(it.batch)
+            elif isinstance(it, Watermark):
+                mark = it.t
+            else:
+                rows.append(it)
+    rows += [it for it in op.on_watermark(WATERMARK_MAX) + op.close() if not isinstance(it, Watermark)]
+    out = pa.Table.from_batches(rows, schema=op.output_schema)
+    return out, pa.Table.from_batches(late, schema=table.schema), mark, op
+
+
+def assert_same_run_and_pieces(table, key_set, gap_ms, bound_ms, lateness_ms, batch_size, backend=None):
+    keys = KEY_SETS[key_set]
+    got, late, mark, op = feed(table, keys, gap_ms, bound_ms, lateness_ms, batch_size, True, backend)
+    want, want_late, want_mark, ref = feed(table, keys, gap_ms, bound_ms, lateness_ms, batch_size,
+                                           False, backend)
+    # Same rows in the same order, every value bit for bit (NaN and -0.0 included).
+    assert got.num_rows == want.num_rows
+    for name in got.column_names:
+        assert repr(got.column(name).to_pylist()) == repr(want.column(name).to_pylist()), name
+    assert late.to_pylist() == want_late.to_pylist() or repr(late.to_pylist()) == repr(want_late.to_pylist())
+    assert (op.updates, op.late_events, op.watermark, mark) == \
+        (ref.updates, ref.late_events, ref.watermark, want_mark)
+    assert op.run_stats["runs"] > 0 or table.num_rows == 0
+    check_sessions(table, keys, gap_ms, bound_ms, lateness_ms, got, late,
+                   {"streaming_late_events_total": op.late_events})
+
+
+@RUN_SETTINGS
+@given(table=event_tables(max_n=60), key_set=st.sampled_from(sorted(KEY_SETS)),
+       gap_ms=st.sampled_from([1, 3, 5, 10]), bound_ms=st.integers(0, 12),
+       lateness_ms=st.sampled_from([0, 0, 3, 10, 40]), batch_size=st.integers(1, 64))
+def test_a_run_gives_what_one_call_per_piece_gives(table, key_set, gap_ms, bound_ms, lateness_ms,
+                                                  batch_size):
+    # e.g. gap 3, bound 0, lateness 10, one batch [a@0 b@5 a@2 a@4]: cut before a@2 (wm 5):
+    # [0,3) emitted at wm 5, then a@2 joins it -> an update row [0,5), then a@4 reopens it
+    # ([0,7) ends after wm 5) -> emitted again at the end.  Same rows, same order, either way.
+    assert_same_run_and_pieces(table, key_set, gap_ms, bound_ms, lateness_ms, batch_size)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(table=event_tables(max_n=40), gap_ms=st.sampled_from([3, 10]), bound_ms=st.integers(0, 6),
+       lateness_ms=st.sampled_from([0, 10]), batch_size=st.integers(4, 40))
+def test_a_run_on_rocksdb_state_gives_what_one_call_per_piece_gives(table, gap_ms, bound_ms,
+                                                                    lateness_ms, batch_size):
+    backend = hdb.StateBackend.rocksdb(path=tempfile.mkdtemp(prefix="h6-sessions-"))
+    assert_same_run_and_pieces(table, "str", gap_ms, bound_ms, lateness_ms, batch_size, backend)
+
+
+def test_one_batch_emits_updates_then_merges_an_emitted_session_as_per_piece():
+    # gap 10, bound 0 (wm = max seen), lateness 40; ONE batch, cut by the assigner before
+    # a row behind the watermark the rows before it imply (a@5: wm 20; a@21: wm 45):
+    #   a@0   A [0,10)
+    #   b@20  B [20,30)
+    #   | wm 20: A emitted (n 1)
+    #   a@5   joins A -> [0,15): ends before wm 20 -> update (n 2)
+    #   a@30  C [30,40)
+    #   b@45  D [45,55)
+    #   | wm 45: B, then C (n 1) emitted (by end)
+    #   a@21  joins C -> [21,40)
+    #   a@14  bridges A [0,15) and C [21,40) -> [0,40) (n 5), emitted both: one update
+    #         after the piece (A's state merged into C's first, then the piece's rows)
+    #   end   D emitted
+    t = with_oracle_columns(events(("a", 0, 1), ("b", 20, 2), ("a", 5, 4), ("a", 30, 8),
+                                   ("b", 45, 16), ("a", 21, 32), ("a", 14, 64)))
+    got, late, _, op = feed(t, ["ks"], 10, 0, 40, 64, True)
+    want, want_late, _, ref = feed(t, ["ks"], 10, 0, 40, 64, False)
+    assert op.run_stats["runs"] == 1 and op.run_stats["parts"] == 3
+    assert got.equals(want) and late.num_rows == want_late.num_rows == 0
+    assert ms_rows(got, "window_start", "window_end", "ks", "n", "sv") == [
+        (0, 10, "a", 1, 1), (0, 15, "a", 2, 5), (20, 30, "b", 1, 2), (30, 40, "a", 1, 8),
+        (0, 40, "a", 5, 109), (45, 55, "b", 1, 16)]
+    assert op.updates == ref.updates == 2
+
+
+def with_oracle_columns(t: pa.Table) -> pa.Table:
+    """``events`` rows as the oracle's event table (id, ts, ki, ks, v, f, s)."""
+    n = t.num_rows
+    v = t.column("v")
+    return pa.table({"id": pa.array(range(n), pa.int64()), "ts": t.column("ts"),
+                     "ki": pa.array([0] * n, pa.int64()), "ks": t.column("k"), "v": v,
+                     "f": pa.array(np.asarray(v.to_pylist(), float) / 8), "s": t.column("k")})
