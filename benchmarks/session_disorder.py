@@ -45,7 +45,7 @@ def behind_share(ts: np.ndarray, bound_ms: int) -> float:
 
 def run(table: pa.Table, bound_ms: int, lateness_ms: int, runs: bool):
     import heliosdb as hdb
-    from heliosdb.operators.window import SessionAggregate
+    from heliosdb.operators.session import SessionAggregate
 
     saved = SessionAggregate.takes_runs
     SessionAggregate.takes_runs = runs

@@ -26,7 +26,8 @@ from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
 from .operators.preagg import PreAggregate
 from .operators.rebatch import RebatchOperator
-from .operators.window import WatermarkAssigner, window_operator
+from .operators.watermark import WatermarkAssigner
+from .operators.window import window_operator
 from .pyfunc import is_function_step, plan_function
 from .parallel import replicate
 from .runtime.executor import PhysicalPlan, PhysicalStage

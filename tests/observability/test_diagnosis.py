@@ -240,7 +240,7 @@ def test_diagnose_of_a_job_names_the_window_that_dropped_late_events():
 
 def test_diagnose_of_a_job_names_the_split_its_assigner_reports(monkeypatch):
     # The watermark assigner's holding_split() is the hook per-split watermarks fill in.
-    from heliosdb.operators.window import WatermarkAssigner
+    from heliosdb.operators.watermark import WatermarkAssigner
 
     monkeypatch.setattr(WatermarkAssigner, "holding_split", lambda self: "orders[3]")
     env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
@@ -260,7 +260,7 @@ def test_the_split_holding_the_watermark_back_follows_the_slowest_partition():
     from heliosdb.connectors.splits import Splits
     from heliosdb.diagnosis import diagnose_job
     from heliosdb.metrics import JobMetrics
-    from heliosdb.operators.window import WatermarkAssigner
+    from heliosdb.operators.watermark import WatermarkAssigner
 
     schema = pa.schema([("p", pa.int32()), ("ts", pa.int64())])
     splits = Splits(["p"])

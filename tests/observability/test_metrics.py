@@ -297,7 +297,7 @@ def test_a_running_event_time_job_exports_watermark_lag_of_its_assigner_and_wind
 def test_no_watermark_lag_before_the_first_watermark():
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from heliosdb.operators.window import WatermarkAssigner
+    from heliosdb.operators.watermark import WatermarkAssigner
 
     assigner = WatermarkAssigner("wm", pa.schema([("ts", pa.int64())]), "ts", 0)
     jm = JobMetrics("fresh", plan_ops=[assigner])

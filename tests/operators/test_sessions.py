@@ -200,7 +200,9 @@ from hypothesis import strategies as st
 
 from heliosdb.kernels.window import EXACT_GRID
 from heliosdb.operators.base import WATERMARK_MAX, Operator, SideOutput, Watermark
-from heliosdb.operators.window import SessionAggregate, WatermarkAssigner, window_operator
+from heliosdb.operators.session import SessionAggregate
+from heliosdb.operators.watermark import WatermarkAssigner
+from heliosdb.operators.window import window_operator
 from tests.oracle import ALL_AGGS, agg_specs
 from tests.operators.test_windows_oracle import KEY_SETS, check_sessions, event_tables
 

@@ -28,6 +28,7 @@ import heliosdb as hdb
 import heliosdb.plan
 from heliosdb.kernels.window import EXACT_GRID
 from heliosdb.operators import window as window_mod
+from heliosdb.operators.session import SessionAggregate
 
 N = 200_000
 JITTER_MS = 400
@@ -40,7 +41,7 @@ KINDS = {
     "tumbling": (hdb.TumblingWindow.of(timedelta(seconds=1)), window_mod.WindowAggregate, 1000),
     "sliding": (hdb.SlidingWindow.of(timedelta(seconds=2), timedelta(milliseconds=500)),
                 window_mod.SlidingWindowAggregate, 500),
-    "session": (hdb.SessionWindow.with_gap(timedelta(milliseconds=500)), window_mod.SessionAggregate, None),
+    "session": (hdb.SessionWindow.with_gap(timedelta(milliseconds=500)), SessionAggregate, None),
 }
 #: Methods called once per item, per cut piece, per watermark fired or per group of rows
 #: emitted (whichever the operator has).
