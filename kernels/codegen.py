@@ -148,21 +148,6 @@ class FusedProgram:
         self.outputs = out
         self.steps.append(step)
 
-    def add_checks(self, checks: List[Tuple[Expr, object]], step: str) -> None:
-        """Fail a row where one of ``checks`` (condition, info) is true, if the row reaches this
-        point: the conditions are guarded by the filters added so far."""
-        schema = self.output_schema()
-        mapping = self._mapping()
-        memo: Dict[int, Expr] = {}
-        for cond, info in checks:
-            t = cond.dtype(schema, step)
-            if not (pat.is_boolean(t) or pat.is_null(t)):
-                raise SchemaError(f"step {step!r}: a check must be boolean, {cond!r} is {t}")
-            c = substitute(cond, mapping, memo)
-            if self.predicate is not None:
-                c = BinOp("&", self.predicate, c)
-            self.checks.append(Check(c, info, step))
-
     def add_function(self, checks: List[Tuple[Expr, object]], keep: Optional[Expr],
                      outputs: Optional[List[Tuple[str, Expr]]], step: str) -> None:
         """One step compiled from a Python function: its checks, then the rows it keeps, then

@@ -102,11 +102,6 @@ class Format:
     def encode(self, batch: pa.RecordBatch) -> List[bytes]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def for_schema(self, schema: pa.Schema) -> "Format":
-        """This format set up to encode records of ``schema`` (a sink calls it when it binds);
-        formats whose encoding needs nothing from the schema return themselves."""
-        return self
-
     def describe(self) -> str:
         return self.name
 

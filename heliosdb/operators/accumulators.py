@@ -166,9 +166,6 @@ class AccPlan:
             self._db = RocksDB(b.path, self.step, b.block_cache_size, b.write_buffer_size)
         return RocksPartial(self, self._db, rows)
 
-    def disk_bytes(self) -> int:
-        return 0 if self._db is None else self._db.size_bytes()
-
     def close_state(self) -> None:
         """Delete the backend's working files (RocksDB): the job is over."""
         if self._db is not None:

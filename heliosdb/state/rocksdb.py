@@ -170,15 +170,6 @@ class RocksDB:
     def prefix(self) -> bytes:
         return next(self._ids).to_bytes(8, "big")
 
-    def size_bytes(self) -> int:
-        if self._db is None:
-            return 0
-        try:
-            return int(self._db.property_int_value("rocksdb.estimate-live-data-size") or 0) + \
-                int(self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
-        except Exception:  # noqa: BLE001 - a size estimate only
-            return 0
-
     def close(self) -> None:
         if self.path is None:
             return                          # never opened: nothing on disk
