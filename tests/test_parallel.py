@@ -14,7 +14,7 @@ from datetime import timedelta
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import heliosdb as hdb
@@ -276,6 +276,9 @@ _SETTINGS = settings(max_examples=25, deadline=None,
 @given(seed=st.integers(0, 10_000), disorder=st.sampled_from([0.0, 0.02, 0.3]),
        batch_size=st.integers(1, 300), kind=st.sampled_from(["tumbling", "sliding"]),
        n=st.sampled_from([2, 3]), lateness=st.sampled_from([0, 50]), bound=st.sampled_from([None, 0, 30]))
+# A cut batch whose parts are sorted one way as a run and another way piece by piece: a sliding
+# window's key table numbered keys differently (found by CI).
+@example(seed=0, disorder=0.3, batch_size=183, kind="sliding", n=2, lateness=0, bound=0)
 def test_two_phase_windows_equal_parallelism_1_bit_for_bit(seed, disorder, batch_size, kind, n,
                                                            lateness, bound):
     t = events(n=600, seed=seed, disorder=disorder, keys=7)

@@ -219,43 +219,32 @@ class WindowAggregate(_KeyedBase):
 
     def _pane_runs(self, ts: np.ndarray, bounds: List[int]) -> Tuple[list, Optional[np.ndarray]]:
         """Per part of the batch, its runs of rows in the same pane: ``(run bounds, pane
-        starts)``.  Rows in few runs (ordered input) stay where they are; otherwise the batch
-        is sorted once, stably, by (part, pane), and ``order`` (else None) is that row order."""
-        n = len(ts)
-        rb, starts, k, bad = tumbling_runs(ts, self.factor, self.pane_ns, MAX_RUNS)
-        if bad >= 0:
-            raise self._bad_time(ts, bad)
-        order = None
-        if k < 0:
-            # Many panes interleaved: sort by (part, pane), then every pane of a part is one run.
-            all_starts, lo, _, bad = tumbling_starts(ts, self.factor, self.pane_ns)
+        starts)``.  A part in few runs (ordered input) keeps its rows where they are; a part
+        with many panes interleaved is sorted by pane (stably), exactly as it would be alone
+        (a sliding window's key table then numbers keys as part-by-part processing does), and
+        ``order`` (else None) is the batch's row order that makes every run contiguous."""
+        parts, order, all_starts = [], None, None
+        for j in range(len(bounds) - 1):
+            b0, b1 = bounds[j], bounds[j + 1]
+            rb, starts, k, bad = tumbling_runs(ts[b0:b1], self.factor, self.pane_ns, MAX_RUNS)
             if bad >= 0:
-                raise self._bad_time(ts, bad)
-            key = (all_starts - lo) // self.pane_ns
-            if len(bounds) > 2:
-                part = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
-                span = int(key.max()) + 1
-                if span <= 2**62 // len(bounds):
-                    key += part * span
-                else:                       # panes spread too far to pack: sort on both
-                    key = np.lexsort((key, part)).argsort().astype(np.int64)
+                raise self._bad_time(ts, b0 + bad)
+            if k >= 0:
+                parts.append((rb[: k + 1] + b0, starts[:k]))
+                continue
+            if all_starts is None:
+                all_starts, lo, _, bad = tumbling_starts(ts, self.factor, self.pane_ns)
+                if bad >= 0:
+                    raise self._bad_time(ts, bad)
+                order = np.arange(len(ts), dtype=np.int64)
+            key = (all_starts[b0:b1] - lo) // self.pane_ns
             if int(key.max()) < 2**16:
                 key = key.astype(np.uint16)     # numpy sorts 16-bit keys by radix: O(n)
-            order = np.argsort(key, kind="stable")
-            sorted_starts = all_starts[order]
-            rb = np.concatenate([[0], np.flatnonzero(np.diff(key[order])) + 1, [n]])
-            starts = sorted_starts[rb[:-1]]
-        else:
-            rb, starts = rb[: k + 1], starts[:k]
-        if len(bounds) > 2:            # runs end at part bounds too
-            cut = np.union1d(rb, bounds)
-            starts = starts[np.searchsorted(rb, cut[:-1], side="right") - 1]
-            rb = cut
-        parts = []
-        edges = np.searchsorted(rb, bounds)
-        for j in range(len(bounds) - 1):
-            e0, e1 = int(edges[j]), int(edges[j + 1])
-            parts.append((rb[e0: e1 + 1], starts[e0:e1]))
+            o = np.argsort(key, kind="stable")
+            order[b0:b1] = o + b0
+            sk = key[o]
+            rb = np.concatenate([[0], np.flatnonzero(np.diff(sk)) + 1, [b1 - b0]])
+            parts.append((rb + b0, all_starts[b0:b1][o][rb[:-1]]))
         return parts, order
 
     # -- two-phase aggregation (parallelism > 1; see operators/preagg.py) ------------------------
