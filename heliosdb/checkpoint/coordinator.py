@@ -417,6 +417,9 @@ class Coordinator:
             with self._lock:
                 self._fail(cur)
             return
+        # The manifest is written: the checkpoint is committed, and a failure from here on (a
+        # sink's commit) must not delete its files: a restore finishes the sinks' commit.
+        cur.written.clear()
         failpoint("after-manifest")
         for name, entry in cur.sinks.items():
             self.sink_ops[name].commit(entry["meta"])
