@@ -52,6 +52,5 @@ def warmup() -> float:
             for data in (np.zeros(1, np.uint8), readonly(np.zeros(1, np.uint8))):
                 partition.hash_strings(off, data, np.empty(0, np.uint8), h)
                 partition.hash_strings(readonly(off), data, np.empty(0, np.uint8), h)
-        partition.partition_order(h, 2)
     _WARM = True
     return time.perf_counter() - t0

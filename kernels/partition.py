@@ -53,25 +53,3 @@ def hash_strings(offsets, data, valid, h):
             x ^= np.uint64(data[j])
             x *= np.uint64(0x100000001B3)
         h[i] = _combine(h[i], x)
-
-
-@jit
-def partition_order(h, n):
-    """Rows grouped by partition ``h % n``: ``(order, offsets)``, stable within a partition."""
-    m = h.shape[0]
-    counts = np.zeros(n + 1, dtype=np.int64)
-    part = np.empty(m, dtype=np.int64)
-    nn = np.uint64(n)
-    for i in range(m):
-        p = np.int64(h[i] % nn)
-        part[i] = p
-        counts[p + 1] += 1
-    for p in range(n):
-        counts[p + 1] += counts[p]
-    pos = counts[:n].copy()
-    order = np.empty(m, dtype=np.int64)
-    for i in range(m):
-        p = part[i]
-        order[pos[p]] = i
-        pos[p] += 1
-    return order, counts

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from ..errors import SchemaError
-from ..kernels.partition import hash_int64, hash_strings, partition_order
+from ..kernels.partition import hash_int64, hash_strings
 from .keys import int64_codes, string_buffers
 
 _NO_NULLS = np.empty(0, np.uint8)
@@ -56,20 +56,6 @@ class HashPartitioner:
             self._fold(batch.column(i), h)
         parts = (h % np.uint64(self.n)).astype(np.uint8 if self.n < 256 else np.int64)
         return parts, np.bincount(parts, minlength=self.n)
-
-    def split(self, batch: pa.RecordBatch) -> List[Tuple[int, pa.RecordBatch]]:
-        """(partition, rows of that partition) for every non-empty partition, rows in order."""
-        h = np.zeros(batch.num_rows, np.uint64)
-        for i in self.idx:
-            self._fold(batch.column(i), h)
-        order, offsets = partition_order(h, self.n)
-        taken = batch.take(pa.array(order))
-        out = []
-        for p in range(self.n):
-            a, b = int(offsets[p]), int(offsets[p + 1])
-            if b > a:
-                out.append((p, taken.slice(a, b - a)))
-        return out
 
 
 class Partitioned:

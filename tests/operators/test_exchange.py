@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import heliosdb as hdb
 from heliosdb.kernels import reference as ref
-from heliosdb.operators.exchange import HashPartitioner
+from heliosdb.operators.exchange import HashPartitioner, Partitioned
 
 keys_int = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))
 keys_str = st.one_of(st.none(), st.text(max_size=8))
@@ -23,11 +23,13 @@ def test_partition_of_each_row_matches_reference_hash(rows, n):
     assert parts.tolist() == [h % n for h in ref.key_hash(rows)]
 
 
-def test_split_keeps_row_order_within_each_partition_and_loses_nothing():
+def test_subtasks_take_their_rows_in_order_and_lose_nothing():
     rng = np.random.default_rng(3)
     batch = pa.record_batch({"k": pa.array(rng.integers(0, 50, 1000)), "i": pa.array(np.arange(1000))})
     p = HashPartitioner(batch.schema, ["k"], 3, "x")
-    pieces = p.split(batch)
+    parts, counts = p.assign(batch)
+    pieces = [(i, Partitioned(batch, parts, i).resolve()) for i in range(3)]
+    assert [piece.num_rows for _, piece in pieces] == counts.tolist()
     seen = np.concatenate([piece.column(1).to_numpy() for _, piece in pieces])
     assert sorted(seen.tolist()) == list(range(1000))
     for part, piece in pieces:
