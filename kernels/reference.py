@@ -322,6 +322,12 @@ def watermark_splits(ts: np.ndarray, factor: int, bound: int, max_seen: int, emi
     return cuts, marks, max_seen
 
 
+def split_low(seen: List[int], live: List[bool], bound: int) -> int:
+    """Reference for :func:`heliosdb.kernels.window.split_low`."""
+    ws = [s - bound if s != -INT64_MAX - 1 else -INT64_MAX - 1 for s, a in zip(seen, live) if a]
+    return min(ws) if ws else INT64_MAX
+
+
 def split_watermark_splits(ts: np.ndarray, split: np.ndarray, factor: int, bound: int,
                            seen: List[int], live: List[bool], emitted: int, grid=None,
                            left: Optional[List[int]] = None):
@@ -329,10 +335,6 @@ def split_watermark_splits(ts: np.ndarray, split: np.ndarray, factor: int, bound
     ``seen``/``live`` are lists, updated in place)."""
     lo, hi = -INT64_MAX, INT64_MAX
     i64_min = -INT64_MAX - 1
-
-    def low() -> int:
-        ws = [s - bound if s != i64_min else i64_min for s, a in zip(seen, live) if a]
-        return min(ws) if ws else INT64_MAX
 
     def bucket(w: int, off: int, step: int) -> Optional[int]:
         return None if w < i64_min + off else (w - off) // step
@@ -345,7 +347,7 @@ def split_watermark_splits(ts: np.ndarray, split: np.ndarray, factor: int, bound
     cuts, marks = [], []
     for i, (t, s) in enumerate(zip(ts.tolist(), split.tolist())):
         t = min(max(t * factor, lo), hi)
-        w = low()
+        w = split_low(seen, live, bound)
         if w != INT64_MAX and t < w and w > emitted and crosses(emitted, w):
             cuts.append(i)
             marks.append(w)
@@ -355,4 +357,4 @@ def split_watermark_splits(ts: np.ndarray, split: np.ndarray, factor: int, bound
         if left is not None and left[s] > 0:
             left[s] -= 1
             live[s] = left[s] != 0
-    return cuts, marks, low()
+    return cuts, marks, split_low(seen, live, bound)

@@ -218,7 +218,7 @@ def watermark_splits(ts, factor, bound, max_seen, emitted, grid=EXACT_GRID):
 
 
 @jit
-def _low(seen, live, bound):
+def split_low(seen, live, bound):
     """The watermark of splits ``seen`` (largest time per split) that are ``live``: the
     smallest ``seen - bound``; a live split that has seen nothing holds it at INT64_MIN; no
     live split at all gives INT64_MAX (nothing holds the watermark back)."""
@@ -237,7 +237,7 @@ def _low(seen, live, bound):
 def _split_pass(ts, split, factor, bound, seen, live, left, emitted, offs, steps, cuts, marks, fill):
     k = 0
     limit = INT64_MAX // factor
-    low = _low(seen, live, bound)
+    low = split_low(seen, live, bound)
     for i in range(ts.shape[0]):
         t = _scaled(ts[i], factor, limit)
         s = split[i]
@@ -249,17 +249,17 @@ def _split_pass(ts, split, factor, bound, seen, live, left, emitted, offs, steps
             emitted = low
         if not live[s]:
             live[s] = 1                     # an idle split that sends data again rejoins
-            low = _low(seen, live, bound)
+            low = split_low(seen, live, bound)
         if t > seen[s]:
             old = seen[s] - bound if seen[s] != INT64_MIN else INT64_MIN
             seen[s] = t
             if old <= low:                  # it may have held the watermark back
-                low = _low(seen, live, bound)
+                low = split_low(seen, live, bound)
         if left[s] > 0:
             left[s] -= 1
             if left[s] == 0:                # its last row: it holds nothing back any more
                 live[s] = 0
-                low = _low(seen, live, bound)
+                low = split_low(seen, live, bound)
     return k, low
 
 

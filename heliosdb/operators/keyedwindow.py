@@ -216,12 +216,10 @@ def _run_parts(items: List[Item]):
     return first, batches, bounds, after
 
 
-
 def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
-
 
 
 def _concat_state(tables: List[pa.Table], extras: List[Dict[str, pa.Table]], name: str) -> Dict[str, pa.Table]:

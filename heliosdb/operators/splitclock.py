@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.types as pat
 
 from ..errors import SchemaError
-from ..kernels.window import split_watermark_splits
+from ..kernels.window import split_low, split_watermark_splits
 
 _I64_MIN = np.iinfo(np.int64).min
 _I64_MAX = np.iinfo(np.int64).max
@@ -167,9 +167,7 @@ class SplitClock:
         if not self.started:
             return _I64_MIN
         self._housekeeping(now)
-        w = [int(s) - self.bound if s != _I64_MIN else _I64_MIN
-             for s, a in zip(self.seen.tolist(), self.live.tolist()) if a]
-        return min(w) if w else _I64_MAX
+        return int(split_low(self.seen, self.live, self.bound))
 
     def max_seen(self) -> int:
         return int(self.seen.max()) if len(self.seen) else _I64_MIN
@@ -180,14 +178,6 @@ class SplitClock:
         # A live split that has sent nothing is taken to be where the earliest split started.
         silent = any(s == _I64_MIN and a for s, a in zip(self.seen.tolist(), self.live.tolist()))
         self.splits.publish(marks, self.max_drift, self.first if silent else None)
-
-    def holding(self) -> Optional[tuple]:
-        """The live split whose watermark is the lowest (the one holding the others back)."""
-        best, who = _I64_MAX, None
-        for i, (s, a) in enumerate(zip(self.seen.tolist(), self.live.tolist())):
-            if a and s < best:
-                best, who = s, self.keys[i]
-        return who
 
     # -- snapshots ---------------------------------------------------------------------------
     def snapshot(self) -> dict:

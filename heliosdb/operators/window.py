@@ -44,7 +44,8 @@ from ..windows import SessionWindow, SlidingWindow, TumblingWindow
 from .accumulators import (AccPlan, Partial, Prepared, filter_rows, partial_from_arrow,
                            partial_to_arrow, snapshot_rows)
 from .base import WATERMARK_MAX, Item, Snapshot, Tick, Watermark
-from .keyedwindow import MAX_RUNS, _concat_batches, _concat_state, _I64_MAX, _KeyedBase
+from .keyedwindow import (MAX_RUNS, _concat_batches, _concat_state, _I64_MAX, _KeyedBase,
+                          _run_parts)
 from .preagg import PanePart, PreAggregated
 
 class _Pane:
@@ -119,26 +120,11 @@ class WindowAggregate(_KeyedBase):
         the watermarks arrive, exactly as one call per item would."""
         if self.time is None:
             return super().process_run(items)
-        first: Optional[int] = None          # a watermark before any rows
-        parts: List[List[pa.RecordBatch]] = []
-        after: List[Optional[int]] = []      # the watermark after part j (None: none yet)
-        for it in items:
-            if isinstance(it, Watermark):
-                if not parts:
-                    first = it.t if first is None else max(first, it.t)
-                else:
-                    after[-1] = it.t if after[-1] is None else max(after[-1], it.t)
-            elif it.num_rows:
-                if not parts or after[-1] is not None:
-                    parts.append([])
-                    after.append(None)
-                parts[-1].append(it)
+        first, batches, bounds, after = _run_parts(items)
         out = [] if first is None else self._fire(first)
-        if not parts:
+        if not batches:
             return out
-        bounds = np.cumsum([0] + [sum(b.num_rows for b in p) for p in parts]).tolist()
-        batch = _concat_batches([b for p in parts for b in p])
-        out += self._segments(batch, bounds, after[:-1])
+        out += self._segments(_concat_batches(batches), bounds, after[:-1])
         if after[-1] is not None:
             out += self._fire(after[-1])
         return out

@@ -148,3 +148,14 @@ def test_a_split_read_late_is_not_behind():
     seen, live = np.full(3, I64_MIN, np.int64), np.ones(3, np.uint8)
     _, _, k, low = split_watermark_splits(ts, split, 1, 0, seen, live, I64_MIN)
     assert k == 0 and low == 990
+
+
+@settings(max_examples=200, deadline=None)
+@given(splits=st.lists(st.tuples(st.one_of(st.just(I64_MIN), st.integers(-10**9, 10**9)), st.booleans()),
+                       max_size=6), bound=st.integers(0, 10**6))
+def test_split_low_matches_reference(splits, bound):
+    from heliosdb.kernels.window import split_low
+
+    seen = np.array([s for s, _ in splits], np.int64)
+    live = np.array([a for _, a in splits], np.uint8)
+    assert split_low(seen, live, bound) == ref.split_low(seen.tolist(), [bool(a) for a in live], bound)
