@@ -133,9 +133,12 @@ class SplitClock:
                 left[i] = max(rows - int(self.rows[i]), 0)
         return left
 
-    def _housekeeping(self, now: int) -> None:
-        if len(self.splits.finished()) != len(self.done):
-            self.done |= set(np.flatnonzero(self._left() == 0).tolist())
+    def _housekeeping(self, now: int, left: Optional[np.ndarray] = None) -> None:
+        """Finished splits (``left``: from ``_left()`` if the caller has it) and idle ones stop
+        holding the watermark back."""
+        if left is not None or len(self.splits.finished()) != len(self.done):
+            left = self._left() if left is None else left
+            self.done |= set(np.flatnonzero(left == 0).tolist())
         for i in self.done:
             self.live[i] = 0
         if self.idle_timeout is not None and len(self.live):
@@ -147,10 +150,10 @@ class SplitClock:
         if not self.started:
             self._start()
         now = _time.time_ns()
-        self._housekeeping(now)
-        split = self.split_of(batch)
-        args = () if grid is None else (grid,)
+        split = self.split_of(batch)             # may add splits: before the rows left
         left = self._left()
+        self._housekeeping(now, left)
+        args = () if grid is None else (grid,)
         if self.first is None and len(ts):
             self.first = int(ts.min()) * factor - self.bound
         cuts, marks, k, low = split_watermark_splits(ts, split, factor, self.bound, self.seen,
