@@ -328,16 +328,16 @@ class StreamEnvironment:
         state_ops, sinks = [], []
         for st in plan.stages:
             for op in st.operators:
-                if hasattr(op, "commit") and hasattr(op, "recover"):
+                if op.commits:
                     sinks.append(op)
                 elif op.stateful:
                     select = None
-                    sel = getattr(op, "restore_select", None)
-                    if sel is not None:
-                        keys, n, i = sel
+                    where = op.placement
+                    if where.partitioned:
 
-                        def select(table, keys=keys, n=n, i=i, step=op.name):
-                            return HashPartitioner(table.schema, keys, n, step).partitions(table) == i
+                        def select(table, where=where, step=op.name):
+                            parts = HashPartitioner(table.schema, list(where.keys), where.parallelism, step)
+                            return parts.partitions(table) == where.subtask
                     state_ops.append((op, select))
         coord.restore(state_ops, plan.source, sinks)
         job.coordinator = coord

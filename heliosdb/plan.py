@@ -21,7 +21,7 @@ from .config import DEFAULT_VARIABLE_WIDTH_BYTES, fusion_enabled
 from .errors import PlanError
 from .kernels.codegen import FusedProgram
 from .kernels.window import window_grid
-from .operators.base import Operator
+from .operators.base import Operator, Placement
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
 from .operators.preagg import PreAggregate
@@ -580,7 +580,7 @@ class _Builder:
             self.stages[idx].name = f"{node.name}#{i}"
             op = self._keyed_operator(node, schema, wm_time)
             op.name = f"{node.name}#{i}"
-            op.restore_select = (node.params["keys"], parallel, i)     # restore: rows of key hash i
+            op.placement = Placement(i, parallel, tuple(node.params["keys"]))   # restore: rows of key hash i
             self.stages[idx].operators.append(op)
             self.stages[idx].origin = i
             self.state_ops.append(op)

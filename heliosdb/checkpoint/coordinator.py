@@ -146,7 +146,7 @@ class Coordinator:
             raise
 
     def _restore(self, state_ops, source, sinks) -> Optional[int]:
-        self.sink_ops = {op.name: op for op in sinks if hasattr(op, "commit")}
+        self.sink_ops = {op.name: op for op in sinks}
         epochs = self.store.epochs()
         chosen: Optional[Dict[str, Any]] = None
         loaded: Optional["_Loaded"] = None
@@ -174,9 +174,7 @@ class Coordinator:
                 "directory to start the job over"
             )
         for op in self.sink_ops.values():
-            sized = getattr(op, "checkpoint_config", None)
-            if sized is not None:
-                sized(self.interval_s, self.timeout_s)     # e.g. Kafka transaction timeouts
+            op.configure_checkpoints(self.interval_s, self.timeout_s)   # e.g. Kafka transaction timeouts
         restored = 0
         if chosen is not None:
             restored = chosen["epoch"]
@@ -196,7 +194,7 @@ class Coordinator:
         self._discard_after(restored, epochs)
         self.epoch = restored
         self.source = source
-        self._prepare_ops = [op for op, _ in state_ops if hasattr(op, "prepare_snapshot")]
+        self._prepare_ops = [op for op, _ in state_ops]
         self._writer.start()
         return restored or None
 
@@ -422,7 +420,7 @@ class Coordinator:
         cur.written.clear()
         failpoint("after-manifest")
         for name, entry in cur.sinks.items():
-            self.sink_ops[name].commit(entry["meta"])
+            self.sink_ops[name].on_commit(entry["meta"])
         commit_offsets = getattr(self.source, "commit_offsets", None)
         if commit_offsets is not None:
             try:                            # for lag dashboards only; restores use the manifest
@@ -485,12 +483,10 @@ class Coordinator:
         if self._writer.is_alive():
             self._writer.join(timeout=self.timeout_s)
         for op in self.sink_ops.values():
-            finish = getattr(op, "finish", None)
-            if finish is not None:
-                try:
-                    finish()
-                except Exception:  # noqa: BLE001 - releasing clients after the run
-                    log.warning("job %r: releasing sink %r failed", self.job, op.name, exc_info=True)
+            try:
+                op.finish()
+            except Exception:  # noqa: BLE001 - releasing clients after the run
+                log.warning("job %r: releasing sink %r failed", self.job, op.name, exc_info=True)
         self.lease.release()
         if not failed and self._last_begun > self.epoch:
             # The last epoch (at the end of input, the one holding the final output) did not

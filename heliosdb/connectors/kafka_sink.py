@@ -27,7 +27,7 @@ Until a checkpoint coordinator drives these hooks (``coordinated = True``), the 
 itself every ``commit_interval`` and at the end of the input.  The transaction timeout is sized
 against that interval (at least 3 intervals, and at least 60 s); in a checkpointed job against
 the checkpoints instead (at least ``CheckpointConfig.timeout`` and 3 checkpoint intervals: see
-:meth:`_KafkaSinkOp.checkpoint_config`).  A warning is logged when an open transaction has used
+:meth:`_KafkaSinkOp.configure_checkpoints`).  A warning is logged when an open transaction has used
 80% of its timeout.  A ``read_committed`` consumer sees each committed record
 once; records of aborted transactions never.
 """
@@ -190,12 +190,14 @@ class KafkaSink(SinkSpec):
 
 class _KafkaSinkOp(_SinkOperator):
     kind = "kafka sink"
+    #: Transactions commit when the checkpoint's epoch commits (exactly-once).
+    commits = True
 
     def __init__(self, name: str, schema: pa.Schema, spec: KafkaSink, fmt: Optional[Format]):
         super().__init__(name, schema, spec)
         self.fmt = fmt
         self.coordinated = False        # a checkpoint coordinator drives the epoch hooks
-        self.checkpointed = False       # ... through snapshot()/commit()/recover() (set by recover)
+        self.checkpointed = False       # ... through snapshot()/on_commit()/recover() (set by recover)
         self._pending: List[tuple] = []
         self._uncommitted: List[pa.Table] = []
         self.records = 0
@@ -240,7 +242,7 @@ class _KafkaSinkOp(_SinkOperator):
         if spec.exactly_once:
             self._call("init_transactions", self._producer.init_transactions, self.transaction_timeout_s)
 
-    def checkpoint_config(self, interval_s: float, timeout_s: float) -> None:
+    def configure_checkpoints(self, interval_s: float, timeout_s: float) -> None:
         """A checkpoint coordinator will drive this sink: size the transaction timeout against
         its checkpoints.  A transaction opens at an epoch's barrier and commits once the
         epoch's manifest is written, so it can live as long as a checkpoint may take
@@ -526,7 +528,7 @@ class _KafkaSinkOp(_SinkOperator):
         self._uncommitted.append(t)
         return Snapshot({"records": pa.concat_tables(self._uncommitted)}, {"epoch": epoch})
 
-    def commit(self, meta: dict) -> None:
+    def on_commit(self, meta: dict) -> None:
         """The epoch's manifest is written: commit its transaction (with the epoch marker)."""
         self.commit_epoch(meta.get("epoch"))
         self._uncommitted = []

@@ -106,6 +106,9 @@ class _ParquetSinkOp(_SinkOperator):
         self.epoch: Optional[int] = None          # set by recover(): exactly-once mode
         self.pending: List[str] = []              # closed, unpublished files (final names)
 
+    #: With checkpoints, files are published when their epoch commits (exactly-once).
+    commits = True
+
     @property
     def stateful(self) -> bool:  # type: ignore[override]
         return self.epoch is not None
@@ -155,7 +158,7 @@ class _ParquetSinkOp(_SinkOperator):
         self.part = 0
         return out
 
-    def commit(self, meta: dict) -> None:
+    def on_commit(self, meta: dict) -> None:
         """The epoch committed: give its files their final names (idempotent)."""
         for name in meta.get("publish", []):
             hidden, final = f"{self.root}/{_hidden(name)}", f"{self.root}/{name}"
@@ -166,7 +169,7 @@ class _ParquetSinkOp(_SinkOperator):
         """Before the run: publish what the restored epoch committed, delete what later epochs
         left (hidden or, after a fallback to an older checkpoint, published), then write
         epoch ``epoch + 1``."""
-        self.commit(meta)
+        self.on_commit(meta)
         prefix = f"{self.name}-"
         try:
             listing = self.fs.ls(self.root, detail=False)

@@ -1,13 +1,29 @@
-"""The operator protocol every physical operator follows, and the items that flow between them.
+"""The operator contract every physical operator follows, and the items that flow between them.
 
-An operator receives record batches and watermarks and returns what it emits:
+This module is the whole contract: the runtime, the checkpoint coordinator, the metrics and the
+planner call only what :class:`Operator` declares here (each with a default), never probe an
+operator for what it happens to have.  In the order the runtime calls them:
 
+- ``open(ctx)``: once, before a restore and before the first item; ``ctx`` is the
+  :class:`OperatorContext` (job, subtask index, parallelism, partition keys, metrics, state
+  backend);
+- ``restore(tables, metas, ...)``: state saved by ``snapshot()`` (any old parallelism); sinks
+  that take part in the commit (``commits``) get ``recover(meta, epoch, tables)`` instead;
 - ``process_batch(batch) -> list[Item]``: a batch in, zero or more batches (or watermarks) out;
+  ``process_run(items)`` when the operator ``takes_runs``;
 - ``on_watermark(t) -> list[Item]``: event time has reached ``t`` (ns); emit what closes and
   forward the watermark;
 - ``on_tick(now) -> list[Item]``: wall-clock timer (ns since the epoch), sent after idle
   batch timeouts so processing-time windows and idle watermarks advance without data;
-- ``close() -> list[Item]``: the input has ended; flush.
+- at a checkpoint barrier: ``prepare_snapshot()``, then ``snapshot()`` (``snapshot_epoch`` is
+  the barrier's epoch); once the epoch's manifest is written, ``on_commit(meta)`` on the
+  committing sinks;
+- ``close() -> list[Item]``: the input has ended; flush.  Then ``finish()`` (release clients),
+  or ``abort()`` when the job failed.
+
+What the planner and the observers read is declared too: capabilities (``stateful``,
+``commits``, ``parallel_kind``, ``emits_updates``, ``takes_runs``) and statistics
+(``late_events``, ``watermark_ns()``, ``open_windows()``, ``state_size_bytes()``, ...).
 
 An operator may also emit ``SideOutput(tag, batch)``: it skips the rest of the stage and goes
 to the stages reading that side output (``late_output()``).
@@ -17,7 +33,7 @@ Operators in one stage call each other directly (no queue between them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import pyarrow as pa
 
@@ -96,12 +112,111 @@ class Run:
         self.num_rows = sum(it.num_rows for it in items if not isinstance(it, Watermark))
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where an operator instance runs among the subtasks of its step: ``subtask`` of
+    ``parallelism``, partitioned by the hash of ``keys`` (empty: not partitioned).  Set by the
+    planner; the runtime passes it on in the :class:`OperatorContext`.
+
+    Examples
+    --------
+    >>> Placement(subtask=1, parallelism=2, keys=("key",)).partitioned
+    True
+    >>> Placement().partitioned
+    False
+    """
+
+    subtask: int = 0
+    parallelism: int = 1
+    keys: Tuple[str, ...] = ()
+
+    @property
+    def partitioned(self) -> bool:
+        return self.parallelism > 1 and bool(self.keys)
+
+
+@dataclass
+class OperatorContext:
+    """What the runtime tells an operator when it opens it.
+
+    Examples
+    --------
+    >>> ctx = OperatorContext(job="daily", placement=Placement(0, 2, ("key",)))
+    >>> ctx.subtask, ctx.parallelism, ctx.partition_keys
+    (0, 2, ('key',))
+    """
+
+    job: str = "job"
+    placement: Placement = field(default_factory=Placement)
+    #: The job's metrics (a ``heliosdb.metrics.JobMetrics``), or None outside a job.
+    metrics: Any = None
+    #: The configured state backend (a ``heliosdb.config.StateBackend``), or None.
+    state_backend: Any = None
+
+    @property
+    def subtask(self) -> int:
+        return self.placement.subtask
+
+    @property
+    def parallelism(self) -> int:
+        return self.placement.parallelism
+
+    @property
+    def partition_keys(self) -> Tuple[str, ...]:
+        return self.placement.keys
+
+
+#: What an operator's ``parallel_kind`` may say.
+PARALLEL_KINDS = ("one", "replicas", "by_key")
+
+
 class Operator:
-    """Base class: a stateless pass-through that forwards watermarks."""
+    """Base class: a stateless pass-through that forwards watermarks.
+
+    Examples
+    --------
+    >>> op = Operator()
+    >>> op.open(OperatorContext(job="j"))
+    >>> op.ctx.job, op.stateful, op.parallel_kind, op.commits
+    ('j', False, 'one', False)
+    """
 
     name: str = "operator"
     #: Display name of the kind, shown by explain().
     kind: str = "operator"
+
+    #: Set by :meth:`open`; a default one until then.
+    ctx: OperatorContext = OperatorContext()
+
+    # -- capabilities --------------------------------------------------------------------------
+    #: How the planner may run this operator on several threads: ``"one"`` (a single instance),
+    #: ``"replicas"`` (stateless and ordered: ``parallel`` copies made by :meth:`replica` take
+    #: batches round-robin and their answers are put back in order), ``"by_key"`` (keyed state:
+    #: one instance per hash partition of the key, see ``placement``).
+    parallel_kind: str = "one"
+    #: For ``"replicas"``: how many copies run (set by the planner).
+    parallel: int = 1
+    #: For ``"by_key"`` instances: which partition this one is (set by the planner).
+    placement: Placement = Placement()
+    #: Whether its output rows are updates of earlier ones (running aggregates), not appends.
+    emits_updates: bool = False
+    #: A sink that takes part in the checkpoint's commit: its ``snapshot()`` meta goes into the
+    #: manifest, ``on_commit(meta)`` runs once the manifest is written, and a restore calls
+    #: ``recover`` (instead of ``restore``).
+    commits: bool = False
+
+    def open(self, ctx: OperatorContext) -> None:
+        """Called once by the runtime before a restore and before the first item."""
+        self.ctx = ctx
+
+    def replica(self, index: int) -> "Operator":
+        """Copy ``index`` of a ``"replicas"`` operator (same program, its own counters)."""
+        raise TypeError(f"{self.describe()} declares parallel_kind={self.parallel_kind!r}: it has "
+                        "no replicas (an engine bug: the planner asked for them)")
+
+    def seek_rows(self, rows: int) -> None:
+        """As a replica: the next batch starts after ``rows`` rows of the whole input (used to
+        name a failed record by its position in the input)."""
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         return [batch]
@@ -130,9 +245,27 @@ class Operator:
     #: Whether ``snapshot()`` holds state worth writing (stateless operators: False).
     stateful = False
 
+    #: The epoch of the barrier being snapshotted (set by the runtime before ``snapshot()``).
+    snapshot_epoch: Optional[int] = None
+
+    def prepare_snapshot(self) -> None:
+        """Before the barrier's ``snapshot()``: e.g. write buffered state down."""
+
     def snapshot(self) -> Optional[Snapshot]:
         """State at a checkpoint barrier (a copy: the caller writes it on another thread)."""
         return None
+
+    def on_commit(self, meta: dict) -> None:
+        """The epoch whose ``snapshot()`` gave ``meta`` is committed (its manifest is written):
+        a committing sink makes its output visible.  Called for ``commits`` operators."""
+
+    def recover(self, meta: dict, epoch: int, tables: Optional[Dict[str, pa.Table]] = None) -> None:
+        """A committing sink's restore: finish or roll back what epoch ``epoch`` (0: none) left,
+        from its manifest ``meta`` and snapshot ``tables``."""
+
+    def configure_checkpoints(self, interval_s: float, timeout_s: float) -> None:
+        """The job checkpoints every ``interval_s`` and gives up on one after ``timeout_s``
+        (e.g. a transactional sink sizes its transaction timeout)."""
 
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None,
                 first: bool = True, owned: bool = False) -> None:
@@ -141,6 +274,9 @@ class Operator:
         ``first`` says whether this is subtask 0 (which carries counters on).  ``owned``:
         the tables' buffers belong to this call alone (the coordinator decoded them for it),
         so the operator may keep them as its state instead of copying them."""
+
+    def finish(self) -> None:
+        """After the run (and its last commit): release clients and handles."""
 
     def abort(self) -> None:
         """The job failed or was cancelled: release files and handles, flush nothing."""

@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
@@ -25,7 +26,7 @@ import pyarrow as pa
 from ..config import operator_metrics_enabled
 from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics, TaskStats
-from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, Run, SideOutput, Tick,
+from ..operators.base import (WATERMARK_MAX, WATERMARK_MIN, Barrier, Operator, OperatorContext, Run, SideOutput, Tick,
                               Watermark)
 from ..operators.exchange import Partitioned
 from . import gcfreeze, stopping
@@ -243,6 +244,11 @@ class Job:
         self.metrics = JobMetrics(name, source=plan.source_name, window_ns=metrics_window_ns)
         self.metrics.state_ops = state_operators
         self.metrics.plan_ops = [op for st in plan.stages for op in st.operators]
+        # Before a restore and before the first item.  The metrics reach operators through a
+        # weak proxy: they list the operators, and a cycle would keep a finished job alive.
+        ctx_metrics = weakref.proxy(self.metrics)
+        for op in self.metrics.plan_ops:
+            op.open(OperatorContext(job=name, placement=op.placement, metrics=ctx_metrics))
         self.slow_ns = slow_ns
         self.timed = operator_metrics_enabled() if timed is None else timed
         self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]
