@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 SOURCES := setup.py pyproject.toml heliosdb/_version.py $(wildcard kernels/*.pyx)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP)
 	ci/wheel_check.sh $(PYTHON)
 	ci/services.sh run -- $(BIN)/python -m pytest -q -p no:cacheprovider --benchmark-disable
+
+# The layering contracts of pyproject.toml, checked on the package as a wheel installs it.
+lint: $(TEST_STAMP)
+	ci/lint.sh
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m benchmarks.w1

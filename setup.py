@@ -38,6 +38,7 @@ TEST = [
     "hypothesis>=6.90",
     "pytest-timeout>=2.2",
     "build>=1.0",                 # the wheel check builds the distribution (ci/wheel_check.sh)
+    "import-linter>=2.17",        # the layering contracts (ci/lint.sh)
     "moto[server]>=5.0",          # the local S3-protocol server of the S3 tests
     "boto3>=1.28",
     *BENCH,

@@ -2,8 +2,9 @@
 # Install the project as users do.  Builds the sdist and, from it, the wheel (so the sdist must
 # compile the Cython kernels from source), installs the wheel into a fresh virtualenv and, from a
 # directory outside the checkout, runs a windowed job and every docstring example against the
-# installed package.  A module left out of the wheel, or an example that only works from the
-# source tree, fails here.  The rest of the suite uses the editable install.
+# installed package, then the import-linter contracts (ci/lint.sh).  A module left out of the
+# wheel, an example that only works from the source tree, or an import against the layering
+# fails here.  The rest of the suite uses the editable install.
 #
 #   ci/wheel_check.sh [PYTHON]      (default: the python3 on PATH; .venv provides `build`)
 set -euo pipefail
@@ -48,3 +49,5 @@ assert out.num_rows == 400 and sum(out["n"].to_pylist()) == 3_000, out
 print(f"wheel check: heliosdb {hdb.__version__} from {hdb.__file__}: windowed job gave {out.num_rows} rows")
 PY
 "$work/venv/bin/python" -m pytest -q -p no:cacheprovider test_doctests.py
+echo "wheel check: layering contracts (import-linter) on the installed package"
+"$root/ci/lint.sh" "$work/venv/bin/python"
