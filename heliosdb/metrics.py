@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -324,7 +324,13 @@ def task_fractions(then: Sample, now: Sample) -> Dict[str, Dict[str, float]]:
 
 @dataclass
 class JobMetrics:
-    """Live counters of one job run."""
+    """Live counters of one job run.
+
+    ``clock`` is the time (ns) samples are stamped with: ``time.perf_counter_ns``, the clock
+    the tasks' ``*_ns`` counters are kept in; ``started`` and ``finished`` are its seconds.  A
+    test that writes the counters itself passes a clock it moves, so rates and fractions are
+    exact (see ``tests/observability/timeline.py``).
+    """
 
     job: str
     started: float = field(default_factory=time.perf_counter)
@@ -342,6 +348,7 @@ class JobMetrics:
     window_ns: int = 10_000_000_000
     checkpoints: CheckpointStats = None  # type: ignore[assignment]
     dead_letters: Dict[str, int] = field(default_factory=dict)   # reason -> records (a Kafka source's)
+    clock: Callable[[], int] = time.perf_counter_ns
 
     def __post_init__(self) -> None:
         if self.checkpoints is None:
@@ -356,7 +363,7 @@ class JobMetrics:
         return st
 
     def elapsed(self) -> float:
-        return (self.finished or time.perf_counter()) - self.started
+        return (self.finished or self.clock() / 1e9) - self.started
 
     @property
     def running(self) -> bool:
@@ -365,7 +372,7 @@ class JobMetrics:
     # -- samples and trailing windows ------------------------------------------------------------
     def sample(self) -> Sample:
         """The cumulative figures now (safe from any thread)."""
-        now = time.perf_counter_ns()
+        now = self.clock()
         tasks = {}
         for name, ts in list(self.tasks.items()):
             alive, busy, blocked, idle = ts.times(now)

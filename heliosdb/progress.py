@@ -20,11 +20,12 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ._optional import require
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .metrics import JobMetrics
     from .runtime.executor import JobHandle
 
 #: Rates and the bottleneck shown cover about this much recent time.
@@ -92,9 +93,22 @@ def _bytes(n: int) -> str:
 
 def read(handle: "JobHandle") -> Reading:
     """A :class:`Reading` of ``handle``'s job now."""
+    return reading(handle._job.metrics)
+
+
+def reading(jm: "JobMetrics") -> Reading:
+    """A :class:`Reading` of a job's metrics now (at ``jm.clock()``): the rate and the
+    bottleneck over the last :data:`RECENT_NS` or so, counts and latency over the whole run.
+
+    Examples
+    --------
+    >>> from heliosdb.metrics import JobMetrics
+    >>> r = reading(JobMetrics("doc-job", started=0.0, clock=lambda: 2_000_000_000))
+    >>> print(r.text())
+    job 'doc-job' running: elapsed 2.0 s  events 0  events/s 0  p50 -  p99 -  backpressure no  state 0 B  late 0
+    """
     from .diagnosis import diagnose_job
 
-    jm = handle._job.metrics
     then, now = jm.recent(RECENT_NS)
     d = diagnose_job(jm, then, now)
     dt = (now.t_ns - then.t_ns) / 1e9
@@ -118,26 +132,28 @@ def _mode() -> str:
 
 
 def watch(handle: "JobHandle", refresh_s: float = 0.5, timeout: Optional[float] = None,
-          mode: Optional[str] = None) -> Reading:
+          mode: Optional[str] = None, *, clock: Callable[[], int] = time.monotonic_ns,
+          sleep: Callable[[float], None] = time.sleep) -> Reading:
     """Show ``handle``'s progress until the job ends (or ``timeout`` seconds); the last reading.
 
     ``mode`` is "terminal" (rich), "notebook" (IPython display) or "log" (plain lines);
-    by default it is detected.
+    by default it is detected.  ``clock`` (ns) and ``sleep`` (seconds) pace the refreshes,
+    the log lines and the timeout; a test passes a clock that ``sleep`` moves.
     """
     mode = mode or _mode()
     if mode == "notebook":
         require("IPython.display", "notebook", "watch(mode='notebook')")
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else clock() + int(timeout * 1e9)
 
     def waiting() -> bool:
-        return not handle.done and (deadline is None or time.monotonic() < deadline)
+        return not handle.done and (deadline is None or clock() < deadline)
 
     if mode == "notebook":
         from IPython.display import HTML, display
 
         shown = display(HTML(read(handle).html()), display_id=True)
         while waiting():
-            time.sleep(refresh_s)
+            sleep(refresh_s)
             shown.update(HTML(read(handle).html()))
         last = read(handle)
         shown.update(HTML(last.html()))
@@ -147,17 +163,18 @@ def watch(handle: "JobHandle", refresh_s: float = 0.5, timeout: Optional[float] 
 
         with Live(read(handle).rich(), refresh_per_second=max(1.0, 1 / refresh_s)) as live:
             while waiting():
-                time.sleep(refresh_s)
+                sleep(refresh_s)
                 live.update(read(handle).rich())
             last = read(handle)
             live.update(last.rich())
         return last
-    next_line = time.monotonic() + LOG_EVERY_S
+    every_ns = int(LOG_EVERY_S * 1e9)
+    next_line = clock() + every_ns
     while waiting():
-        time.sleep(min(refresh_s, LOG_EVERY_S))
-        if time.monotonic() >= next_line:
+        sleep(min(refresh_s, LOG_EVERY_S))
+        if clock() >= next_line:
             print(read(handle).text(), flush=True)
-            next_line += LOG_EVERY_S
+            next_line += every_ns
     last = read(handle)
     print(last.text(), flush=True)
     return last
