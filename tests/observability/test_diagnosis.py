@@ -1,11 +1,12 @@
 """diagnose(): backpressure, the bottleneck operator, busy/blocked/idle fractions, stragglers.
 
-Slow operators are made slow with sleeps (they release the GIL, like the compiled kernels), so
-the timeline is:   source --(full channel: blocked)--> [slow task: busy] --> downstream: idle
+Time is never measured by sleeping here.  A scripted job (tests/observability/timeline.py)
+writes the engine's counters on a clock the test moves, so every fraction is exact; a real job
+is diagnosed while a step holds a batch, when each task is in one known state:
+    source --(full channel: blocked)--> [held task: busy] --> downstream: idle
 """
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pyarrow as pa
@@ -13,102 +14,203 @@ import pytest
 
 import heliosdb as hdb
 from heliosdb import col
-from heliosdb.diagnosis import TaskInfo, diagnose, samples_from_text
+from heliosdb.diagnosis import TaskInfo, diagnose, diagnose_job, samples_from_text
 from heliosdb.metrics import MetricsCollector, Sample
+from heliosdb.testing import wait_until
+
+from .timeline import Hold, ScriptedJob
 
 S = 1_000_000_000
 
-
-def _slow(seconds: float):
-    def fn(batch):
-        time.sleep(seconds)
-        return batch
-    return fn
-
-
-def _run_and_diagnose(build, name: str, parallelism: int = 1, warm_s: float = 0.2,
-                      interval_s: float = 0.3):
-    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000, parallelism=parallelism))
-    build(env)
-    handle = env.execute_async(name=name)
-    try:
-        time.sleep(warm_s)
-        return handle.diagnose(interval_s=interval_s)
-    finally:
-        handle.stop()
-        handle.wait()
+# generate-1 -> [keep, slow-step, per-key.watermark] -> [per-key, sink]: the plan of
+# generate().filter().name("keep").map_batches().name("slow-step").key_by().window().aggregate()
+SLOW_MIDDLE = {"generate-1": ([], ["keep"]),
+               "keep": (["keep", "slow-step", "per-key.watermark"], ["per-key"]),
+               "per-key": (["per-key", "sink-callback-5"], [])}
+SLOW_MIDDLE_KINDS = {"keep": "fused", "slow-step": "map_batches", "per-key.watermark": "watermark",
+                     "per-key": "window", "sink-callback-5": "callback sink"}
 
 
-def _slow_middle(env):
-    (env.generate().filter(col("value") > 0.2).name("keep")
-        .map_batches(_slow(0.005)).name("slow-step")
-        .key_by("key").window(hdb.TumblingWindow.of(timedelta(seconds=1)), time="ts")
-        .aggregate(n=hdb.count()).name("per-key")
-        .sink(hdb.sinks.callback(lambda b: None)))
+def _slow_middle_second(job: ScriptedJob) -> None:
+    """One second: the source is blocked 90% of it on the channel into 'keep', whose task is
+    busy 95%, 90% in 'slow-step'; the window task after it is busy 20%."""
+    job.run(1.0, busy={"generate-1": 0.1, "keep": 0.95, "per-key": 0.2},
+            blocked={"generate-1": 0.9},
+            op_busy={"keep": 0.02, "slow-step": 0.9, "per-key.watermark": 0.03,
+                     "per-key": 0.15, "sink-callback-5": 0.05},
+            rows={"keep": 200_000, "slow-step": 160_000, "per-key.watermark": 160_000,
+                  "per-key": 160_000, "sink-callback-5": 2_000},
+            events=200_000, batches=200)
 
 
-def test_diagnose_names_the_slow_operator_in_10_of_10_runs():
-    named = [_run_and_diagnose(_slow_middle, f"slow-middle-{i}").bottleneck for i in range(10)]
-    assert named == ["slow-step"] * 10
+def _diagnosed_second(job: ScriptedJob, second=_slow_middle_second):
+    then = job.metrics.sample()
+    second(job)
+    return diagnose_job(job.metrics, then, job.metrics.sample())
+
+
+def test_the_operator_working_most_in_the_task_the_source_waits_on_is_the_bottleneck():
+    job = ScriptedJob(SLOW_MIDDLE, SLOW_MIDDLE_KINDS)
+    _slow_middle_second(job)                            # what came before does not count
+    d = _diagnosed_second(job)
+    assert d.backpressured
+    assert (d.bottleneck, d.bottleneck_task) == ("slow-step", "keep")
 
 
 def test_diagnose_reports_fractions_and_remedies_for_the_bottleneck():
-    d = _run_and_diagnose(_slow_middle, "slow-report")
-    assert d.backpressured
-    tasks = {t.name: t for t in d.tasks}
-    source, slow = tasks["generate-1"], tasks[d.bottleneck_task]
-    assert "slow-step" in slow.operators
-    assert source.blocked > 0.5 and slow.busy > 0.5
-    for t in d.tasks:
-        assert abs(t.busy + t.blocked + t.idle - 1) < 0.05, t
-    assert d.operators["slow-step"] > d.operators["keep"]
-    kinds = {f.kind for f in d.findings}
-    assert "bottleneck" in kinds
+    d = _diagnosed_second(ScriptedJob(SLOW_MIDDLE, SLOW_MIDDLE_KINDS))
+    tasks = {t.name: (t.busy, t.blocked, t.idle, t.events, t.events_per_s) for t in d.tasks}
+    assert tasks == {"generate-1": pytest.approx((0.1, 0.9, 0.0, 200_000, 200_000)),
+                     "keep": pytest.approx((0.95, 0.0, 0.05, 200_000, 200_000)),
+                     "per-key": pytest.approx((0.2, 0.0, 0.8, 160_000, 160_000))}
+    assert d.interval_s == 1.0
+    assert d.operators == pytest.approx({"keep": 0.02, "slow-step": 0.9, "per-key.watermark": 0.03,
+                                         "per-key": 0.15, "sink-callback-5": 0.05})
+    (f,) = [f for f in d.findings if f.kind == "bottleneck"]
+    assert f.message == ("backpressured: generate-1 blocked on full channels; the bottleneck is operator "
+                         "'slow-step' (task 'keep' busy 95%, 90% of the time in 'slow-step')")
     text = str(d)
     assert "slow-step" in text and "remedy: raise the bottleneck's parallelism" in text
     assert "<table>" in d._repr_html_()
 
 
+def test_a_wait_still_in_progress_counts_up_to_the_sample():
+    # The source has been blocked for 1.5 s and still is: no channel has added it up yet.
+    job = ScriptedJob(SLOW_MIDDLE, SLOW_MIDDLE_KINDS)
+    then = job.metrics.sample()
+    job.run(0.5, busy={"generate-1": 0.5, "keep": 0.5})
+    job.wait_from_now("generate-1", "blocked")
+    job.run(1.5, busy={"keep": 1.5})
+    mid = diagnose_job(job.metrics, then, job.metrics.sample())
+    job.end_wait("generate-1")
+    ended = diagnose_job(job.metrics, then, job.metrics.sample())
+    for d in (mid, ended):
+        source = next(t for t in d.tasks if t.name == "generate-1")
+        assert (source.busy, source.blocked) == (0.25, 0.75)
+        assert d.bottleneck_task == "keep"
+
+
 def test_a_slow_sink_in_the_same_task_as_a_fast_kernel_is_named():
-    def build(env):
-        (env.generate().filter(col("value") > 0.2).name("keep")
-            .sink(hdb.sinks.callback(_slow(0.005))))
-    d = _run_and_diagnose(build, "slow-sink")
+    job = ScriptedJob({"generate-1": ([], ["keep"]), "keep": (["keep", "sink-callback-3"], [])},
+                      {"sink-callback-3": "callback sink"})
+    d = _diagnosed_second(job, lambda j: j.run(1.0, busy={"generate-1": 0.05, "keep": 0.99},
+                                               blocked={"generate-1": 0.95},
+                                               op_busy={"keep": 0.04, "sink-callback-3": 0.95}))
     assert d.bottleneck == "sink-callback-3"
-    assert any("sink is the bottleneck" in r for f in d.findings for r in f.remedies)
+    (f,) = [f for f in d.findings if f.kind == "bottleneck"]
+    assert f.remedies[0].startswith("the sink is the bottleneck")
 
 
 def test_a_slow_step_after_parallel_windows_is_found_past_the_blocked_subtasks():
-    # source -> keep (exchange) -> per-key#0, #1 -> [merge: slow-after -> sink]
-    def build(env):
-        (env.generate().filter(col("value") > 0.2).name("keep")
-            .key_by("key").window(hdb.TumblingWindow.of(timedelta(milliseconds=10)), time="ts")
-            .aggregate(n=hdb.count()).name("per-key")
-            .map_batches(_slow(0.004)).name("slow-after")
-            .sink(hdb.sinks.callback(lambda b: None)))
-    d = _run_and_diagnose(build, "slow-after", parallelism=2, warm_s=0.3, interval_s=0.6)
+    # generate-1 -> keep#0, keep#1 (exchange by key, pre-aggregating) -> [merge: slow-after -> sink]
+    merge = ["per-key.watermark", "per-key", "slow-after", "sink-callback-5"]
+    job = ScriptedJob({"generate-1": ([], ["keep#0", "keep#1"]),
+                       "keep#0": (["keep#0", "per-key.pre#0"], ["per-key.watermark"]),
+                       "keep#1": (["keep#1", "per-key.pre#1"], ["per-key.watermark"]),
+                       "per-key.watermark": (merge, [])},
+                      groups={"keep#0": "keep", "keep#1": "keep"})
+    d = _diagnosed_second(job, lambda j: j.run(
+        1.0, busy={"generate-1": 0.1, "keep#0": 0.2, "keep#1": 0.2, "per-key.watermark": 0.97},
+        blocked={"generate-1": 0.9, "keep#0": 0.8, "keep#1": 0.8},
+        op_busy={"per-key.watermark": 0.02, "per-key": 0.05, "slow-after": 0.9},
+        rows={"keep#0": 1_000, "keep#1": 1_000}))
     assert d.backpressured
-    assert d.bottleneck == "slow-after"
+    assert (d.bottleneck, d.bottleneck_task) == ("slow-after", "per-key.watermark")
+    assert d.stragglers == []
 
 
-def test_a_paced_source_is_not_backpressured_and_has_no_bottleneck():
-    def build(env):
-        env.generate(rate=5_000).filter(col("value") > 0.2).sink(hdb.sinks.callback(lambda b: None))
-    d = _run_and_diagnose(build, "paced")
+def test_a_source_that_every_task_keeps_up_with_is_not_backpressured():
+    d = _diagnosed_second(ScriptedJob(SLOW_MIDDLE, SLOW_MIDDLE_KINDS),
+                          lambda j: j.run(1.0, busy={"generate-1": 0.05, "keep": 0.1, "per-key": 0.02}))
     assert not d.backpressured and d.bottleneck is None
-    assert any("no backpressure" in f.message for f in d.findings)
-    assert next(t for t in d.tasks if t.name == "generate-1").blocked < 0.1
+    assert [f.message for f in d.findings] == [
+        "no backpressure: every task keeps up (busiest: 'keep' at 10%)"]
 
 
 def test_a_finished_job_is_diagnosed_over_its_whole_run():
-    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=500))
-    (env.generate(count=40_000).map_batches(_slow(0.003)).name("slow-step")
+    # 0.3 s of run, then the job ends; the clock goes on for 5 s and changes nothing.
+    job = ScriptedJob({"generate-1": ([], ["slow-step"]), "slow-step": (["slow-step", "sink"], [])})
+    job.run(0.3, busy={"generate-1": 0.03, "slow-step": 0.3}, blocked={"generate-1": 0.27},
+            rows={"slow-step": 40_000}, events=40_000)
+    job.finish()
+    job.run(5.0)
+    d = diagnose_job(job.metrics, *job.metrics.since_start())
+    assert d.interval_s == pytest.approx(0.3)
+    assert (d.bottleneck, d.bottleneck_task) == ("slow-step", "slow-step")
+    assert {t.name: (t.blocked, t.events) for t in d.tasks} == {
+        "generate-1": (pytest.approx(0.9), 40_000), "slow-step": (0.0, 40_000)}
+
+
+def test_diagnosis_from_two_scrapes_of_metrics_text_matches_the_in_process_one():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    job = ScriptedJob(SLOW_MIDDLE, SLOW_MIDDLE_KINDS, job="from-text")
+    registry = CollectorRegistry(auto_describe=False)
+    MetricsCollector(registry).add(job.metrics)
+    _slow_middle_second(job)
+    then = job.metrics.sample()
+    first = samples_from_text(generate_latest(registry).decode(), job.clock())
+    _slow_middle_second(job)
+    now = job.metrics.sample()
+    second = samples_from_text(generate_latest(registry).decode(), job.clock())
+    text_then, topo, _ = first["from-text"]
+    text_now, _, _ = second["from-text"]
+    assert {n: (t.operators, t.downstream) for n, t in topo.items()} == {
+        n: (list(ops), list(down)) for n, (ops, down) in SLOW_MIDDLE.items()}
+    from_text = diagnose("from-text", text_then, text_now, topo)
+    in_process = diagnose_job(job.metrics, then, now)
+    assert (from_text.bottleneck, from_text.bottleneck_task) == ("slow-step", "keep")
+    assert (from_text.bottleneck, from_text.bottleneck_task) == (in_process.bottleneck, in_process.bottleneck_task)
+    assert [(t.name, t.busy, t.blocked, t.idle, t.events) for t in from_text.tasks] == [
+        (t.name, pytest.approx(t.busy), pytest.approx(t.blocked), pytest.approx(t.idle), t.events)
+        for t in in_process.tasks]
+
+
+# -- a real job, held in one step ------------------------------------------------------------------
+def _held_job(env: hdb.StreamEnvironment, hold: Hold) -> None:
+    (env.generate().filter(col("value") > 0.2).name("keep")
+        .map_batches(hold).name("slow-step")
+        .key_by("key").window(hdb.TumblingWindow.of(timedelta(seconds=1)), time="ts")
+        .aggregate(n=hdb.count()).name("per-key")
         .sink(hdb.sinks.callback(lambda b: None)))
+
+
+def test_a_job_held_in_one_step_is_diagnosed_with_that_steps_task_as_the_bottleneck():
+    hold = Hold(free=1)
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000, parallelism=1))
+    _held_job(env, hold)
+    handle = env.execute_async(name="held")
+    tasks = handle._job.metrics.tasks
+    try:
+        assert wait_until(lambda: hold.holding.is_set() and tasks["generate-1"].blocked_since > 0
+                          and tasks["per-key"].idle_since > 0, 60), "the job never stood still"
+        d = handle.diagnose(interval_s=0.05)
+    finally:
+        hold.release()
+        handle.stop()
+        handle.wait()
+    assert {t.name: (t.busy, t.blocked, t.idle) for t in d.tasks} == {
+        "generate-1": (0.0, 1.0, 0.0), "keep": (1.0, 0.0, 0.0), "per-key": (0.0, 0.0, 1.0)}
+    assert d.backpressured and d.bottleneck_task == "keep"
+    assert "slow-step" in tasks["keep"].operators
+
+
+def test_a_finished_job_is_diagnosed_over_its_whole_run_with_its_counts():
+    # 80 batches of 500 events through a step that takes at least 3 ms a batch.
+    hold = Hold(free=80, each_s=0.003)
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=500))
+    env.generate(count=40_000).map_batches(hold).name("slow-step").sink(hdb.sinks.callback(lambda b: None))
     handle = env.execute_async(name="finished")
     handle.wait()
     d = handle.diagnose()
-    assert d.bottleneck == "slow-step"
-    assert d.interval_s > 0.1
+    jm = handle._job.metrics
+    alive_s = {n: (t.finished_ns - t.started_ns) / 1e9 for n, t in jm.tasks.items()}
+    assert d.interval_s == max(alive_s.values())
+    assert {t.name: t.events for t in d.tasks} == {"generate-1": 40_000, "slow-step": 40_000}
+    for t in d.tasks:
+        assert t.busy + t.blocked + t.idle == pytest.approx(1.0), t
+    assert d.operators["slow-step"] * alive_s["slow-step"] >= 80 * 0.003
+    assert jm.operators["slow-step"].batches == 80
 
 
 # -- the rules on synthetic samples --------------------------------------------------------------
@@ -153,28 +255,6 @@ def test_high_latency_and_late_events_are_findings_with_remedies():
     kinds = {f.kind: f for f in d.findings}
     assert "batch_timeout" in " ".join(kinds["latency"].remedies)
     assert "max_out_of_orderness" in " ".join(kinds["late"].remedies)
-
-
-def test_diagnosis_from_two_scrapes_of_metrics_text_matches_the_in_process_one():
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000))
-    _slow_middle(env)
-    handle = env.execute_async(name="from-text")
-    registry = CollectorRegistry(auto_describe=False)
-    MetricsCollector(registry).add(handle._job.metrics)
-    try:
-        time.sleep(0.2)
-        first = samples_from_text(generate_latest(registry).decode(), time.perf_counter_ns())
-        time.sleep(0.4)
-        second = samples_from_text(generate_latest(registry).decode(), time.perf_counter_ns())
-    finally:
-        handle.stop()
-        handle.wait()
-    then, topo, _ = first["from-text"]
-    now, _, _ = second["from-text"]
-    assert topo["generate-1"].downstream == ["keep"]
-    assert diagnose("from-text", then, now, topo).bottleneck == "slow-step"
 
 
 @pytest.mark.parametrize("interval", [0.0, 0.2])

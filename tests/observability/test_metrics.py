@@ -19,6 +19,9 @@ from heliosdb import col
 from heliosdb.errors import ConfigError
 from heliosdb.metrics import (METRICS, JobMetrics, LatencyHistogram, MetricsCollector, MetricsServer,
                               PowerHistogram)
+from heliosdb.testing import wait_until
+
+from .timeline import Hold
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -194,44 +197,47 @@ def test_checkpoint_counters_are_exported_as_the_coordinator_updates_them():
     assert _value(text, "streaming_checkpoint_duration_seconds_bucket", job="ckpt", le="1000") == 2
 
 
-def test_backpressure_is_flagged_while_a_slow_step_blocks_the_source():
-    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000, metrics=hdb.MetricsConfig(port=0, window=1)))
-
-    def slow(batch):
-        time.sleep(0.003)
-        return batch
-
-    env.generate().map_batches(slow).name("slow-step").sink(hdb.sinks.callback(lambda b: None))
+def test_backpressure_is_flagged_while_a_held_step_blocks_the_source():
+    # Three batches pass the step (each taking at least 3 ms), then it holds the fourth: the
+    # source fills the channel into it and blocks.  A reading while held starts the trailing
+    # window (100 ms); the next readings, once that much has passed, cover nothing but the hold.
+    hold = Hold(free=3, each_s=0.003)
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(
+        batch_size=1000, metrics=hdb.MetricsConfig(port=0, window=timedelta(milliseconds=100))))
+    env.generate().map_batches(hold).name("slow-step").sink(hdb.sinks.callback(lambda b: None))
     handle = env.execute_async(name="bp")
+    source = handle._job.metrics.tasks["generate-1"]
     try:
-        time.sleep(0.5)
+        assert wait_until(lambda: hold.holding.is_set() and source.blocked_since > 0, 60)
+        handle.metrics()
+        time.sleep(0.15)            # at least the window: its start is the reading above
         text = _scrape(env.metrics_url)
         snap = handle.metrics()
     finally:
+        hold.release()
         handle.stop()
         handle.wait()
         env.close()
     assert _value(text, "streaming_backpressure", job="bp") == 1
     assert snap["streaming_backpressure"] == 1
-    assert _value(text, "streaming_operator_backpressure", job="bp", operator="slow-step") < 0.1
-    assert _value(text, "streaming_task_blocked_seconds_total", job="bp", task="generate-1") > 0.2
-    assert _value(text, "streaming_channel_fill_ratio", job="bp", operator="slow-step") > 0
+    assert snap["tasks"]["generate-1"]["blocked"] == 1.0 and snap["tasks"]["slow-step"]["busy"] == 1.0
+    assert _value(text, "streaming_operator_backpressure", job="bp", operator="slow-step") == 0.0
+    assert _value(text, "streaming_task_blocked_seconds_total", job="bp", task="generate-1") >= 0.15
+    # blocked: the 1,000 rows to come do not fit in the 10,000 the channel takes
+    assert _value(text, "streaming_channel_fill_ratio", job="bp", operator="slow-step") > 0.9
+    assert _value(text, "streaming_operator_latency_ms_count", job="bp", operator="slow-step") == 3
     assert _value(text, "streaming_operator_latency_ms_bucket", job="bp", operator="slow-step", le="1.77828") == 0
-    assert snap["tasks"]["generate-1"]["blocked"] > 0.5
 
 
-def test_a_paced_job_is_not_flagged():
-    env = hdb.StreamEnvironment()
-    env.generate(rate=2000).sink(hdb.sinks.callback(lambda b: None))
+def test_a_job_whose_channels_never_fill_is_not_flagged():
+    # 5,000 events in all: a channel of 10,000 always has room, so no task ever blocks.
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(buffer_size=10_000))
+    env.generate(count=5_000).sink(hdb.sinks.callback(lambda b: None))
     handle = env.execute_async(name="calm")
-    try:
-        time.sleep(0.4)
-        snap = handle.metrics()
-    finally:
-        handle.stop()
-        handle.wait()
+    handle.wait()
+    snap = handle.metrics()
     assert snap["streaming_backpressure"] == 0
-    assert snap["tasks"]["generate-1"]["blocked"] < 0.1
+    assert snap["tasks"]["generate-1"]["blocked"] == 0.0
 
 
 def test_with_operator_metrics_off_counts_remain(monkeypatch):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from datetime import timedelta
 from urllib.request import urlopen
 
 import heliosdb as hdb
 from heliosdb import col
 from heliosdb.metrics import METRICS
+from heliosdb.testing import wait_until
 from tests.integration.services import require_tool
 
 from .opsfiles import (ALERTS, ALERTS_TEST, DASHBOARD, PROMETHEUS_CONFIG, alert_exprs, alert_names,
@@ -59,10 +59,8 @@ def _metrics_text() -> str:
         .aggregate(n=hdb.count()).sink(hdb.sinks.callback(lambda b: None)))
     handle = env.execute_async(name="ops-files")
     try:
-        for _ in range(100):            # until a window has closed and reached the sink
-            if handle.metrics()["events_out"]:
-                break
-            time.sleep(0.05)
+        assert wait_until(lambda: handle.metrics()["events_out"] > 0, 60), \
+            "no window closed and reached the sink"
         with urlopen(env.metrics_url) as resp:
             return resp.read().decode()
     finally:
