@@ -169,27 +169,12 @@ class Diagnosis:
 
 
 def _find_bottleneck(frac, topology: Dict[str, TaskInfo], blocked: List[str]) -> Optional[str]:
-    """The first task downstream of the blocked ones that is busy most of the time (failing
-    that, the busiest of them); a blocked task passes the search on downstream."""
+    """The busiest task that a blocked task feeds and that is not blocked itself (busy most of
+    the time, or only in bursts: the caller says which).  A blocked task fed by another is in
+    ``blocked`` too, so the search goes past it to what it feeds."""
     seen = set(blocked)
-    level = [d for b in blocked for d in topology[b].downstream if d in topology]
-    while level:
-        candidates, nxt = [], []
-        for t in level:
-            if t in seen:
-                continue
-            seen.add(t)
-            if frac[t]["blocked"] > BACKPRESSURE_THRESHOLD:
-                nxt += [d for d in topology[t].downstream if d in topology]
-            else:
-                candidates.append(t)
-        busy = [t for t in candidates if frac[t]["busy"] >= BUSY_THRESHOLD]
-        if busy:
-            return max(busy, key=lambda t: frac[t]["busy"])
-        if not nxt and candidates:
-            return max(candidates, key=lambda t: frac[t]["busy"])
-        level = nxt
-    return None
+    candidates = [d for b in blocked for d in topology[b].downstream if d in topology and d not in seen]
+    return max(candidates, key=lambda t: frac[t]["busy"], default=None)
 
 
 def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
