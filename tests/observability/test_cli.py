@@ -29,11 +29,15 @@ def test_diagnose_reports_on_a_running_demo(tmp_path, capsys):
         assert url, "the demo did not announce its metrics URL:\n" + "".join(seen)
         assert main(["diagnose", "--url", url, "--interval", "0.5"]) == 0
         report = capsys.readouterr().out
+        # What the figures say depends on the machine's load (diagnose() itself is tested on
+        # exact counters in test_diagnosis.py): here, that the report has its parts.
         assert "job 'demo'" in report
-        assert "no backpressure" in report                 # 50K events/s is easy going
+        assert re.search(r"^- (no backpressure|backpressured)", report, re.M), report
         for task in ("clickstream", "per-user-second"):
             assert task in report
-        assert re.search(r"clickstream\s+\d+%\s+\d+%\s+\d+%", report)
+        # A wait in progress at the first scrape can turn into work by the second (a source's
+        # poll that waited, then brought rows), so a fraction can be a little outside 0-100%.
+        assert re.search(r"^clickstream\s+-?\d+%\s+-?\d+%\s+-?\d+%", report, re.M), report
         rest, _ = demo.communicate(timeout=60)
     finally:
         if demo.poll() is None:
