@@ -122,6 +122,25 @@ def test_parquet_sink_rejects_non_positive_rows_per_file(tmp_path):
 
 
 # -- console ---------------------------------------------------------------------------------
+def test_failed_job_lists_no_unfinished_parquet_file(tmp_path):
+    seen = []
+
+    def explode(batch):
+        seen.append(batch.num_rows)
+        if sum(seen) > 10:          # the second real batch fails (empty ones type the plan)
+            raise ValueError("boom")
+        return batch
+
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=10))
+    sink = hdb.sinks.parquet(str(tmp_path / "out"), rows_per_file=10**9)
+    env.from_iterable([{"x": i} for i in range(50)]).map_batches(explode).name("explode").sink(sink)
+    with pytest.raises(hdb.ExecutionError, match="explode"):
+        env.execute(name="fails")
+    for path in sink.files:                 # whatever is listed is a complete Parquet file
+        pq.read_table(path)
+    assert sink.files == []
+
+
 def _console_rows(text: str, names):
     """Data rows printed by the console sink, as lists of cell strings."""
     header = " | ".join(names)

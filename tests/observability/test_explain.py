@@ -80,3 +80,21 @@ def test_events_per_second_must_be_positive(bad):
 def test_a_stateless_plan_has_no_estimate():
     plan = hdb.StreamEnvironment().generate(count=10).filter(col("value") > 0).explain()
     assert plan.estimates == [] and "state memory estimate" not in str(plan)
+
+
+# -- explain() has no side effects --------------------------------------------------------------
+def test_explain_after_execute_keeps_memory_sink_results():
+    env = hdb.StreamEnvironment()
+    out = hdb.sinks.memory()
+    env.from_iterable([{"x": 1}, {"x": 2}]).sink(out)
+    env.execute(name="explain-keeps")
+    env.explain()
+    assert out.to_table().num_rows == 2
+
+
+def test_explain_creates_no_output_folder(tmp_path):
+    env = hdb.StreamEnvironment()
+    target = tmp_path / "not-yet"
+    env.from_iterable([{"x": 1}]).sink(hdb.sinks.parquet(str(target)))
+    assert "parquet sink" in str(env.explain())
+    assert not target.exists()

@@ -240,6 +240,22 @@ def test_a_job_whose_channels_never_fill_is_not_flagged():
     assert snap["tasks"]["generate-1"]["blocked"] == 0.0
 
 
+def test_metrics_can_be_read_while_windows_open_and_close():
+    env = hdb.StreamEnvironment()
+    (env.generate(rate=200_000, duration=timedelta(seconds=2), keys=5_000)
+     .key_by("key").window(hdb.TumblingWindow.of(timedelta(milliseconds=20)), time="ts")
+     .aggregate(n=hdb.count()).sink(hdb.sinks.callback(lambda b: None)))
+    handle = env.execute_async(name="metrics-race")
+    reads = 0
+    while not handle.done:
+        m = handle.metrics()                # must never raise while the window thread works
+        assert m["streaming_state_size_bytes"] >= 0
+        reads += 1
+    result = handle.wait()
+    assert reads > 10
+    assert result.metrics["events_out"] > 0
+
+
 def test_with_operator_metrics_off_counts_remain(monkeypatch):
     monkeypatch.setenv("HELIOSDB_METRICS", "0")
     env = hdb.StreamEnvironment()
