@@ -20,13 +20,26 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from ._optional import require
 
 if TYPE_CHECKING:  # pragma: no cover
     from .metrics import JobMetrics
-    from .runtime.executor import JobHandle
+
+class _Job(Protocol):
+    metrics: "JobMetrics"
+
+
+class Watched(Protocol):
+    """What :func:`watch` and :func:`read` use of a job handle (a
+    :class:`~heliosdb.runtime.executor.JobHandle`): whether the job is done, and its metrics."""
+
+    @property
+    def done(self) -> bool: ...
+
+    _job: _Job
+
 
 #: Rates and the bottleneck shown cover about this much recent time.
 RECENT_NS = 2_000_000_000
@@ -91,7 +104,7 @@ def _bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def read(handle: "JobHandle") -> Reading:
+def read(handle: Watched) -> Reading:
     """A :class:`Reading` of ``handle``'s job now."""
     return reading(handle._job.metrics)
 
@@ -131,7 +144,7 @@ def _mode() -> str:
     return "terminal" if Console().is_terminal else "log"
 
 
-def watch(handle: "JobHandle", refresh_s: float = 0.5, timeout: Optional[float] = None,
+def watch(handle: Watched, refresh_s: float = 0.5, timeout: Optional[float] = None,
           mode: Optional[str] = None, *, clock: Callable[[], int] = time.monotonic_ns,
           sleep: Callable[[float], None] = time.sleep) -> Reading:
     """Show ``handle``'s progress until the job ends (or ``timeout`` seconds); the last reading.
