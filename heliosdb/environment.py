@@ -62,7 +62,7 @@ class StreamEnvironment:
     def _metrics(self):
         mc = self.config.metrics
         if mc is not None and self._metrics_server is None:
-            from .metrics import MetricsServer
+            from .metrics_server import MetricsServer
 
             self._metrics_server = MetricsServer(mc.port, mc.host)
         return self._metrics_server

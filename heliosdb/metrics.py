@@ -8,25 +8,23 @@ the progress display, a Prometheus scrape) copy them with :meth:`JobMetrics.samp
 :meth:`JobMetrics.snapshot`; nothing is computed on the hot path for them.
 
 :data:`METRICS` lists every exported metric (name, type, labels, help).  A
-:class:`MetricsCollector` turns live jobs into Prometheus metric families at scrape time, and a
-:class:`MetricsServer` serves one environment's registry over HTTP, so several environments
-(and jobs) in one process never collide.  A task is named after its first operator (the source
-after the source step), which is the ``task`` label of the task metrics.
+:class:`MetricsCollector` turns live jobs into Prometheus metric families at scrape time
+(:class:`~heliosdb.metrics_server.MetricsServer` serves one environment's registry over HTTP,
+so several environments and jobs in one process never collide).  A task is named after its
+first operator (the source after the source step), which is the ``task`` label of the task
+metrics.  The histograms' buckets are in :mod:`heliosdb.histograms`.
 """
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
+from .histograms import LatencyHistogram, PowerHistogram
 
-_log10 = math.log10
-log = logging.getLogger("heliosdb.metrics")
 checkpoint_log = logging.getLogger("heliosdb.checkpoint")
 
 # -- the exported metrics ----------------------------------------------------------------------
@@ -102,96 +100,6 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
 
 #: A task blocked longer than this fraction of the window counts as backpressured.
 BACKPRESSURE_THRESHOLD = 0.1
-
-
-# -- histograms ----------------------------------------------------------------------------------
-class LatencyHistogram:
-    """Weighted histogram of durations, 1 us to 1000 s, 40 log-spaced buckets per decade.
-
-    ``add`` is a few hundred nanoseconds (no numpy call), so it runs once per batch on the hot
-    path.  A histogram added to from several threads (the sinks of one job) needs
-    ``locked=True``; one written by one thread does not.
-
-    Examples
-    --------
-    >>> h = LatencyHistogram()
-    >>> h.add(2_000_000, weight=3)          # 2 ms, three events
-    >>> h.total, round(h.quantile(0.5), 2)
-    (3, 2.11)
-    """
-
-    PER_DECADE = 40
-    LOW_NS = 1_000
-    DECADES = 9
-    #: Exported (Prometheus) bucket bounds, as indexes into ``edges``: every quarter decade
-    #: from 10 us to 100 s (latencies), and from 0.1 s to 1000 s (checkpoint durations).
-    EXPORT_EDGES = tuple(range(40, 321, 10))
-    SLOW_EXPORT_EDGES = tuple(range(200, 361, 10))
-
-    def __init__(self, locked: bool = True) -> None:
-        self.edges = self.LOW_NS * 10 ** (np.arange(0, self.DECADES * self.PER_DECADE + 1) / self.PER_DECADE)
-        self.counts = [0] * (len(self.edges) + 1)
-        self.total = 0
-        self.sum_ns = 0
-        self._top = len(self.edges)
-        self._offset = round(math.log10(self.LOW_NS) * self.PER_DECADE) - 1
-        self._lock = threading.Lock() if locked else None
-
-    def add(self, latency_ns: int, weight: int = 1) -> None:
-        # bucket i holds edges[i-1] <= x < edges[i]; edges[k] = LOW_NS * 10**(k / PER_DECADE)
-        i = int(_log10(latency_ns) * self.PER_DECADE) - self._offset if latency_ns >= self.LOW_NS else 0
-        if i > self._top:
-            i = self._top
-        if self._lock is None:
-            self.counts[i] += weight
-            self.total += weight
-            self.sum_ns += latency_ns * weight
-            return
-        with self._lock:
-            self.counts[i] += weight
-            self.total += weight
-            self.sum_ns += latency_ns * weight
-
-    def quantile(self, q: float) -> float:
-        """Latency (ms) at quantile ``q``: the upper edge of the bucket holding it (conservative)."""
-        counts = list(self.counts)
-        total = sum(counts)
-        if total == 0:
-            return float("nan")
-        i = int(np.searchsorted(np.cumsum(counts), q * total, side="left"))
-        i = min(i, len(self.edges) - 1)
-        return float(self.edges[i]) / 1e6
-
-    def buckets(self, unit_ns: float, export: Tuple[int, ...] = EXPORT_EDGES
-                ) -> Tuple[List[Tuple[float, int]], int, float]:
-        """(cumulative counts at the ``export`` bounds in ``unit_ns`` units, total, sum in units)."""
-        counts = list(self.counts)                 # one-step copy: the writer keeps going
-        cum = np.cumsum(counts)
-        # counts[i] holds edges[i-1] <= x < edges[i], so "x below edges[k]" is cum[k].
-        out = [(float(self.edges[k]) / unit_ns, int(cum[k])) for k in export]
-        return out, int(cum[-1]), self.sum_ns / unit_ns
-
-
-class PowerHistogram:
-    """Counts of sizes by power of two (for rows per batch): ``add`` is one list increment."""
-
-    SLOTS = 33
-    #: Exported bounds: powers of four, 1 to 4Mi rows.
-    EXPORT_POWERS = tuple(range(0, 23, 2))
-
-    def __init__(self) -> None:
-        self.counts = [0] * self.SLOTS
-        self.sum = 0
-
-    def add(self, n: int) -> None:
-        # slot b holds 2**(b-1) < n <= 2**b (n <= 1 in slot 0)
-        self.counts[(n - 1).bit_length() if n > 1 else 0] += 1
-        self.sum += n
-
-    def buckets(self) -> Tuple[List[Tuple[float, int]], int, float]:
-        cum = np.cumsum(list(self.counts))
-        out = [(float(2 ** b), int(cum[min(b, self.SLOTS - 1)])) for b in self.EXPORT_POWERS]
-        return out, int(cum[-1]), float(self.sum)
 
 
 # -- live counters -------------------------------------------------------------------------------
@@ -620,56 +528,3 @@ class MetricsCollector:
 
     def describe(self):
         return []        # families are built at scrape time: no describe-time collection
-
-
-class MetricsServer:
-    """One environment's metrics registry, served over HTTP at ``url`` by prometheus-client.
-
-    Examples
-    --------
-    >>> from urllib.request import urlopen
-    >>> server = MetricsServer(port=0)           # any free port on 127.0.0.1
-    >>> server.add(JobMetrics("doc-served"))
-    >>> b'job="doc-served"' in urlopen(server.url).read()
-    True
-    >>> server.close()
-    """
-
-    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = MetricsCollector(self.registry)
-        try:
-            self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            from .errors import ConfigError
-
-            raise ConfigError(
-                f"MetricsConfig(host={host!r}, port={port}): cannot serve metrics there ({exc}); "
-                "pick another port, or port=0 for any free one"
-            ) from exc
-        self.host = host
-        self.port = self._httpd.server_port
-        log.info("serving metrics at %s", self.url, extra={"url": self.url})
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
-
-    def add(self, metrics: JobMetrics) -> None:
-        self.collector.add(metrics)
-
-    def text(self) -> str:
-        """The exposition text a scrape would get now."""
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry).decode()
-
-    def close(self) -> None:
-        """Stop serving (idempotent)."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()

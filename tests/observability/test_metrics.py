@@ -17,8 +17,9 @@ import pytest
 import heliosdb as hdb
 from heliosdb import col
 from heliosdb.errors import ConfigError
-from heliosdb.metrics import (METRICS, JobMetrics, LatencyHistogram, MetricsCollector, MetricsServer,
-                              PowerHistogram)
+from heliosdb.histograms import LatencyHistogram, PowerHistogram
+from heliosdb.metrics import METRICS, JobMetrics, MetricsCollector
+from heliosdb.metrics_server import MetricsServer
 from heliosdb.testing import wait_until
 
 from .timeline import Hold
