@@ -5,6 +5,10 @@ An expression is an immutable tree.  It knows how to type itself against a schem
 It does not evaluate itself: ``kernels.codegen`` turns a chain of them into one Numba kernel and
 ``kernels.reference`` holds the plain numpy evaluator the tests compare against.
 
+The nodes are those of the engine's expression IR (``heliosdb.kernels.ir``); the classes here
+subclass them with what a user writes: Python operators (``+``, ``>``, ``&``, ``~``, ...),
+:meth:`Expr.is_null`, :meth:`Expr.cast` and :meth:`Expr.alias`.
+
 Semantics are SQL's: arithmetic and comparisons on a null give null, ``&``/``|`` are Kleene
 logic, a filter keeps rows whose predicate is true (null drops), ``/`` is true division
 (float64), ``//`` and ``%`` on integers floor like Python and give null for a zero divisor.
@@ -15,7 +19,6 @@ functions given to ``map``/``filter``/``process`` are translated into these tree
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
@@ -23,34 +26,14 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from .errors import SchemaError
-
-ARITH_OPS = ("+", "-", "*", "/", "//", "%", "**")
-CMP_OPS = ("==", "!=", "<", "<=", ">", ">=")
-BOOL_OPS = ("&", "|")
-
-_CAST_NAMES = {
-    "int64": pa.int64(), "int32": pa.int32(), "int16": pa.int16(), "int8": pa.int8(),
-    "float64": pa.float64(), "float32": pa.float32(), "bool": pa.bool_(), "boolean": pa.bool_(),
-    "string": pa.string(), "str": pa.string(), "utf8": pa.string(),
-}
+from .kernels import ir
+from .kernels.ir import (  # noqa: F401  (re-exported: heliosdb.expr's names before the IR moved)
+    ARITH_OPS, BOOL_OPS, CMP_OPS, FUNCTIONS, INTEGER_FUNCTIONS, is_numeric, is_stringlike,
+    strip_alias,
+)
 
 
-def is_numeric(t: pa.DataType) -> bool:
-    """Integer, floating-point or boolean: the types a compiled kernel computes on."""
-    return pat.is_integer(t) or pat.is_floating(t) or pat.is_boolean(t)
-
-
-def is_stringlike(t: pa.DataType) -> bool:
-    return pat.is_string(t) or pat.is_large_string(t)
-
-
-def _promote(a: pa.DataType, b: pa.DataType) -> pa.DataType:
-    if pat.is_floating(a) or pat.is_floating(b):
-        return pa.float64()
-    return pa.int64()
-
-
-class Expr:
+class Expr(ir.Expr):
     """A column expression.  Build with :func:`col` and :func:`lit` and Python operators.
 
     Examples
@@ -66,7 +49,7 @@ class Expr:
 
     # --- construction -----------------------------------------------------------------------
     def _bin(self, op: str, other: Any, reflected: bool = False) -> "Expr":
-        other = other if isinstance(other, Expr) else lit(other)
+        other = lit(other)
         return BinOp(op, other, self) if reflected else BinOp(op, self, other)
 
     def __add__(self, o): return self._bin("+", o)
@@ -104,325 +87,79 @@ class Expr:
         )
 
     def is_null(self) -> "Expr":
-        """True where the value is null (never null itself)."""
+        """True where the value is null (never null itself).
+
+        >>> col("x").is_null()
+        col("x").is_null()
+        """
         return IsNull(self, False)
 
     def is_not_null(self) -> "Expr":
-        """True where the value is not null (never null itself)."""
+        """True where the value is not null (never null itself).
+
+        >>> col("x").is_not_null()
+        col("x").is_not_null()
+        """
         return IsNull(self, True)
 
     def cast(self, dtype: Union[str, pa.DataType]) -> "Expr":
         """Convert to ``dtype`` ("int64", "float64", "bool", "string", ... or a pyarrow type).
 
         Float to integer truncates toward zero; NaN and out-of-range values become null.
+
+        >>> col("x").cast("int32")
+        col("x").cast('int32')
         """
         if isinstance(dtype, str):
-            if dtype not in _CAST_NAMES:
-                raise SchemaError(f"cast(): unknown type {dtype!r}; use one of {sorted(_CAST_NAMES)}")
-            dtype = _CAST_NAMES[dtype]
+            if dtype not in ir.CAST_TYPES:
+                raise SchemaError(f"cast(): unknown type {dtype!r}; use one of {sorted(ir.CAST_TYPES)}")
+            dtype = ir.CAST_TYPES[dtype]
         return Cast(self, dtype)
 
     def alias(self, name: str) -> "Expr":
-        """Name the expression's output column (used by ``select``)."""
+        """Name the expression's output column (used by ``select``).
+
+        >>> (col("x") + 1).alias("y").output_name()
+        'y'
+        """
         return Alias(self, name)
 
-    # --- analysis ---------------------------------------------------------------------------
-    def columns(self) -> set:
-        """Names of the input columns this expression reads."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
-    def dtype(self, schema: pa.Schema, step: str = "expression") -> pa.DataType:
-        """The Arrow type of the result against ``schema``; raises SchemaError naming ``step``."""
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    def output_name(self) -> Optional[str]:
-        """The column name this expression produces in ``select`` (None if it needs an alias)."""
-        return None
+# The user-facing node classes: the IR's nodes with the builders above.
+class Col(Expr, ir.Col):
+    """A column reference; build with :func:`col`."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Col(Expr):
-    name: str
-
-    def columns(self) -> set:
-        return {self.name}
-
-    def dtype(self, schema, step="expression"):
-        idx = schema.get_field_index(self.name)
-        if idx < 0:
-            import difflib
-
-            close = difflib.get_close_matches(self.name, schema.names, n=1)
-            hint = f"; you probably meant {close[0]!r}" if close else ""
-            raise SchemaError(
-                f"step {step!r}: unknown column {self.name!r}; the input has columns "
-                f"{schema.names}{hint}"
-            )
-        return schema.field(idx).type
-
-    def output_name(self):
-        return self.name
-
-    def __repr__(self):
-        return f'col("{self.name}")'
+class Lit(Expr, ir.Lit):
+    """A constant; build with :func:`lit` (or write the value next to an expression)."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Lit(Expr):
-    value: Any
-
-    def columns(self) -> set:
-        return set()
-
-    def dtype(self, schema, step="expression"):
-        v = self.value
-        if v is None:
-            return pa.null()
-        if isinstance(v, bool):
-            return pa.bool_()
-        if isinstance(v, int):
-            if not -(2**63) <= v < 2**63:
-                raise SchemaError(f"step {step!r}: literal {v} does not fit in int64")
-            return pa.int64()
-        if isinstance(v, float):
-            return pa.float64()
-        if isinstance(v, str):
-            return pa.string()
-        raise SchemaError(
-            f"step {step!r}: literal {v!r} of type {type(v).__name__} is not supported; "
-            "use an int, float, bool, str or None"
-        )
-
-    def __repr__(self):
-        if isinstance(self.value, float) and (math.isnan(self.value) or math.isinf(self.value)):
-            return f"lit({self.value!r})"
-        return repr(self.value)
+class BinOp(Expr, ir.BinOp):
+    """A binary operation; build with Python's operators."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class BinOp(Expr):
-    op: str
-    left: Expr
-    right: Expr
-
-    def columns(self) -> set:
-        return self.left.columns() | self.right.columns()
-
-    def dtype(self, schema, step="expression"):
-        lt, rt = self.left.dtype(schema, step), self.right.dtype(schema, step)
-        op = self.op
-        if op in BOOL_OPS:
-            for side, t in (("left", lt), ("right", rt)):
-                if not (pat.is_boolean(t) or pat.is_null(t)):
-                    raise SchemaError(
-                        f"step {step!r}: {op!r} needs boolean operands, but the {side} side "
-                        f"{self.left if side == 'left' else self.right!r} is {t}; compare it first, "
-                        "e.g. (col('x') > 0) & (col('y') < 1)"
-                    )
-            return pa.bool_()
-        if op in CMP_OPS:
-            ok = (is_numeric(lt) or pat.is_null(lt)) and (is_numeric(rt) or pat.is_null(rt))
-            ok = ok or (is_stringlike(lt) or pat.is_null(lt)) and (is_stringlike(rt) or pat.is_null(rt))
-            ok = ok or (pat.is_timestamp(lt) and (pat.is_timestamp(rt) or pat.is_integer(rt)))
-            if not ok:
-                raise SchemaError(f"step {step!r}: cannot compare {lt} with {rt} in {self!r}")
-            return pa.bool_()
-        for side, t in (("left", lt), ("right", rt)):
-            if not (is_numeric(t) or pat.is_null(t)):
-                raise SchemaError(
-                    f"step {step!r}: arithmetic {op!r} needs numeric operands, but the {side} side "
-                    f"{self.left if side == 'left' else self.right!r} is {t}"
-                    + ("; cast it with .cast('int64') first" if pat.is_timestamp(t) else "")
-                )
-        if op in ("/", "**"):
-            return pa.float64()
-        if pat.is_null(lt) and pat.is_null(rt):
-            return pa.int64()
-        return _promote(lt if not pat.is_null(lt) else rt, rt if not pat.is_null(rt) else lt)
-
-    def __repr__(self):
-        return f"({self.left!r} {self.op} {self.right!r})"
+class Not(Expr, ir.Not):
+    """Logical not; build with ``~``."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Not(Expr):
-    operand: Expr
-
-    def columns(self) -> set:
-        return self.operand.columns()
-
-    def dtype(self, schema, step="expression"):
-        t = self.operand.dtype(schema, step)
-        if not (pat.is_boolean(t) or pat.is_null(t)):
-            raise SchemaError(f"step {step!r}: '~' needs a boolean operand, {self.operand!r} is {t}")
-        return pa.bool_()
-
-    def __repr__(self):
-        return f"~({self.operand!r})"
+class IsNull(Expr, ir.IsNull):
+    """A null test; build with :meth:`Expr.is_null` / :meth:`Expr.is_not_null`."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class IsNull(Expr):
-    operand: Expr
-    negate: bool
-
-    def columns(self) -> set:
-        return self.operand.columns()
-
-    def dtype(self, schema, step="expression"):
-        self.operand.dtype(schema, step)
-        return pa.bool_()
-
-    def __repr__(self):
-        return f"{self.operand!r}.{'is_not_null' if self.negate else 'is_null'}()"
+class Cast(Expr, ir.Cast):
+    """A conversion; build with :meth:`Expr.cast`."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Cast(Expr):
-    operand: Expr
-    to: pa.DataType
-
-    def columns(self) -> set:
-        return self.operand.columns()
-
-    def dtype(self, schema, step="expression"):
-        src = self.operand.dtype(schema, step)
-        if is_stringlike(self.to) or is_stringlike(src):
-            if not (is_stringlike(self.to) or is_numeric(self.to)):
-                raise SchemaError(f"step {step!r}: cannot cast {src} to {self.to}")
-            return self.to
-        if not (is_numeric(src) or pat.is_null(src)) or not is_numeric(self.to):
-            raise SchemaError(
-                f"step {step!r}: cannot cast {self.operand!r} of type {src} to {self.to}; "
-                "casts between numeric, boolean and string types are supported"
-            )
-        return self.to
-
-    def output_name(self):
-        return self.operand.output_name()
-
-    def __repr__(self):
-        return f"{self.operand!r}.cast({str(self.to)!r})"
+class Alias(Expr, ir.Alias):
+    """A named output; build with :meth:`Expr.alias`."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Alias(Expr):
-    operand: Expr
-    name: str
-
-    def columns(self) -> set:
-        return self.operand.columns()
-
-    def dtype(self, schema, step="expression"):
-        return self.operand.dtype(schema, step)
-
-    def output_name(self):
-        return self.name
-
-    def __repr__(self):
-        return f"{self.operand!r}.alias({self.name!r})"
+class IfElse(Expr, ir.IfElse):
+    """A conditional; build with :func:`if_else`."""
 
 
-#: Functions a :class:`Func` node can call: name -> (number of arguments, result kind).
-#: Result kinds: "float" (float64; integer arguments are converted), "bool", "int" (int64,
-#: integer arguments only) and "same" (int64 for integer or boolean input, float64 for float).
-#: Semantics are C's (IEEE): no function raises; a domain error gives NaN, an overflow +-inf.
-FUNCTIONS: dict = {
-    **{name: (1, "float") for name in (
-        "sqrt", "exp", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin",
-        "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "erfc",
-        "fabs", "floor", "ceil", "trunc", "rint", "degrees", "radians")},
-    **{name: (2, "float") for name in ("atan2", "copysign", "fmod", "pow")},
-    **{name: (1, "bool") for name in ("isnan", "isinf", "isfinite")},
-    "abs": (1, "same"),
-    "neg": (1, "same"),
-    # Python's integer semantics, for functions compiled from Python (see heliosdb.pyfunc):
-    "int_truediv": (2, "float"),     # a / b of two integers, correctly rounded as Python does
-    "ipow": (2, "int"),              # a ** b for b >= 0, wrapping on overflow (0 for b < 0)
-    "add_overflows": (2, "bool"),    # a + b leaves int64
-    "sub_overflows": (2, "bool"),
-    "mul_overflows": (2, "bool"),
-    "ipow_overflows": (2, "bool"),
-    "cmp_int_float": (2, "int"),     # exact comparison: -1, 0, 1, or 2 if the float is NaN
-}
-
-#: Functions whose arguments must be integers (or booleans).
-INTEGER_FUNCTIONS = frozenset(
-    ("int_truediv", "ipow", "add_overflows", "sub_overflows", "mul_overflows", "ipow_overflows"))
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class IfElse(Expr):
-    """``then`` where ``cond`` is true, else ``otherwise`` (a null condition takes ``otherwise``,
-    as SQL's CASE WHEN does).  Build with :func:`if_else`."""
-
-    cond: Expr
-    then: Expr
-    otherwise: Expr
-
-    def columns(self) -> set:
-        return self.cond.columns() | self.then.columns() | self.otherwise.columns()
-
-    def dtype(self, schema, step="expression"):
-        ct = self.cond.dtype(schema, step)
-        if not (pat.is_boolean(ct) or pat.is_null(ct)):
-            raise SchemaError(f"step {step!r}: if_else needs a boolean condition, {self.cond!r} is {ct}")
-        a, b = self.then.dtype(schema, step), self.otherwise.dtype(schema, step)
-        for t, e in ((a, self.then), (b, self.otherwise)):
-            if not (is_numeric(t) or pat.is_null(t)):
-                raise SchemaError(
-                    f"step {step!r}: if_else branches must be numeric or boolean, {e!r} is {t}"
-                )
-        if pat.is_null(a) and pat.is_null(b):
-            return pa.int64()
-        if pat.is_null(a) or pat.is_null(b):
-            t = b if pat.is_null(a) else a
-            return t if pat.is_boolean(t) else _promote(t, t)
-        if pat.is_boolean(a) and pat.is_boolean(b):
-            return pa.bool_()
-        if pat.is_boolean(a) != pat.is_boolean(b):
-            raise SchemaError(
-                f"step {step!r}: if_else branches {self.then!r} ({a}) and {self.otherwise!r} ({b}) "
-                "mix boolean and numeric; cast one of them"
-            )
-        return _promote(a, b)
-
-    def __repr__(self):
-        return f"if_else({self.cond!r}, {self.then!r}, {self.otherwise!r})"
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class Func(Expr):
-    """A call of one of :data:`FUNCTIONS` (null in any argument gives null).  Build with
-    :func:`func`."""
-
-    name: str
-    args: Tuple[Expr, ...]
-
-    def columns(self) -> set:
-        out: set = set()
-        for a in self.args:
-            out |= a.columns()
-        return out
-
-    def dtype(self, schema, step="expression"):
-        arity, kind = FUNCTIONS[self.name]
-        types = [a.dtype(schema, step) for a in self.args]
-        for t, a in zip(types, self.args):
-            if not (is_numeric(t) or pat.is_null(t)):
-                raise SchemaError(f"step {step!r}: {self.name}() needs numeric arguments, {a!r} is {t}")
-            if self.name in INTEGER_FUNCTIONS and pat.is_floating(t):
-                raise SchemaError(f"step {step!r}: {self.name}() needs integer arguments, {a!r} is {t}")
-        if kind == "float":
-            return pa.float64()
-        if kind == "bool":
-            return pa.bool_()
-        if kind == "int":
-            return pa.int64()
-        return pa.float64() if pat.is_floating(types[0]) else pa.int64()
-
-    def __repr__(self):
-        return f"{self.name}({', '.join(repr(a) for a in self.args)})"
+class Func(Expr, ir.Func):
+    """A math function call; build with :func:`func`."""
 
 
 def if_else(cond: Expr, then: Any, otherwise: Any) -> Expr:
@@ -473,19 +210,17 @@ def lit(value: Any) -> Expr:
     >>> lit(3) + col("x")
     (3 + col("x"))
     """
-    if isinstance(value, Expr):
+    if isinstance(value, ir.Expr):
         return value
     return Lit(value)
 
 
-def strip_alias(e: Expr) -> Expr:
-    while isinstance(e, Alias):
-        e = e.operand
-    return e
-
-
 def as_expr(value: Union[str, Expr]) -> Expr:
-    """A column name becomes ``col(name)``; an expression stays as it is."""
+    """A column name becomes ``col(name)``; an expression stays as it is.
+
+    >>> as_expr("x"), as_expr(col("y") + 1)
+    (col("x"), (col("y") + 1))
+    """
     return col(value) if isinstance(value, str) else lit(value)
 
 

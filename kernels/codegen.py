@@ -32,7 +32,7 @@ import pyarrow.types as pat
 
 from ..config import cache_dir, numba_cache_enabled
 from ..errors import DataError, PlanError, SchemaError
-from ..expr import (
+from .ir import (
     BinOp, Cast, Col, Expr, Func, IfElse, IsNull, Lit, Not, is_numeric, is_stringlike, strip_alias,
 )
 from . import _jit  # noqa: F401  (sets NUMBA_CACHE_DIR before numba is imported)

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.types as pat
 
-from ..expr import (BinOp, Cast, Col, Expr, Func, IfElse, IsNull, Lit, Not, is_stringlike,
-                    strip_alias)
+from .ir import (BinOp, Cast, Col, Expr, Func, IfElse, IsNull, Lit, Not, is_stringlike,
+                 strip_alias)
 
 INT64_MAX = 2**63 - 1
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
-from ..expr import BinOp, Cast, Expr, Func, IfElse, IsNull, Lit
+from ..kernels.ir import BinOp, Cast, Expr, Func, IfElse, IsNull, Lit
 from .values import (
     BOOL, DICT, FLOAT, I64_MIN, INT, NONE, NUMERIC, OBJ, OTHER, STR, TWO53, UNKNOWN, _OVERFLOW,
     Val, _a, _and, _code, _fits53, _ite_bool, _name_of, _not, _or, _what)
@@ -384,7 +384,7 @@ _OP_TEXT = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<",
             ast.RShift: ">>", ast.MatMult: "@"}
 _CMP = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 
-#: The math functions that compile: function -> (name in heliosdb.expr.FUNCTIONS, whether an
+#: The math functions that compile: function -> (name in heliosdb.kernels.ir.FUNCTIONS, whether an
 #: infinite result from finite input is an OverflowError rather than a ValueError, as in CPython).
 MATH: Dict[Any, Tuple[str, bool]] = {
     **{getattr(math, n): (n, False) for n in (

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from ..errors import PlanError, PythonFallbackWarning, SchemaError
-from ..expr import Cast, Expr
+from ..kernels.ir import Cast, Expr
 from ..kernels.codegen import FusedProgram
 from .source import describe, function_source
 from .translate import SCALAR_COLUMN, Translation, translate

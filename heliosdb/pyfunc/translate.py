@@ -1,4 +1,4 @@
-"""Python function -> expression trees of ``heliosdb.expr``, with Python's semantics.
+"""Python function -> expression trees (``heliosdb.kernels.ir``), with Python's semantics.
 
 The translator walks the function's syntax tree and builds, for every value, an expression over
 the record's columns.  Where Python would raise (``None`` in arithmetic, a zero divisor, an
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import SchemaError
-from ..expr import BinOp, Cast, Col, Expr, Func, IsNull, Lit
+from ..kernels.ir import BinOp, Cast, Col, Expr, Func, IsNull, Lit
 from .semantics import _ARITH, _BUILTIN_CALLS, _CALL_KINDS, _OP_TEXT, MATH, PythonSemantics
 from .source import _MISSING, FunctionSource
 from .values import (

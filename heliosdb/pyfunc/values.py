@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.types as pat
 
-from ..expr import BinOp, Expr, IfElse, Lit, Not
+from ..kernels.ir import BinOp, Expr, IfElse, Lit, Not
 
 INT, FLOAT, BOOL, STR, NONE, OTHER, DICT, OBJ, UNKNOWN = (
     "int", "float", "bool", "str", "None", "other", "dict", "object", "unknown")
