@@ -30,12 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pat
 
-from ..config import cache_dir, numba_cache_enabled
 from ..errors import DataError, PlanError, SchemaError
 from .ir import (
     BinOp, Cast, Col, Expr, Func, IfElse, IsNull, Lit, Not, is_numeric, is_stringlike, strip_alias,
 )
-from . import _jit  # noqa: F401  (sets NUMBA_CACHE_DIR before numba is imported)
+from ._jit import cache_dir  # (and sets NUMBA_CACHE_DIR before numba is imported)
 
 # -------------------------------------------------------------------------------------------
 # Folding a chain of operators into one program
