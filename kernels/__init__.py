@@ -1,8 +1,16 @@
 """Compiled kernels of HeliosDB (installed as ``heliosdb.kernels``).
 
-Numba kernels are generated or written in Python (``codegen``, ``window``); the fixed stateful
-kernels (hash table key -> dense group id, grouped accumulators) are Cython (``_hashagg``).
-Every public kernel has a plain numpy twin in ``reference`` that the tests compare against.
+Numba kernels are generated or written in Python (``window``, ``partition``, ``pyops``); the
+fixed stateful kernels (hash table key -> dense group id, grouped accumulators) are Cython
+(``_hashagg``, ``_accum``).  Every public kernel has a plain numpy twin in ``reference`` that the
+tests compare against.
+
+Generated kernels: the expression IR (``ir``) is what the engine's expressions are made of; a
+chain of stateless steps becomes a ``program``; ``codegen`` compiles a program for one null
+pattern of its input: ``rewrite`` (constant folding on the tree), ``emit`` (the tree as the
+source of one Numba kernel, with ``arrow_eval`` for strings) and ``kernel_cache`` (each source
+compiled once, and cached on disk).  Nothing here imports the layers above: settings come from
+the environment (``_jit``) or from the caller.
 """
 from __future__ import annotations
 

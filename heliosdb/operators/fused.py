@@ -7,7 +7,8 @@ from typing import Callable, Dict, List, Tuple
 import pyarrow as pa
 
 from ..errors import ExecutionError, SchemaError
-from ..kernels.codegen import Check, CompiledProgram, FusedProgram, compile_program
+from ..kernels.codegen import CompiledProgram, compile_program
+from ..kernels.program import Check, FusedProgram
 from .base import Item, Operator
 
 

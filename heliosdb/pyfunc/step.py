@@ -20,7 +20,7 @@ import pyarrow.types as pat
 
 from ..errors import PlanError, PythonFallbackWarning, SchemaError
 from ..kernels.ir import Cast, Expr
-from ..kernels.codegen import FusedProgram
+from ..kernels.program import FusedProgram
 from .source import describe, function_source
 from .translate import SCALAR_COLUMN, Translation, translate
 

@@ -355,3 +355,48 @@ def test_kleene_logic_truth_table():
 def test_float_casts_null_nan_and_out_of_range(batch):
     check_case(Case([("x", f.cast("bool")), ("y", f.cast("float64"))],
                     (f.cast("int64").is_null()) | (f.cast("int32") == 0)), batch)
+
+
+# The kernel W1's stateless steps compile to (value > 0.2, v2 = value * 2.0, keeping ts and key
+# for the window), for its null-free input.  W1's throughput is measured with this loop: a
+# change here is a change to the benchmark's hot path, to be made on purpose.
+W1_KERNEL = """\
+import numpy as np
+from heliosdb.kernels._jit import jit
+
+
+@jit
+def kernel(c0, c1, c2, n, o0, o1, o2):
+    j = 0
+    for i in range(n):
+        t1 = c0[i] > np.float64(0.2)
+        t2 = np.float64(c0[i]) * np.float64(np.float64(2.0))
+        keep = t1
+        o0[j] = c1[i]
+        o1[j] = c2[i]
+        o2[j] = t2
+        j += 1 if keep else 0
+    return j
+"""
+
+
+def test_w1_stateless_steps_compile_to_the_w1_kernel():
+    schema = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64()),
+                        ("category", pa.string())])
+    program = FusedProgram.identity(schema)
+    program.add_filter(col("value") > 0.2, "filter")
+    program.add_columns({"v2": col("value") * 2.0}, "with_columns")
+    program.prune({"ts", "key", "v2"})
+    compiled = compile_program(program, {name: False for name in schema.names})
+    assert compiled.source == W1_KERNEL
+
+
+def test_constants_are_folded_before_the_kernel_is_written():
+    batch = batch_of(i=[1, None, 3])
+    program = FusedProgram(SCHEMA, [("c", (lit(1) + lit(2)) * i), ("z", i // 0),
+                                    ("t", i.is_null() | (lit(2.0) > lit(1)))])
+    compiled = compile_for(program, batch)
+    for computed_per_row in ("np.int64(1)", "np.int64(2)", "//", "2.0"):
+        assert computed_per_row not in compiled.source
+    assert compiled(batch).to_pydict() == {"c": [3, None, 9], "z": [None] * 3, "t": [True] * 3}
+    check_case(Case(program.outputs), batch)
