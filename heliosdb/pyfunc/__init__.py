@@ -12,8 +12,9 @@ Anything else runs record by record in Python (``operators.pyfunc``), with one
 PythonFallbackWarning per step naming the construct that stopped the translation.
 
 - ``source``: finding the function's syntax tree (lambdas sharing a line included) and names
-- ``translate``: the walk over the syntax tree (statements, returns, records, dicts) ->
-  expressions and checks, or the reasons it cannot be done
+- ``translate``: the walk over the syntax tree (expressions, records, dicts) -> expressions
+  and checks, or the reasons it cannot be done
+- ``body``: a ``def``'s statements and returns, assembled into the rows kept and the new record
 - ``semantics``: what Python's operators, builtins and ``math`` functions mean there
 - ``values``: the kinds of values, ``Val``, checks and the tree of returns
 - ``record``: the record passed to a function, and results back to Arrow
@@ -21,7 +22,7 @@ PythonFallbackWarning per step naming the construct that stopped the translation
 """
 from .record import Record, record_type
 from .step import PlannedFunction, is_function_step, plan_function
-from .translate import SCALAR_COLUMN
+from .values import SCALAR_COLUMN
 
 __all__ = ["Record", "record_type", "PlannedFunction", "plan_function", "is_function_step",
            "SCALAR_COLUMN"]

@@ -22,7 +22,8 @@ from ..errors import PlanError, PythonFallbackWarning, SchemaError
 from ..kernels.ir import Cast, Expr
 from ..kernels.program import FusedProgram
 from .source import describe, function_source
-from .translate import SCALAR_COLUMN, Translation, translate
+from .translate import Translation, translate
+from .values import SCALAR_COLUMN
 
 KINDS = ("filter", "map", "process")
 
