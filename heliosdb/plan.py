@@ -25,6 +25,7 @@ from .operators.base import Operator, Placement
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
 from .operators.preagg import PreAggregate
+from .operators.pyfunc import PythonFunctionOperator
 from .operators.rebatch import RebatchOperator
 from .operators.watermark import WatermarkAssigner
 from .operators.window import window_operator
@@ -415,7 +416,9 @@ class _Builder:
             elif kind == "batch":
                 ops.append(RebatchOperator(node.params["size"], node.name))
             elif is_function_step(node) and not _fusable(node, schema):
-                op = plan_function(node, schema).operator()
+                f = plan_function(node, schema)
+                op = PythonFunctionOperator(f.kind, f.fn, f.name, f.input_schema, f.output_schema,
+                                            f.where, f.reason)
                 ops.append(op)
                 schema = op.output_schema
             elif _fusable(node, schema):

@@ -30,8 +30,9 @@ KINDS = ("filter", "map", "process")
 
 @dataclass
 class PlannedFunction:
-    """How one function step runs.  ``compiled``: in the fused kernel; otherwise per record, and
-    ``reason`` says why (None when the user asked for ``compile=False``)."""
+    """How one function step runs.  ``compiled``: in the fused kernel; otherwise per record (the
+    planner makes its ``operators.pyfunc.PythonFunctionOperator``), and ``reason`` says why (None
+    when the user asked for ``compile=False``)."""
 
     kind: str
     name: str
@@ -47,13 +48,6 @@ class PlannedFunction:
         """Add this (compiled) step to a fused program."""
         t = self.translation
         program.add_function(t.checks, t.keep, t.outputs, self.name)
-
-    def operator(self):
-        """The per-record operator for a step that is not compiled."""
-        from ..operators.pyfunc import PythonFunctionOperator
-
-        return PythonFunctionOperator(self.kind, self.fn, self.name, self.input_schema,
-                                      self.output_schema, self.where, self.reason)
 
 
 def plan_function(node, schema: pa.Schema) -> PlannedFunction:

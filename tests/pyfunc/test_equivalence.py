@@ -22,8 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heliosdb.errors import RecordError
-from heliosdb.kernels.codegen import FusedProgram
+from heliosdb.kernels.program import FusedProgram
 from heliosdb.operators.fused import FusedOperator
+from heliosdb.operators.pyfunc import PythonFunctionOperator
 from heliosdb.pyfunc import plan_function
 from heliosdb.stream import Node
 
@@ -138,7 +139,8 @@ def run(case: Case, batch: pa.RecordBatch, compiled: bool):
         planned.apply(program)
         op = FusedOperator(program, "step")
     else:
-        op = planned.operator()
+        op = PythonFunctionOperator(planned.kind, planned.fn, planned.name, planned.input_schema,
+                                    planned.output_schema, planned.where, planned.reason)
     try:
         out = op.process_batch(batch)
     except RecordError as err:
