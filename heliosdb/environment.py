@@ -7,7 +7,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import pyarrow as pa
 
-from .config import DEFAULT_KAFKA_STARTUP_TIMEOUT, Duration, StreamingConfig, to_nanos
+from .config import DEFAULT_KAFKA_STARTUP_TIMEOUT, Duration, StreamingConfig, operator_metrics_enabled, to_nanos
 from .connectors import sources as _src
 from ._optional import require, require_storage
 from .errors import ConfigError, PlanError
@@ -292,7 +292,7 @@ class StreamEnvironment:
         plan, _, state_ops, _ = build(self, sinks)
         mc = self.config.metrics
         job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops,
-                  freeze_gc=self.config.freeze_gc,
+                  freeze_gc=self.config.freeze_gc, timed=operator_metrics_enabled(),
                   **({"metrics_window_ns": mc.window_ns} if mc is not None else {}))
         attach = getattr(plan.source, "attach_metrics", None)
         if attach is not None:

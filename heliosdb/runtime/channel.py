@@ -20,7 +20,16 @@ class ChannelClosed(Exception):
     """The job is shutting down; the stage that saw this stops quietly."""
 
 
-END = object()
+class End:
+    """The type of :data:`END` (a class of its own, so edges tell it apart by type)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = End()
 """Sentinel: the producer has finished."""
 
 

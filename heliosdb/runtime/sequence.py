@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from ..operators.base import Barrier, Tick, Watermark
+
+_NO_ROWS = (Watermark, Tick, Barrier)
+
 
 class Sequenced:
     """Item ``seq`` of a round-robin producer, as dispatched (``items`` holds the one input
@@ -31,7 +35,8 @@ class Sequenced:
 
     @property
     def num_rows(self) -> int:
-        return sum(getattr(it, "num_rows", 0) for it in self.items)
+        """Rows of the batches (and partials, side outputs) among ``items``."""
+        return sum(it.num_rows for it in self.items if type(it) not in _NO_ROWS)
 
 
 class RoundRobin:

@@ -34,7 +34,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .executor import Job, JobResult
+    from .handle import JobResult
+    from .job import Job
 
 log = logging.getLogger("heliosdb.runtime")
 

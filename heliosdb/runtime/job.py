@@ -1,0 +1,260 @@
+"""A running job on local threads: its tasks, channels and metrics, and its lifecycle.
+
+Built from a :class:`~heliosdb.runtime.physical.PhysicalPlan`: one bounded
+:class:`~heliosdb.runtime.channel.Channel` in front of every stage, one thread for the source
+(:class:`~heliosdb.runtime.batcher.SourceTask`) and one per stage
+(:class:`~heliosdb.runtime.task.StageTask`), wired by :mod:`heliosdb.runtime.physical`.
+
+Lifecycle: ``Job(...)`` opens every operator (before any restore) -> the environment restores
+the checkpoint and sets ``coordinator`` -> ``start()`` -> the threads run until the input ends,
+``stop()`` (the source stops reading, what is in flight finishes, a final checkpoint is taken)
+or ``abort()`` (channels close, nothing more is committed); the first step to fail stops the
+job the same way, and ``result()`` raises its error -> a joiner thread waits for every thread,
+closes the coordinator and sets ``done``.  Each thread has a
+:class:`~heliosdb.metrics.TaskStats` (busy, blocked on a full channel, idle waiting for input),
+so ``diagnose()`` can tell which operator holds the pipeline back.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import weakref
+from typing import Callable, List, Optional
+
+from ..errors import ExecutionError, HeliosError
+from ..metrics import JobMetrics, TaskStats
+from ..operators.base import Operator, OperatorContext
+from . import gcfreeze, stopping
+from .batcher import SourceTask
+from .chain import Chain, StepFailed
+from .channel import Channel, ChannelClosed
+from .handle import JobResult
+from .physical import PhysicalPlan, reader, source_output, stage_input, stage_output
+from .task import StageTask
+
+log = logging.getLogger("heliosdb.runtime")
+
+#: A thread waiting for a job wakes this often, so a signal (Ctrl-C, SIGTERM) is handled at once.
+_WAIT_SLICE_S = 0.05
+
+
+class Job:
+    """A running job: threads, channels, metrics.  Use through ``JobHandle``.
+
+    ``timed``: operators are timed per batch (``HELIOSDB_METRICS``; the environment reads it).
+    """
+
+    def __init__(self, plan: PhysicalPlan, name: str, buffer_size: int, slow_ns: int,
+                 state_operators: List[Operator], metrics_window_ns: int = 10_000_000_000,
+                 timed: bool = True, freeze_gc: bool = True):
+        self.plan = plan
+        self.freeze_gc = freeze_gc
+        self._gc_frozen = False
+        self.name = name
+        self.coordinator = None             # a checkpoint.Coordinator, set before start()
+        self.metrics = JobMetrics(name, source=plan.source_name, window_ns=metrics_window_ns)
+        self.metrics.state_ops = state_operators
+        self.metrics.plan_ops = [op for st in plan.stages for op in st.operators]
+        # Before a restore and before the first item.  The metrics reach operators through a
+        # weak proxy: they list the operators, and a cycle would keep a finished job alive.
+        ctx_metrics = weakref.proxy(self.metrics)
+        for op in self.metrics.plan_ops:
+            op.open(OperatorContext(job=name, placement=op.placement, metrics=ctx_metrics))
+        self.slow_ns = slow_ns
+        self.timed = timed
+        self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]
+        self.metrics.channels = self.inputs
+        self._tasks = self._make_tasks()
+        self._source_task = self.metrics.tasks[plan.source_name]
+        self._threads: List[threading.Thread] = []
+        self._error: Optional[BaseException] = None
+        self._error_step = ""
+        self._stop = threading.Event()
+        self._failed = threading.Event()     # failed or aborted: nothing waits for checkpoints
+        self._drain = False
+        self._aborted = False
+        self._done = threading.Event()
+        self._joiner: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        #: Called after an interrupt (Ctrl-C, SIGTERM) stopped the job and its threads ended,
+        #: e.g. the environment's metrics server closing.
+        self.interrupt_hooks: List[Callable[[], None]] = []
+
+    def _make_tasks(self) -> List[TaskStats]:
+        """One TaskStats per thread, named after its first operator (the source after its step);
+        the producers of a merge stage are parallel subtasks, grouped under their common name."""
+        stages = self.plan.stages
+        names = [st.operators[0].name if st.operators else st.name for st in stages]
+        group = [""] * len(stages)
+        downstream: List[List[str]] = []
+        for i, st in enumerate(stages):
+            downstream.append([names[c] for c in st.outputs])
+            for c in st.children:
+                if stages[c].n_inputs > 1:
+                    group[i] = re.sub(r"#\d+$", "", names[i])
+        tasks = [TaskStats(names[i], [op.name for op in st.operators], st.name, downstream[i],
+                           group[i], self.inputs[i]) for i, st in enumerate(stages)]
+        source = TaskStats(self.plan.source_name, [], "source",
+                           [names[c] for c in self.plan.source_children])
+        self.metrics.tasks = {source.name: source, **{t.name: t for t in tasks}}
+        for t, st in zip(tasks, stages):
+            for op in st.operators:
+                self.metrics.operator(op.name, op.kind).task = t.name
+        return tasks
+
+    def _stage_task(self, index: int) -> StageTask:
+        """Stage ``index`` wired: its input, its operators, its edges."""
+        st = self.plan.stages[index]
+        stats = self._tasks[index]
+        chain = Chain(st.operators, self.metrics, self.slow_ns, self.timed)
+        source = stage_input(st, reader(self.inputs[index], stats))
+        output = stage_output(self.plan, index, self.inputs, source)
+        ack = self.coordinator.ack if self.coordinator is not None else None
+        return StageTask(st.name, chain, source.next, output, stats, self.metrics, ack)
+
+    # -- what the source task watches ----------------------------------------------------------
+    @property
+    def stopping(self) -> threading.Event:
+        """Set when the source should stop reading (stop, abort or a failure)."""
+        return self._stop
+
+    @property
+    def draining(self) -> bool:
+        """Whether a stop should signal the end of input (every open window is emitted)."""
+        return self._drain
+
+    @property
+    def failed_event(self) -> threading.Event:
+        """Set when the job failed or was aborted: nothing waits for checkpoints then."""
+        return self._failed
+
+    @property
+    def healthy(self) -> bool:
+        """Neither failed nor aborted (a final checkpoint is worth taking)."""
+        return self._error is None and not self._aborted
+
+    # -- control -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.metrics.started = time.perf_counter()
+        # Built before any thread starts, so the metrics' operator table is complete up front.
+        tasks = [self._stage_task(i) for i in range(len(self.plan.stages))]
+        src = SourceTask(self, source_output(self.plan, self.inputs), self._source_task)
+        self._threads.append(threading.Thread(target=self._guard, args=(self.plan.source_name, src.run),
+                                              name=f"{self.name}:source", daemon=True))
+        for task in tasks:
+            self._threads.append(threading.Thread(target=self._guard, args=(task.name, task.run),
+                                                  name=f"{self.name}:{task.name}", daemon=True))
+        self._gc_frozen = self.freeze_gc
+        if self._gc_frozen:
+            gcfreeze.freeze()            # full collections skip start-up objects: short pauses
+        log.info("job %r started: %d threads (%s)", self.name, len(self._threads),
+                 ", ".join(self.metrics.tasks), extra={"job": self.name})
+        for t in self._threads:
+            t.start()
+        self._joiner = threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join")
+        self._joiner.start()
+
+    def _join_all(self) -> None:
+        for t in self._threads:
+            t.join()
+        if self.coordinator is not None:
+            try:
+                self.coordinator.close(failed=self._error is not None or self._aborted)
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
+                self._fail("checkpoint", exc)
+        if self._gc_frozen:
+            gcfreeze.unfreeze()
+        m = self.metrics
+        m.finished = time.perf_counter()
+        if self._error is None:
+            el = m.elapsed()
+            log.info("job %r finished: %d events in %.2f s (%.0f events/s)", self.name, m.events_in,
+                     el, m.events_in / max(el, 1e-9), extra={"job": self.name, "duration_s": el})
+        self._done.set()
+
+    def stop(self, drain: bool = False) -> None:
+        """Stop reading the source; what is in flight runs to the sinks, and a checkpointed job
+        takes a final checkpoint after the last batch (see :mod:`heliosdb.runtime.stopping`).
+        ``drain``: signal the end of input first, so every open window is emitted."""
+        self._drain = self._drain or drain
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Stop at once: close every channel, drop in-flight batches, take no final checkpoint
+        (a restart resumes from the last committed one)."""
+        with self._lock:
+            self._aborted = True
+        self._failed.set()
+        self._stop.set()
+        for ch in self.inputs:
+            ch.close()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the job has ended and its threads with it; False if ``timeout`` seconds
+        passed first.  Waits in short slices, so a signal reaches a waiting main thread."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.wait(_WAIT_SLICE_S if deadline is None
+                                  else max(0.0, min(_WAIT_SLICE_S, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        if self._joiner is not None:
+            self._joiner.join()                 # it has set _done: only its last lines remain
+        return True
+
+    def wait(self, timeout: Optional[float] = None, watch: Optional[Callable[[], object]] = None) -> JobResult:
+        """Block until the job ends and return its result (or raise its error).  A Ctrl-C or
+        SIGTERM meanwhile stops the job (see :mod:`heliosdb.runtime.stopping`)."""
+        return stopping.wait(self, timeout, watch)
+
+    def result(self) -> JobResult:
+        """The result of a job that has ended; its error if a step failed."""
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, HeliosError):
+                raise err
+            raise ExecutionError(
+                f"job {self.name!r}: step {self._error_step!r} failed: {type(err).__name__}: {err}"
+            ) from err
+        return JobResult(self.name, self.metrics.elapsed(), self.metrics.snapshot())
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        return self._error
+
+    def threads(self) -> List[threading.Thread]:
+        """The job's own threads (source, stages, the one that joins them)."""
+        return self._threads + ([self._joiner] if self._joiner is not None else [])
+
+    def committed_epoch(self) -> Optional[int]:
+        """The last committed checkpoint (None: no checkpoints, or none committed yet)."""
+        if self.coordinator is None or not self.coordinator.epoch:
+            return None
+        return self.coordinator.epoch
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _fail(self, step: str, exc: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error, self._error_step = exc, step
+                log.error("job %r step %r failed: %s: %s", self.name, step, type(exc).__name__, exc,
+                          extra={"job": self.name, "operator": step,
+                                 "epoch": self.metrics.checkpoints.epoch})
+        self._failed.set()
+        self._stop.set()
+        for ch in self.inputs:
+            ch.close()
+
+    def _guard(self, step: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except ChannelClosed:
+            pass
+        except StepFailed as exc:
+            self._fail(exc.step, exc.error)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
+            self._fail(step, exc)
