@@ -87,12 +87,12 @@ class JobHandle:
         SIGTERM, while the main thread waits here, stops it the same way and then ends the
         process as SIGTERM would have (see :mod:`heliosdb.runtime.stopping`).
         """
-        watch = None
-        if progress:
-            from ..progress import watch as show
+        if not progress:
+            return self._job.wait(timeout)
+        from ..progress import watch as show
 
-            def watch() -> None:
-                show(self, timeout=timeout)
+        def watch() -> None:
+            show(self, timeout=timeout)
         return self._job.wait(timeout, watch)
 
     @property
