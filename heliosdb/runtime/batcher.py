@@ -9,17 +9,15 @@ checkpoint's barrier and the end of input.
 """
 from __future__ import annotations
 
+import threading
 import time
-from typing import TYPE_CHECKING, Callable, List
+from typing import Any, Callable, List, Protocol
 
 import pyarrow as pa
 
-from ..metrics import TaskStats
+from ..metrics import JobMetrics, TaskStats
 from ..operators.base import WATERMARK_MAX, Barrier, Tick, Watermark
 from .edges import Output
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .job import Job
 
 #: How long an idle source is polled at most before the loop looks around (ticks, stop).
 IDLE_POLL_S = 0.05
@@ -97,6 +95,26 @@ class Batcher:
         self.emit(out, ingest)
 
 
+class JobControl(Protocol):
+    """What the source task reads of its job (a :class:`~heliosdb.runtime.job.Job`)."""
+
+    plan: Any                           # the PhysicalPlan: source, batch size and timeout
+    metrics: JobMetrics
+    coordinator: Any                    # a checkpoint Coordinator, or None
+
+    @property
+    def stopping(self) -> threading.Event: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def failed_event(self) -> threading.Event: ...
+
+
 class SourceTask:
     """The source's thread: poll, batch, tick, checkpoint, and end (see the module docstring).
 
@@ -105,7 +123,7 @@ class SourceTask:
     ``failed_event``, ``coordinator`` and ``metrics``.
     """
 
-    def __init__(self, job: "Job", output: Output, stats: TaskStats):
+    def __init__(self, job: JobControl, output: Output, stats: TaskStats):
         self.job = job
         self.output = output
         self.stats = stats

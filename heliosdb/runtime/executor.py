@@ -13,8 +13,7 @@ Where each part lives (read in this order):
   over any number of inputs; replicas' numbered items; their answers put back in order);
 - :mod:`~heliosdb.runtime.chain` and :mod:`~heliosdb.runtime.task`: the one task loop, running
   a stage's operators through their contract;
-- :mod:`~heliosdb.runtime.job` and :mod:`~heliosdb.runtime.handle`: the job's lifecycle, and
-  what the caller holds.
+- :mod:`~heliosdb.runtime.job`: the job's lifecycle, and what the caller holds (``JobHandle``).
 
 This module keeps the names other modules have always imported from here.
 """
@@ -22,8 +21,7 @@ from __future__ import annotations
 
 from .batcher import Batcher, SourceTask
 from .chain import Chain, StepFailed
-from .handle import JobHandle, JobResult
-from .job import Job
+from .job import Job, JobHandle, JobResult
 from .physical import PhysicalPlan, PhysicalStage
 from .task import StageTask
 

@@ -31,13 +31,32 @@ import logging
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .handle import JobResult
-    from .job import Job
+from typing import Any, Callable, Iterator, List, Optional, Protocol
 
 log = logging.getLogger("heliosdb.runtime")
+
+
+class StoppableJob(Protocol):
+    """What stopping needs of a job (a :class:`heliosdb.runtime.job.Job`)."""
+
+    name: str
+    coordinator: Any
+    interrupt_hooks: List[Callable[[], None]]
+
+    @property
+    def error(self) -> Optional[BaseException]: ...
+
+    def stop(self, drain: bool = False) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def join(self, timeout: Optional[float] = None) -> bool: ...
+
+    def result(self) -> Any: ...
+
+    def threads(self) -> List[threading.Thread]: ...
+
+    def committed_epoch(self) -> Optional[int]: ...
 
 class Terminated(BaseException):
     """SIGTERM arrived while the main thread waited for a job (raised by the handler that
@@ -104,8 +123,8 @@ def deliver_sigterm(previous: Any) -> None:
     sys.exit(128 + signal.SIGTERM)          # only if the signal is blocked in this thread
 
 
-def wait(job: "Job", timeout: Optional[float] = None,
-         watch: Optional[Callable[[], Any]] = None) -> "JobResult":
+def wait(job: StoppableJob, timeout: Optional[float] = None,
+         watch: Optional[Callable[[], Any]] = None) -> Any:
     """Block until ``job`` ends (``watch``, e.g. a progress display, runs first) and return its
     result; on Ctrl-C or SIGTERM stop it as the module docstring says, then re-raise (or end
     the process, for SIGTERM).  A ``timeout`` that passes raises TimeoutError and leaves the
@@ -137,7 +156,7 @@ def wait(job: "Job", timeout: Optional[float] = None,
     raise interrupt
 
 
-def _stop_after(job: "Job", first: BaseException) -> BaseException:
+def _stop_after(job: StoppableJob, first: BaseException) -> BaseException:
     """Stop ``job`` (the first interrupt), abort it (a second), stop joining (a third), then
     run its interrupt hooks; its threads are joined before this returns, unless a third
     interrupt came.  Returns the interrupt to pass on: a SIGTERM if one came, else ``first``."""
@@ -178,7 +197,7 @@ def _stop_after(job: "Job", first: BaseException) -> BaseException:
     return next((e for e in seen if isinstance(e, Terminated)), first)
 
 
-def _release(job: "Job", joined: bool) -> None:
+def _release(job: StoppableJob, joined: bool) -> None:
     """After the stop: say where the job stopped, run its interrupt hooks."""
     if joined:
         epoch = job.committed_epoch()
