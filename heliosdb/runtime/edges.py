@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, List, Sequence
+from typing import Any, List, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -41,6 +41,14 @@ from .sequence import RoundRobin, Sequenced
 CONTROL = frozenset((Watermark, Tick, Barrier, End))
 
 
+class Target(Protocol):
+    """The input side an edge sends to: a local channel, or later one that crosses a process
+    (it then encodes ``item``, e.g. an Arrow batch as IPC, however it likes)."""
+
+    def put(self, item: Any, rows: int = 0, ingest_ns: int = 0, origin: int = 0,
+            waiter: Any = None) -> None: ...
+
+
 class Edge:
     """One output of a task: ``send`` routes each item to some of ``targets``.
 
@@ -50,12 +58,14 @@ class Edge:
 
     takes_runs = False
 
-    def __init__(self, targets: Sequence[Any], origin: int = 0):
+    def __init__(self, targets: Sequence[Target], origin: int = 0):
         self.targets = list(targets)
         self.origin = origin
 
     def send(self, item: Any, ingest_ns: int, waiter: Any = None) -> None:  # pragma: no cover
-        raise NotImplementedError
+        """Route ``item`` (ingested at ``ingest_ns``) to some targets; ``waiter``: the sending
+        task's statistics."""
+        raise NotImplementedError(f"{type(self).__name__} must define send(item, ingest_ns, waiter)")
 
     def _broadcast(self, item: Any, ingest_ns: int, waiter: Any) -> None:
         for t in self.targets:
@@ -76,7 +86,7 @@ class Forward(Edge):
     (2, 2, Watermark(t=5))
     """
 
-    def __init__(self, targets: Sequence[Any], origin: int = 0, takes_runs: bool = False):
+    def __init__(self, targets: Sequence[Target], origin: int = 0, takes_runs: bool = False):
         super().__init__(targets, origin)
         self.takes_runs = takes_runs
 
@@ -104,7 +114,7 @@ class SideEdge(Edge):
     (1, Watermark(t=3))
     """
 
-    def __init__(self, tag: str, targets: Sequence[Any], origin: int = 0):
+    def __init__(self, tag: str, targets: Sequence[Target], origin: int = 0):
         super().__init__(targets, origin)
         self.tag = tag
 
@@ -135,7 +145,7 @@ class HashExchange(Edge):
     6
     """
 
-    def __init__(self, partitioner: HashPartitioner, targets: Sequence[Any], origin: int = 0):
+    def __init__(self, partitioner: HashPartitioner, targets: Sequence[Target], origin: int = 0):
         super().__init__(targets, origin)
         self.partitioner = partitioner
 
@@ -175,7 +185,7 @@ class RoundRobinEdge(Edge):
     ([0, 2], [1, 2])
     """
 
-    def __init__(self, dispatch: RoundRobin, targets: Sequence[Any], origin: int = 0):
+    def __init__(self, dispatch: RoundRobin, targets: Sequence[Target], origin: int = 0):
         super().__init__(targets, origin)
         self.dispatch = dispatch
 
@@ -252,7 +262,7 @@ class Answers(Output):
 
     answers_errors = True
 
-    def __init__(self, targets: Sequence[Any], origin: int, source: Any):
+    def __init__(self, targets: Sequence[Target], origin: int, source: Any):
         super().__init__([Forward(targets, origin)])
         self.targets = list(targets)
         self.origin = origin

@@ -76,6 +76,9 @@ class PhysicalStage:
 
 @dataclass
 class PhysicalPlan:
+    """The source, batched by ``batch_size`` rows or ``batch_timeout_ns``, feeding
+    ``source_children`` (round-robin with a ``source_dispatch``), and the stages."""
+
     source: Any                       # a connectors.sources.Source
     source_children: List[int]
     stages: List[PhysicalStage]
@@ -119,7 +122,20 @@ def stage_input(stage: PhysicalStage, read: Callable[[], Entry]) -> Any:
 
 
 def stage_output(plan: PhysicalPlan, index: int, inboxes: List[Any], input_: Any) -> Output:
-    """Stage ``index``'s output: its edges, or a replica's answers to the stage after it."""
+    """Stage ``index``'s output: its edges, or a replica's answers to the stage after it.
+
+    Examples
+    --------
+    A window step whose late rows go to a stage of their own:
+
+    >>> from heliosdb.runtime.channel import Channel
+    >>> stages = [PhysicalStage("window", [], children=[1], side_children={"late": [2]}),
+    ...           PhysicalStage("sink", []), PhysicalStage("late-sink", [])]
+    >>> plan = PhysicalPlan(None, [0], stages, batch_size=100, batch_timeout_ns=10**8)
+    >>> inboxes = [Channel(100, st.name) for st in stages]
+    >>> [type(e).__name__ for e in stage_output(plan, 0, inboxes, None).edges]
+    ['Forward', 'SideEdge']
+    """
     st = plan.stages[index]
     if st.replica:
         return Answers([inboxes[c] for c in st.children], st.origin, input_)
