@@ -325,7 +325,10 @@ def test_a_finished_job_leaves_no_reference_cycles(window, parallelism):
     try:
         job()
         gc.collect()
-        left = [type(o).__qualname__ for o in gc.garbage]
+        # Only the engine's objects and Arrow data: an earlier test's client (e.g. the S3
+        # tests' aiobotocore sessions) may be collected by its own threads meanwhile.
+        left = [type(o).__qualname__ for o in gc.garbage
+                if type(o).__module__.split(".")[0] in ("heliosdb", "pyarrow")]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
