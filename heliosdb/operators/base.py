@@ -67,6 +67,28 @@ class SideOutput:
         return self.batch.num_rows
 
 
+class Partials:
+    """Partial aggregates a replica of a two-phase step made of one batch, sent with the
+    batch: the final step merges them (``Operator.process_partials``), any other operator
+    takes the batch's rows.  ``min_ns``/``max_ns`` are the batch's event-time range,
+    ``ordered`` says no row is more than the watermark bound behind a row before it, and
+    ``usable`` whether there are partials at all (else only the rows).  What they hold is
+    the producer's (windows: ``operators/preagg.py``)."""
+
+    __slots__ = ("batch", "min_ns", "max_ns", "ordered")
+
+    def __init__(self, batch: pa.RecordBatch):
+        self.batch, self.min_ns, self.max_ns, self.ordered = batch, WATERMARK_MAX, WATERMARK_MIN, False
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+    @property
+    def usable(self) -> bool:
+        return False
+
+
 @dataclass(frozen=True)
 class Barrier:
     """Checkpoint barrier ``epoch``: everything before it belongs to the epoch's snapshot."""
@@ -97,7 +119,7 @@ class Snapshot:
             self.release()
 
 
-Item = Union[pa.RecordBatch, Watermark, Tick, SideOutput, Barrier]
+Item = Union[pa.RecordBatch, Partials, Watermark, Tick, SideOutput, Barrier]
 
 
 class Run:
@@ -223,6 +245,11 @@ class Operator:
 
     def on_watermark(self, t: int) -> List[Item]:
         return [Watermark(t)]
+
+    def process_partials(self, partials: Partials) -> List[Item]:
+        """A replica's partial aggregates of a batch: an operator that merges them overrides
+        this; by default it takes the batch's rows."""
+        return self.process_batch(partials.batch)
 
     def on_tick(self, now: int) -> List[Item]:
         return [Tick(now)]

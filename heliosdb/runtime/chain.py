@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..errors import HeliosError
 from ..metrics import JobMetrics
-from ..operators.base import Operator, Run, SideOutput, Tick, Watermark
+from ..operators.base import Operator, Partials, Run, SideOutput, Tick, Watermark
 
 log = logging.getLogger("heliosdb.runtime")
 
@@ -86,6 +86,8 @@ class Chain:
             n = it.num_rows
             st.rows_in += n
             st.batches += 1
+            if isinstance(it, Partials):
+                return op.process_partials(it), n
             return op.process_batch(it), n
         except HeliosError:
             raise
