@@ -19,16 +19,18 @@ from .expr import (AggSpec, Expr, col, count, count_distinct, first, last, lit, 
 from .plan import Plan
 from .runtime.executor import JobHandle, JobResult
 from .stream import KeyedStream, Stream, WindowedStream
-from .windows import SessionWindow, SlidingWindow, TumblingWindow
+from . import windows as _windows
+from .windows import *  # noqa: F401,F403 - every window spec of heliosdb/windows/ (TumblingWindow, ...)
 
 
 __all__ = [
     "__version__",
     "StreamEnvironment", "StreamingConfig", "StateBackend", "Stream", "KeyedStream",
-    "WindowedStream", "TumblingWindow", "SlidingWindow", "SessionWindow", "StateConfig", "CheckpointConfig", "col",
+    "WindowedStream", "StateConfig", "CheckpointConfig", "col",
     "lit", "count", "sum", "min", "max", "mean", "var", "stddev", "first", "last",
     "count_distinct", "quantile",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
     "SchemaError", "PlanError", "ExecutionError", "DataError", "CheckpointError", "MetricsConfig", "Diagnosis",
     "RecordError", "PythonFallbackWarning",
+    *_windows.__all__,
 ]

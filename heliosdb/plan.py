@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
@@ -24,16 +23,13 @@ from .kernels.window import window_grid
 from .operators.base import Operator, Placement
 from .operators.fused import FusedOperator, InspectOperator, MapBatchesOperator
 from .operators.keyed import KeyedAggregate
-from .operators.preagg import PreAggregate
 from .operators.pyfunc import PythonFunctionOperator
 from .operators.rebatch import RebatchOperator
 from .operators.watermark import WatermarkAssigner
-from .operators.window import window_operator
 from .pyfunc import is_function_step, plan_function
 from .parallel import replicate
 from .runtime.executor import PhysicalPlan, PhysicalStage
 from .stream import Node
-from .windows import SessionWindow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .environment import StreamEnvironment
@@ -135,9 +131,8 @@ def _window_time(n: Node, wm_time: Optional[str]) -> Optional[str]:
 
 
 def _window_op(n: Node, schema: pa.Schema, wm_time: Optional[str], max_bytes: int, backend=None):
-    return window_operator(n.name, schema, n.params["keys"], n.params["spec"],
-                           _window_time(n, wm_time), n.params["aggs"], max_bytes,
-                           n.params.get("lateness", 0), backend)
+    return n.params["spec"].build(n.name, schema, n.params["keys"], _window_time(n, wm_time),
+                                  n.params["aggs"], max_bytes, n.params.get("lateness", 0), backend)
 
 
 def _out_of_orderness(n: Node, time_col: Optional[str]) -> Optional[int]:
@@ -157,7 +152,7 @@ def _two_phase(n: Node, time_col: Optional[str]) -> bool:
     """Whether window ``n`` runs as pre-aggregating replicas and a final merge: tumbling and
     sliding event-time windows (sessions merge per key across batches, processing time is
     the arrival at the window itself: both keep the hash exchange)."""
-    return n.kind == "window" and time_col is not None and not isinstance(n.params["spec"], SessionWindow)
+    return n.kind == "window" and time_col is not None and n.params["spec"].two_phase
 
 
 def _keyed_op(n: Node, schema: pa.Schema, max_bytes: int, state, backend=None) -> KeyedAggregate:
@@ -536,12 +531,7 @@ class _Builder:
             if n.kind == "watermark":
                 continue
             if n.kind == "window":
-                spec = n.params["spec"]
-                lateness = n.params.get("lateness", 0)
-                if isinstance(spec, SessionWindow):
-                    specs.append(None)
-                else:
-                    specs.append((spec.size_ns, getattr(spec, "slide_ns", spec.size_ns), lateness))
+                specs.append(n.params["spec"].grid(n.params.get("lateness", 0)))
             todo += self.children.get(id(n), [])
         return window_grid(specs)
 
@@ -551,12 +541,9 @@ class _Builder:
         """``parallel`` replicas pre-aggregate batches (with the stateless kernel before them
         when it has as many replicas) -> one final stage: the watermark assigner and the window,
         which merges their partials in order (operators/preagg.py).  Returns the final stage."""
-        # A partial, not a closure over the builder: the builder holds the stages, so a
-        # closure over it made a cycle that kept a finished job's plan (and a collect()
-        # sink's output batches) alive until a full garbage collection.
-        make = functools.partial(_window_op, node, schema, wm_time,
-                                 self.config.state_backend.max_size_bytes, None)
-        pre = PreAggregate(f"{node.name}.pre", make, None if assigner is None else assigner.bound)
+        pre = node.params["spec"].pre_aggregate(f"{node.name}.pre", schema, node.params["keys"],
+                                                 _window_time(node, wm_time), node.params["aggs"],
+                                                 None if assigner is None else assigner.bound)
         pre.parallel = parallel
         self.stages[stage].operators.append(pre)
         final = self._new_stage()
@@ -710,9 +697,7 @@ def _state_estimates(env: "StreamEnvironment", sinks: List[Node],
             cols = [c for c in schema.names if c in (_required(n, wm_time) or set(schema.names))]
             sized = [(c, str(schema.field(c).type), _value_bytes(schema.field(c).type)) for c in cols]
             if n.kind == "window":
-                spec = n.params["spec"]
-                size = getattr(spec, "size_ns", None) or getattr(spec, "gap_ns", None)
-                what = "window size" if getattr(spec, "size_ns", None) else "session gap"
+                size, what = n.params["spec"].state_span()
             else:
                 size, what = (n.params.get("ttl") or (None, None))[0], "state TTL"
                 if size is None and env.config.state is not None:

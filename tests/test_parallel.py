@@ -239,7 +239,7 @@ def test_late_events_at_parallelism_2_go_to_the_late_output_as_at_1():
 def test_ordered_batches_are_merged_not_replayed(monkeypatch):
     # ordered input: every batch of the two-phase window takes the partials path
     merged, raw = [], []
-    orig_merge, orig_process = WindowAggregate._merge_pre, WindowAggregate.process_batch
+    orig_merge, orig_process = WindowAggregate._merge_partials, WindowAggregate.process_batch
 
     def merge(self, pre):
         merged.append(pre.num_rows)
@@ -250,7 +250,7 @@ def test_ordered_batches_are_merged_not_replayed(monkeypatch):
             raw.append(batch.num_rows)
         return orig_process(self, batch)
 
-    monkeypatch.setattr(WindowAggregate, "_merge_pre", merge)
+    monkeypatch.setattr(WindowAggregate, "_merge_partials", merge)
     monkeypatch.setattr(WindowAggregate, "process_batch", process)
     t = events()
 

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 
-from ..errors import HeliosError
-from ..expr import AggSpec
 from ..kernels import _hashagg
-from .accumulators import (AccPlan, Partial, adopt_column, fill_from_column, partial_from_arrow, partial_to_arrow,
+from .accumulators import (Partial, adopt_column, fill_from_column, partial_from_arrow, partial_to_arrow,
                            snapshot_rows)
-from .base import Item, Operator, Snapshot, Tick
+from .base import Item, Snapshot, Tick
 from .cow import CowCopy
-from .keys import KeyEncoder
+from .keyedbase import KeyedOperator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..expr import AggSpec
 
 log = logging.getLogger("heliosdb.keyed")
 
@@ -33,29 +34,22 @@ def _clock() -> int:
     return _time.time_ns()
 
 
-class KeyedAggregate(Operator):
+class KeyedAggregate(KeyedOperator):
     """Per-key running aggregates with optional TTL eviction."""
 
     kind = "keyed-aggregate"
-    stateful = True
+    memory_fix = "raise StateBackend.memory(max_size_bytes=) or set a state TTL (with_state_ttl)"
 
-    def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: List[Tuple[str, AggSpec]],
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: List[Tuple[str, "AggSpec"]],
                  max_state_bytes: int, ttl_ns: Optional[int] = None, cleanup_interval_ns: Optional[int] = None,
                  backend=None):
-        self.name = name
-        self.encoder = KeyEncoder(schema, keys, name)
-        self.aggs = aggs
-        self.acc = AccPlan(schema, aggs, name, backend)
+        super().__init__(name, schema, keys, aggs, max_state_bytes, backend)
         self.output_schema = pa.schema([schema.field(k) for k in keys] + self.acc.output_fields)
-        self.max_state_bytes = max_state_bytes
         self.ttl = ttl_ns
         self.cleanup_interval = cleanup_interval_ns if cleanup_interval_ns is not None else ttl_ns
-        self.width = self.encoder.width
-        self.nulls = False
         self.table = _hashagg.GroupTable(self.width, 1024)
         self.partial = self.acc.new_state(1024)
         self.touched = np.zeros(1024, np.int64)          # key id -> last update (processing ns)
-        self.seq = 0
         self.evicted_keys = 0
         self._next_cleanup = _clock() + (self.cleanup_interval or 0)
         self._gids = np.empty(0, np.int64)
@@ -66,7 +60,7 @@ class KeyedAggregate(Operator):
         n = batch.num_rows
         if n == 0:
             return []
-        codes = self._codes(batch)
+        codes = self._key_columns(batch)
         if len(self._gids) < n:
             self._gids = np.empty(max(n, 2 * len(self._gids)), np.int64)
         gids = self._gids[:n]
@@ -82,10 +76,7 @@ class KeyedAggregate(Operator):
             grown = np.zeros(max(groups, 2 * len(self.touched)), np.int64)
             grown[: len(self.touched)] = self.touched
             self.touched = grown
-        seqs = None
-        if self.acc.needs_seq:
-            seqs = np.arange(self.seq, self.seq + n, dtype=np.int64)
-        self.seq += n
+        seqs = self._seqs(n)
         ids = self._touched_ids(gids)
         if cow is not None:
             cow.before_update(ids)          # copy-on-write: chunks the snapshot still needs
@@ -97,15 +88,8 @@ class KeyedAggregate(Operator):
         self._maybe_evict(now)
         return [out]
 
-    def _codes(self, batch: pa.RecordBatch) -> List[np.ndarray]:
-        """Key codes of a batch (plus the null word once a null key has been seen)."""
-        codes, nullword = self.encoder.encode(batch)
-        if nullword is not None and not self.nulls:
-            self.table = self.table.widen(0)
-            self.nulls = True
-        if self.nulls:
-            codes = codes + [nullword if nullword is not None else np.zeros(batch.num_rows, np.int64)]
-        return codes
+    def _widen(self) -> None:
+        self.table = self.table.widen(0)
 
     def _touched_ids(self, gids: np.ndarray) -> np.ndarray:
         """The distinct group ids of a batch, in order of first appearance (a small hash
@@ -135,9 +119,7 @@ class KeyedAggregate(Operator):
 
     def _rows(self, ids: np.ndarray) -> pa.RecordBatch:
         keys = self.table.gather_keys(ids)          # just these rows, not a copy of every key
-        w = self.width
-        arrays = self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)
-        arrays += self.partial.results(ids)
+        arrays = self._decode_keys(keys) + self.partial.results(ids)
         return pa.RecordBatch.from_arrays(arrays, schema=self.output_schema)
 
     def _maybe_evict(self, now: int) -> None:
@@ -160,25 +142,12 @@ class KeyedAggregate(Operator):
         log.info("step %r: evicted %d keys untouched for %.3gs", self.name, gone, self.ttl / 1e9,
                  extra={"operator": self.name})
 
-    def close(self) -> List[Item]:
-        self.acc.close_state()
-        return []
-
-    def abort(self) -> None:
-        self.acc.close_state()
-
     def on_tick(self, now: int) -> List[Item]:
         self._maybe_evict(_clock())
         return [Tick(now)]
 
-    def _check_memory(self) -> None:
-        size = self.state_size_bytes()
-        if size > self.max_state_bytes:
-            raise HeliosError(
-                f"step {self.name!r}: keyed state is {size:,} bytes ({self.table.n_groups:,} keys), "
-                f"over the memory backend's bound of {self.max_state_bytes:,} bytes; raise "
-                "StateBackend.memory(max_size_bytes=) or set a state TTL (with_state_ttl)"
-            )
+    def _state_summary(self) -> str:
+        return f"{self.table.n_groups:,} keys"
 
     def state_size_bytes(self) -> int:
         return (self.table.nbytes + self.partial.nbytes() + self.touched.nbytes
@@ -250,7 +219,7 @@ class KeyedAggregate(Operator):
         off = 0
         for b in t.select(self.encoder.names).to_batches():
             k = b.num_rows
-            self.table.insert(self._codes(b), gids[off: off + k])
+            self.table.insert(self._key_columns(b), gids[off: off + k])
             off += k
         groups = self.table.n_groups
         if len(self.touched) < groups:
@@ -273,7 +242,6 @@ class KeyedAggregate(Operator):
             self.partial.merge(restored, np.arange(m, dtype=np.int64), gids)
 
     def describe(self) -> str:
-        keys = ", ".join(self.encoder.names)
-        aggs = ", ".join(f"{n}={a!r}" for n, a in self.aggs)
+        keys, aggs = self._describe_aggs()
         ttl = f", ttl {self.ttl / 1e9:g}s" if self.ttl else ""
         return f"keyed-aggregate[{self.name}] key_by({keys}){ttl}: {aggs}"

@@ -1,29 +1,28 @@
-"""What every keyed window operator shares (``operators/window.py``: tumbling and sliding,
-``operators/session.py``: sessions): keys, event or processing time, aggregates, lateness and
-the late output, the output schema, and the helpers for runs of cut batches and snapshots.
+"""What every keyed window operator shares (``operators/window.py``: windows of panes,
+``operators/session.py``: sessions): on top of the keyed base (keys, aggregates), the clock
+(``operators/clock.py``: event or processing time), lateness and the late output, the output
+schema, and the helpers for runs of cut batches and snapshots.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.types as pat
 
-from ..errors import DataError, HeliosError
-from ..expr import AggSpec
-from ..windows import time_factor
-from .accumulators import AccPlan
-from .base import WATERMARK_MAX, Item, Operator, SideOutput, Watermark
-from .keys import KeyEncoder
+from .base import WATERMARK_MAX, Item, SideOutput, Tick, Watermark
+from .clock import Clock
+from .keyedbase import KeyedOperator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..expr import AggSpec
 
 log = logging.getLogger("heliosdb.window")
 
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 WINDOW_TYPE = pa.timestamp("ns", tz="UTC")
-MAX_RUNS = 64
 LATE = "late"
 
 
@@ -31,82 +30,70 @@ def _ts_array(values: np.ndarray) -> pa.Array:
     return pa.array(values, pa.int64()).view(WINDOW_TYPE)
 
 
-
-class _KeyedBase(Operator):
-    """What every keyed window operator shares: keys, time, aggregates, lateness, output."""
+class WindowOperator(KeyedOperator):
+    """What every keyed window operator shares: its clock, lateness and the late output, the
+    output schema (``window_start``, ``window_end``, the keys, the aggregates), the watermark
+    it reached, and the counters its snapshots carry."""
 
     kind = "window"
-    stateful = True
+    state_noun = "window state"
+    memory_fix = "raise StateBackend.memory(max_size_bytes=), use smaller windows or fewer keys"
     #: Set by the planner: ``max_out_of_orderness`` (ns) of the watermark this window reads
     #: (None: not known, e.g. an operator built outside a plan).  Only quoted in the warning.
     out_of_orderness_ns: Optional[int] = None
     _late_warned = False
 
-    def __init__(self, name: str, schema: pa.Schema, keys: List[str], time: Optional[str],
-                 aggs: List[Tuple[str, AggSpec]], max_state_bytes: int, allowed_lateness_ns: int,
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, clock: Clock,
+                 aggs: List[Tuple[str, "AggSpec"]], max_state_bytes: int, allowed_lateness_ns: int,
                  backend=None):
-        self.name = name
-        self.input_schema = schema
-        self.time = time                      # None: processing time (arrival at this operator)
-        if time is not None:
-            self.factor = time_factor(schema, time, name)
-            self.time_idx = schema.get_field_index(time)
-            self.time_is_ts = pat.is_timestamp(schema.field(time).type)
-        self.encoder = KeyEncoder(schema, keys, name)
-        self.aggs = aggs
-        self.acc = AccPlan(schema, aggs, name, backend)
-        self.max_state_bytes = max_state_bytes
+        super().__init__(name, schema, keys, aggs, max_state_bytes, backend)
+        self.window = window                  # the spec (shown by describe())
+        self.clock = clock
+        self.time = clock.column              # None: processing time (arrival at this operator)
         self.lateness = allowed_lateness_ns
         fields = [pa.field("window_start", WINDOW_TYPE, nullable=False),
                   pa.field("window_end", WINDOW_TYPE, nullable=False)]
         fields += [schema.field(k) for k in keys]
         self.output_schema = pa.schema(fields + self.acc.output_fields)
-        self.width = self.encoder.width
-        self.nulls = False                    # whether key tuples carry a null word
         self.watermark = _I64_MIN
         self.late_events = 0
         self.updates = 0                      # update rows emitted for already-emitted windows
-        self.seq = 0                          # arrival number of the next row (first/last)
 
-    # -- inputs --------------------------------------------------------------------------------
-    def _times(self, batch: pa.RecordBatch) -> np.ndarray:
-        tcol = batch.column(self.time_idx)
-        if tcol.null_count:
-            row = int(tcol.is_null().to_numpy(zero_copy_only=False).argmax())
-            raise DataError(
-                f"step {self.name!r}: time column {self.time!r} is null at row {row} of a batch; "
-                "every event needs an event time (filter nulls out first)"
-            )
-        return (tcol.view(pa.int64()) if self.time_is_ts else tcol).to_numpy(zero_copy_only=False)
+    # -- time ----------------------------------------------------------------------------------
+    @property
+    def takes_runs(self) -> bool:
+        """Event time takes a batch cut by watermarks in one call; processing time reads the
+        wall clock per batch."""
+        return self.clock.takes_runs
 
-    def _bad_time(self, ts: np.ndarray, row: int) -> DataError:
-        return DataError(
-            f"step {self.name!r}: time column {self.time!r} value {int(ts[row])} (row {row}) is "
-            "outside the range of int64 nanoseconds (years 1678-2262)"
-        )
+    def _fire(self, t: int) -> List[Item]:
+        """Time reaches ``t``: emit what closes, drop what is past its lateness, and forward
+        ``Watermark(t)`` (last)."""
+        raise NotImplementedError  # pragma: no cover
 
-    def _seqs(self, n: int) -> Optional[np.ndarray]:
-        base = self.seq
-        self.seq += n
-        return np.arange(base, base + n, dtype=np.int64) if self.acc.needs_seq else None
+    def on_watermark(self, t: int) -> List[Item]:
+        if self.clock.closes_at(t):
+            return self._fire(t)
+        return [Watermark(t)]
 
-    def _key_columns(self, batch: pa.RecordBatch) -> List[np.ndarray]:
-        codes, nullword = self.encoder.encode(batch)
-        if nullword is not None and not self.nulls:
-            self._widen()
-            self.nulls = True
-        if self.nulls:
-            codes = codes + [nullword if nullword is not None else np.zeros(batch.num_rows, np.int64)]
-        return codes
+    def on_tick(self, now: int) -> List[Item]:
+        return self._advance_clock() + [Tick(now)]
 
-    def _widen(self) -> None:
-        """Key tuples gain a null word (the first null key arrived)."""
-        raise NotImplementedError  # pragma: no cover - each operator widens its tables
+    def _advance_clock(self) -> List[Item]:
+        """Processing time: windows close as the wall clock passes their end (after every
+        batch and on ticks); event time waits for watermarks."""
+        t = self.clock.after_batch()
+        return [] if t is None else self._fire(t)[:-1]
 
-    def _decode_keys(self, keys: np.ndarray) -> List[pa.Array]:
-        w = self.width
-        return self.encoder.decode(keys[:, :w], keys[:, w] if self.nulls else None)
+    def watermark_ns(self) -> Optional[int]:
+        """The event-time watermark the window has reached (None: processing time, no
+        watermark yet, or the input has ended)."""
+        wm = self.watermark
+        if not self.clock.reports_watermark or wm == _I64_MIN or wm >= WATERMARK_MAX:
+            return None
+        return int(wm)
 
+    # -- late rows -----------------------------------------------------------------------------
     def _late(self, rows: List[pa.RecordBatch]) -> List[Item]:
         """Count late ``rows``; send them to the late output, or drop them (warning once)
         when nothing reads it."""
@@ -138,33 +125,6 @@ class _KeyedBase(Operator):
             "its" if n == 1 else "their", bound, self.lateness / 1e9,
             extra={"operator": self.name})
 
-    def watermark_ns(self) -> Optional[int]:
-        """The event-time watermark the window has reached (None: processing time, no
-        watermark yet, or the input has ended)."""
-        wm = self.watermark
-        if self.time is None or wm == _I64_MIN or wm >= WATERMARK_MAX:
-            return None
-        return int(wm)
-
-    def _check_memory(self) -> None:
-        size = self.state_size_bytes()
-        if size > self.max_state_bytes:
-            raise HeliosError(
-                f"step {self.name!r}: window state is {size:,} bytes ({self._state_summary()}), "
-                f"over the memory backend's bound of {self.max_state_bytes:,} bytes; raise "
-                "StateBackend.memory(max_size_bytes=), use smaller windows or fewer keys"
-            )
-
-    def _state_summary(self) -> str:
-        return ""
-
-    def close(self) -> List[Item]:
-        self.acc.close_state()
-        return []
-
-    def abort(self) -> None:
-        self.acc.close_state()
-
     # -- snapshots -------------------------------------------------------------------------------
     def _meta(self) -> dict:
         return {"watermark": self.watermark, "seq": self.seq, "late_events": self.late_events,
@@ -178,22 +138,17 @@ class _KeyedBase(Operator):
                 self.late_events = sum(m["late_events"] for m in metas)
                 self.updates = sum(m["updates"] for m in metas)
 
-    def _key_arrays(self, keys: np.ndarray) -> Dict[str, pa.Array]:
-        return dict(zip(self.encoder.names, self._decode_keys(keys)))
-
-    def _key_codes(self, table: pa.Table) -> List[np.ndarray]:
-        """Key columns of a snapshot table -> this operator's key codes (widening for nulls)."""
-        batch = pa.RecordBatch.from_arrays(
-            [table.column(k).combine_chunks() for k in self.encoder.names], names=self.encoder.names)
-        return self._key_columns(batch)
-
     def _batch(self, start: np.ndarray, end: np.ndarray, keys: np.ndarray, aggs: List[pa.Array]) -> pa.RecordBatch:
         arrays = [_ts_array(start), _ts_array(end)] + self._decode_keys(keys) + aggs
         return pa.RecordBatch.from_arrays(arrays, schema=self.output_schema)
 
+    def describe(self) -> str:
+        keys, aggs = self._describe_aggs()
+        late = f", allowed lateness {self.lateness / 1e9:g}s" if self.lateness else ""
+        return f"window[{self.name}] key_by({keys}) {self.window!r} {self.clock.describe()}{late}: {aggs}"
 
 
-def _run_parts(items: List[Item]):
+def run_parts(items: List[Item]):
     """A run's items as ``(first, batches, bounds, after)``: the watermark before any rows
     (None: none), the batches, the row bounds of the parts (batches between two watermarks),
     and the watermark after each part (the largest, if several; None: none after the last)."""
@@ -216,13 +171,13 @@ def _run_parts(items: List[Item]):
     return first, batches, bounds, after
 
 
-def _concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
+def concat_batches(batches: List[pa.RecordBatch]) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def _concat_state(tables: List[pa.Table], extras: List[Dict[str, pa.Table]], name: str) -> Dict[str, pa.Table]:
+def concat_state(tables: List[pa.Table], extras: List[Dict[str, pa.Table]], name: str) -> Dict[str, pa.Table]:
     """One snapshot table ``name`` from parts, with the per-row value sets renumbered."""
     if not tables:
         return {}

@@ -1,34 +1,37 @@
-"""Session windows: each key's events form sessions ``[first, last + gap)``; ``SessionSet``
-(Cython) assigns events and merges the sessions an event bridges; accumulators are indexed by
-session id.  A batch cut by watermarks (a ``Run``) is assigned in one compiled pass.
+"""Session windows: each key's events form sessions ``[first, last + gap)``.  The session
+windower (``operators/windower.py``, a ``SessionSet`` in Cython) assigns events and merges the
+sessions an event bridges; accumulators are indexed by session id.  A batch cut by watermarks
+(a ``Run``) is assigned in one compiled pass.
 """
 from __future__ import annotations
 
-import time as _time
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 import numpy as np
 import pyarrow as pa
 
-from ..expr import AggSpec
 from ..kernels import _accum, _hashagg
-from ..windows import SessionWindow
 from .accumulators import Prepared, partial_from_arrow, partial_to_arrow, snapshot_rows
-from .base import WATERMARK_MAX, Item, Snapshot, Tick, Watermark
-from .keyedwindow import (_concat_batches, _concat_state, _I64_MAX, _I64_MIN, _KeyedBase,
-                          _run_parts)
+from .base import Item, Snapshot, Watermark
+from .clock import Clock
+from .keyedwindow import _I64_MAX, _I64_MIN, WindowOperator, concat_batches, concat_state, run_parts
+from .windower import SessionWindower
 
-class SessionAggregate(_KeyedBase):
+if TYPE_CHECKING:  # pragma: no cover
+    from ..expr import AggSpec
+
+
+class SessionAggregate(WindowOperator):
     """``key_by(...).window(SessionWindow.with_gap(gap), time=...).aggregate(...)``."""
 
-    def __init__(self, name: str, schema: pa.Schema, keys: List[str], window: SessionWindow,
-                 time: Optional[str], aggs: List[Tuple[str, AggSpec]], max_state_bytes: int,
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, windower: SessionWindower,
+                 clock: Clock, aggs: List[Tuple[str, "AggSpec"]], max_state_bytes: int,
                  allowed_lateness_ns: int = 0, backend=None):
-        super().__init__(name, schema, keys, time, aggs, max_state_bytes, allowed_lateness_ns, backend)
-        self.window = window
-        self.gap = window.gap_ns
+        super().__init__(name, schema, keys, window, clock, aggs, max_state_bytes, allowed_lateness_ns,
+                         backend)
+        self.windower = windower
+        self.gap = windower.gap
         self.keys = _hashagg.GroupTable(self.width, 1024)    # key tuple -> key id
-        self.sessions = _accum.SessionSet(self.gap)
         self.partial = self.acc.new_state(1024)               # indexed by session id
         self.emitted = np.zeros(1024, np.uint8)               # session id -> result sent
         self.dead = 0
@@ -41,15 +44,13 @@ class SessionAggregate(_KeyedBase):
     def _widen(self) -> None:
         self.keys = self.keys.widen(0)
 
+    @property
+    def sessions(self):
+        """The sessions (``_accum.SessionSet``) of the windower."""
+        return self.windower.sessions
+
     def _ns(self, batch: pa.RecordBatch) -> np.ndarray:
-        if self.time is None:
-            return np.full(batch.num_rows, _time.time_ns(), np.int64)
-        ts = self._times(batch)
-        limit = (_I64_MAX - self.gap) // self.factor
-        bad = np.flatnonzero((ts > limit) | (ts < -limit))
-        if len(bad):
-            raise self._bad_time(ts, int(bad[0]))
-        return ts.astype(np.int64) * self.factor
+        return self.clock.times_ns(batch, self.gap)
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         n = batch.num_rows
@@ -62,8 +63,8 @@ class SessionAggregate(_KeyedBase):
         self.keys.insert(cols, kid)
         sid = np.empty(n, np.int64)
         late_before = self.watermark - self.lateness if self.watermark > _I64_MIN + self.lateness else _I64_MIN
-        merged_from, merged_into = self.sessions.assign(kid, ts, self.keys.n_groups, late_before, sid)
-        count = self.sessions.n
+        merged_from, merged_into = self.windower.assign(kid, ts, self.keys.n_groups, late_before, sid)
+        count = self.windower.n
         self.partial.ensure(count)
         if len(self.emitted) < count:
             grown = np.zeros(max(count, 2 * len(self.emitted)), np.uint8)
@@ -109,9 +110,7 @@ class SessionAggregate(_KeyedBase):
                     self.emitted[closed] = 1
                     out.insert(0, b)
         self._check_memory()
-        return out + self._advance_processing_time()
-
-    takes_runs = True
+        return out + self._advance_clock()
 
     def process_run(self, items: List[Item]) -> List[Item]:
         """Batches with the watermarks between them (a batch the watermark assigner cut), in
@@ -122,13 +121,13 @@ class SessionAggregate(_KeyedBase):
         emitted (values bit for bit), the late rows and the updates are those of one
         ``process_batch`` / ``on_watermark`` call per item, in the same order; the
         watermarks between the parts are folded into the last one."""
-        if self.time is None:
-            return super().process_run(items)
-        first, batches, bounds, after = _run_parts(items)
+        if not self.clock.takes_runs:
+            return super().process_run(items)        # the wall clock is read per batch
+        first, batches, bounds, after = run_parts(items)
         if not batches:
             return super().process_run(items)
         head = [] if first is None else self._fire(first)[:-1]
-        batch = _concat_batches(batches)
+        batch = concat_batches(batches)
         n = batch.num_rows
         ts = self._ns(batch)
         seqs = self._seqs(n)
@@ -239,7 +238,7 @@ class SessionAggregate(_KeyedBase):
     def _rows_at(self, ev: np.ndarray) -> pa.RecordBatch:
         """Result rows of sessions ``ev[:, 1]`` with the bounds they had when emitted."""
         sids = np.ascontiguousarray(ev[:, 1])
-        keys = self.keys.gather_keys(np.ascontiguousarray(np.asarray(self.sessions.key)[sids], np.int64))
+        keys = self.keys.gather_keys(self.windower.keys_of(sids))
         return self._batch(ev[:, 3].copy(), ev[:, 4].copy(), keys, self.partial.results(sids))
 
     def _close_run(self, wp: np.ndarray, base: int) -> List[Tuple[np.ndarray, pa.RecordBatch]]:
@@ -247,10 +246,9 @@ class SessionAggregate(_KeyedBase):
         (one scan), then those past their lateness are dropped, as ``_fire`` would."""
         t = int(wp[-1])
         got = []
-        ss = self.sessions
-        n = ss.n
-        alive = np.asarray(ss.alive)[:n].astype(bool)
-        end = np.asarray(ss.last)[:n] + self.gap
+        w = self.windower
+        n = w.n
+        alive, end = w.alive(), w.ends()
         if n and t > _I64_MIN:
             due = np.flatnonzero(alive & (end <= t) & (self.emitted[:n] == 0))
             if len(due):
@@ -259,7 +257,7 @@ class SessionAggregate(_KeyedBase):
                 ev[:, 0] = 0
                 ev[:, 1] = due
                 ev[:, 2] = 2 * (base + j) - 1
-                ev[:, 3] = np.asarray(ss.start)[due]
+                ev[:, 3] = w.bounds(due)[0]
                 ev[:, 4] = end[due]
                 ev[:, 5] = _I64_MAX                # read after every round
                 got.append((ev, self._rows_at(ev)))
@@ -269,7 +267,7 @@ class SessionAggregate(_KeyedBase):
             if n:
                 gone = np.flatnonzero(alive & (end <= int(self._limits(wp[-1:])[0])))
                 if len(gone):
-                    ss.remove(gone)
+                    w.remove(gone)
                     self.dead += len(gone)
                 if self.dead > 1024 and self.dead * 2 > n:
                     self._compact()
@@ -284,7 +282,7 @@ class SessionAggregate(_KeyedBase):
         ev = np.concatenate([e for e, _ in got])
         at_mark = ev[:, 0] == 0
         order = np.lexsort((ev[:, 1], np.where(at_mark, ev[:, 3], 0), np.where(at_mark, ev[:, 4], 0), ev[:, 2]))
-        batch = _concat_batches([b for _, b in got])
+        batch = concat_batches([b for _, b in got])
         if not np.array_equal(order, np.arange(len(order))):
             batch = batch.take(pa.array(order))
         return ev[order, 2], [batch]
@@ -319,44 +317,23 @@ class SessionAggregate(_KeyedBase):
         return to
 
     def _rows(self, sids: np.ndarray) -> pa.RecordBatch:
-        ss = self.sessions
-        start = np.asarray(ss.start)[sids]
-        end = np.asarray(ss.last)[sids] + self.gap
-        keys = self.keys.gather_keys(np.ascontiguousarray(np.asarray(ss.key)[sids], np.int64))
+        start, end = self.windower.bounds(sids)
+        keys = self.keys.gather_keys(self.windower.keys_of(sids))
         return self._batch(start, end, keys, self.partial.results(sids))
-
-    def _advance_processing_time(self) -> List[Item]:
-        if self.time is not None:
-            return []
-        return self._fire(_time.time_ns())[:-1]
-
-    def on_watermark(self, t: int) -> List[Item]:
-        if self.time is None:
-            return (self._fire(t) if t == WATERMARK_MAX else []) + [Watermark(t)]
-        return self._fire(t)
-
-    def on_tick(self, now: int) -> List[Item]:
-        return self._advance_processing_time() + [Tick(now)]
 
     def _fire(self, t: int) -> List[Item]:
         out: List[Item] = []
         if t > self.watermark:
             self.watermark = t
-            ss = self.sessions
-            n = ss.n
+            n = self.windower.n
             if n:
-                alive = np.asarray(ss.alive)[:n].astype(bool)
-                end = np.asarray(ss.last)[:n] + self.gap
-                due = np.flatnonzero(alive & (end <= t) & (self.emitted[:n] == 0))
+                limit = t - self.lateness if t > _I64_MIN + self.lateness else _I64_MIN
+                due, gone = self.windower.closing(t, limit, self.emitted)
                 if len(due):
-                    order = np.lexsort((np.asarray(ss.start)[due], end[due]))
-                    due = due[order]
                     out.append(self._rows(due))
                     self.emitted[due] = 1
-                limit = t - self.lateness if t > _I64_MIN + self.lateness else _I64_MIN
-                gone = np.flatnonzero(alive & (end <= limit))
                 if len(gone):
-                    ss.remove(gone)
+                    self.windower.remove(gone)
                     self.dead += len(gone)
                 if self.dead > 1024 and self.dead * 2 > n:
                     self._compact()
@@ -365,15 +342,12 @@ class SessionAggregate(_KeyedBase):
 
     def _compact(self) -> None:
         """Drop closed sessions and keys without open sessions; renumber the rest."""
-        ss = self.sessions
-        n = ss.n
-        keep = np.flatnonzero(np.asarray(ss.alive)[:n]).astype(np.int64)
-        key_of = np.asarray(ss.key)[keep]
-        live_keys = np.unique(key_of)
+        keep = self.windower.open_ids()
+        live_keys = np.unique(self.windower.keys_of(keep))
         key_map = np.full(self.keys.n_groups, -1, np.int64)
         key_map[live_keys] = np.arange(len(live_keys), dtype=np.int64)
         self.keys.compact(np.ascontiguousarray(live_keys))
-        ss.compact(keep, key_map, max(len(live_keys), 1))
+        self.windower.compact(keep, key_map, max(len(live_keys), 1))
         self.partial = self.partial.take(keep)
         emitted = np.zeros(max(1024, 2 * len(keep)), np.uint8)
         emitted[: len(keep)] = self.emitted[keep]
@@ -382,14 +356,14 @@ class SessionAggregate(_KeyedBase):
 
     def snapshot(self) -> Snapshot:
         """Open sessions: the key columns, ``start``, ``last``, ``emitted``, accumulators."""
-        ss = self.sessions
-        ids = np.flatnonzero(np.asarray(ss.alive)[: ss.n]).astype(np.int64)
+        ids = self.windower.open_ids()
         cols, extra = partial_to_arrow(self.partial, ids)
-        t = self._key_arrays(self.keys.gather_keys(np.ascontiguousarray(np.asarray(ss.key)[ids], np.int64)))
-        t.update({"start": pa.array(np.asarray(ss.start)[ids]), "last": pa.array(np.asarray(ss.last)[ids]),
+        t = self._key_arrays(self.keys.gather_keys(self.windower.keys_of(ids)))
+        start, last = self.windower.snapshot_columns(ids)
+        t.update({"start": pa.array(start), "last": pa.array(last),
                   "emitted": pa.array(self.emitted[ids].astype(np.int8))})
         t.update(cols)
-        return Snapshot(_concat_state([pa.table(t)], [extra], "sessions"), self._meta())
+        return Snapshot(concat_state([pa.table(t)], [extra], "sessions"), self._meta())
 
     def restore(self, tables: Dict[str, pa.Table], metas: List[dict], select=None, first: bool = True,
                 owned: bool = False) -> None:
@@ -402,35 +376,24 @@ class SessionAggregate(_KeyedBase):
         codes = self._key_codes(t)          # may widen the key table first
         kid = np.empty(m, np.int64)
         self.keys.insert(codes, kid)
-        start = t.column("start").to_numpy()
-        last = t.column("last").to_numpy()
-        sids = self.sessions.add(kid, np.ascontiguousarray(start, np.int64),
-                                 np.ascontiguousarray(last, np.int64), self.keys.n_groups)
+        sids = self.windower.restore(kid, t.column("start").to_numpy(), t.column("last").to_numpy(),
+                                     self.keys.n_groups)
         restored = partial_from_arrow(self.acc, t, extra)
-        self.partial.ensure(self.sessions.n)
+        count = self.windower.n
+        self.partial.ensure(count)
         self.partial.merge(restored, np.arange(m, dtype=np.int64), sids)
-        if len(self.emitted) < self.sessions.n:
-            grown = np.zeros(max(1024, 2 * self.sessions.n), np.uint8)
+        if len(self.emitted) < count:
+            grown = np.zeros(max(1024, 2 * count), np.uint8)
             grown[: len(self.emitted)] = self.emitted
             self.emitted = grown
         self.emitted[sids] = t.column("emitted").to_numpy().astype(np.uint8)
 
     def _state_summary(self) -> str:
-        open_ = int(np.asarray(self.sessions.alive)[: self.sessions.n].sum())
-        return f"{open_:,} open sessions of {self.keys.n_groups:,} keys"
+        return f"{self.windower.open_count():,} open sessions of {self.keys.n_groups:,} keys"
 
     def state_size_bytes(self) -> int:
-        return (self.keys.nbytes + self.sessions.nbytes + self.partial.nbytes() + self.emitted.nbytes
+        return (self.keys.nbytes + self.windower.nbytes + self.partial.nbytes() + self.emitted.nbytes
                 + self.encoder.nbytes() + self.acc.codec_bytes())
 
     def open_windows(self) -> int:
-        return int(np.asarray(self.sessions.alive)[: self.sessions.n].sum())
-
-    def describe(self) -> str:
-        keys = ", ".join(self.encoder.names)
-        aggs = ", ".join(f"{n}={a!r}" for n, a in self.aggs)
-        on = f"on {self.time!r}" if self.time else "on processing time"
-        late = f", allowed lateness {self.lateness / 1e9:g}s" if self.lateness else ""
-        return f"window[{self.name}] key_by({keys}) {self.window!r} {on}{late}: {aggs}"
-
-
+        return self.windower.open_count()

@@ -12,9 +12,8 @@ import pyarrow.types as pat
 
 from ..errors import DataError
 from ..kernels.window import EXACT_GRID, watermark_splits
-from ..windows import time_factor
-from .base import WATERMARK_MAX, Item, Operator, Snapshot, Tick, Watermark
-from .preagg import PreAggregated
+from .base import WATERMARK_MAX, Item, Operator, Partials, Snapshot, Tick, Watermark
+from .clock import time_factor
 from .splitclock import SplitClock
 
 log = logging.getLogger("heliosdb.window")
@@ -65,11 +64,6 @@ class WatermarkAssigner(Operator):
         self.last_data = _time.time_ns()  # wall time of the last batch
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
-        if type(batch) is PreAggregated:
-            fast = self._pre_aggregated(batch)
-            if fast is not None:
-                return fast
-            batch = batch.batch           # cut and sent on as rows, as with parallelism 1
         col = batch.column(self.idx)
         if col.null_count:
             if not self.skip_nulls:
@@ -118,13 +112,14 @@ class WatermarkAssigner(Operator):
         self.null_event_times += n
         return batch.filter(col.is_valid())
 
-    def _pre_aggregated(self, pre: PreAggregated) -> Optional[List[Item]]:
+    def process_partials(self, pre: Partials) -> List[Item]:
         """A replica's pre-aggregated batch that needs no cut (no row behind the rows before
-        it, in the batch or before it): passed on whole, then the watermark; else None."""
+        it, in the batch or before it): passed on whole, then the watermark; else its rows
+        are cut and sent on, as with parallelism 1."""
         if not (pre.usable and pre.ordered) or self.clock is not None:
-            return None
+            return self.process_batch(pre.batch)
         if self.max_seen != _I64_MIN and pre.min_ns < self.max_seen - self.bound:
-            return None
+            return self.process_batch(pre.batch)
         if self.idle_timeout is not None:
             self.last_data = _time.time_ns()
         self.max_seen = max(self.max_seen, pre.max_ns)

@@ -618,14 +618,12 @@ def test_late_events_property(ts, size_ms, bound_ms, parallelism):
 def test_due_windows_are_every_window_of_a_held_pane_whose_end_the_watermark_passed(
         slide_ms, factor, extra_ms, panes, before_ms, step_ms):
     """The windows a watermark move from ``before`` to ``t`` closes, computed per pane by
-    arithmetic, equal the brute force over every window of every held pane."""
-    from heliosdb.operators.window import window_operator
-
+    arithmetic (``PaneWindower.due``), equal the brute force over every window of every held
+    pane."""
     size_ms = slide_ms * factor + extra_ms
     spec = hdb.SlidingWindow.of(timedelta(milliseconds=size_ms), timedelta(milliseconds=slide_ms))
-    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64())])
-    op = window_operator("w", schema, ["k"], spec, "ts", [("n", hdb.count())], 1 << 30)
-    op.panes = {p * op.pane_ns: None for p in panes}
+    w = spec.windower()
+    held = [p * w.pane_ns for p in panes]
     before, t = before_ms * MS, (before_ms + step_ms) * MS
-    brute = sorted({s for p in op.panes for s in op._windows_of(p) if before < s + op.size_ns <= t})
-    assert op._due(before, t) == brute
+    brute = sorted({s for p in held for s in w.windows_of(p) if before < w.end(s) <= t})
+    assert w.due(held, before, t) == brute

@@ -40,7 +40,7 @@ KINDS = {
     # kind: (spec, class, size of a window's slide grid in ms (None: sessions), methods counted)
     "tumbling": (hdb.TumblingWindow.of(timedelta(seconds=1)), window_mod.WindowAggregate, 1000),
     "sliding": (hdb.SlidingWindow.of(timedelta(seconds=2), timedelta(milliseconds=500)),
-                window_mod.SlidingWindowAggregate, 500),
+                window_mod.WindowAggregate, 500),
     "session": (hdb.SessionWindow.with_gap(timedelta(milliseconds=500)), SessionAggregate, None),
 }
 #: Methods called once per item, per cut piece, per watermark fired or per group of rows
