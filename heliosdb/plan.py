@@ -149,9 +149,9 @@ def _out_of_orderness(n: Node, time_col: Optional[str]) -> Optional[int]:
 
 
 def _two_phase(n: Node, time_col: Optional[str]) -> bool:
-    """Whether window ``n`` runs as pre-aggregating replicas and a final merge: tumbling and
-    sliding event-time windows (sessions merge per key across batches, processing time is
-    the arrival at the window itself: both keep the hash exchange)."""
+    """Whether window ``n`` runs as pre-aggregating replicas and a final merge: event-time
+    windows whose spec says so (windows of panes; sessions merge per key across batches,
+    processing time is the arrival at the window itself: both keep the hash exchange)."""
     return n.kind == "window" and time_col is not None and n.params["spec"].two_phase
 
 

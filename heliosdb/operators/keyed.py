@@ -38,6 +38,8 @@ class KeyedAggregate(KeyedOperator):
     """Per-key running aggregates with optional TTL eviction."""
 
     kind = "keyed-aggregate"
+    #: Every batch emits the current aggregates of the keys it touched: a later row supersedes.
+    emits_updates = True
     memory_fix = "raise StateBackend.memory(max_size_bytes=) or set a state TTL (with_state_ttl)"
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: List[Tuple[str, "AggSpec"]],

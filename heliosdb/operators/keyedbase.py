@@ -42,6 +42,8 @@ class KeyedOperator(Operator):
     """
 
     stateful = True
+    #: Parallel subtasks each own the keys of one hash partition.
+    parallel_kind = "by_key"
     #: What the memory bound's error calls the state, and how to get under the bound.
     state_noun = "keyed state"
     memory_fix = "raise StateBackend.memory(max_size_bytes=)"

@@ -51,6 +51,8 @@ class WindowOperator(KeyedOperator):
         self.clock = clock
         self.time = clock.column              # None: processing time (arrival at this operator)
         self.lateness = allowed_lateness_ns
+        #: With allowed lateness, an event for an emitted window re-emits it: an update row.
+        self.emits_updates = allowed_lateness_ns > 0
         fields = [pa.field("window_start", WINDOW_TYPE, nullable=False),
                   pa.field("window_end", WINDOW_TYPE, nullable=False)]
         fields += [schema.field(k) for k in keys]
