@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -21,10 +21,7 @@ from .accumulators import (Partial, adopt_column, fill_from_column, partial_from
                            snapshot_rows)
 from .base import Item, Snapshot, Tick
 from .cow import CowCopy
-from .keyedbase import KeyedOperator
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..expr import AggSpec
+from .keyedbase import Aggs, KeyedOperator
 
 log = logging.getLogger("heliosdb.keyed")
 
@@ -42,7 +39,7 @@ class KeyedAggregate(KeyedOperator):
     emits_updates = True
     memory_fix = "raise StateBackend.memory(max_size_bytes=) or set a state TTL (with_state_ttl)"
 
-    def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: List[Tuple[str, "AggSpec"]],
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: Aggs,
                  max_state_bytes: int, ttl_ns: Optional[int] = None, cleanup_interval_ns: Optional[int] = None,
                  backend=None):
         super().__init__(name, schema, keys, aggs, max_state_bytes, backend)

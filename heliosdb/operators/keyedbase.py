@@ -10,7 +10,7 @@ are prepared once per batch (``accumulators.AccPlan``), rows are numbered in arr
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -20,8 +20,9 @@ from .accumulators import AccPlan
 from .base import Item, Operator
 from .keys import KeyEncoder
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..expr import AggSpec
+#: The aggregates of a step: (output name, aggregate spec) pairs, e.g. ``("n", hdb.count())``
+#: (``heliosdb.expr.AggSpec``; operators take them as given and never import the API).
+Aggs = List[Tuple[str, Any]]
 
 
 class KeyedOperator(Operator):
@@ -48,7 +49,7 @@ class KeyedOperator(Operator):
     state_noun = "keyed state"
     memory_fix = "raise StateBackend.memory(max_size_bytes=)"
 
-    def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: List[Tuple[str, "AggSpec"]],
+    def __init__(self, name: str, schema: pa.Schema, keys: List[str], aggs: Aggs,
                  max_state_bytes: int, backend=None):
         self.name = name
         self.input_schema = schema

@@ -6,17 +6,14 @@ schema, and the helpers for runs of cut batches and snapshots.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
 
 from .base import WATERMARK_MAX, Item, SideOutput, Tick, Watermark
 from .clock import Clock
-from .keyedbase import KeyedOperator
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..expr import AggSpec
+from .keyedbase import Aggs, KeyedOperator
 
 log = logging.getLogger("heliosdb.window")
 
@@ -44,7 +41,7 @@ class WindowOperator(KeyedOperator):
     _late_warned = False
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, clock: Clock,
-                 aggs: List[Tuple[str, "AggSpec"]], max_state_bytes: int, allowed_lateness_ns: int,
+                 aggs: Aggs, max_state_bytes: int, allowed_lateness_ns: int,
                  backend=None):
         super().__init__(name, schema, keys, aggs, max_state_bytes, backend)
         self.window = window                  # the spec (shown by describe())

@@ -25,7 +25,7 @@ Timeline (tumbling 1 s, watermark = max time seen):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -34,11 +34,8 @@ from ..errors import HeliosError
 from ..kernels.window import watermark_splits
 from .base import Item, Partials, Watermark
 from .clock import EventClock
-from .keyedbase import KeyedOperator
+from .keyedbase import Aggs, KeyedOperator
 from .panes import PanePart, pane_store
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..expr import AggSpec
 
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
@@ -91,7 +88,7 @@ class PreAggregate(KeyedOperator):
     parallel_kind = "replicas"
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, time: str,
-                 aggs: List[Tuple[str, "AggSpec"]], bound: Optional[int]):
+                 aggs: Aggs, bound: Optional[int]):
         super().__init__(name, schema, keys, aggs, _I64_MAX)
         self._args = (schema, keys, window, time, aggs, bound)
         self.windower = window.windower()

@@ -5,7 +5,7 @@ sessions an event bridges; accumulators are indexed by session id.  A batch cut 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -14,18 +14,16 @@ from ..kernels import _accum, _hashagg
 from .accumulators import Prepared, partial_from_arrow, partial_to_arrow, snapshot_rows
 from .base import Item, Snapshot, Watermark
 from .clock import Clock
+from .keyedbase import Aggs
 from .keyedwindow import _I64_MAX, _I64_MIN, WindowOperator, concat_batches, concat_state, run_parts
 from .windower import SessionWindower
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..expr import AggSpec
 
 
 class SessionAggregate(WindowOperator):
     """``key_by(...).window(SessionWindow.with_gap(gap), time=...).aggregate(...)``."""
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, windower: SessionWindower,
-                 clock: Clock, aggs: List[Tuple[str, "AggSpec"]], max_state_bytes: int,
+                 clock: Clock, aggs: Aggs, max_state_bytes: int,
                  allowed_lateness_ns: int = 0, backend=None):
         super().__init__(name, schema, keys, window, clock, aggs, max_state_bytes, allowed_lateness_ns,
                          backend)

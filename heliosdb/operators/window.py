@@ -38,7 +38,7 @@ operator merges their partials (``process_partials``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -46,21 +46,19 @@ import pyarrow as pa
 from .accumulators import filter_rows, partial_from_arrow, partial_to_arrow, snapshot_rows
 from .base import Item, Snapshot, Watermark
 from .clock import Clock, make_clock
+from .keyedbase import Aggs
 from .keyedwindow import _I64_MAX, WindowOperator, concat_batches, concat_state, run_parts
 from .panes import pane_store
 from .preagg import PanePartials
 from .session import SessionAggregate
 from .windower import PaneWindower, SessionWindower
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..expr import AggSpec
-
 
 class WindowAggregate(WindowOperator):
     """``key_by(...).window(spec, time=...).aggregate(...)`` for windows made of panes."""
 
     def __init__(self, name: str, schema: pa.Schema, keys: List[str], window, windower: PaneWindower,
-                 clock: Clock, aggs: List[Tuple[str, "AggSpec"]], max_state_bytes: int,
+                 clock: Clock, aggs: Aggs, max_state_bytes: int,
                  allowed_lateness_ns: int = 0, backend=None):
         super().__init__(name, schema, keys, window, clock, aggs, max_state_bytes, allowed_lateness_ns,
                          backend)
@@ -264,7 +262,7 @@ class WindowAggregate(WindowOperator):
 
 
 def window_operator(name: str, schema: pa.Schema, keys: List[str], window, time: Optional[str],
-                    aggs: List[Tuple[str, "AggSpec"]], max_state_bytes: int,
+                    aggs: Aggs, max_state_bytes: int,
                     allowed_lateness_ns: int = 0, backend=None) -> WindowOperator:
     """The operator for window spec ``window`` (anything with a ``windower()``, see
     ``heliosdb.windows``) on event time ``time`` (None: processing time), state on

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, TypeVar
 import pyarrow as pa
 
 from ..errors import ConfigError
+from ..operators.keyedbase import Aggs
 from ..operators.preagg import PreAggregate
 from ..operators.window import window_operator
 from ..operators.windower import Windower
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..expr import AggSpec
     from ..operators.base import Operator
 
 #: Every registered window spec, by class name (what ``heliosdb`` exports).
@@ -89,7 +89,7 @@ class WindowSpec:
         return self.windower().grid(lateness_ns)
 
     def build(self, name: str, schema: pa.Schema, keys: List[str], time: Optional[str],
-              aggs: List[Tuple[str, "AggSpec"]], max_state_bytes: int, allowed_lateness_ns: int = 0,
+              aggs: Aggs, max_state_bytes: int, allowed_lateness_ns: int = 0,
               backend=None) -> "Operator":
         """The window operator of step ``name`` over ``schema``: event time ``time`` (None:
         processing time), state on ``backend`` (a ``config.StateBackend``; None: memory)."""
@@ -97,7 +97,7 @@ class WindowSpec:
                                allowed_lateness_ns, backend)
 
     def pre_aggregate(self, name: str, schema: pa.Schema, keys: List[str], time: str,
-                      aggs: List[Tuple[str, "AggSpec"]], bound: Optional[int]) -> "Operator":
+                      aggs: Aggs, bound: Optional[int]) -> "Operator":
         """The replicas' step of a two-phase window (only when :attr:`two_phase`); ``bound``
         is the max out-of-orderness of a watermark step after the replicas (None: none)."""
         return PreAggregate(name, schema, keys, self, time, aggs, bound)
