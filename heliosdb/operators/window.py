@@ -109,6 +109,7 @@ class WindowAggregate(WindowOperator):
         cols = self._key_columns(batch)
         prepared = self.acc.prepare(batch, seqs)
         store, windower = self.store, self.windower
+        off, lateness = windower.end_offset, self.lateness        # window w ends at w + off
         store.reserve(n)
         out: List[Item] = []
         late: Optional[np.ndarray] = None              # rows that are late, if any
@@ -121,27 +122,31 @@ class WindowAggregate(WindowOperator):
             store.begin_part([c[s0:s1] for c in cols], s0, s1)
             for r in range(len(starts)):
                 pane, b0, b1 = int(starts[r]), int(rb[r]), int(rb[r + 1])
-                if windower.last_end(pane) > _I64_MAX:
+                last_end = windower.last_end(pane)
+                if last_end > _I64_MAX:
                     raise self.clock.bad_time(ts, b0)
-                if self._is_late(pane):
+                wm = self.watermark
+                if last_end + lateness <= wm:             # every window of the pane is gone
                     if late is None:
                         late = np.zeros(n, bool)
                     late[b0:b1] = True
                     continue
                 store.add(pane, cols, prepared.slice(b0, b1), b0, b1)
+                if not lateness:
+                    continue                              # no emitted window takes updates
                 updated = None
                 for w in windower.windows_of(pane):
-                    end = windower.end(w)
+                    end = w + off
                     # Emitted, but still within the allowed lateness: an update.  (A window past
                     # end + lateness is gone; the event still counts for the panes' other windows.)
-                    if end <= self.watermark < end + self.lateness:
+                    if end <= wm < end + lateness:
                         if updated is None:
                             updated = store.updated(b0, b1)
                         touched.setdefault(w, []).append(updated)
             self._check_memory()
             if j < len(marks):
-                gone = marks[j] - self.lateness
-                out += self._updates([w for w in touched if windower.end(w) <= gone])
+                gone = marks[j] - lateness - off
+                out += self._updates([w for w in touched if w <= gone])
                 out += self._fire(marks[j])
         out += self._updates(list(touched))
         self._touched = None
