@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError
-from .values import short, to_column
+from .values import to_column
 
 #: The reasons a record can fail to decode: the ``reason`` label of
 #: ``streaming_dead_letters_total`` and the ``reason`` column of dead letters.
@@ -78,23 +78,33 @@ class Decoded:
     failures: List[DecodeFailure] = field(default_factory=list)
     message_index: Optional[np.ndarray] = None
 
-    def row_messages(self) -> np.ndarray:
-        """The message index of every row (int64)."""
-        if self.message_index is not None:
-            return self.message_index
-        return np.arange(self.batch.num_rows, dtype=np.int64)
-
 
 class Format:
     """Base class of every format.
 
-    ``schema`` is the schema of decoded records; ``rows_per_message`` is 1 for one record per
-    message (JSON, MessagePack, Avro, Protobuf) and 0 for "any number" (Arrow IPC).
+    ``schema`` is the schema of decoded records (None: not known until data is seen, see
+    :meth:`with_schema`); ``rows_per_message`` is 1 for one record per message (JSON,
+    MessagePack, Avro, Protobuf) and 0 for "any number" (Arrow IPC).
     """
 
     name = "format"
     rows_per_message = 1
-    schema: Optional[pa.Schema]
+    schema: Optional[pa.Schema] = None
+
+    def with_schema(self, schema: pa.Schema) -> "Format":
+        """This format with ``schema`` (for a format built without one, whose schema is read
+        from the data or given by the stream: Arrow IPC).  A format whose schema is fixed
+        when it is built is returned as it is if ``schema`` is the same.
+
+        >>> import pyarrow as pa
+        >>> fmt = format_for("json", pa.schema([("x", pa.int64())]))
+        >>> fmt.with_schema(pa.schema([("x", pa.int64())])) is fmt
+        True
+        """
+        if self.schema is not None and self.schema.equals(schema):
+            return self
+        raise ConfigError(f"the {self.name} format's schema is fixed when it is built "
+                          f"({self.schema}); build it with the schema {schema} instead")
 
     def decode(self, values: Sequence[Optional[bytes]]) -> Decoded:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -252,9 +262,6 @@ def python_columns(batch: pa.RecordBatch, iso_timestamps: bool = False) -> List[
                 col = col.cast(pa.timestamp("us", t.tz), safe=False)
         out.append(col.to_pylist())
     return out
-
-
-_short = short
 
 
 def format_for(name: str, schema: Optional[pa.Schema] = None, **options: Any) -> Format:

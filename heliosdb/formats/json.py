@@ -30,8 +30,9 @@ import pyarrow.json as pa_json
 from .._optional import require
 from ..errors import ConfigError
 from . import (EMPTY, EXTRA_FIELD, MALFORMED, MISSING_FIELD, WRONG_TYPE, DecodeFailure, Decoded,
-               Format, _short, check_required, empty_batch, extra_failure, extra_option, nullable,
+               Format, check_required, empty_batch, extra_failure, extra_option, nullable,
                python_columns)
+from .values import short
 
 #: Below this many messages a failing slice is examined message by message.
 _BISECT_LEAF = 16
@@ -170,7 +171,7 @@ class JsonFormat(Format):
             return DecodeFailure(index, MALFORMED, None, f"not valid JSON: {exc}")
         if not isinstance(doc, dict):
             return DecodeFailure(index, MALFORMED, None,
-                                 f"a JSON {type(doc).__name__}, not an object: {_short(doc)}")
+                                 f"a JSON {type(doc).__name__}, not an object: {short(doc)}")
         if self.extra == "error" and (extra := extra_failure(self._names, doc)) is not None:
             return DecodeFailure(index, EXTRA_FIELD, extra.field, extra.detail)
         for f in self.schema:
@@ -187,8 +188,8 @@ class JsonFormat(Format):
                 if f.name in self._dates:
                     one.column(0).cast(f.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                return DecodeFailure(index, WRONG_TYPE, f.name, f"value {_short(v)} is not a {f.type}")
-        return DecodeFailure(index, MALFORMED, None, f"cannot be read as one JSON object: {_short(value)}")
+                return DecodeFailure(index, WRONG_TYPE, f.name, f"value {short(v)} is not a {f.type}")
+        return DecodeFailure(index, MALFORMED, None, f"cannot be read as one JSON object: {short(value)}")
 
     # -- encode ----------------------------------------------------------------------------------
     def encode(self, batch: pa.RecordBatch) -> List[bytes]:

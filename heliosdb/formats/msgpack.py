@@ -20,8 +20,9 @@ import pyarrow as pa
 
 from .._optional import require
 from ..errors import ConfigError
-from . import (MALFORMED, Decoded, Format, Reject, _short, decode_each, extra_failure, extra_option,
+from . import (MALFORMED, Decoded, Format, Reject, decode_each, extra_failure, extra_option,
                python_columns)
+from .values import short
 
 
 class MsgpackFormat(Format):
@@ -56,7 +57,7 @@ class MsgpackFormat(Format):
             except Exception as exc:  # noqa: BLE001 - msgpack raises several types
                 raise Reject(MALFORMED, f"not valid MessagePack: {type(exc).__name__} {exc}".rstrip()) from None
             if not isinstance(rec, dict):
-                raise Reject(MALFORMED, f"a MessagePack {type(rec).__name__}, not a map: {_short(rec)}")
+                raise Reject(MALFORMED, f"a MessagePack {type(rec).__name__}, not a map: {short(rec)}")
             if check_extra and (bad := extra_failure(names, rec)) is not None:
                 raise bad
             return rec

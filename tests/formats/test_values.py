@@ -68,7 +68,7 @@ def test_msgpack_decode_keeps_the_value_or_fails_the_message(case):
                           msgpack.packb({})])
     if want == ERROR:
         assert [(f.index, f.reason, f.field) for f in decoded.failures] == [(1, WRONG_TYPE, "x")]
-        assert decoded.row_messages().tolist() == [0, 2]
+        assert decoded.message_index.tolist() == [0, 2]
     else:
         assert decoded.failures == []
         assert same(held(decoded.batch.column(0), 1), want)
