@@ -42,15 +42,19 @@ class _ThenIdle:
     """An Arrow replay source that, once the table is out, idles until the job is stopped."""
 
     def __new__(cls, table: pa.Table):
-        from heliosdb.connectors.sources import ArrowSource
+        from heliosdb.connectors.sources import ArrowReader, ArrowSource
 
-        class Idle(ArrowSource):
+        class IdleReader(ArrowReader):
             def poll(self, timeout_s: float):
                 out = super().poll(timeout_s)
                 if out is None:
                     time.sleep(min(timeout_s, 0.05))
                     return []
                 return out
+
+        class Idle(ArrowSource):
+            def build(self):
+                return IdleReader(self)
 
             def project(self, columns):
                 return self

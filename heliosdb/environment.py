@@ -83,7 +83,7 @@ class StreamEnvironment:
     def _next_name(self, kind: str) -> str:
         return f"{kind}-{next(self._counter)}"
 
-    def _source(self, source: _src.Source, kind: str) -> Stream:
+    def _source(self, source: _src.SourceSpec, kind: str) -> Stream:
         return Stream(self, Node("source", None, self._next_name(kind), {"source": source}))
 
     # -- sources -----------------------------------------------------------------------------
@@ -294,9 +294,7 @@ class StreamEnvironment:
         job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops,
                   freeze_gc=self.config.freeze_gc, timed=operator_metrics_enabled(),
                   **({"metrics_window_ns": mc.window_ns} if mc is not None else {}))
-        attach = getattr(plan.source, "attach_metrics", None)
-        if attach is not None:
-            attach(job.metrics)             # e.g. a Kafka source's dead-letter counts
+        plan.source.attach_metrics(job.metrics)     # e.g. a Kafka source's dead-letter counts
         server = self._metrics()
         if server is not None:
             server.add(job.metrics)

@@ -389,7 +389,7 @@ class _Builder:
             self._lower(k, schema, idx, None)
         cfg = self.config
         plan = replicate(PhysicalPlan(
-            source=src, source_children=source_children, stages=self.stages,
+            source=src.build(), source_children=source_children, stages=self.stages,
             batch_size=src_node.batch_size or cfg.batch_size,
             batch_timeout_ns=src_node.batch_timeout_ns or cfg.batch_timeout_ns,
             source_name=src_node.name,
@@ -677,7 +677,7 @@ def _state_estimates(env: "StreamEnvironment", sinks: List[Node],
                      events_per_second: Optional[float]) -> List[StateEstimate]:
     """The user guide's estimate for every stateful step of these sinks' pipelines."""
     src_node = sinks[0].source()
-    declared = getattr(src_node.params["source"], "rate", None)
+    declared = src_node.params["source"].declared_rate
     if events_per_second is not None:
         rate, rate_from = float(events_per_second), "explain(events_per_second=)"
     elif declared:

@@ -123,7 +123,7 @@ class Stream:
     def _with_source(self, what: str, change) -> "Stream":
         self._require_source(what)
         src = self._node.params["source"]
-        if not hasattr(src, "with_format"):
+        if not src.decodes_bytes:
             raise PlanError(f"{what}() applies to a source of bytes such as kafka_source(); "
                             f"step {self._node.name!r} is a {src.kind} source")
         params = dict(self._node.params, source=change(src))
@@ -449,7 +449,7 @@ class Stream:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"set_parallelism() takes a positive integer, got {n!r}")
-        if self._node.kind == "source" and hasattr(self._node.params["source"], "with_readers"):
+        if self._node.kind == "source" and self._node.params["source"].parallel_readers:
             # A partitioned source (Kafka): n readers, each reading its share of the partitions.
             return self._with_source("set_parallelism", lambda s: s.with_readers(n))
         if self._node.kind not in PARALLEL_KINDS:

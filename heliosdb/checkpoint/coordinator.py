@@ -421,10 +421,9 @@ class Coordinator:
         failpoint("after-manifest")
         for name, entry in cur.sinks.items():
             self.sink_ops[name].on_commit(entry["meta"])
-        commit_offsets = getattr(self.source, "commit_offsets", None)
-        if commit_offsets is not None:
+        if self.source is not None:
             try:                            # for lag dashboards only; restores use the manifest
-                commit_offsets(cur.position)
+                self.source.commit_offsets(cur.position)
             except Exception:  # noqa: BLE001
                 log.warning("job %r: committing source offsets for monitoring failed", self.job, exc_info=True)
         duration = time.monotonic() - cur.started

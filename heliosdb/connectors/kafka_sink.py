@@ -46,7 +46,8 @@ from ..config import (DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_TRANSACTION_T
 from ..errors import ConfigError, ExecutionError
 from ..formats import Format
 from ..operators.base import Item
-from .kafka import _kafka, bootstrap, client_conf
+from .kafka import bootstrap, client_conf
+from .kafka_start import kafka as _kafka
 from .sinks import SinkSpec, _SinkOperator
 
 log = logging.getLogger("heliosdb.kafka")

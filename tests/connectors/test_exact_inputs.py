@@ -204,14 +204,14 @@ def test_generate_with_tiny_batches_matches_one_big_batch():
 def test_generate_restarted_from_a_position_continues_the_same_events():
     from heliosdb.connectors.sources import GeneratorSource
 
-    whole = GeneratorSource(None, 3_000, None, 100, 3, 0, 1)
+    whole = GeneratorSource(None, 3_000, None, 100, 3, 0, 1).build()
     whole.open(1_000)
     full = pa.Table.from_batches([whole.poll(0)[0][0] for _ in range(3)])
-    part = GeneratorSource(None, 3_000, None, 100, 3, 0, 1)
+    part = GeneratorSource(None, 3_000, None, 100, 3, 0, 1).build()
     part.open(700)
     part.poll(0)
     pos = part.position()
-    resumed = GeneratorSource(None, 3_000, None, 100, 3, 0, 1)
+    resumed = GeneratorSource(None, 3_000, None, 100, 3, 0, 1).build()
     resumed.seek(pos)
     resumed.open(999)
     rest = []

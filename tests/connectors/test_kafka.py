@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 import heliosdb as hdb
-from heliosdb.connectors.kafka import KafkaSource, _normalise_position, client_conf
+from heliosdb.connectors.kafka import KafkaSource, client_conf
+from heliosdb.connectors.kafka_start import normalise_position
 from heliosdb.errors import ConfigError, ExecutionError, PlanError
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("v", pa.float64())])
@@ -15,9 +16,9 @@ SCHEMA = pa.schema([("ts", pa.int64()), ("v", pa.float64())])
 
 def test_positions_survive_a_json_round_trip():
     pos = {"orders": {0: 42, 3: [7, 120]}, "users": {1: [9, 0]}}
-    assert _normalise_position(json.loads(json.dumps(pos))) == {"orders": {0: 42, 3: [7, 120]}, "users": {1: 9}}
+    assert normalise_position(json.loads(json.dumps(pos))) == {"orders": {0: 42, 3: [7, 120]}, "users": {1: 9}}
     with pytest.raises(ConfigError, match="partition 'x'"):
-        _normalise_position({"orders": {"x": 1}})
+        normalise_position({"orders": {"x": 1}})
 
 
 def test_librdkafka_settings_from_keywords():
@@ -53,7 +54,7 @@ def test_set_parallelism_on_a_kafka_source_sets_its_readers():
 
 
 def test_an_unreachable_cluster_fails_naming_the_address():
-    src = KafkaSource("t", "127.0.0.1:1", format=None, startup_timeout=1)
+    src = KafkaSource("t", "127.0.0.1:1", format=None, startup_timeout=1).build()
     with pytest.raises(ExecutionError, match="127.0.0.1:1"):
         src.open(100)
     src.close()

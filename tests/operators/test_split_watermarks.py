@@ -131,7 +131,7 @@ def test_a_restored_replay_is_not_held_by_splits_that_already_ended(tmp_path):
     from heliosdb.kernels.window import INT64_MIN
 
     table = pa.table({"p": [0, 0, 1, 1, 1], "ts": [100, 200, 300, 400, 500]})
-    src = ArrowSource(table, split_by="p")
+    src = ArrowSource(table, split_by="p").build()
     src.seek({"row": 2})
     src.open(2)
     clock = SplitClock(src.splits, table.schema, "wm", 0, None, None)

@@ -11,6 +11,7 @@ import pytest
 
 import heliosdb as hdb
 from heliosdb.connectors.kafka import KafkaSource
+from heliosdb.connectors.kafka_reader import KafkaReader
 from heliosdb.formats.arrow_ipc import ArrowIpcFormat
 from heliosdb.formats.json import JsonFormat
 
@@ -25,7 +26,7 @@ def _records(n: int, seed: int = 7, per_ms: int = 10) -> pa.RecordBatch:
                             pa.array(rng.integers(0, 100, n)), pa.array(rng.random(n))], schema=SCHEMA)
 
 
-def _drain(src: KafkaSource, batch_size: int = 1000, limit_rows: int = None, timeout: float = 30.0) -> pa.Table:
+def _drain(src: KafkaReader, batch_size: int = 1000, limit_rows: int = None, timeout: float = 30.0) -> pa.Table:
     """Poll an opened source until it ends (or ``limit_rows`` rows came); the rows as a table."""
     out, rows = [], 0
     deadline = time.monotonic() + timeout
@@ -84,7 +85,7 @@ def test_position_and_seek_resume_without_gap_or_duplicate(kafka):
     topic = new_topic(kafka, partitions=2)
     data = _records(4000)
     produce(kafka, topic, JsonFormat(SCHEMA).encode(data), partitions=[i % 2 for i in range(4000)])
-    first = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True)
+    first = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True).build()
     first.open(500)
     part1 = _drain(first, limit_rows=1500)
     position = first.position()
@@ -93,7 +94,7 @@ def test_position_and_seek_resume_without_gap_or_duplicate(kafka):
     for p in (0, 1):
         done = part1.filter(pa.compute.equal(part1["kafka_partition"], p))["kafka_offset"].to_pylist()
         assert position[topic][p] == (max(done) + 1 if done else 0)
-    second = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True)
+    second = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True).build()
     second.seek(json.loads(json.dumps(position)))          # as a checkpoint manifest stores it
     second.open(500)
     part2 = _drain(second)
@@ -203,7 +204,7 @@ def test_a_slow_merged_read_pauses_partitions_and_still_reads_everything_in_orde
     # holds the merge back must always be reading, or the read would stall.
     topic = _merge_topic(kafka)
     src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time="ts",
-                      buffer_rows=200, readers=2)
+                      buffer_rows=200, readers=2).build()
     src.open(100)
     rows = []
     deadline = time.monotonic() + 60
@@ -228,11 +229,11 @@ def test_a_poll_releases_about_one_batch_of_a_backlog(kafka, event_time):
     (so a checkpoint barrier can follow any batch); merged, the cut is by event time and the
     order stays (ts, partition, offset); nothing is lost or repeated."""
     topic = _merge_topic(kafka)
-    src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time=event_time)
+    src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time=event_time).build()
     src.open(300)
     try:
         deadline = time.monotonic() + 30
-        while sum(p.rows for p in src._parts) < _MERGE["n"] // 2 and time.monotonic() < deadline:
+        while sum(p.rows for p in src._merge.parts) < _MERGE["n"] // 2 and time.monotonic() < deadline:
             time.sleep(0.02)                         # let the readers queue a backlog
         sizes, got = [], []
         while True:

@@ -3,7 +3,7 @@ offsets are read with retries until ``startup_timeout``, then the job fails with
 says what could not be read and what to do (never "no committed offsets, so auto_offset_reset").
 
 The broker is real; its coordinator's errors are injected through the seams the source reads
-them by (``kafka._committed``, ``kafka._watermarks``).
+them by (``kafka_start._committed``, ``kafka_start._watermarks``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 import heliosdb as hdb
-from heliosdb.connectors import kafka as kafka_mod
+from heliosdb.connectors import kafka_start as kafka_mod
 from heliosdb.errors import ExecutionError
 
 from .broker import new_topic, produce
