@@ -45,7 +45,7 @@ from ..config import (DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_TRANSACTION_T
                       to_nanos)
 from ..errors import ConfigError, ExecutionError
 from ..formats import Format
-from ..operators.base import Item
+from ..operators.base import Item, Snapshot
 from .kafka import bootstrap, client_conf
 from .kafka_start import kafka as _kafka
 from .sinks import SinkSpec, _SinkOperator
@@ -145,7 +145,7 @@ class KafkaSink(SinkSpec):
     def _format_for(self, schema: pa.Schema) -> Optional[Format]:
         fmt = self.format
         if fmt is None or isinstance(fmt, Format):
-            if fmt is not None and getattr(fmt, "schema", None) is None and hasattr(fmt, "with_schema"):
+            if fmt is not None and fmt.schema is None:
                 return fmt.with_schema(schema)
             return fmt
         from ..formats.arrow_ipc import ArrowIpcFormat
@@ -210,6 +210,7 @@ class _KafkaSinkOp(_SinkOperator):
         self.transactional_id = spec.transactional_id or f"heliosdb.{spec.topic}.{name}"
         self.transaction_timeout_s = spec.transaction_timeout_s
         self._producer = None
+        self._marker = None             # the consumer that reads the epoch marker back
 
     @property
     def producer(self):
@@ -435,7 +436,7 @@ class _KafkaSinkOp(_SinkOperator):
         return None if tp.offset < 0 else tp.offset
 
     def _marker_consumer(self):
-        c = getattr(self, "_marker", None)
+        c = self._marker
         if c is None:
             ck = _kafka()
             c = self._marker = ck.Consumer({"bootstrap.servers": self.spec.bootstrap_servers,
@@ -468,7 +469,7 @@ class _KafkaSinkOp(_SinkOperator):
     # In a checkpointed job the coordinator drives the transactions.  An epoch's records wait
     # in memory until its barrier; snapshot() then produces them in the open transaction and
     # flushes (the pre-commit), and hands them to the checkpoint as a table; once the epoch's
-    # manifest is written, commit() commits the transaction together with the epoch's marker.
+    # manifest is written, on_commit() commits the transaction together with the epoch's marker.
     # A crash between the manifest and that commit leaves the transaction aborted (a restarted
     # producer fences it), so recover() produces the restored epoch's records again from the
     # checkpoint and commits them, unless Kafka's marker says that epoch is already in.
@@ -515,12 +516,10 @@ class _KafkaSinkOp(_SinkOperator):
                       t.column("timestamp").to_pylist(),
                       [[(h["name"], h["value"]) for h in (row or [])] for row in headers])
 
-    def snapshot(self):
+    def snapshot(self) -> Snapshot:
         """Barrier: produce the epoch's records in the transaction and flush them (pre-commit);
         the records of every not yet committed epoch go into the checkpoint."""
-        from ..operators.base import Snapshot
-
-        epoch = getattr(self, "snapshot_epoch", None)
+        epoch = self.snapshot_epoch
         t = self._records_table()
         self.begin_epoch(epoch)
         if t.num_rows:
@@ -566,7 +565,7 @@ class _KafkaSinkOp(_SinkOperator):
             self._release()
 
     def _release(self) -> None:
-        marker = getattr(self, "_marker", None)
+        marker = self._marker
         if marker is not None:
             marker.close()
             self._marker = None
