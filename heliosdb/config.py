@@ -79,6 +79,16 @@ def fusion_enabled() -> bool:
     return os.environ.get(ENV_FUSION, "1") not in ("0", "false", "no", "off")
 
 
+def kafka_bootstrap(servers: Optional[str]) -> str:
+    """Kafka's ``bootstrap_servers``: ``servers``, else ``$HELIOSDB_KAFKA_BOOTSTRAP``, else
+    ``127.0.0.1:9092``.
+
+    >>> kafka_bootstrap("broker:9092")
+    'broker:9092'
+    """
+    return servers or os.environ.get(ENV_KAFKA_BOOTSTRAP) or DEFAULT_KAFKA_BOOTSTRAP
+
+
 def operator_metrics_enabled() -> bool:
     """Whether operators are timed per batch (``$HELIOSDB_METRICS``, default on)."""
     return os.environ.get(ENV_METRICS, "1") not in ("0", "false", "no", "off")

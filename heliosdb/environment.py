@@ -7,7 +7,8 @@ from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import pyarrow as pa
 
-from .config import DEFAULT_KAFKA_STARTUP_TIMEOUT, Duration, StreamingConfig, operator_metrics_enabled, to_nanos
+from .config import (DEFAULT_KAFKA_PARTITION_BUFFER_ROWS, DEFAULT_KAFKA_STARTUP_TIMEOUT, Duration,
+                     StreamingConfig, kafka_bootstrap, operator_metrics_enabled, to_nanos)
 from .connectors import sources as _src
 from ._optional import require, require_storage
 from .errors import ConfigError, PlanError
@@ -276,10 +277,11 @@ class StreamEnvironment:
         require("confluent_kafka", "kafka", "kafka_source()")
         from .connectors.kafka import KafkaSource, client_conf
 
-        source = KafkaSource(topics, bootstrap_servers, group_id, start_offsets=start_offsets,
+        source = KafkaSource(topics, kafka_bootstrap(bootstrap_servers), group_id, start_offsets=start_offsets,
                              bounded=bounded, event_time=event_time, on_error=on_error,
                              dead_letter=dead_letter, max_record_bytes=max_record_bytes,
-                             startup_timeout=startup_timeout, conf=client_conf(librdkafka_conf))
+                             startup_timeout_s=to_nanos(startup_timeout, "kafka_source(startup_timeout=)") / 1e9,
+                             buffer_rows=DEFAULT_KAFKA_PARTITION_BUFFER_ROWS, conf=client_conf(librdkafka_conf))
         return self._source(source, "kafka")
 
     # -- running -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional, TextIO
 import pyarrow as pa
 
 from ._optional import require, require_storage
+from .config import DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_TRANSACTION_TIMEOUT, Duration, kafka_bootstrap, to_nanos
 from .connectors.sinks import CallbackSink, ConsoleSink, MemorySink, ParquetSink, SinkSpec
 
 
@@ -49,7 +50,9 @@ def callback(fn: Callable[[pa.RecordBatch], None]) -> CallbackSink:
 
 
 def kafka(topic: str, bootstrap_servers: Optional[str] = None, key: Optional[str] = None,
-          format: Any = None, exactly_once: bool = False, **options: Any):
+          format: Any = None, exactly_once: bool = False, *,
+          commit_interval: Duration = DEFAULT_KAFKA_COMMIT_INTERVAL,
+          transaction_timeout: Optional[Duration] = None, **options: Any):
     """Write to a Kafka topic: batched produce, optionally exactly once (transactions).
 
     ``format`` is ``"json"``, ``"msgpack"``, ``"avro"``, ``"arrow"`` (Arrow IPC, many rows per
@@ -69,7 +72,12 @@ def kafka(topic: str, bootstrap_servers: Optional[str] = None, key: Optional[str
     require("confluent_kafka", "kafka", "sinks.kafka()")
     from .connectors.kafka_sink import KafkaSink
 
-    return KafkaSink(topic, bootstrap_servers, key, format, exactly_once, **options)
+    given = None if transaction_timeout is None else to_nanos(transaction_timeout, "sinks.kafka(transaction_timeout=)")
+    return KafkaSink(topic, kafka_bootstrap(bootstrap_servers), key, format, exactly_once,
+                     commit_interval_s=to_nanos(commit_interval, "sinks.kafka(commit_interval=)") / 1e9,
+                     transaction_timeout_s=None if given is None else given / 1e9,
+                     min_transaction_timeout_s=to_nanos(DEFAULT_KAFKA_TRANSACTION_TIMEOUT, "timeout") / 1e9,
+                     **options)
 
 
 __all__ = ["memory", "parquet", "console", "callback", "kafka", "SinkSpec", "MemorySink", "ParquetSink",

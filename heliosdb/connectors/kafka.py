@@ -29,37 +29,25 @@ and :mod:`~heliosdb.connectors.kafka_reader`.  Records that do not decode:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import KW_ONLY, dataclass, field, replace
 from functools import cached_property
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 
-from ..config import (DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_KAFKA_PARTITION_BUFFER_ROWS,
-                      DEFAULT_KAFKA_STARTUP_TIMEOUT, ENV_KAFKA_BOOTSTRAP, Duration, to_nanos)
 from ..errors import ConfigError
 from ..formats import Format
+from .base import SourceSpec
 from .kafka_dead_letters import ON_ERROR, check_policy
 from .kafka_fetch import METADATA, RAW_SCHEMA
 from .kafka_merge import Partition, Position
 from .kafka_reader import KafkaReader
 from .kafka_start import Connection, normalise_position
-from .base import SourceSpec
 from .splits import Splits
 
 log = logging.getLogger("heliosdb.kafka")
 
-__all__ = ["KafkaSource", "METADATA", "ON_ERROR", "Position", "bootstrap", "client_conf"]
-
-
-def bootstrap(servers: Optional[str]) -> str:
-    """``servers``, else ``$HELIOSDB_KAFKA_BOOTSTRAP``, else ``127.0.0.1:9092``.
-
-    >>> bootstrap("broker:9092")
-    'broker:9092'
-    """
-    return servers or os.environ.get(ENV_KAFKA_BOOTSTRAP) or DEFAULT_KAFKA_BOOTSTRAP
+__all__ = ["KafkaSource", "METADATA", "ON_ERROR", "Position", "client_conf"]
 
 
 def client_conf(conf: Dict[str, Any]) -> Dict[str, Any]:
@@ -76,23 +64,26 @@ def client_conf(conf: Dict[str, Any]) -> Dict[str, Any]:
 class KafkaSource(SourceSpec):
     """Kafka topic(s) as a stream of record batches (see the module docstring).
 
-    Built by :meth:`StreamEnvironment.kafka_source`; a format is set with the stream's
-    ``deserialize_*`` methods.  The planner sets ``columns`` (the columns some step reads)
-    and ``null_time`` (a column whose nulls are bad records, for a watermark right after).
+    Built by :meth:`StreamEnvironment.kafka_source`, which gives the defaults
+    (``bootstrap_servers``, ``startup_timeout_s``, ``buffer_rows``: the rows queued per
+    partition before it is paused); a format is set with the stream's ``deserialize_*``
+    methods.  The planner sets ``columns`` (the columns some step reads) and ``null_time``
+    (a column whose nulls are bad records, for a watermark right after).
 
     Examples
     --------
     >>> import pyarrow as pa
     >>> from heliosdb.formats.json import JsonFormat
-    >>> spec = KafkaSource("events", "127.0.0.1:9092", format=JsonFormat(pa.schema([("n", pa.int64())])))
+    >>> spec = KafkaSource("events", "127.0.0.1:9092", format=JsonFormat(pa.schema([("n", pa.int64())])),
+    ...                    startup_timeout_s=30, buffer_rows=100_000)
     >>> spec.schema.names[:3], spec.describe()
     (['n', 'kafka_topic', 'kafka_partition'], "kafka 'events' at 127.0.0.1:9092 (json (1 fields), on_error=fail)")
     >>> spec.project(["n"]).schema.names
     ['n']
     """
 
-    topics: Any
-    bootstrap_servers: Optional[str] = None
+    topics: Union[str, Sequence[str]]          # a tuple once made
+    bootstrap_servers: str
     group_id: Optional[str] = None
     _: KW_ONLY
     format: Optional[Format] = None
@@ -103,8 +94,8 @@ class KafkaSource(SourceSpec):
     on_error: str = "fail"
     dead_letter: Any = None
     max_record_bytes: Optional[int] = None
-    startup_timeout: Duration = DEFAULT_KAFKA_STARTUP_TIMEOUT
-    buffer_rows: int = DEFAULT_KAFKA_PARTITION_BUFFER_ROWS
+    startup_timeout_s: float
+    buffer_rows: int
     conf: Optional[Dict[str, Any]] = None
     columns: Optional[Tuple[str, ...]] = None
     null_time: Optional[str] = None
@@ -126,10 +117,11 @@ class KafkaSource(SourceSpec):
             raise ConfigError(f"kafka_source(max_record_bytes=) must be a positive int, got {limit!r}")
         if not isinstance(rows, int) or rows <= 0:
             raise ConfigError(f"kafka_source(buffer_rows=) must be a positive int, got {rows!r}")
-        to_nanos(self.startup_timeout, "kafka_source(startup_timeout=)")
+        if isinstance(self.startup_timeout_s, bool) or not isinstance(self.startup_timeout_s, (int, float)):
+            raise ConfigError(f"kafka_source: startup_timeout_s must be a number of seconds, got "
+                              f"{self.startup_timeout_s!r}")
         set_ = object.__setattr__
         set_(self, "topics", topics)
-        set_(self, "bootstrap_servers", bootstrap(self.bootstrap_servers))
         set_(self, "start_offsets", normalise_position(self.start_offsets) if self.start_offsets else {})
         set_(self, "bounded", bool(self.bounded))
         set_(self, "conf", dict(self.conf or {}))
@@ -142,10 +134,6 @@ class KafkaSource(SourceSpec):
                                         else ["kafka_topic", "kafka_partition"]))
 
     # -- derived ---------------------------------------------------------------------------------
-    @property
-    def startup_timeout_s(self) -> float:
-        return to_nanos(self.startup_timeout, "kafka_source(startup_timeout=)") / 1e9
-
     @cached_property
     def connection(self) -> Connection:
         """What the source connects with (librdkafka settings: these defaults, then ``conf``)."""

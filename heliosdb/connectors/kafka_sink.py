@@ -41,12 +41,10 @@ from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
 
-from ..config import (DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_TRANSACTION_TIMEOUT, Duration,
-                      to_nanos)
 from ..errors import ConfigError, ExecutionError
 from ..formats import Format
 from ..operators.base import Item, Snapshot
-from .kafka import bootstrap, client_conf
+from .kafka import client_conf
 from .kafka_start import kafka as _kafka
 from .sinks import SinkSpec, _SinkOperator
 
@@ -58,16 +56,19 @@ _FORMATS = ("json", "msgpack", "avro", "arrow")
 
 
 class KafkaSink(SinkSpec):
-    """Writes record batches to a Kafka topic (see :func:`heliosdb.sinks.kafka`)."""
+    """Writes record batches to a Kafka topic (see :func:`heliosdb.sinks.kafka`, which gives
+    the defaults: times here are seconds).  The transaction timeout is
+    ``transaction_timeout_s`` if given, else the larger of three commit intervals and
+    ``min_transaction_timeout_s`` (sized again against the checkpoints in a checkpointed job).
+    """
 
     kind = "kafka"
 
-    def __init__(self, topic: str, bootstrap_servers: Optional[str] = None, key: Optional[str] = None,
+    def __init__(self, topic: str, bootstrap_servers: str, key: Optional[str] = None,
                  format: Any = None, exactly_once: bool = False, *,
-                 transactional_id: Optional[str] = None,
-                 commit_interval: Duration = DEFAULT_KAFKA_COMMIT_INTERVAL,
-                 transaction_timeout: Optional[Duration] = None, timestamp: Optional[str] = None,
-                 conf: Optional[Dict[str, Any]] = None):
+                 transactional_id: Optional[str] = None, commit_interval_s: float,
+                 transaction_timeout_s: Optional[float] = None, min_transaction_timeout_s: float,
+                 timestamp: Optional[str] = None, conf: Optional[Dict[str, Any]] = None):
         if not isinstance(topic, str) or not topic:
             raise ConfigError(f"sinks.kafka() takes a topic name, got {topic!r}")
         if format is not None and not isinstance(format, Format) and format not in _FORMATS:
@@ -76,18 +77,18 @@ class KafkaSink(SinkSpec):
                 f"(raw: a 'value' column); got {format!r}. For protobuf use .serialize_protobuf(cls)"
             )
         self.topic = topic
-        self.bootstrap_servers = bootstrap(bootstrap_servers)
+        self.bootstrap_servers = bootstrap_servers
         self.key = key
         self.format = format
         self.exactly_once = bool(exactly_once)
         self.transactional_id = transactional_id
-        self.commit_interval_s = to_nanos(commit_interval, "sinks.kafka(commit_interval=)") / 1e9
-        if self.commit_interval_s <= 0:
-            raise ConfigError(f"sinks.kafka(commit_interval=) must be positive, got {commit_interval!r}")
-        floor = to_nanos(DEFAULT_KAFKA_TRANSACTION_TIMEOUT, "timeout") / 1e9
-        self.transaction_timeout_given = transaction_timeout is not None
-        self.transaction_timeout_s = (max(floor, 3 * self.commit_interval_s) if transaction_timeout is None
-                                      else to_nanos(transaction_timeout, "sinks.kafka(transaction_timeout=)") / 1e9)
+        self.commit_interval_s = commit_interval_s
+        if commit_interval_s <= 0:
+            raise ConfigError(f"sinks.kafka(commit_interval=) must be positive, got {commit_interval_s:g} s")
+        self.min_transaction_timeout_s = min_transaction_timeout_s
+        self.transaction_timeout_given = transaction_timeout_s is not None
+        self.transaction_timeout_s = (max(min_transaction_timeout_s, 3 * commit_interval_s)
+                                      if transaction_timeout_s is None else transaction_timeout_s)
         if self.exactly_once and self.transaction_timeout_s < 2 * self.commit_interval_s:
             raise ConfigError(
                 f"sinks.kafka(): transaction_timeout {self.transaction_timeout_s:g}s is shorter than two "
@@ -108,7 +109,8 @@ class KafkaSink(SinkSpec):
     def serialize_json(self) -> "KafkaSink":
         """Write each row as a JSON object.
 
-        >>> KafkaSink("out", bootstrap_servers="127.0.0.1:9092").serialize_json().format
+        >>> KafkaSink("out", "127.0.0.1:9092", commit_interval_s=10, min_transaction_timeout_s=60
+        ...           ).serialize_json().format
         'json'
         """
         return self._with("json")
@@ -263,8 +265,7 @@ class _KafkaSinkOp(_SinkOperator):
                     "CheckpointConfig(timeout=)", self.name, self.transaction_timeout_s, timeout_s,
                     self.transaction_timeout_s, extra={"operator": self.name})
             return
-        floor = to_nanos(DEFAULT_KAFKA_TRANSACTION_TIMEOUT, "timeout") / 1e9
-        want = max(floor, 3 * interval_s, timeout_s)
+        want = max(self.spec.min_transaction_timeout_s, 3 * interval_s, timeout_s)
         if want != self.transaction_timeout_s:
             log.debug("step %r: Kafka transaction timeout %gs (checkpoints every %gs, timeout %gs)",
                       self.name, want, interval_s, timeout_s, extra={"operator": self.name})

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 import heliosdb as hdb
+from heliosdb.config import DEFAULT_KAFKA_PARTITION_BUFFER_ROWS
 from heliosdb.connectors.kafka import KafkaSource
 from heliosdb.connectors.kafka_reader import KafkaReader
 from heliosdb.formats.arrow_ipc import ArrowIpcFormat
@@ -18,6 +19,8 @@ from heliosdb.formats.json import JsonFormat
 from .broker import new_topic, produce
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64())])
+#: What env.kafka_source() gives a KafkaSource it builds.
+DEFAULTS = {"startup_timeout_s": 30.0, "buffer_rows": DEFAULT_KAFKA_PARTITION_BUFFER_ROWS}
 
 
 def _records(n: int, seed: int = 7, per_ms: int = 10) -> pa.RecordBatch:
@@ -85,7 +88,7 @@ def test_position_and_seek_resume_without_gap_or_duplicate(kafka):
     topic = new_topic(kafka, partitions=2)
     data = _records(4000)
     produce(kafka, topic, JsonFormat(SCHEMA).encode(data), partitions=[i % 2 for i in range(4000)])
-    first = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True).build()
+    first = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, **DEFAULTS).build()
     first.open(500)
     part1 = _drain(first, limit_rows=1500)
     position = first.position()
@@ -94,7 +97,7 @@ def test_position_and_seek_resume_without_gap_or_duplicate(kafka):
     for p in (0, 1):
         done = part1.filter(pa.compute.equal(part1["kafka_partition"], p))["kafka_offset"].to_pylist()
         assert position[topic][p] == (max(done) + 1 if done else 0)
-    second = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True).build()
+    second = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, **DEFAULTS).build()
     second.seek(json.loads(json.dumps(position)))          # as a checkpoint manifest stores it
     second.open(500)
     part2 = _drain(second)
@@ -204,7 +207,7 @@ def test_a_slow_merged_read_pauses_partitions_and_still_reads_everything_in_orde
     # holds the merge back must always be reading, or the read would stall.
     topic = _merge_topic(kafka)
     src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time="ts",
-                      buffer_rows=200, readers=2).build()
+                      startup_timeout_s=30, buffer_rows=200, readers=2).build()
     src.open(100)
     rows = []
     deadline = time.monotonic() + 60
@@ -229,7 +232,8 @@ def test_a_poll_releases_about_one_batch_of_a_backlog(kafka, event_time):
     (so a checkpoint barrier can follow any batch); merged, the cut is by event time and the
     order stays (ts, partition, offset); nothing is lost or repeated."""
     topic = _merge_topic(kafka)
-    src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time=event_time).build()
+    src = KafkaSource(topic, kafka.bootstrap, format=JsonFormat(SCHEMA), bounded=True, event_time=event_time,
+                      **DEFAULTS).build()
     src.open(300)
     try:
         deadline = time.monotonic() + 30
