@@ -54,7 +54,7 @@ def test_set_parallelism_on_a_kafka_source_sets_its_readers():
 
 
 def test_an_unreachable_cluster_fails_naming_the_address():
-    src = KafkaSource("t", "127.0.0.1:1", format=None, startup_timeout=1).build()
+    src = KafkaSource("t", "127.0.0.1:1", format=None, startup_timeout_s=1, buffer_rows=1000).build()
     with pytest.raises(ExecutionError, match="127.0.0.1:1"):
         src.open(100)
     src.close()
@@ -64,3 +64,18 @@ def test_kafka_sink_spec_describes_itself():
     spec = hdb.sinks.kafka("out", "127.0.0.1:1", key="k", exactly_once=True, commit_interval=2)
     assert spec.describe() == "kafka 'out' at 127.0.0.1:1 (raw, exactly once)"
     assert spec.transaction_timeout_s == 60 and spec.serialize_msgpack().format == "msgpack"
+
+
+def test_the_spec_is_frozen_and_its_reader_contacts_no_broker_until_it_opens():
+    import dataclasses
+
+    from heliosdb.formats.json import JsonFormat
+
+    spec = KafkaSource("t", "127.0.0.1:1", format=JsonFormat(SCHEMA), startup_timeout_s=1, buffer_rows=10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.readers = 2
+    projected = spec.project(["v", "kafka_partition"])
+    assert projected.schema.names == ["v", "kafka_partition"] and projected.splits is spec.splits
+    reader = projected.build()
+    assert reader.replayable and reader.columns == ["v", "kafka_partition"] and reader.position() == {}
+    reader.close()                      # never opened: nothing to release
