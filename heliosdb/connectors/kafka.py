@@ -38,8 +38,8 @@ import pyarrow as pa
 from ..errors import ConfigError
 from ..formats import Format
 from .base import SourceSpec
-from .kafka_dead_letters import ON_ERROR, check_policy
-from .kafka_fetch import METADATA, RAW_SCHEMA
+from .kafka_dead_letters import ON_ERROR, DeadLetters, check_policy
+from .kafka_fetch import METADATA, RAW_SCHEMA, Decoder
 from .kafka_merge import Partition, Position
 from .kafka_reader import KafkaReader
 from .kafka_start import Connection, normalise_position
@@ -230,4 +230,9 @@ class KafkaSource(SourceSpec):
 
     def build(self) -> KafkaReader:
         """The running source for one run (contacts no broker until it opens)."""
-        return KafkaReader(self)
+        dead = DeadLetters(self.on_error, self.dead_letter)
+        decoder = Decoder(self.payload_format, self.schema, self.event_time, self.null_time,
+                          self.max_record_bytes, dead)
+        return KafkaReader(self, self.connection, self.start_offsets, decoder=decoder,
+                           merged=self.event_time is not None, buffer_rows=self.buffer_rows,
+                           readers=self.readers, split_key=self.split_key)

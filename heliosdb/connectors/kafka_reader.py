@@ -22,40 +22,47 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from .kafka_dead_letters import DeadLetters
+from .base import Piece, SourceReader, SourceSpec
 from .kafka_fetch import Decoder, Fetcher
 from .kafka_merge import Fetched, Partition, PartitionMerge, Position
-from .kafka_start import kafka, normalise_position
-from .base import Piece, SourceReader
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .kafka import KafkaSource
+from .kafka_start import Connection, kafka, normalise_position
 
 log = logging.getLogger("heliosdb.kafka")
 
 
 class KafkaReader(SourceReader):
     """One run's read of a :class:`~heliosdb.connectors.kafka.KafkaSource` (see the module
-    docstring).  Building it contacts no broker; ``open()`` does."""
+    docstring), which builds it with its ``connection``, where to start, its ``decoder``
+    (with the run's dead letters), whether partitions are ``merged`` on event time, the rows
+    queued per partition before it pauses (``buffer_rows``), the number of ``readers`` (None:
+    a default) and the split each partition is (``split_key``).  Building it contacts no
+    broker; ``open()`` does."""
 
     replayable = True               # position() / seek(): checkpoints restore it
 
-    def __init__(self, spec: "KafkaSource"):
+    def __init__(self, spec: SourceSpec, connection: Connection, start_offsets: Position, *,
+                 decoder: Decoder, merged: bool, buffer_rows: int, readers: Optional[int],
+                 split_key: Callable[[Partition], tuple]):
         super().__init__(spec)
-        self.spec = spec
+        self.connection = connection
+        self.start_offsets = dict(start_offsets)
+        self.decoder = decoder
+        self.dead_letters = decoder.dead
+        self.merged = merged
+        self.buffer_rows = buffer_rows
+        self.readers = readers
+        self.split_key = split_key
         #: The columns it yields (the plan's projection).
-        self.columns = list(spec.schema.names)
-        self.start_offsets: Position = dict(spec.start_offsets)
-        self.dead_letters = DeadLetters(spec.on_error, spec.dead_letter)
+        self.columns = list(self.schema.names)
         self._cond = threading.Condition()
         self._error: Optional[BaseException] = None
         self._stopping = False
         self._opened = False
         self._control: Any = None          # the consumer that commits positions to the group
         self._fetchers: List[Fetcher] = []
-        self._merge = PartitionMerge([], spec.event_time is not None, spec.buffer_rows)
+        self._merge = PartitionMerge([], merged, buffer_rows)
 
     def attach_metrics(self, metrics: Any) -> None:
         """Count dead letters in the job's metrics (``streaming_dead_letters_total``)."""
@@ -77,7 +84,7 @@ class KafkaReader(SourceReader):
         """Write ``position`` (default: the current one) to the consumer group, for monitoring
         (lag dashboards); positions are restored from checkpoints, not from the group."""
         ck = kafka()
-        if self._control is None or self.spec.group_id is None:
+        if self._control is None or self.connection.group_id is None:
             return
         pos = normalise_position(position) if position is not None else self.position()
         tps = [ck.TopicPartition(t, p, v if isinstance(v, int) else v[0])
@@ -86,13 +93,13 @@ class KafkaReader(SourceReader):
             try:
                 self._control.commit(offsets=tps, asynchronous=False)
             except ck.KafkaException as exc:
-                log.warning("kafka source: committing offsets to group %r failed: %s", self.spec.group_id, exc)
+                log.warning("kafka source: committing offsets to group %r failed: %s",
+                            self.connection.group_id, exc)
 
     # -- running ---------------------------------------------------------------------------------
     def open(self, batch_size: int) -> None:
         super().open(batch_size)
-        spec = self.spec
-        conn = spec.connection
+        conn = self.connection
         self._error = None
         self._stopping = False
         self._fetchers = []
@@ -107,27 +114,24 @@ class KafkaReader(SourceReader):
         splits = self.splits
         if splits is not None:
             splits.reset()
-            splits.declare([spec.split_key(p) for p in parts])
-        self._merge = PartitionMerge(parts, spec.event_time is not None, spec.buffer_rows,
-                                     splits, spec.split_key)
+            splits.declare([self.split_key(p) for p in parts])
+        self._merge = PartitionMerge(parts, self.merged, self.buffer_rows, splits, self.split_key)
         self.dead_letters.open()
-        decoder = Decoder(spec.payload_format, spec.schema, spec.event_time, spec.null_time,
-                          spec.max_record_bytes, self.dead_letters)
         # Default: a reader per core (at least 2), at most one per partition.  Creating the
         # client's message objects holds the GIL, decoding does not: two readers overlap one's
         # consume with the other's decode (JSON W1 from 4 partitions on 2 cores: 0.26-0.29 M
         # events/s with 1 reader, 0.35-0.43 M with 2, no better with 4).
-        n = spec.readers or min(len(parts), max(2, os.cpu_count() or 2))
+        n = self.readers or min(len(parts), max(2, os.cpu_count() or 2))
         n = min(n, len(parts))
         for i in range(n):
             mine = [p for p in parts if p.index % n == i and not p.finished()]
             if mine:
-                self._fetchers.append(Fetcher(conn, mine, i, decoder, batch_size, self._push,
+                self._fetchers.append(Fetcher(conn, mine, i, self.decoder, batch_size, self._push,
                                               self._fail, self._is_stopping))
         for f in self._fetchers:
             f.start()
         log.info("kafka source: %d partitions of %s, %d readers, from %s", len(parts),
-                 list(spec.topics), len(self._fetchers), self.position())
+                 list(conn.topics), len(self._fetchers), self.position())
 
     def poll(self, timeout_s: float) -> Optional[List[Piece]]:
         deadline = time.monotonic() + timeout_s
