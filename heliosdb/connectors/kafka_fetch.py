@@ -197,6 +197,7 @@ class Fetcher:
         self.push, self.fail, self.stopping = push, fail, stopping
         self._resume: List[Partition] = []
         self._lock = threading.Lock()
+        self._last_warn = 0.0            # when a retriable consumer error was last logged
         self.thread = threading.Thread(target=self._run, name=f"kafka-reader-{index}", daemon=True)
 
     def start(self) -> None:
@@ -257,8 +258,6 @@ class Fetcher:
                     consumer.pause(self._tps(pause))
         finally:
             consumer.close()
-
-    _last_warn = 0.0
 
     def _group(self, msgs: list, active: set) -> Tuple[Dict[Tuple[str, int], list], Dict[Partition, int]]:
         """The messages of one fetch by partition, and its end-of-partition events (a

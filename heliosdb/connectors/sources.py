@@ -18,8 +18,8 @@ from .generator import CATEGORIES, GENERATOR_BLOCK, GENERATOR_SCHEMA, GeneratorS
 from .iterable import EXTRA, IterableSource, infer_schema
 from .splits import Splits
 
-__all__ = ["SourceSpec", "SourceReader", "Piece", "ArrowSource", "ParquetSource", "IterableSource",
-           "GeneratorSource", "to_arrow_table", "infer_schema", "EXTRA", "CATEGORIES",
+__all__ = ["SourceSpec", "SourceReader", "Piece", "ArrowSource", "ArrowReader", "ParquetSource",
+           "ParquetReader", "IterableSource", "GeneratorSource", "to_arrow_table", "infer_schema", "EXTRA", "CATEGORIES",
            "GENERATOR_BLOCK", "GENERATOR_SCHEMA"]
 
 
