@@ -14,8 +14,9 @@ from .diagnosis import Diagnosis
 from .environment import StreamEnvironment
 from .errors import (CheckpointError, ConfigError, DataError, ExecutionError, HeliosError,
                      PlanError, PythonFallbackWarning, RecordError, SchemaError)
-from .expr import (AggSpec, Expr, col, count, count_distinct, first, last, lit, max, mean, min,
-                   quantile, stddev, sum, var)
+from .expr import Expr, col, lit
+from . import aggregates as _aggregates
+from .aggregates import AggSpec
 from .plan import Plan
 from .runtime.executor import JobHandle, JobResult
 from .stream import KeyedStream, Stream, WindowedStream
@@ -27,10 +28,22 @@ __all__ = [
     "__version__",
     "StreamEnvironment", "StreamingConfig", "StateBackend", "Stream", "KeyedStream",
     "WindowedStream", "StateConfig", "CheckpointConfig", "col",
-    "lit", "count", "sum", "min", "max", "mean", "var", "stddev", "first", "last",
-    "count_distinct", "quantile",
+    "lit",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
     "SchemaError", "PlanError", "ExecutionError", "DataError", "CheckpointError", "MetricsConfig", "Diagnosis",
     "RecordError", "PythonFallbackWarning",
     *_windows.__all__,
 ]
+
+# Every aggregate's constructor (hdb.count(), hdb.sum("v"), ...): one per module of
+# heliosdb/aggregates/, found there, never listed here.
+globals().update(_aggregates.constructors())
+__all__ += list(_aggregates.constructors())
+
+
+def __getattr__(name: str):
+    """Aggregates discovered after import (``heliosdb.aggregates.discover()``)."""
+    fn = _aggregates.constructors().get(name)
+    if fn is None:
+        raise AttributeError(f"module 'heliosdb' has no attribute {name!r}")
+    return fn

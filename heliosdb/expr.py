@@ -1,4 +1,5 @@
-"""Column expressions (``col``, ``lit``) and aggregate specs (``count``, ``sum``, ...).
+"""Column expressions (``col``, ``lit``).  Aggregate specs (``count``, ``sum``, ...) are in
+:mod:`heliosdb.aggregates` (re-exported here under their former names).
 
 An expression is an immutable tree.  It knows how to type itself against a schema
 (:meth:`Expr.dtype`), which columns it reads (:meth:`Expr.columns`), and how to print itself.
@@ -25,6 +26,7 @@ from typing import Any, Optional, Tuple, Union
 import pyarrow as pa
 import pyarrow.types as pat
 
+from .aggregates import AggSpec, constructors  # noqa: F401  (AggSpec moved; re-exported)
 from .errors import SchemaError
 from .kernels import ir
 from .kernels.ir import (  # noqa: F401  (re-exported: heliosdb.expr's names before the IR moved)
@@ -227,170 +229,12 @@ def as_expr(value: Union[str, Expr]) -> Expr:
 # -------------------------------------------------------------------------------------------
 # Aggregates
 # -------------------------------------------------------------------------------------------
-AGG_KINDS = ("count", "sum", "min", "max", "mean", "var", "stddev", "first", "last",
-             "count_distinct", "quantile")
-_NUMERIC_AGGS = ("sum", "min", "max", "mean", "var", "stddev", "quantile")
-
-
-@dataclass(frozen=True)
-class AggSpec:
-    """One aggregate of a window or keyed aggregation: ``kind`` over ``column``.
-
-    ``count()`` (no column) counts rows; every other aggregate skips nulls and gives null for a
-    group whose values are all null.  Build them with :func:`count`, :func:`sum`, ...
-    ``q`` and ``relative_accuracy`` are the parameters of :func:`quantile`.
-    """
-
-    kind: str
-    column: Optional[str] = None
-    q: Optional[float] = None
-    relative_accuracy: float = 0.01
-
-    def __post_init__(self) -> None:
-        if self.kind not in AGG_KINDS:
-            raise SchemaError(f"unknown aggregate {self.kind!r}; use one of {AGG_KINDS}")
-        if self.kind != "count" and not self.column:
-            raise SchemaError(f"{self.kind}() needs a column name, e.g. hdb.{self.kind}('value')")
-        if self.kind == "quantile":
-            if not isinstance(self.q, (int, float)) or not 0.0 <= self.q <= 1.0:
-                raise SchemaError(f"quantile({self.column!r}, q) needs 0 <= q <= 1, got {self.q!r}")
-            if not 0.0 < self.relative_accuracy < 1.0:
-                raise SchemaError(
-                    f"quantile(relative_accuracy=) must be between 0 and 1, got {self.relative_accuracy!r}"
-                )
-
-    def output_type(self, schema: pa.Schema, step: str) -> pa.DataType:
-        """The result type; raises SchemaError naming the step if the column does not fit."""
-        if self.kind in ("count", "count_distinct"):
-            if self.column is not None:
-                Col(self.column).dtype(schema, step)
-            return pa.int64()
-        t = Col(self.column).dtype(schema, step)
-        if self.kind in ("first", "last"):
-            return t
-        if not is_numeric(t) or pat.is_boolean(t):
-            raise SchemaError(
-                f"step {step!r}: {self.kind}({self.column!r}) needs a numeric column, but "
-                f"{self.column!r} is {t}; use count(), count_distinct(), first() or last() for "
-                "non-numeric columns, or cast it"
-            )
-        if self.kind in ("mean", "var", "stddev", "quantile"):
-            return pa.float64()
-        return pa.float64() if pat.is_floating(t) else pa.int64()
-
-    def __repr__(self) -> str:
-        if self.kind == "quantile":
-            return f"quantile({self.column!r}, {self.q!r})"
-        return f"{self.kind}({self.column!r})" if self.column else f"{self.kind}()"
-
-
-def count(column: Optional[str] = None) -> AggSpec:
-    """Rows in the group; ``count("x")`` counts the rows where ``x`` is not null.
-
-    Examples
-    --------
-    >>> count(), count("value")
-    (count(), count('value'))
-    """
-    return AggSpec("count", column)
-
-
-def sum(column: str) -> AggSpec:  # noqa: A001 - the user guide's name
-    """Sum of the non-null values: int64 for integer columns (wrapping on overflow, as C and
-    numpy do), float64 for floats (NaN if any value is NaN).
-
-    >>> sum("v2")
-    sum('v2')
-    """
-    return AggSpec("sum", column)
-
-
-def min(column: str) -> AggSpec:  # noqa: A001
-    """Smallest non-null value (NaN only if every value is NaN).
-
-    >>> min("v2")
-    min('v2')
-    """
-    return AggSpec("min", column)
-
-
-def max(column: str) -> AggSpec:  # noqa: A001
-    """Largest non-null value (NaN sorts above every number, as in SQL).
-
-    >>> max("v2")
-    max('v2')
-    """
-    return AggSpec("max", column)
-
-
-def mean(column: str) -> AggSpec:
-    """Mean of the non-null values, float64.
-
-    >>> mean("v2")
-    mean('v2')
-    """
-    return AggSpec("mean", column)
-
-
-def var(column: str) -> AggSpec:
-    """Sample variance (n - 1 in the denominator) of the non-null values, float64; null for
-    fewer than two values.  Computed with Welford's method, merged with Chan's formula.
-
-    >>> var("v2")
-    var('v2')
-    """
-    return AggSpec("var", column)
-
-
-def stddev(column: str) -> AggSpec:
-    """Sample standard deviation: the square root of :func:`var`.
-
-    >>> stddev("v2")
-    stddev('v2')
-    """
-    return AggSpec("stddev", column)
-
-
-def first(column: str) -> AggSpec:
-    """The first non-null value in arrival order (per key, arrival order is kept across
-    parallel subtasks); any column type.
-
-    >>> first("category")
-    first('category')
-    """
-    return AggSpec("first", column)
-
-
-def last(column: str) -> AggSpec:
-    """The last non-null value in arrival order; any column type.
-
-    >>> last("category")
-    last('category')
-    """
-    return AggSpec("last", column)
-
-
-def count_distinct(column: str) -> AggSpec:
-    """Exact number of distinct non-null values (floats: -0.0 equals 0.0, NaN equals NaN).
-
-    >>> count_distinct("category")
-    count_distinct('category')
-    """
-    return AggSpec("count_distinct", column)
-
-
-def quantile(column: str, q: float, relative_accuracy: float = 0.01) -> AggSpec:
-    """Approximate ``q``-quantile (0 <= q <= 1) of the non-null, non-NaN values, float64.
-
-    A mergeable log-bucket sketch (in the style of DDSketch): the result is within
-    ``relative_accuracy`` (relative error) of the exact value at rank ``floor(q * (n - 1))``
-    of the sorted values, and memory per group grows with the log of the value range, not
-    with n.
-
-    >>> quantile("latency", 0.99)
-    quantile('latency', 0.99)
-    """
-    return AggSpec("quantile", column, float(q), relative_accuracy)
+def __getattr__(name: str):
+    """``count``, ``sum``, ... moved to :mod:`heliosdb.aggregates`; these names still work."""
+    fn = constructors().get(name)
+    if fn is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return fn
 
 
 def parse_projection(items: Tuple[Union[str, Expr], ...], step: str) -> list:

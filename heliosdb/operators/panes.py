@@ -60,12 +60,7 @@ def shifted(p: Prepared, base: int) -> Prepared:
 
 def shift_seqs(part: Partial, base: int) -> None:
     """Arrival numbers of a replica's first/last values (from 0 in its batch) -> the window's."""
-    if not base or not (part.first or part.last):
-        return
-    for group in (part.first, part.last):
-        for d in group.values():
-            seq = d["seq"][: part.n]
-            seq[seq >= 0] += base
+    part.shift_seqs(base)
 
 
 class PaneStore:

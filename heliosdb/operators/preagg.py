@@ -128,8 +128,7 @@ class PreAggregate(KeyedOperator):
     def _values_portable(self) -> bool:
         """Whether aggregate inputs are coded alike in every instance (no string values in
         first/last/count_distinct: their codes come from a per-instance string table)."""
-        codecs = [*self.acc.first.values(), *self.acc.last.values(), *self.acc.distinct.values()]
-        return all(c.encoder is None or "str" not in c.encoder.kinds for c in codecs)
+        return self.acc.values_portable()
 
     def _pre_aggregate(self, batch: pa.RecordBatch, pre: PanePartials) -> None:
         """Fold ``batch`` into fresh panes and hand them to ``pre`` with each run's rows

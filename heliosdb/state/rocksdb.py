@@ -1,12 +1,13 @@
 """RocksDB state backend: accumulators of every group live in RocksDB (``rocksdict``).
 
-``RocksPartial`` has the operations of :class:`heliosdb.operators.accumulators.Partial`
-(``ensure``, ``update``, ``merge``, ``take``, ``results``), so every operator runs unchanged on
-either backend.  Each call loads the rows of the groups it touches into a small in-memory
-``Partial`` (one multi-get), applies the operation there with the same compiled kernels, and
-writes the rows back in one write batch.  A row is the group's accumulator fields packed as one
-fixed-width record; the key is the partial's 8-byte prefix plus the group id (big-endian).
-Only the key index (group table) stays in memory.
+:class:`RocksGroupState` implements the group-state interface (:class:`.base.GroupState`), so
+every operator runs unchanged on either backend.  Each call loads the rows of the groups it
+touches into a small :class:`.memory.MemoryGroupState` (one multi-get), applies the operation
+there with the same accumulators, and writes the rows back in one write batch.  A row is the
+group's accumulator arrays (whatever the aggregates, by their names) packed as one fixed-width
+record; the key is the state's 8-byte prefix plus the group id (big-endian).  Each value set
+(``count_distinct`` values, sketch buckets) of a group is one more record.  Only the key index
+(group table) stays in memory.
 
 The database is working state, recreated on every start: durability comes from checkpoints,
 which hold the same Parquet tables as the memory backend's.  Its folder is
@@ -25,22 +26,13 @@ import os
 import re
 import shutil
 import uuid
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 
-from ..operators.accumulators import AccPlan, Partial
-
-
-def _fields(part: Partial) -> List[Tuple[str, np.ndarray]]:
-    """(name, array) of every fixed-width per-group array of a partial, in a fixed order."""
-    return part.arrays()
-
-
-def _sets(part: Partial) -> List:
-    """The per-group value sets (distinct values, sketch buckets): one ``_Pairs`` each."""
-    return [pairs for pairs, _ in part.distinct.values()] + [pairs for pairs, _ in part.sketch.values()]
-
+from ..aggregates import AggregatePlan, Prepared
+from .base import GroupState
+from .memory import MemoryGroupState
 
 log = logging.getLogger("heliosdb.state")
 _FOLDER = re.compile(r"^.+-(\d+)-[0-9a-f]{8}$")
@@ -189,19 +181,20 @@ class RocksDB:
             self.path = None
 
 
-class RocksPartial:
+class RocksGroupState(GroupState):
     """Accumulators of groups 0..n-1 stored in RocksDB; see the module docstring."""
 
-    def __init__(self, plan: AccPlan, store: RocksDB, rows: bool = False):
+    in_memory = False
+
+    def __init__(self, plan: AggregatePlan, store: RocksDB, rows: bool = False):
         self.plan = plan
         self.store = store
         self.rows = rows or plan.count_rows
         self.key = store.prefix()
         self.n = 0
-        template = Partial(plan, 16, self.rows)
-        self._names = [n for n, _ in _fields(template)]
-        self._nsets = len(_sets(template))
-        self.dtype = np.dtype([(n, a.dtype) for n, a in _fields(template)])
+        template = MemoryGroupState(plan, 16, self.rows)
+        fields = template.arrays()
+        self.dtype = np.dtype([(n, a.dtype) for n, a in fields])
 
     @property
     def counts(self) -> Optional["_LazyCounts"]:
@@ -214,10 +207,10 @@ class RocksPartial:
         k = self.key
         return [k + raw[i: i + 8] + suffix for i in range(0, len(raw), 8)]
 
-    def load(self, ids: np.ndarray) -> Partial:
-        """Groups ``ids`` as an in-memory Partial (row i = group ids[i]); absent ones are empty."""
+    def load(self, ids: np.ndarray) -> MemoryGroupState:
+        """Groups ``ids`` as an in-memory state (row i = group ids[i]); absent ones are empty."""
         m = len(ids)
-        part = Partial(self.plan, max(m, 16), self.rows)
+        part = MemoryGroupState(self.plan, max(m, 16), self.rows)
         part.ensure(m)
         if not m:
             return part
@@ -226,10 +219,10 @@ class RocksPartial:
         if present:
             rec = np.frombuffer(b"".join(values[i] for i in present), dtype=self.dtype)
             idx = np.asarray(present, np.int64)
-            for name, arr in _fields(part):
+            for name, arr in part.arrays():
                 arr[idx] = rec[name]
         # Value sets: one blob per group and set, ``codes ++ counts`` as int64.
-        for j, pairs in enumerate(_sets(part)):
+        for j, pairs in enumerate(part.value_sets()):
             blobs = self.store.db.get(self._keys(ids, bytes([j + 1])))
             local, codes, counts = [], [], []
             for i, b in enumerate(blobs):
@@ -244,21 +237,21 @@ class RocksPartial:
                           np.ascontiguousarray(np.concatenate(counts)))
         return part
 
-    def _store(self, part: Partial, ids: np.ndarray) -> None:
+    def _store(self, part: MemoryGroupState, ids: np.ndarray) -> None:
         from rocksdict import WriteBatch
 
         m = len(ids)
         if not m:
             return
         rec = np.empty(m, self.dtype)
-        for name, arr in _fields(part):
+        for name, arr in part.arrays():
             rec[name] = arr[:m]
         raw = rec.tobytes()
         size = self.dtype.itemsize
         wb = WriteBatch(raw_mode=True)
         for key, i in zip(self._keys(ids), range(0, len(raw), size)):
             wb.put(key, raw[i: i + size])
-        for j, pairs in enumerate(_sets(part)):
+        for j, pairs in enumerate(part.value_sets()):
             g, k, w = pairs.items()
             if not len(g):
                 continue
@@ -272,45 +265,41 @@ class RocksPartial:
                 wb.put(key, np.concatenate([k[a:b], w[a:b]]).tobytes())
         self.store.db.write(wb)
 
-    # -- the Partial operations ----------------------------------------------------------------------
+    # -- the group-state operations ------------------------------------------------------------------
     def ensure(self, n: int) -> None:
         self.n = max(self.n, n)
 
-    def update(self, gids: np.ndarray, p) -> None:
+    def update(self, gids: np.ndarray, p: Prepared) -> None:
         u, inv = np.unique(gids, return_inverse=True)
         part = self.load(u)
         part.update(np.ascontiguousarray(inv, np.int64), p)
         self._store(part, u)
 
-    def merge(self, src, src_ids: np.ndarray, dst_ids: np.ndarray) -> None:
+    def merge(self, src: GroupState, src_ids: np.ndarray, dst_ids: np.ndarray) -> None:
         src_ids = np.asarray(src_ids, np.int64)
-        if isinstance(src, RocksPartial):
+        if not src.in_memory:
             src, src_ids = src.load(src_ids), np.arange(len(src_ids), dtype=np.int64)
         u, inv = np.unique(np.asarray(dst_ids, np.int64), return_inverse=True)
         part = self.load(u)
         part.merge(src, src_ids, np.ascontiguousarray(inv, np.int64))
         self._store(part, u)
 
-    def merge_aligned(self, src) -> None:
-        ids = np.arange(src.n, dtype=np.int64)
-        self.merge(src, ids, ids)
-
-    def materialize(self) -> Partial:
-        return self.load(np.arange(self.n, dtype=np.int64))
-
-    def results(self, ids: Optional[np.ndarray] = None):
-        ids = np.arange(self.n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
-        return self.load(ids).results()
-
-    def take(self, ids: np.ndarray) -> "RocksPartial":
-        out = RocksPartial(self.plan, self.store, self.rows)
+    def take(self, ids: np.ndarray) -> "RocksGroupState":
+        out = RocksGroupState(self.plan, self.store, self.rows)
         out.ensure(len(ids))
         out._store(self.load(np.asarray(ids, np.int64)), np.arange(len(ids), dtype=np.int64))
         self.drop()
         return out
 
+    def shift_seqs(self, base: int) -> None:
+        if base and self.n:
+            ids = np.arange(self.n, dtype=np.int64)
+            part = self.load(ids)
+            part.shift_seqs(base)
+            self._store(part, ids)
+
     def drop(self) -> None:
-        """Delete every row of this partial."""
+        """Delete every row of this state."""
         start = self.key
         end = (int.from_bytes(self.key, "big") + 1).to_bytes(8, "big")
         self.store.db.delete_range(start, end)
@@ -320,9 +309,9 @@ class RocksPartial:
 
 
 class _LazyCounts:
-    """``part.counts[...]`` of a RocksPartial: the row counts, loaded when read."""
+    """``part.counts[...]`` of a RocksGroupState: the row counts, loaded when read."""
 
-    def __init__(self, part: RocksPartial):
+    def __init__(self, part: RocksGroupState):
         self.part = part
 
     def __getitem__(self, idx):

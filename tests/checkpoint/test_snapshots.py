@@ -185,7 +185,7 @@ def test_keyed_restore_of_decoded_tables_continues_exactly_and_aliases_only_what
     before = {k: t.to_pydict() for k, t in saved.items()}
     restored = _keyed()
     restored.restore(saved, [{"seq": op.seq, "evicted_keys": 0}], owned=owned)
-    nn = restored.partial.stats["v"]["nn"]
+    nn = dict(restored.partial.arrays())["v.nn"]
     shares = any(np.shares_memory(nn, c.to_numpy()) for c in saved["keys"].column("v.nn").chunks)
     assert shares == owned                    # kept as the state only when owned
     got = restored.process_batch(later)[0]
@@ -198,7 +198,7 @@ def test_keyed_restore_of_decoded_tables_continues_exactly_and_aliases_only_what
 def test_adopt_column_refuses_columns_it_cannot_keep_as_they_are():
     import numpy as np
 
-    from heliosdb.operators.accumulators import adopt_column
+    from heliosdb.aggregates.columns import adopt_column
 
     a = pa.chunked_array([pa.array(np.arange(5.0))])
     assert adopt_column(pa.chunked_array([pa.array([1.0]), pa.array([2.0])]), np.float64) is None   # 2 chunks
