@@ -124,7 +124,7 @@ def test_a_manifest_referencing_a_file_outside_falls_back_to_the_previous_checkp
 
 
 # -- nothing on the restore path unpickles --------------------------------------------------------
-RESTORE_PATH = ["heliosdb/checkpoint", "heliosdb/operators", "heliosdb/state",
+RESTORE_PATH = ["heliosdb/checkpoint", "heliosdb/operators", "heliosdb/state", "heliosdb/aggregates",
                 "heliosdb/connectors/sources.py", "heliosdb/connectors/sinks.py"]
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve", "joblib"}
 UNSAFE_CALLS = {"read_pickle", "loads", "load"}
