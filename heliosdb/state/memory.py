@@ -55,7 +55,7 @@ class MemoryGroupState(GroupState):
             self.extra_rows = plan.row_counter.holding(dict(a.arrays()), a.sets, a.capacity)
         self._plan = plan
 
-    def _all(self) -> List[GroupsAccumulator]:
+    def accumulators(self) -> List[GroupsAccumulator]:
         """Every accumulator, in snapshot column order (row counts first)."""
         return self.accs if self.extra_rows is None else [self.extra_rows] + self.accs
 
@@ -76,7 +76,7 @@ class MemoryGroupState(GroupState):
             cap = self.capacity
             while cap < n:
                 cap *= 2
-            for acc in self._all():
+            for acc in self.accumulators():
                 acc.resize(cap)
             self.capacity = cap
         self.n = max(self.n, n)
@@ -128,15 +128,15 @@ class MemoryGroupState(GroupState):
                 acc.shift_seqs(base, self.n)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes() for a in self._all())
+        return sum(a.nbytes() for a in self.accumulators())
 
     def value_sets(self) -> list:
         """Every per-group value set, in a fixed order."""
-        return [s for acc in self._all() for s in acc.sets]
+        return [s for acc in self.accumulators() for s in acc.sets]
 
     # -- snapshots ---------------------------------------------------------------------------------
     def arrays(self) -> List[Tuple[str, np.ndarray]]:
-        return [item for acc in self._all() for item in acc.arrays()]
+        return [item for acc in self.accumulators() for item in acc.arrays()]
 
     def to_arrow(self, ids: np.ndarray, frozen: bool = False) -> Tuple[Dict[str, pa.Array], Dict[str, pa.Table]]:
         ids = np.asarray(ids, np.int64)
@@ -147,7 +147,7 @@ class MemoryGroupState(GroupState):
             sel = Selection(n, ids)
         cols: Dict[str, pa.Array] = {}
         extra: Dict[str, pa.Table] = {}
-        for acc in self._all():
+        for acc in self.accumulators():
             c, e = acc.state(sel)
             cols.update(c)
             extra.update(e)

@@ -53,7 +53,7 @@ def state_from_arrow(plan: AggregatePlan, table: pa.Table, extra: Dict[str, pa.T
     m = table.num_rows
     cap = max(m, 16)
     part = MemoryGroupState(plan, 16, "rows" in table.column_names)     # arrays replaced below
-    for acc in part._all():
+    for acc in part.accumulators():
         acc.restore(table, extra, cap, owned)
     part.capacity = cap
     part.n = m
