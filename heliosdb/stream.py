@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from .config import DEFAULT_MAX_DRIFT, Duration, to_nanos
 from .errors import ConfigError, PlanError, SchemaError
-from .expr import AggSpec, Expr, as_expr, parse_projection
+from .aggregates import AggSpec
+from .expr import Expr, as_expr, parse_projection
 from .windows import WINDOW_SPECS, TumblingWindow, WatermarkStrategy, WindowSpec
 
 if TYPE_CHECKING:  # pragma: no cover

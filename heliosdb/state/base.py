@@ -11,15 +11,12 @@ operation touches into a memory state and writes them back.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 
 from ..aggregates import AggregatePlan, Prepared
-
-if TYPE_CHECKING:                            # pragma: no cover
-    from .memory import MemoryGroupState
 
 
 class GroupState:
@@ -65,11 +62,12 @@ class GroupState:
         ids = np.arange(self.n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
         return self.load(ids).results()
 
-    def load(self, ids: np.ndarray) -> "MemoryGroupState":
-        """Groups ``ids`` as a private memory state (row i = group ids[i])."""
+    def load(self, ids: np.ndarray) -> "GroupState":
+        """Groups ``ids`` as a private in-memory state (row i = group ids[i]; a
+        :class:`~heliosdb.state.memory.MemoryGroupState`)."""
         raise NotImplementedError
 
-    def materialize(self) -> "MemoryGroupState":
+    def materialize(self) -> "GroupState":
         """Every group as a memory state."""
         return self.load(np.arange(self.n, dtype=np.int64))
 

@@ -27,9 +27,6 @@ def test_every_built_in_aggregate_is_registered_and_exported_under_its_name():
     for kind in BUILT_IN:
         assert getattr(hdb, kind) is aggregates.constructors()[kind]
         assert kind in hdb.__all__
-    from heliosdb.expr import AggSpec as FromExpr, sum as sum_from_expr   # the former home
-
-    assert FromExpr is AggSpec and sum_from_expr("v") == hdb.sum("v")
 
 
 @pytest.mark.parametrize("name,kind,column,q,acc", ALL_AGGS, ids=[a[0] for a in ALL_AGGS])
