@@ -1,5 +1,5 @@
-"""Column expressions (``col``, ``lit``).  Aggregate specs (``count``, ``sum``, ...) are in
-:mod:`heliosdb.aggregates`.
+"""Column expressions (``col``, ``lit``).  Aggregate specs (``count``, ``sum``, ...) live in
+:mod:`heliosdb.aggregates`; their former names here still work.
 
 An expression is an immutable tree.  It knows how to type itself against a schema
 (:meth:`Expr.dtype`), which columns it reads (:meth:`Expr.columns`), and how to print itself.
@@ -20,12 +20,11 @@ functions given to ``map``/``filter``/``process`` are translated into these tree
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Tuple, Union
 
 import pyarrow as pa
-import pyarrow.types as pat
 
+from .aggregates import AggSpec, constructors  # noqa: F401  (AggSpec moved; re-exported)
 from .errors import SchemaError
 from .kernels import ir
 from .kernels.ir import (  # noqa: F401  (re-exported: heliosdb.expr's names before the IR moved)
@@ -223,6 +222,14 @@ def as_expr(value: Union[str, Expr]) -> Expr:
     (col("x"), (col("y") + 1))
     """
     return col(value) if isinstance(value, str) else lit(value)
+
+
+def __getattr__(name: str):
+    """``count``, ``sum``, ... moved to :mod:`heliosdb.aggregates`; these names still work."""
+    fn = constructors().get(name)
+    if fn is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return fn
 
 
 def parse_projection(items: Tuple[Union[str, Expr], ...], step: str) -> list:

@@ -21,7 +21,7 @@ from .base import Item, Operator
 from .keys import KeyEncoder
 
 #: The aggregates of a step: (output name, aggregate spec) pairs, e.g. ``("n", hdb.count())``
-#: (``heliosdb.expr.AggSpec``; operators take them as given and never import the API).
+#: (``heliosdb.aggregates.AggSpec``; operators take them as given and never import the API).
 Aggs = List[Tuple[str, Any]]
 
 
