@@ -3,7 +3,7 @@ copied from the page into a new module of ``heliosdb.aggregates`` (a fresh folde
 package's path, so the source tree is left alone), works with no other file changed.
 
 Checked: ``hdb.product`` and ``AggSpec("product", ...)`` find it; its results equal an oracle
-computed in the same job (``exp(sum(log v))``) in tumbling, sliding and session windows and
+computed in the same job (``exp(sum(log v))``) in tumbling, sliding, cumulative and session windows and
 running aggregates, on memory and RocksDB state; a job crashed and restored (from one backend
 to the other, and at another parallelism) writes what an uninterrupted one does.
 """
@@ -24,7 +24,7 @@ from heliosdb.testing import assert_same_rows, crash_and_restore, last_per_key, 
 from tests.checkpoint import pipelines as P
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "aggregates.md"
-KINDS = ("tumbling", "sliding", "session", "running")
+KINDS = ("tumbling", "sliding", "cumulate", "session", "running")
 
 
 def _blocks() -> list:
@@ -82,6 +82,7 @@ def _build(kind: str, out: str, table: pa.Table):
             from datetime import timedelta
             spec = {"tumbling": hdb.TumblingWindow.of(timedelta(seconds=2)),
                     "sliding": hdb.SlidingWindow.of(timedelta(seconds=3), timedelta(seconds=1)),
+                    "cumulate": hdb.CumulateWindow.of(timedelta(seconds=3), timedelta(seconds=1)),
                     "session": hdb.SessionWindow.with_gap(timedelta(milliseconds=100))}[kind]
             s = (s.with_watermark(time="ts", max_out_of_orderness=timedelta(milliseconds=300))
                  .key_by("k").window(spec).aggregate(**aggs))
