@@ -1,7 +1,7 @@
 """Running keyed aggregates: ``key_by(...).aggregate(...)`` without a window.
 
 One hash table maps key tuples to dense ids for the operator's lifetime; accumulators are
-arrays indexed by that id (``accumulators.Partial``).  After every batch the operator emits the
+arrays indexed by that id (``state.MemoryGroupState``).  After every batch the operator emits the
 current aggregates of the keys the batch touched: an *update* stream, where a later row for a
 key supersedes the earlier one.  With a TTL, keys untouched for ``ttl`` (processing time) are
 evicted every ``cleanup_interval``: the table and the arrays are compacted, so
@@ -17,8 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..kernels import _hashagg
-from .accumulators import (Partial, adopt_column, fill_from_column, partial_from_arrow, partial_to_arrow,
-                           snapshot_rows)
+from ..state import adopt_column, fill_from_column, snapshot_rows, state_from_arrow, state_to_arrow
 from .base import Item, Snapshot, Tick
 from .cow import CowCopy
 from .keyedbase import Aggs, KeyedOperator
@@ -107,8 +106,7 @@ class KeyedAggregate(KeyedOperator):
         want = max(n + n // 4, 16)
         wt = self.width + self.nulls
         plan = [("__keys", want * wt, np.int64), ("__touched", want, np.int64)]
-        if isinstance(self.partial, Partial):
-            plan += [(name, want, a.dtype) for name, a in self.partial.arrays()]
+        plan += [(name, want, a.dtype) for name, a in self.partial.arrays()]   # none on disk
         for name, size, dtype in plan:
             buf = self._snap_bufs.get(name)
             if buf is None or len(buf) < min(size, n * (wt if name == "__keys" else 1)):
@@ -177,11 +175,8 @@ class KeyedAggregate(KeyedOperator):
             tb = bufs["__touched"] = np.empty(max(n + n // 4, 16), np.int64)
         touched = tb[:n]
         pairs = [(self.touched, touched)]
-        if isinstance(self.partial, Partial):
-            part, more = self.partial.frozen_into(bufs, n)
-            pairs += more
-        else:
-            part = self.partial.load(np.arange(n, dtype=np.int64))      # RocksDB: read = copy
+        part, more = self.partial.frozen_into(bufs, n)       # RocksDB: a copy read at once, no pairs
+        pairs += more
         cow = self._cow = CowCopy(pairs, n, self.table, kb)
         part.plan = self.acc.frozen()
         enc, w, nulls = self.encoder.frozen(), self.width, self.nulls
@@ -190,7 +185,7 @@ class KeyedAggregate(KeyedOperator):
             cow.finish()
             t = dict(zip(enc.names, enc.decode(keys[:, :w], keys[:, w] if nulls else None)))
             t["touched"] = pa.array(touched)
-            cols, extra = partial_to_arrow(part, np.arange(n, dtype=np.int64), frozen=True)
+            cols, extra = state_to_arrow(part, np.arange(n, dtype=np.int64), frozen=True)
             t.update(cols)
             tables = {"keys": pa.table(t)}
             tables.update(extra)
@@ -225,7 +220,7 @@ class KeyedAggregate(KeyedOperator):
             grown = np.zeros(max(groups, 2 * len(self.touched)), np.int64)
             grown[: len(self.touched)] = self.touched
             self.touched = grown
-        restored = partial_from_arrow(self.acc, t, extra, owned=owned)
+        restored = state_from_arrow(self.acc, t, extra, owned=owned)
         if fresh and groups == m:                   # every row a new key: ids 0..m-1 in order
             kept = adopt_column(t.column("touched"), np.int64) if owned and m >= 16 else None
             if kept is not None:
@@ -234,7 +229,7 @@ class KeyedAggregate(KeyedOperator):
                 fill_from_column(self.touched, t.column("touched"))
         else:
             self.touched[gids] = t.column("touched").to_numpy()
-        if fresh and groups == m and isinstance(self.partial, Partial):
+        if fresh and groups == m and self.partial.in_memory:
             self.partial = restored      # new keys got ids 0..m-1 in order: adopt the arrays as they are
         else:
             self.partial.ensure(groups)

@@ -5,7 +5,7 @@ two-phase window (``operators/preagg.py``).
 A keyed operator encodes its key columns into int64 codes (``keys.KeyEncoder``), one tuple per
 row, to which a hash table gives dense group ids; a key tuple gains a *null word* the first
 time a null key arrives (the operator then widens its tables: ``_widen``).  Aggregate inputs
-are prepared once per batch (``accumulators.AccPlan``), rows are numbered in arrival order for
+are prepared once per batch (``state.AccPlan``), rows are numbered in arrival order for
 ``first``/``last`` (``seq``), and the state is bounded by the memory backend.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import HeliosError
-from .accumulators import AccPlan
+from ..state import AccPlan
 from .base import Item, Operator
 from .keys import KeyEncoder
 

@@ -1,6 +1,6 @@
 """Pane stores: the partial aggregates of a window operator's open panes.
 
-A pane (``operators/windower.py``) holds the accumulators (``accumulators.Partial``: arrays
+A pane (``operators/windower.py``) holds the accumulators (``state.MemoryGroupState``: arrays
 indexed by dense group id, with update and merge) of the keys whose rows fell in it; a window
 is emitted by merging its panes.  Two stores, chosen by the windower:
 
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..kernels import _hashagg
-from .accumulators import AccPlan, Partial, Prepared
+from ..state import AccPlan, MemoryGroupState, Prepared
 from .windower import PaneWindower
 
 #: A window's rows: (key tuples, aggregate columns).
@@ -47,8 +47,7 @@ class PanePart:
 
 def _release(state) -> None:
     """A dropped pane's state: on-disk state (RocksDB) deletes its rows; memory needs nothing."""
-    if not isinstance(state, Partial):
-        state.drop()
+    state.drop()
 
 
 def shifted(p: Prepared, base: int) -> Prepared:
@@ -58,7 +57,7 @@ def shifted(p: Prepared, base: int) -> Prepared:
     return p
 
 
-def shift_seqs(part: Partial, base: int) -> None:
+def shift_seqs(part: MemoryGroupState, base: int) -> None:
     """Arrival numbers of a replica's first/last values (from 0 in its batch) -> the window's."""
     part.shift_seqs(base)
 
@@ -108,7 +107,7 @@ class PaneStore:
         """(group ids, key tuples, accumulators) of pane ``start``'s groups, for snapshots."""
         raise NotImplementedError
 
-    def restore_pane(self, start: int, codes: List[np.ndarray], restored: Partial) -> None:
+    def restore_pane(self, start: int, codes: List[np.ndarray], restored: MemoryGroupState) -> None:
         """Merge a snapshot's groups (key codes ``codes``) into pane ``start``."""
         raise NotImplementedError
 
@@ -284,7 +283,7 @@ class SharedKeyPanes(PaneStore):
         panes = self._panes_of(w)
         if not panes:
             return None
-        acc = Partial(self.acc, self.table.n_groups, rows=True)
+        acc = MemoryGroupState(self.acc, self.table.n_groups, rows=True)
         acc.ensure(max(p.n for p in panes))
         for p in panes:
             acc.merge_aligned(p)
@@ -299,7 +298,7 @@ class SharedKeyPanes(PaneStore):
         panes = self._panes_of(w)
         if not panes:
             return None
-        acc = Partial(self.acc, len(ids), rows=True)
+        acc = MemoryGroupState(self.acc, len(ids), rows=True)
         acc.ensure(len(ids))
         dst = np.arange(len(ids), dtype=np.int64)
         for p in panes:              # in pane order, as the whole window merges them

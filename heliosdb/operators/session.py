@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..kernels import _accum, _hashagg
-from .accumulators import Prepared, partial_from_arrow, partial_to_arrow, snapshot_rows
+from ..state import Prepared, snapshot_rows, state_from_arrow, state_to_arrow
 from .base import Item, Snapshot, Watermark
 from .clock import Clock
 from .keyedbase import Aggs
@@ -355,7 +355,7 @@ class SessionAggregate(WindowOperator):
     def snapshot(self) -> Snapshot:
         """Open sessions: the key columns, ``start``, ``last``, ``emitted``, accumulators."""
         ids = self.windower.open_ids()
-        cols, extra = partial_to_arrow(self.partial, ids)
+        cols, extra = state_to_arrow(self.partial, ids)
         t = self._key_arrays(self.keys.gather_keys(self.windower.keys_of(ids)))
         start, last = self.windower.snapshot_columns(ids)
         t.update({"start": pa.array(start), "last": pa.array(last),
@@ -376,7 +376,7 @@ class SessionAggregate(WindowOperator):
         self.keys.insert(codes, kid)
         sids = self.windower.restore(kid, t.column("start").to_numpy(), t.column("last").to_numpy(),
                                      self.keys.n_groups)
-        restored = partial_from_arrow(self.acc, t, extra)
+        restored = state_from_arrow(self.acc, t, extra)
         count = self.windower.n
         self.partial.ensure(count)
         self.partial.merge(restored, np.arange(m, dtype=np.int64), sids)

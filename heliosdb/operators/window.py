@@ -10,7 +10,7 @@ asks which kind of window or time it runs:
 - a **windower** (``operators/windower.py``, built by the window spec): which pane and which
   windows a row belongs to, which windows a watermark closes, which panes a window merges;
 - a **pane store** (``operators/panes.py``): each open pane's partial aggregates
-  (``accumulators.Partial``: arrays indexed by dense group id, with update and merge).
+  (``state.MemoryGroupState``: arrays indexed by dense group id, with update and merge).
 
 Per batch: the clock splits it into runs of rows in the same pane (Numba; ordered input costs
 a comparison per row), each run's keys get group ids (Cython) and update the pane's
@@ -43,7 +43,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from .accumulators import filter_rows, partial_from_arrow, partial_to_arrow, snapshot_rows
+from ..state import filter_rows, snapshot_rows, state_from_arrow, state_to_arrow
 from .base import Item, Snapshot, Watermark
 from .clock import Clock, make_clock
 from .keyedbase import Aggs
@@ -243,7 +243,7 @@ class WindowAggregate(WindowOperator):
             ids, keys, part = self.store.pane_groups(start)
             if not len(ids):
                 continue
-            cols, extra = partial_to_arrow(part, ids)
+            cols, extra = state_to_arrow(part, ids)
             t = {"pane": pa.array(np.full(len(ids), start, np.int64))}
             t.update(self._key_arrays(keys))
             t.update(cols)
@@ -262,7 +262,7 @@ class WindowAggregate(WindowOperator):
         panes = t.column("pane").to_numpy()
         for start in np.unique(panes):
             sub, sub_extra = filter_rows(t, extra, panes == start)
-            restored = partial_from_arrow(self.acc, sub, sub_extra)
+            restored = state_from_arrow(self.acc, sub, sub_extra)
             self.store.restore_pane(int(start), self._key_codes(sub), restored)
 
 
