@@ -79,7 +79,7 @@ class PhysicalPlan:
     """The source, batched by ``batch_size`` rows or ``batch_timeout_ns``, feeding
     ``source_children`` (round-robin with a ``source_dispatch``), and the stages."""
 
-    source: Any                       # a connectors.sources.Source
+    source: Any                       # a connectors.base.SourceReader
     source_children: List[int]
     stages: List[PhysicalStage]
     batch_size: int
