@@ -16,6 +16,7 @@ class FusedOperator(Operator):
     """Runs a :class:`FusedProgram`; the kernel is specialised per null pattern of the input."""
 
     kind = "fused"
+    parallel_kind = "replicas"
 
     def __init__(self, program: FusedProgram, name: str):
         self.program = program
