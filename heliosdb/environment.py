@@ -13,7 +13,8 @@ from .connectors import sources as _src
 from ._optional import require, require_storage
 from .errors import ConfigError, PlanError
 from .runtime.executor import Job, JobHandle, JobResult
-from .stream import Node, Stream, validate_name
+from .logical import Node, Source, validate_name
+from .stream import Stream
 
 log = logging.getLogger("heliosdb")
 
@@ -85,7 +86,7 @@ class StreamEnvironment:
         return f"{kind}-{next(self._counter)}"
 
     def _source(self, source: _src.SourceSpec, kind: str) -> Stream:
-        return Stream(self, Node("source", None, self._next_name(kind), {"source": source}))
+        return Stream(self, Node(Source(source), None, self._next_name(kind)))
 
     # -- sources -----------------------------------------------------------------------------
     def from_arrow(self, data: Any, split_by: Optional[str] = None) -> Stream:
@@ -343,7 +344,7 @@ class StreamEnvironment:
         job.coordinator = coord
 
     def _run(self, sinks: List[Node], name: str) -> JobResult:
-        src = sinks[0].source().params["source"]
+        src = sinks[0].source().step.source
         if isinstance(src, _src.GeneratorSource) and src.count is None and src.duration_s is None:
             raise PlanError("collect() needs a bounded source: give generate() a count= or duration=")
         return self._job(sinks, name).wait()

@@ -1,61 +1,45 @@
-"""The fluent builder: ``Stream``, ``KeyedStream``, ``WindowedStream``.
+"""The fluent builder: ``Stream``, ``KeyedStream``, ``WindowedStream`` (a stream's source
+options and formats are in :mod:`heliosdb.stream_source`).
 
-Building a stream records a logical plan and executes nothing.  ``collect()``, ``sink()`` +
-``env.execute()`` run it; ``explain()`` shows what would run.
+Building a stream records a logical plan (the steps of :mod:`heliosdb.logical`) and executes
+nothing.  ``collect()``, ``sink()`` + ``env.execute()`` run it; ``explain()`` shows what would run.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Union
 
 import pyarrow as pa
 
-from .config import DEFAULT_MAX_DRIFT, Duration, to_nanos
+from .config import DEFAULT_MAX_DRIFT, Duration, StreamingConfig, to_nanos
 from .errors import ConfigError, PlanError, SchemaError
 from .aggregates import AggSpec
 from .expr import Expr, as_expr, parse_projection
-from .windows import WINDOW_SPECS, TumblingWindow, WatermarkStrategy, WindowSpec
+from .logical import (FUNCTION_STEPS, Batch, Filter, Inspect, LateOutput, MapBatches, Node, RunningAggregate,
+                      Select, Sink, Source, Step, Unbatch, Watermark, WindowAggregate, WithColumns,
+                      validate_name)
+from .stream_source import SourceMethods
+from .windows import WINDOW_SPECS, WatermarkStrategy, WindowSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .environment import StreamEnvironment
     from .plan import Plan
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-#: Steps ``set_parallelism()`` applies to: keyed aggregates, and the stateless steps that fuse.
-PARALLEL_KINDS = ("window", "keyed_aggregate", "filter", "select", "with_columns", "map", "process")
+__all__ = ["Stream", "KeyedStream", "WindowedStream", "validate_name"]
 
 
-def validate_name(name: str, what: str = "step name") -> str:
-    """Names become path segments of checkpoints and metric labels: keep them plain."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
-        raise ConfigError(
-            f"{what} {name!r} is not valid: use 1-128 letters, digits, '_', '-' or '.' (never '..'), "
-            "starting with a letter or digit"
-        )
-    return name
+class Environment(Protocol):
+    """What a stream uses of its ``StreamEnvironment`` (which imports this module)."""
+
+    config: StreamingConfig
+    _sinks: List[Node]
+
+    def _next_name(self, kind: str) -> str: ...
+
+    def _run(self, sinks: List[Node], name: str) -> Any: ...
 
 
-@dataclass(eq=False)
-class Node:
-    """One step of the logical plan."""
-
-    kind: str
-    parent: Optional["Node"]
-    name: str
-    params: Dict[str, Any] = field(default_factory=dict)
-    batch_size: Optional[int] = None
-    batch_timeout_ns: Optional[int] = None
-
-    def source(self) -> "Node":
-        n = self
-        while n.parent is not None:
-            n = n.parent
-        return n
-
-
-class Stream:
+class Stream(SourceMethods):
     """A stream of record batches.  Every method returns a new Stream (the plan is immutable).
 
     Examples
@@ -68,133 +52,20 @@ class Stream:
     {'k': ['b'], 'v': [3.0], 'v2': [6.0]}
     """
 
-    def __init__(self, env: "StreamEnvironment", node: Node):
+    def __init__(self, env: Environment, node: Node):
         self._env = env
         self._node = node
 
     # -- helpers -----------------------------------------------------------------------------
-    def _then(self, kind: str, **params: Any) -> "Stream":
-        return Stream(self._env, Node(kind, self._node, self._env._next_name(kind), params))
+    def _then(self, step: Step) -> "Stream":
+        return Stream(self._env, Node(step, self._node, self._env._next_name(step.kind)))
 
     @property
     def schema(self) -> pa.Schema:
         """The schema of this stream's records (computed from the plan; runs nothing)."""
-        from .plan import output_schema
+        from .planner.schema import output_schema
 
         return output_schema(self._node)
-
-    # -- source options ------------------------------------------------------------------------
-    def with_batch_size(self, n: int) -> "Stream":
-        """Cut the source's micro-batches at ``n`` rows (sources only).
-
-        >>> import heliosdb as hdb
-        >>> sizes = []
-        >>> env = hdb.StreamEnvironment()
-        >>> _ = env.generate(count=10).with_batch_size(4).inspect(lambda b: sizes.append(b.num_rows)).collect()
-        >>> sizes
-        [4, 4, 2]
-        """
-        self._require_source("with_batch_size")
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ConfigError(f"with_batch_size() takes a positive integer, got {n!r}")
-        node = Node("source", None, self._node.name, self._node.params, n, self._node.batch_timeout_ns)
-        return Stream(self._env, node)
-
-    def with_batch_timeout(self, timeout: Duration) -> "Stream":
-        """Emit a partial micro-batch once its first row has waited ``timeout`` (sources only).
-
-        >>> import heliosdb as hdb
-        >>> from datetime import timedelta
-        >>> s = hdb.StreamEnvironment().from_iterable([{"x": 1}]).with_batch_timeout(timedelta(milliseconds=5))
-        >>> s.collect().num_rows
-        1
-        """
-        self._require_source("with_batch_timeout")
-        ns = to_nanos(timeout, "with_batch_timeout()")
-        if ns <= 0:
-            raise ConfigError(f"with_batch_timeout() must be positive, got {timeout!r}")
-        node = Node("source", None, self._node.name, self._node.params, self._node.batch_size, ns)
-        return Stream(self._env, node)
-
-    def _require_source(self, what: str) -> None:
-        if self._node.kind != "source":
-            raise PlanError(f"{what}() applies to a source; call it right after env.from_...()")
-
-    # -- byte sources: formats (decoded a whole batch at a time; see heliosdb.formats) ----------
-    def _with_source(self, what: str, change) -> "Stream":
-        self._require_source(what)
-        src = self._node.params["source"]
-        if not src.decodes_bytes:
-            raise PlanError(f"{what}() applies to a source of bytes such as kafka_source(); "
-                            f"step {self._node.name!r} is a {src.kind} source")
-        params = dict(self._node.params, source=change(src))
-        node = Node("source", None, self._node.name, params, self._node.batch_size,
-                    self._node.batch_timeout_ns)
-        return Stream(self._env, node)
-
-    def deserialize_json(self, schema: pa.Schema) -> "Stream":
-        """Decode each message as a JSON object with the fields of ``schema``.
-
-        >>> import heliosdb as hdb, pyarrow as pa
-        >>> s = hdb.StreamEnvironment().kafka_source("t").deserialize_json(pa.schema([("n", pa.int64())]))
-        >>> s.schema.field("n").type
-        DataType(int64)
-        """
-        from .formats.json import JsonFormat
-
-        return self._with_source("deserialize_json", lambda s: s.with_format(JsonFormat(schema)))
-
-    def deserialize_msgpack(self, schema: pa.Schema) -> "Stream":
-        """Decode each message as a MessagePack map with the fields of ``schema``.
-
-        >>> import heliosdb as hdb, pyarrow as pa
-        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_msgpack(pa.schema([("n", pa.int64())])).schema.names[0]
-        'n'
-        """
-        from .formats.msgpack import MsgpackFormat
-
-        return self._with_source("deserialize_msgpack", lambda s: s.with_format(MsgpackFormat(schema)))
-
-    def deserialize_avro(self, schema: Any, wire_format: str = "plain",
-                         writer_schemas: Optional[Dict[int, Any]] = None) -> "Stream":
-        """Decode each message as an Avro record of ``schema`` (a dict or JSON string):
-        ``wire_format="plain"`` or ``"confluent"`` (magic byte, schema id; ``writer_schemas``
-        maps the accepted ids to their schemas).
-
-        >>> import heliosdb as hdb
-        >>> avro = {"type": "record", "name": "E", "fields": [{"name": "n", "type": "long"}]}
-        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_avro(avro, "confluent").schema.names[0]
-        'n'
-        """
-        from .formats.avro import AvroFormat
-
-        fmt = AvroFormat(schema, wire_format=wire_format, writer_schemas=writer_schemas)
-        return self._with_source("deserialize_avro", lambda s: s.with_format(fmt))
-
-    def deserialize_protobuf(self, message_class: Any) -> "Stream":
-        """Decode each message as a ``message_class`` protobuf message.
-
-        >>> import heliosdb as hdb
-        >>> from google.protobuf import timestamp_pb2
-        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_protobuf(timestamp_pb2.Timestamp).schema.names[:2]
-        ['seconds', 'nanos']
-        """
-        from .formats.protobuf import ProtobufFormat
-
-        fmt = ProtobufFormat(message_class)
-        return self._with_source("deserialize_protobuf", lambda s: s.with_format(fmt))
-
-    def deserialize_arrow(self, schema: Optional[pa.Schema] = None) -> "Stream":
-        """Decode each message as an Arrow IPC stream (any number of rows per message).
-        Without ``schema``, the first message's schema is read when the job is planned.
-
-        >>> import heliosdb as hdb, pyarrow as pa
-        >>> hdb.StreamEnvironment().kafka_source("t").deserialize_arrow(pa.schema([("x", pa.float64())])).schema.names[0]
-        'x'
-        """
-        from .formats.arrow_ipc import ArrowIpcFormat
-
-        return self._with_source("deserialize_arrow", lambda s: s.with_format(ArrowIpcFormat(schema)))
 
     # -- stateless -----------------------------------------------------------------------------
     def filter(self, predicate: Union[Expr, Callable[[Any], Any]], *, compile: bool = True) -> "Stream":
@@ -218,9 +89,9 @@ class Stream:
         [3]
         """
         if isinstance(predicate, Expr):
-            return self._then("filter", predicate=predicate)
+            return self._then(Filter(predicate))
         if callable(predicate):
-            return self._then("filter", fn=predicate, compile=bool(compile))
+            return self._then(FUNCTION_STEPS["filter"](predicate, compile=bool(compile)))
         raise PlanError(
             f"filter() takes an expression such as col('value') > 0.2 or a function of a record "
             f"such as lambda e: e.value > 0.2, got {predicate!r}"
@@ -250,7 +121,7 @@ class Stream:
         >>> env.from_iterable(rows).map(lambda e: e.v * 2).collect().to_pydict()
         {'value': [14, -4]}
         """
-        return self._function("map", fn, schema, compile)
+        return self._then(FUNCTION_STEPS["map"](fn, schema, bool(compile)))
 
     def process(self, fn: Callable[[Any], Any], *, schema: Optional[pa.Schema] = None,
                 compile: bool = True) -> "Stream":
@@ -267,15 +138,7 @@ class Stream:
         >>> hdb.StreamEnvironment().from_iterable(rows).process(keep_big).collect().to_pydict()
         {'k': ['a'], 'v': [7], 'big': [True]}
         """
-        return self._function("process", fn, schema, compile)
-
-    def _function(self, kind: str, fn: Callable, schema: Optional[pa.Schema], compile: bool) -> "Stream":
-        if not callable(fn):
-            raise PlanError(f"{kind}() takes a function of one record, e.g. lambda e: e.value * 2, "
-                            f"got {fn!r}")
-        if schema is not None and not isinstance(schema, pa.Schema):
-            raise PlanError(f"{kind}(schema=) takes a pyarrow.Schema, got {schema!r}")
-        return self._then(kind, fn=fn, schema=schema, compile=bool(compile))
+        return self._then(FUNCTION_STEPS["process"](fn, schema, bool(compile)))
 
     def batch(self, n: int) -> "Stream":
         """Regroup the stream into record batches of exactly ``n`` rows (the last one, when
@@ -292,9 +155,7 @@ class Stream:
         >>> sizes
         [4, 4, 2]
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ConfigError(f"batch() takes a positive number of rows, got {n!r}")
-        return self._then("batch", size=n)
+        return self._then(Batch(n))
 
     def unbatch(self) -> "Stream":
         """End a :meth:`batch` regrouping: later steps take batches of any size again (the
@@ -307,11 +168,11 @@ class Stream:
         depth = 0
         n: Optional[Node] = self._node
         while n is not None:
-            if n.kind == "unbatch":
+            if isinstance(n.step, Unbatch):
                 depth += 1
-            elif n.kind == "batch":
+            elif isinstance(n.step, Batch):
                 if depth == 0:
-                    return self._then("unbatch")
+                    return self._then(Unbatch())
                 depth -= 1
             n = n.parent
         raise PlanError("unbatch() ends a batch(n) regrouping, but this stream has no batch() "
@@ -327,7 +188,7 @@ class Stream:
         """
         if not columns:
             raise PlanError("select() needs at least one column")
-        return self._then("select", items=parse_projection(columns, "select"))
+        return self._then(Select(tuple(parse_projection(columns, "select"))))
 
     def with_columns(self, **exprs: Any) -> "Stream":
         """Add or replace columns computed from expressions.
@@ -339,7 +200,7 @@ class Stream:
         """
         if not exprs:
             raise PlanError("with_columns() needs at least one name=expression")
-        return self._then("with_columns", exprs={k: as_expr(v) for k, v in exprs.items()})
+        return self._then(WithColumns(tuple((k, as_expr(v)) for k, v in exprs.items())))
 
     def map_batches(self, fn: Callable[[pa.RecordBatch], Any], schema: Optional[pa.Schema] = None) -> "Stream":
         """Apply ``fn`` to each record batch (Arrow in, Arrow RecordBatch or Table out).
@@ -354,9 +215,7 @@ class Stream:
         >>> s.collect().to_pydict()
         {'w': ['A']}
         """
-        if not callable(fn):
-            raise PlanError(f"map_batches() takes a function of a RecordBatch, got {fn!r}")
-        return self._then("map_batches", fn=fn, schema=schema)
+        return self._then(MapBatches(fn, schema))
 
     def inspect(self, fn: Callable[[pa.RecordBatch], None]) -> "Stream":
         """Call ``fn(batch)`` for each batch (to log or debug) and pass the batch on unchanged.
@@ -367,9 +226,7 @@ class Stream:
         >>> seen
         [1]
         """
-        if not callable(fn):
-            raise PlanError(f"inspect() takes a function of a RecordBatch, got {fn!r}")
-        return self._then("inspect", fn=fn)
+        return self._then(Inspect(fn))
 
     def with_watermark(self, time: str, max_out_of_orderness: Duration = timedelta(0),
                        idle_timeout: Optional[Duration] = None,
@@ -418,7 +275,7 @@ class Stream:
         drift = None if max_drift is None else to_nanos(max_drift, "with_watermark(max_drift=)")
         strategy = WatermarkStrategy(time, to_nanos(max_out_of_orderness, "max_out_of_orderness"), idle,
                                      drift, "source" if on_null is None else on_null)
-        return self._then("watermark", strategy=strategy)
+        return self._then(Watermark(strategy))
 
     def set_parallelism(self, n: int) -> "Stream":
         """Run the last step as ``n`` parallel subtasks (or replicas).
@@ -450,16 +307,16 @@ class Stream:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"set_parallelism() takes a positive integer, got {n!r}")
-        if self._node.kind == "source" and self._node.params["source"].parallel_readers:
+        if isinstance(self._node.step, Source) and self._node.step.source.parallel_readers:
             # A partitioned source (Kafka): n readers, each reading its share of the partitions.
             return self._with_source("set_parallelism", lambda s: s.with_readers(n))
-        if self._node.kind not in PARALLEL_KINDS:
+        if not self._node.step.parallel:
             raise PlanError(
                 f"set_parallelism() applies to a keyed aggregate or a stateless step (filter, "
                 f"select, with_columns, map, process); step {self._node.name!r} is a "
                 f"{self._node.kind} step, which runs once, in order"
             )
-        self._node.params["parallelism"] = n
+        self._node.parallelism = n
         return self
 
     def with_state_ttl(self, ttl: Duration, cleanup_interval: Optional[Duration] = None) -> "Stream":
@@ -473,7 +330,7 @@ class Stream:
         >>> "ttl 3600s" in str(s.explain())
         True
         """
-        if self._node.kind != "keyed_aggregate":
+        if not isinstance(self._node.step, RunningAggregate):
             raise PlanError(
                 f"with_state_ttl() applies to a running keyed aggregate (key_by(...).aggregate(...)); "
                 f"step {self._node.name!r} is a {self._node.kind} step (window state is dropped by "
@@ -481,9 +338,7 @@ class Stream:
             )
         ttl_ns = to_nanos(ttl, "with_state_ttl(ttl)")
         every = ttl_ns if cleanup_interval is None else to_nanos(cleanup_interval, "with_state_ttl(cleanup_interval)")
-        if ttl_ns <= 0 or every <= 0:
-            raise ConfigError("with_state_ttl(): ttl and cleanup_interval must be positive")
-        self._node.params["ttl"] = (ttl_ns, every)
+        self._node.step = replace(self._node.step, ttl=(ttl_ns, every))
         return self
 
     def late_output(self) -> "Stream":
@@ -502,12 +357,12 @@ class Stream:
         >>> late.to_table().to_pydict(), out.to_table()["n"].to_pylist()
         ({'ts': [100], 'k': [1]}, [1])
         """
-        if self._node.kind != "window":
+        if not isinstance(self._node.step, WindowAggregate):
             raise PlanError(
                 f"late_output() applies to a window aggregate; step {self._node.name!r} is a "
                 f"{self._node.kind} step"
             )
-        return Stream(self._env, Node("late_output", self._node, self._env._next_name("late"), {}))
+        return Stream(self._env, Node(LateOutput(), self._node, self._env._next_name("late")))
 
     def name(self, name: str) -> "Stream":
         """Name the last step (shown in explain(), metrics and errors).
@@ -549,7 +404,7 @@ class Stream:
 
         if not isinstance(spec, SinkSpec):
             raise PlanError(f"sink() takes a sink such as hdb.sinks.parquet(url), got {spec!r}")
-        node = Node("sink", self._node, self._env._next_name(f"sink-{spec.kind}"), {"spec": spec})
+        node = Node(Sink(spec), self._node, self._env._next_name(f"sink-{spec.kind}"))
         self._env._sinks.append(node)
         return Stream(self._env, node)
 
@@ -563,7 +418,7 @@ class Stream:
         from .connectors.sinks import MemorySink
 
         out = MemorySink()
-        node = Node("sink", self._node, self._env._next_name("collect"), {"spec": out})
+        node = Node(Sink(out), self._node, self._env._next_name("collect"))
         self._env._run([node], name="collect")
         return out.to_table()
 
@@ -608,8 +463,7 @@ class Stream:
         from .connectors.sinks import MemorySink
         from .plan import explain_nodes
 
-        return explain_nodes(self._env, [Node("sink", self._node, "collect", {"spec": MemorySink()})],
-                             events_per_second)
+        return explain_nodes(self._env, [Node(Sink(MemorySink()), self._node, "collect")], events_per_second)
 
     def __repr__(self) -> str:
         return f"<Stream {self._node.kind}[{self._node.name}]>"
@@ -654,7 +508,7 @@ class KeyedStream:
             raise ConfigError(f"window(allowed_lateness=) must not be negative, got {allowed_lateness!r}")
         return WindowedStream(self, spec, time, lateness)
 
-    def aggregate(self, **aggs: AggSpec) -> "Stream":
+    def aggregate(self, **aggs: AggSpec) -> Stream:
         """Running per-key aggregates (no window): after each batch, one row per key the batch
         touched with that key's aggregates so far: the keys, then ``aggs``.  A later row for a
         key supersedes the earlier one.  Bound the state with ``.with_state_ttl(td)`` or
@@ -668,7 +522,7 @@ class KeyedStream:
         {'k': ['a', 'b'], 'total': [3, 5]}
         """
         _check_aggs(aggs, set(self.keys))
-        return self._stream._then("keyed_aggregate", keys=self.keys, aggs=list(aggs.items()))
+        return self._stream._then(RunningAggregate(tuple(self.keys), tuple(aggs.items())))
 
 
 def _check_aggs(aggs: Dict[str, Any], reserved: set) -> None:
@@ -703,5 +557,5 @@ class WindowedStream:
         {'k': [1, 1], 'n': [2, 1], 'total': [4.0, 5.0]}
         """
         _check_aggs(aggs, {"window_start", "window_end"} | set(self._keyed.keys))
-        return self._keyed._stream._then("window", keys=self._keyed.keys, spec=self.spec, time=self.time,
-                                         aggs=list(aggs.items()), lateness=self.allowed_lateness_ns)
+        return self._keyed._stream._then(WindowAggregate(tuple(self._keyed.keys), self.spec, self.time,
+                                                         tuple(aggs.items()), self.allowed_lateness_ns))

@@ -21,8 +21,7 @@ PythonFallbackWarning per step naming the construct that stopped the translation
 - ``step``: planning a step (compiled or not, its output schema, the warning)
 """
 from .record import Record, record_type
-from .step import PlannedFunction, is_function_step, plan_function
+from .step import PlannedFunction, plan_function
 from .values import SCALAR_COLUMN
 
-__all__ = ["Record", "record_type", "PlannedFunction", "plan_function", "is_function_step",
-           "SCALAR_COLUMN"]
+__all__ = ["Record", "record_type", "PlannedFunction", "plan_function", "SCALAR_COLUMN"]

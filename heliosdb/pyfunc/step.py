@@ -25,8 +25,6 @@ from .source import describe, function_source
 from .translate import Translation, translate
 from .values import SCALAR_COLUMN
 
-KINDS = ("filter", "map", "process")
-
 
 @dataclass
 class PlannedFunction:
@@ -51,15 +49,16 @@ class PlannedFunction:
 
 
 def plan_function(node, schema: pa.Schema) -> PlannedFunction:
-    """Plan the function step ``node`` (a ``stream.Node``) over input ``schema``; cached on the
-    node, so a job plans each step once and the fallback warning is emitted once per step."""
-    cache = node.params.setdefault("_planned", {})
+    """Plan the function step ``node`` (a ``logical.Node`` of a ``logical.PyFunction``) over
+    input ``schema``; cached on the node, so a job plans each step once and the fallback
+    warning is emitted once per step."""
+    cache = node.memo.setdefault("planned", {})
     key = (node.name, schema.serialize().to_pybytes())
     if key not in cache:
         cache[key] = _plan(node, schema)
     planned = cache[key]
-    if not planned.compiled and planned.reason and not node.params.get("_warned"):
-        node.params["_warned"] = True
+    if not planned.compiled and planned.reason and not node.memo.get("warned"):
+        node.memo["warned"] = True
         warnings.warn(PythonFallbackWarning(
             f"step {node.name!r}: {planned.where} runs record by record in Python, not in the "
             f"compiled kernel: it {planned.reason}"), stacklevel=_caller_level())
@@ -76,8 +75,8 @@ def _caller_level() -> int:
 
 
 def _plan(node, schema: pa.Schema) -> PlannedFunction:
-    kind, name, fn = node.kind, node.name, node.params["fn"]
-    declared: Optional[pa.Schema] = node.params.get("schema")
+    kind, name, fn = node.kind, node.name, node.step.fn
+    declared: Optional[pa.Schema] = node.step.schema
     src, reason = function_source(fn)
     tr = translate(src, schema, name, kind) if src is not None else None
     if tr is not None and tr.reasons:
@@ -89,7 +88,7 @@ def _plan(node, schema: pa.Schema) -> PlannedFunction:
         program = FusedProgram.identity(schema)
         program.add_function(tr.checks, tr.keep, tr.outputs, name)
         out = program.output_schema()
-        return PlannedFunction(kind, name, fn, where, bool(node.params.get("compile", True)),
+        return PlannedFunction(kind, name, fn, where, node.step.compile,
                                None, tr, schema, out)
     if kind == "filter":
         out = schema
@@ -151,9 +150,3 @@ def _reconcile(tr: Translation, declared: pa.Schema, name: str, schema: pa.Schem
             e = Cast(e, f.type)
         new.append((f.name, e))
     tr.outputs = new
-
-
-def is_function_step(node) -> bool:
-    """A map/process step, or a filter given a Python function instead of an expression."""
-    return node.kind in KINDS and "fn" in node.params
-

@@ -50,7 +50,7 @@ def test_formats_apply_only_to_byte_sources():
 
 def test_set_parallelism_on_a_kafka_source_sets_its_readers():
     s = hdb.StreamEnvironment().kafka_source("t").deserialize_json(SCHEMA).set_parallelism(3)
-    assert s._node.params["source"].readers == 3 and "3 readers" in s._node.params["source"].describe()
+    assert s._node.step.source.readers == 3 and "3 readers" in s._node.step.source.describe()
 
 
 def test_an_unreachable_cluster_fails_naming_the_address():

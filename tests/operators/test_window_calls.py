@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 
 import heliosdb as hdb
-import heliosdb.plan
+import heliosdb.planner.keyed
 from heliosdb.kernels.window import EXACT_GRID
 from heliosdb.operators import window as window_mod
 from heliosdb.operators.session import SessionAggregate
@@ -119,7 +119,7 @@ def test_the_call_count_catches_one_call_per_cut_piece(monkeypatch, kind):
     # The behaviour issue 12 removed: the assigner cuts before every row behind the watermark
     # (every value a threshold) and the window takes each piece and watermark in its own call.
     spec, cls, _ = KINDS[kind]
-    monkeypatch.setattr(heliosdb.plan, "window_grid", lambda specs: EXACT_GRID)
+    monkeypatch.setattr(heliosdb.planner.keyed, "window_grid", lambda specs: EXACT_GRID)
     monkeypatch.setattr(cls, "takes_runs", False)
     calls = count_calls(monkeypatch, cls)
     n = 70_000

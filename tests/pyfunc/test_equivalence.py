@@ -26,7 +26,7 @@ from heliosdb.kernels.program import FusedProgram
 from heliosdb.operators.fused import FusedOperator
 from heliosdb.operators.pyfunc import PythonFunctionOperator
 from heliosdb.pyfunc import plan_function
-from heliosdb.stream import Node
+from heliosdb.logical import FUNCTION_STEPS, Node
 
 SCHEMA = pa.schema([("i", pa.int64()), ("j", pa.int64()), ("x", pa.float64()),
                     ("y", pa.float64()), ("b", pa.bool_()), ("s", pa.string()),
@@ -131,7 +131,7 @@ CASES: Dict[str, Case] = {
 # -- running one function both ways ------------------------------------------------------------------
 def run(case: Case, batch: pa.RecordBatch, compiled: bool):
     """(table, None) or (None, (record index, type of the Python error))."""
-    node = Node(case.kind, None, "step", {"fn": case.fn, "schema": None, "compile": compiled})
+    node = Node(FUNCTION_STEPS[case.kind](case.fn, compile=compiled), None, "step")
     planned = plan_function(node, batch.schema)
     assert planned.compiled == compiled, planned.reason
     if compiled:
@@ -210,7 +210,7 @@ def test_compiled_and_interpreted_agree(name, rows):
 def test_every_case_compiles():
     batch = make_batch(CASES["int_arithmetic"], [])
     for name, case in CASES.items():
-        node = Node(case.kind, None, name, {"fn": case.fn, "schema": None})
+        node = Node(FUNCTION_STEPS[case.kind](case.fn), None, name)
         planned = plan_function(node, make_batch(case, []).schema)
         assert planned.compiled, (name, planned.reason)
     assert batch.num_rows == 1

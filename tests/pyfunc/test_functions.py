@@ -340,11 +340,11 @@ def test_null_checks_fold_away_when_the_columns_have_no_nulls(table):
     from heliosdb.connectors.sinks import MemorySink
     from heliosdb.operators.fused import FusedOperator
     from heliosdb.plan import build
-    from heliosdb.stream import Node
+    from heliosdb.logical import Node, Sink
 
     env = hdb.StreamEnvironment()
     s = env.from_arrow(table).filter(lambda e: e.x > 0.2).map(lambda e: {**e, "x2": e.x * 2.0})
-    plan = build(env, [Node("sink", s._node, "out", {"spec": MemorySink()})])[0]
+    plan = build(env, [Node(Sink(MemorySink()), s._node, "out")])[0]
     op = next(o for st in plan.stages for o in st.operators if isinstance(o, FusedOperator))
     (compiled,) = op._compiled.values()          # warmed for null-free input
     assert compiled.check_ids == [] and "err" not in compiled.source

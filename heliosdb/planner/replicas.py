@@ -1,8 +1,9 @@
 """Replicas of stateless operators: the plan's last pass.
 
-An operator the planner marked with ``parallel = n > 1`` (a fused kernel, or a window's
-pre-aggregation, see :mod:`heliosdb.operators.preagg`) and that can make copies of itself
-(``replica(i)``) runs as ``n`` replica stages.  Its stage is cut in three::
+An operator that runs as copies of itself (``parallel_kind == "replicas"``: a fused kernel, or a
+window's pre-aggregation, see :mod:`heliosdb.operators.preagg`) and that the parallelism pass
+gave ``parallel = n > 1`` runs as ``n`` replica stages made by ``replica(i)``.  Its stage is
+cut in three::
 
     [prefix ops] --round-robin--> n x [replicated ops] --in order--> [suffix ops]
 
@@ -18,17 +19,23 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Set, Tuple
 
-from .runtime.executor import PhysicalPlan, PhysicalStage
-from .runtime.sequence import RoundRobin
+from ..operators.base import Operator
+from ..runtime.physical import PhysicalPlan, PhysicalStage
+from ..runtime.sequence import RoundRobin
 
 
-def _run(ops: list) -> Optional[Tuple[int, int, int]]:
+def _copies(op: Operator) -> int:
+    """How many replicas ``op`` runs as (1: it runs once, as it is)."""
+    return op.parallel if op.parallel_kind == "replicas" and op.parallel > 1 else 1
+
+
+def _run(ops: List[Operator]) -> Optional[Tuple[int, int, int]]:
     """(start, end, n) of the first run of operators to replicate ``n`` times."""
     for a, op in enumerate(ops):
-        n = getattr(op, "parallel", 1)
-        if n > 1 and hasattr(op, "replica"):
+        n = _copies(op)
+        if n > 1:
             b = a + 1
-            while b < len(ops) and getattr(ops[b], "parallel", 1) == n and hasattr(ops[b], "replica"):
+            while b < len(ops) and _copies(ops[b]) == n:
                 b += 1
             return a, b, n
     return None

@@ -1,0 +1,341 @@
+"""The logical plan: the steps a pipeline's fluent calls recorded, before any planning.
+
+Each step is a frozen dataclass saying what it does (:class:`Filter`, :class:`WithColumns`,
+:class:`WindowAggregate`, ...).  A :class:`Node` places a step in the pipeline: its parent, and
+what the fluent API may still change after the step is made, its name (``.name()``) and
+parallelism (``.set_parallelism()``).  A pipeline is a tree of nodes from one source to its
+sinks; :class:`LogicalPlan` walks the part of it a job's sinks reach.
+
+Nothing here executes or types anything: :mod:`heliosdb.planner` turns a logical plan into
+stages of operators.
+
+Examples
+--------
+>>> src = Node(Source(source=None), None, "src-1")
+>>> f = Node(Batch(size=4), src, "batch-2")
+>>> f.kind, f.source() is src, [n.name for n in f.chain()]
+('batch', True, ['src-1', 'batch-2'])
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type
+
+import pyarrow as pa
+
+from .errors import ConfigError, PlanError
+
+# The plan layer does not import the API's vocabulary (heliosdb.expr, heliosdb.windows): a step
+# holds its expressions, aggregates and specs as given, and the planner asks them what it needs.
+Expr = Any          # a heliosdb.expr.Expr
+AggSpec = Any       # a heliosdb.expr.AggSpec
+WindowSpec = Any    # a heliosdb.windows.WindowSpec: build(), pre_aggregate(), grid(), two_phase
+WatermarkStrategy = Any     # a heliosdb.windows.WatermarkStrategy
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_name(name: str, what: str = "step name") -> str:
+    """Names become path segments of checkpoints and metric labels: keep them plain.
+
+    >>> validate_name("sum-by-user")
+    'sum-by-user'
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise ConfigError(
+            f"{what} {name!r} is not valid: use 1-128 letters, digits, '_', '-' or '.' (never '..'), "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+# -- steps -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Step:
+    """What one node of the plan does.  ``kind`` names it in messages (``"window"``) and in
+    default step names (``window-3``)."""
+
+    kind: ClassVar[str] = "step"
+    #: Whether ``set_parallelism()`` applies: keyed aggregates, and stateless steps that fuse.
+    parallel: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, eq=False)
+class Source(Step):
+    """Where the rows come from (a ``connectors.base.SourceSpec``), and its micro-batching:
+    ``batch_size`` rows, ``batch_timeout_ns`` (None: the config's)."""
+
+    kind: ClassVar[str] = "source"
+    source: Any
+    batch_size: Optional[int] = None
+    batch_timeout_ns: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        n = self.batch_size
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+            raise ConfigError(f"with_batch_size() takes a positive integer, got {n!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Filter(Step):
+    """Keep the rows where the expression ``predicate`` is true."""
+
+    kind: ClassVar[str] = "filter"
+    parallel: ClassVar[bool] = True
+    predicate: Expr
+
+
+@dataclass(frozen=True, eq=False)
+class PyFunction(Step):
+    """A per-record Python function (``heliosdb.pyfunc``): compiled into the fused kernel when
+    it translates (and ``compile``), else run record by record.  ``schema``: the declared
+    output schema (None: worked out)."""
+
+    parallel: ClassVar[bool] = True
+    fn: Callable
+    schema: Optional[pa.Schema] = None
+    compile: bool = True
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise PlanError(f"{self.kind}() takes a function of one record, e.g. lambda e: e.value * 2, "
+                            f"got {self.fn!r}")
+        if self.schema is not None and not isinstance(self.schema, pa.Schema):
+            raise PlanError(f"{self.kind}(schema=) takes a pyarrow.Schema, got {self.schema!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class FilterFunction(PyFunction):
+    """``filter(fn)``: keep the records for which ``fn(e)`` is true."""
+
+    kind: ClassVar[str] = "filter"
+
+
+@dataclass(frozen=True, eq=False)
+class MapFunction(PyFunction):
+    """``map(fn)``: each record becomes ``fn(e)``."""
+
+    kind: ClassVar[str] = "map"
+
+
+@dataclass(frozen=True, eq=False)
+class ProcessFunction(PyFunction):
+    """``process(fn)``: each record becomes ``fn(e)``, or is dropped when it returns None."""
+
+    kind: ClassVar[str] = "process"
+
+
+#: The function step of each kind.
+FUNCTION_STEPS: Dict[str, Type[PyFunction]] = {
+    "filter": FilterFunction, "map": MapFunction, "process": ProcessFunction}
+
+
+@dataclass(frozen=True, eq=False)
+class Select(Step):
+    """Keep (and order) columns: ``(name, expression)`` pairs."""
+
+    kind: ClassVar[str] = "select"
+    parallel: ClassVar[bool] = True
+    items: Tuple[Tuple[str, Expr], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class WithColumns(Step):
+    """Add or replace columns: ``(name, expression)`` pairs."""
+
+    kind: ClassVar[str] = "with_columns"
+    parallel: ClassVar[bool] = True
+    exprs: Tuple[Tuple[str, Expr], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class MapBatches(Step):
+    """``fn(batch)`` -> a RecordBatch or Table of ``schema`` (None: inferred)."""
+
+    kind: ClassVar[str] = "map_batches"
+    fn: Callable
+    schema: Optional[pa.Schema] = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise PlanError(f"map_batches() takes a function of a RecordBatch, got {self.fn!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Inspect(Step):
+    """Call ``fn(batch)`` and pass the batch on unchanged."""
+
+    kind: ClassVar[str] = "inspect"
+    fn: Callable
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise PlanError(f"inspect() takes a function of a RecordBatch, got {self.fn!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Batch(Step):
+    """Regroup the rows into batches of exactly ``size`` (until the matching :class:`Unbatch`)."""
+
+    kind: ClassVar[str] = "batch"
+    size: int
+
+    def __post_init__(self) -> None:
+        n = self.size
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"batch() takes a positive number of rows, got {n!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Unbatch(Step):
+    """Ends a :class:`Batch` regrouping; computes nothing."""
+
+    kind: ClassVar[str] = "unbatch"
+
+
+@dataclass(frozen=True, eq=False)
+class Watermark(Step):
+    """Event time from here on: ``strategy`` (a ``windows.WatermarkStrategy``)."""
+
+    kind: ClassVar[str] = "watermark"
+    strategy: WatermarkStrategy
+
+
+@dataclass(frozen=True, eq=False)
+class RunningAggregate(Step):
+    """Per-key aggregates without a window, emitted as updates.  ``ttl``: (ttl_ns,
+    cleanup_interval_ns) of ``with_state_ttl()``, None: the config's."""
+
+    kind: ClassVar[str] = "keyed_aggregate"
+    parallel: ClassVar[bool] = True
+    keys: Tuple[str, ...]
+    aggs: Tuple[Tuple[str, AggSpec], ...]
+    ttl: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self) -> None:
+        if self.ttl is not None and (self.ttl[0] <= 0 or self.ttl[1] <= 0):
+            raise ConfigError("with_state_ttl(): ttl and cleanup_interval must be positive")
+
+
+@dataclass(frozen=True, eq=False)
+class WindowAggregate(Step):
+    """Per-(window, key) aggregates of window ``spec`` on event-time column ``time`` (None:
+    the upstream watermark's column, or processing time without one), keeping a window's
+    state ``lateness`` ns after its end."""
+
+    kind: ClassVar[str] = "window"
+    parallel: ClassVar[bool] = True
+    keys: Tuple[str, ...]
+    spec: WindowSpec
+    time: Optional[str]
+    aggs: Tuple[Tuple[str, AggSpec], ...]
+    lateness: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class LateOutput(Step):
+    """The rows its parent window found too late, with the window's input schema."""
+
+    kind: ClassVar[str] = "late_output"
+
+
+@dataclass(frozen=True, eq=False)
+class Sink(Step):
+    """Where the rows go: ``spec`` (a ``connectors.sinks.SinkSpec``)."""
+
+    kind: ClassVar[str] = "sink"
+    spec: Any
+
+
+# -- nodes ---------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Node:
+    """A step in place: its ``parent`` (None for the source), its ``name`` and its
+    ``parallelism`` (None: the config's), which ``.name()`` and ``.set_parallelism()`` set on
+    the node later steps already point to.  ``memo`` keeps what planning learnt about the
+    step across jobs (a function step's translation, whether its fallback warning was given).
+    """
+
+    step: Step
+    parent: Optional["Node"]
+    name: str
+    parallelism: Optional[int] = None
+    memo: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.step.kind
+
+    def source(self) -> "Node":
+        """The node at the root of this one's pipeline."""
+        n = self
+        while n.parent is not None:
+            n = n.parent
+        return n
+
+    def chain(self) -> List["Node"]:
+        """The nodes from the source down to this one."""
+        out = []
+        n: Optional[Node] = self
+        while n is not None:
+            out.append(n)
+            n = n.parent
+        return out[::-1]
+
+
+def splits_before(node: Node) -> Any:
+    """The splits (``connectors.splits.Splits``) of the source right before ``node``, which a
+    watermark step there keeps one watermark each for; None when ``node`` is not right after
+    a source, or the source reads one ordered stream."""
+    parent = node.parent
+    if parent is None or not isinstance(parent.step, Source):
+        return None
+    return parent.step.source.splits
+
+
+class LogicalPlan:
+    """The nodes a job's ``sinks`` reach, walked down from their one source.
+
+    >>> src = Node(Source(source=None), None, "src")
+    >>> a, b = Node(Sink(spec=None), src, "a"), Node(Sink(spec=None), src, "b")
+    >>> plan = LogicalPlan([a, b])
+    >>> [n.name for n in plan.children(src)], [n.name for n in plan.nodes()]
+    (['a', 'b'], ['src', 'b', 'a'])
+    """
+
+    def __init__(self, sinks: List[Node]):
+        self.sinks = sinks
+        sources = {id(s.source()): s.source() for s in sinks}
+        if len(sources) != 1:
+            raise PlanError(
+                f"a job runs one source; these sinks read {len(sources)} different sources. Run "
+                "them as separate jobs (one execute() each)"
+            )
+        self.source: Node = next(iter(sources.values()))
+        self._children: Dict[int, List[Node]] = {}
+        for s in sinks:
+            child = s
+            while child.parent is not None:
+                kids = self._children.setdefault(id(child.parent), [])
+                if child not in kids:
+                    kids.append(child)
+                child = child.parent
+        names = set()
+        for n in self.nodes():
+            if n.name in names and not isinstance(n.step, Source):
+                raise PlanError(f"two steps are named {n.name!r}; step names must be unique in a job")
+            names.add(n.name)
+
+    def children(self, node: Node) -> List[Node]:
+        """The nodes right after ``node`` that lead to a sink, in the order the sinks came."""
+        return self._children.get(id(node), [])
+
+    def nodes(self) -> List[Node]:
+        """Every node, depth first from the source."""
+        out, stack = [], [self.source]
+        while stack:
+            n = stack.pop()
+            out.append(n)
+            stack.extend(self.children(n))
+        return out
