@@ -1,4 +1,4 @@
-"""Parallelism n > 1 gives exactly the output of parallelism 1 (heliosdb/parallel.py,
+"""Parallelism n > 1 gives exactly the output of parallelism 1 (heliosdb/planner/replicas.py,
 heliosdb/runtime/sequence.py, heliosdb/operators/preagg.py).
 
 Stateless stages run as replicas fed round-robin and merged back in order; tumbling and sliding
