@@ -13,6 +13,7 @@ if [ $# -ge 1 ]; then
 else
     python="$root/.venv/bin/python"
     echo "lint: building the wheel"
+    rm -rf "$root/build"            # setuptools would ship modules deleted since the last build
     "$python" -m pip wheel --quiet --no-deps --no-build-isolation -w "$work/dist" "$root" >"$work/build.log" 2>&1 \
       || { tail -n 40 "$work/build.log"; exit 1; }
     "$python" -m pip install --quiet --no-deps --target "$work/site" "$work"/dist/*.whl
