@@ -9,6 +9,8 @@ Arrow's ``dictionary_encode``, are looked up in C; no Python object per string).
 """
 from __future__ import annotations
 
+import copy
+
 from typing import Optional, Tuple
 
 import numpy as np
@@ -18,7 +20,8 @@ import pyarrow.types as pat
 
 from ..errors import SchemaError
 from ..kernels._hashagg import StringTable
-from .columns import numbers
+from .base import GroupsAccumulator, Inputs
+from .columns import numbers, validity
 
 
 def string_buffers(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
@@ -180,3 +183,28 @@ class ValueCodec:
     def nbytes(self) -> int:
         """Bytes held by the string table."""
         return self._table.nbytes if self._table is not None else 0
+
+
+class CodedColumn(GroupsAccumulator):
+    """An accumulator over one column's values as int64 codes (``self.codec``, a
+    :class:`ValueCodec`, and ``self.index``, the column's position, set by the subclass):
+    ``prepare`` encodes the column, and the codec decides portability and copying."""
+
+    codec: ValueCodec
+    index: int
+
+    @property
+    def portable(self) -> bool:
+        return self.codec.portable
+
+    def frozen(self) -> GroupsAccumulator:
+        out = copy.copy(self)
+        out.codec = self.codec.frozen()
+        return out
+
+    def config_bytes(self) -> int:
+        return self.codec.nbytes()
+
+    def prepare(self, batch: pa.RecordBatch) -> Inputs:
+        arr = batch.column(self.index)
+        return self.codec.encode(arr), validity(arr)

@@ -13,12 +13,12 @@ import pyarrow as pa
 
 from ..kernels import _hashagg
 from .base import AggSpec, GroupsAccumulator, Inputs, Selection
-from .codecs import ValueCodec
-from .columns import grow, validity
+from .codecs import CodedColumn, ValueCodec
+from .columns import grow
 from .valuesets import keep_valid
 
 
-class DistinctValues(GroupsAccumulator):
+class DistinctValues(CodedColumn):
     """Each group's distinct values of one column.
 
     >>> acc = DistinctValues(pa.schema([("f", pa.float64())]), "f", "agg").empty(1)
@@ -34,24 +34,6 @@ class DistinctValues(GroupsAccumulator):
         self.index = schema.get_field_index(column)
         self.codec = ValueCodec(schema.field(column).type, False, f"count_distinct({column!r})", step)
         super().__init__(("distinct", column), f"{column}.", {"distinct": (np.int64, 0)}, sets=1)
-
-    @property
-    def portable(self) -> bool:
-        return self.codec.portable
-
-    def frozen(self) -> GroupsAccumulator:
-        import copy
-
-        out = copy.copy(self)
-        out.codec = self.codec.frozen()
-        return out
-
-    def config_bytes(self) -> int:
-        return self.codec.nbytes()
-
-    def prepare(self, batch: pa.RecordBatch) -> Inputs:
-        arr = batch.column(self.index)
-        return self.codec.encode(arr), validity(arr)
 
     def update(self, gids: np.ndarray, inputs: Inputs, seqs: Optional[np.ndarray]) -> None:
         codes, ok = inputs

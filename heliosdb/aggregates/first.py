@@ -13,11 +13,11 @@ import pyarrow as pa
 
 from ..kernels import _accum
 from .base import AggSpec, GroupsAccumulator, Inputs, Selection
-from .codecs import ValueCodec
-from .columns import grow, load_column, validity
+from .codecs import CodedColumn, ValueCodec
+from .columns import grow, load_column
 
 
-class Pick(GroupsAccumulator):
+class Pick(CodedColumn):
     """The first (``which="first"``) or last value of one column by arrival number.
 
     >>> acc = Pick(pa.schema([("s", pa.string())]), "s", "last", "agg").empty(1)
@@ -35,24 +35,6 @@ class Pick(GroupsAccumulator):
         self.order = 30 if which == "first" else 40
         self.codec = ValueCodec(schema.field(column).type, True, f"{which}({column!r})", step)
         super().__init__((which, column), f"{column}.{which}_", {"seq": (np.int64, -1), "val": (np.int64, 0)})
-
-    @property
-    def portable(self) -> bool:
-        return self.codec.portable
-
-    def frozen(self) -> GroupsAccumulator:
-        import copy
-
-        out = copy.copy(self)
-        out.codec = self.codec.frozen()
-        return out
-
-    def config_bytes(self) -> int:
-        return self.codec.nbytes()
-
-    def prepare(self, batch: pa.RecordBatch) -> Inputs:
-        arr = batch.column(self.index)
-        return self.codec.encode(arr), validity(arr)
 
     def update(self, gids: np.ndarray, inputs: Inputs, seqs: Optional[np.ndarray]) -> None:
         codes, ok = inputs
