@@ -57,7 +57,7 @@ elif what == "w3":
     from benchmarks.w3 import heliosdb_w3
     data = w3data.make_data(n)
     n = data.n
-    run = lambda: heliosdb_w3(data, 1)
+    run = lambda: heliosdb_w3(data.arrival, 1)
 elif what == "sessions":
     from benchmarks.session_disorder import make_data
     t = make_data(n, 200_000, 400)
