@@ -96,6 +96,18 @@ class KeyedOperator(Operator):
         self.seq += n
         return np.arange(base, base + n, dtype=np.int64) if self.acc.needs_seq else None
 
+    def _in_pane_order(self, batch: pa.RecordBatch, bounds: List[int], pane_ns: int, clock: Any):
+        """The rows of ``batch`` (cut at ``bounds``) numbered in arrival order, then put in pane
+        order within each cut by ``clock.pane_runs``: ``(batch, runs, ts, key columns, prepared
+        aggregate inputs)``, the batch and its inputs reordered alike."""
+        seqs = self._seqs(batch.num_rows)
+        runs, order, ts = clock.pane_runs(batch, bounds, pane_ns)
+        if order is not None:
+            batch = batch.take(pa.array(order))
+            if seqs is not None:
+                seqs = seqs[order]
+        return batch, runs, ts, self._key_columns(batch), self.acc.prepare(batch, seqs)
+
     # -- state ---------------------------------------------------------------------------------
     def _state_summary(self) -> str:
         """What the state holds, for the memory bound's error (e.g. "12 keys")."""

@@ -140,14 +140,7 @@ class PreAggregate(KeyedOperator):
         store.reset()
         self.seq = 0
         n = batch.num_rows
-        seqs = self._seqs(n)
-        runs, order, ts = self.clock.pane_runs(batch, [0, n], windower.pane_ns)
-        if order is not None:
-            batch = batch.take(pa.array(order))
-            if seqs is not None:
-                seqs = seqs[order]
-        cols = self._key_columns(batch)
-        prepared = self.acc.prepare(batch, seqs)
+        batch, runs, ts, cols, prepared = self._in_pane_order(batch, [0, n], windower.pane_ns, self.clock)
         store.reserve(n)
         got: Dict[int, list] = {}
         for rb, starts in runs:

@@ -100,14 +100,7 @@ class WindowAggregate(WindowOperator):
         """Rows ``bounds[j]:bounds[j+1]`` of ``batch`` arrive, and watermark ``marks[j]``
         after them (``len(marks) == len(bounds) - 2``)."""
         n = batch.num_rows
-        seqs = self._seqs(n)
-        runs, order, ts = self.clock.pane_runs(batch, bounds, self.pane_ns)
-        if order is not None:
-            batch = batch.take(pa.array(order))
-            if seqs is not None:
-                seqs = seqs[order]
-        cols = self._key_columns(batch)
-        prepared = self.acc.prepare(batch, seqs)
+        batch, runs, ts, cols, prepared = self._in_pane_order(batch, bounds, self.pane_ns, self.clock)
         store, windower = self.store, self.windower
         off, lateness = windower.end_offset, self.lateness        # window w ends at w + off
         store.reserve(n)
