@@ -88,16 +88,22 @@ def test_a_finished_job_exposes_its_counts_labelled_by_job_and_operator():
     assert _value(text, "streaming_checkpoint_failures_total", job="counted") == 0
 
 
-def test_two_environments_in_one_process_do_not_collide():
+def test_environments_of_one_process_share_its_server_and_a_rerun_replaces_its_series():
+    # Servers are per process (a notebook cell run again must not find its port taken): two
+    # port=0 environments share the any-port server, jobs told apart by name, the newest run
+    # of a name (from either environment) replacing the older.
     envs = [hdb.StreamEnvironment(hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=0))) for _ in range(2)]
     try:
         for i, env in enumerate(envs):
             env.generate(count=1000 * (i + 1)).sink(hdb.sinks.memory())
-            env.execute(name="same-name")                   # the same job name in both
-        texts = [_scrape(env.metrics_url) for env in envs]
-        assert envs[0].metrics_url != envs[1].metrics_url
-        for i, text in enumerate(texts):
-            assert _value(text, "streaming_events_processed_total", job="same-name") == 1000 * (i + 1)
+            env.execute(name=f"env-{i}")
+            env.execute(name="same-name")
+        assert envs[0].metrics_url == envs[1].metrics_url
+        text = _scrape(envs[0].metrics_url)
+        for i in range(2):
+            assert _value(text, "streaming_events_processed_total", job=f"env-{i}") == 1000 * (i + 1)
+        assert _value(text, "streaming_events_processed_total", job="same-name") == 2000
+        assert text.count('streaming_events_processed_total{job="same-name"') == 1
     finally:
         for env in envs:
             env.close()
