@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
+import weakref
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import pyarrow as pa
@@ -38,15 +40,21 @@ class StreamEnvironment:
         self.config = config or StreamingConfig()
         self._counter = itertools.count(1)
         self._sinks: List[Node] = []
-        self._metrics_server = None
+        self._metrics_use = None
+        self._release: Optional[weakref.finalize] = None
 
-    # -- metrics -----------------------------------------------------------------------------
+    # -- metrics ---------------------------------------------------------------------------
     @property
     def metrics_url(self) -> Optional[str]:
         """Where this environment serves Prometheus metrics (``StreamingConfig(metrics=)``),
         e.g. ``http://127.0.0.1:9464/metrics``; None without a MetricsConfig.
 
-        Each environment has its own registry and server; jobs are labelled by name.
+        Servers are per process and shared: environments asking for the same host and port
+        (every ``port=0`` one, too) are served by one server, jobs labelled by name (a job
+        run again under the same name replaces its old series, from whichever environment).
+        The server closes when no environment uses it any more: ``close()``, the environment
+        garbage-collected, or a Ctrl-C that stopped its job.  So a notebook cell that creates
+        an environment with ``MetricsConfig(port=9464)`` can be run again and again.
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment(hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=0)))
@@ -56,24 +64,31 @@ class StreamEnvironment:
         >>> text = urlopen(env.metrics_url).read().decode()
         >>> 'streaming_events_processed_total{job="doc-metrics",operator="generate-1"} 1000.0' in text
         True
-        >>> env.close()
+        >>> again = hdb.StreamEnvironment(hdb.StreamingConfig(metrics=hdb.MetricsConfig(port=0)))
+        >>> again.metrics_url == env.metrics_url
+        True
+        >>> env.close(); again.close()
         """
-        server = self._metrics()
-        return None if server is None else server.url
+        use = self._metrics()
+        return None if use is None else use.url
 
     def _metrics(self):
         mc = self.config.metrics
-        if mc is not None and self._metrics_server is None:
-            from .metrics_server import MetricsServer
+        if mc is not None and self._metrics_use is None:
+            from .metrics_server import attach
 
-            self._metrics_server = MetricsServer(mc.port, mc.host)
-        return self._metrics_server
+            use = attach(mc.port, mc.host)
+            self._metrics_use = use
+            # Garbage-collected without close() (a notebook cell run again): released too.
+            self._release = weakref.finalize(self, use.release)
+        return self._metrics_use
 
     def close(self) -> None:
-        """Stop serving metrics (if this environment serves them).  Idempotent."""
-        if self._metrics_server is not None:
-            self._metrics_server.close()
-            self._metrics_server = None
+        """Stop using the metrics server (it closes when no environment uses it any more).
+        Idempotent; the environment serves again if it runs another job."""
+        use, self._metrics_use = self._metrics_use, None
+        if use is not None:
+            self._release()
 
     def __enter__(self) -> "StreamEnvironment":
         return self
@@ -306,10 +321,12 @@ class StreamEnvironment:
             if self.config.checkpoint is not None:
                 self._attach_checkpoints(job, plan, name)
             job.start()
-        except BaseException:
+        except BaseException as exc:
             # e.g. a Ctrl-C while restoring: the lease must not outlive the job that never ran
             if job.coordinator is not None and not job.threads():
                 job.coordinator.close(failed=True)
+            if isinstance(exc, KeyboardInterrupt):
+                self.close()                        # and the port, as after any Ctrl-C
             raise
         return job
 
@@ -372,11 +389,16 @@ class StreamEnvironment:
         """
         return JobHandle(self._job(list(self._sinks), name)).wait(progress=progress)
 
-    def execute_async(self, name: str = "job") -> JobHandle:
-        """Start every sink's pipeline and return at once with a :class:`JobHandle`.
+    def execute_async(self, name: str = "job", progress: Optional[bool] = None) -> JobHandle:
+        """Start every sink's pipeline and return at once with a :class:`JobHandle`; the job
+        runs on threads in the background.
 
         ``handle.stop()`` stops the job as Ctrl-C stops ``execute()`` (with a final checkpoint
-        if checkpointed); a Ctrl-C or SIGTERM while ``handle.wait()`` blocks does the same.
+        if checkpointed); a Ctrl-C or SIGTERM while ``handle.wait()`` blocks does the same, and
+        so does cancelling a task that awaits it (``await handle``).
+
+        ``progress``: show the handle's live display (``handle.show()``); None (the default)
+        shows it when running in a Jupyter kernel, True or False force it.
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
@@ -386,7 +408,13 @@ class StreamEnvironment:
         >>> handle.wait().name
         'doc-async-stop'
         """
-        return JobHandle(self._job(list(self._sinks), name))
+        if progress is not None and not isinstance(progress, bool):
+            raise ConfigError(f"execute_async(progress=) takes True, False or None (automatic in a "
+                              f"notebook), got {progress!r}")
+        handle = JobHandle(self._job(list(self._sinks), name))
+        if progress or (progress is None and in_notebook()):
+            _show_in_notebook(handle)
+        return handle
 
     def explain(self, events_per_second: Optional[float] = None):
         """The physical plan of ``execute()``: stages, fused kernels, operators, parallelism,
@@ -407,3 +435,24 @@ class StreamEnvironment:
         if not self._sinks:
             raise PlanError("nothing to explain: add a sink with stream.sink(...) first")
         return explain_nodes(self, list(self._sinks), events_per_second)
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (an IPython ``ZMQInteractiveShell``); IPython is
+    not imported to find out.
+
+    >>> in_notebook()
+    False
+    """
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _show_in_notebook(handle: JobHandle) -> None:
+    """The live display of a job started by ``execute_async()`` (``JobHandle.show()``)."""
+    show = getattr(JobHandle, "show", None)     # until JobHandle.show() lands: wire it at merge
+    if show is not None:
+        show(handle)

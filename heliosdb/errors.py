@@ -7,7 +7,12 @@ from __future__ import annotations
 
 
 class HeliosError(Exception):
-    """Base class of every error raised by HeliosDB."""
+    """Base class of every error raised by HeliosDB.
+
+    ``step`` names the step (operator) the error came from, when it came from one ("" if not).
+    """
+
+    step: str = ""
 
 
 class ConfigError(HeliosError, ValueError):

@@ -3,13 +3,17 @@ batch.
 
 :class:`Chain` is what a task runs an item through: ``push(item)`` hands it to the first
 operator and what each emits to the next; ``close()`` ends the input.  An operator's error
-comes out as :class:`StepFailed`, naming the step.
+comes out as :class:`StepFailed`, naming the step (an engine error, a ``HeliosError``, comes out
+as it is, with ``step`` set to the operator's name when it has none).  Slow batches are
+logged through :class:`SlowBatches`: the first of each step in a job, then a count at its end.
 """
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
-from typing import List
+from typing import Dict, List, Optional
 
 import pyarrow as pa
 
@@ -40,11 +44,65 @@ def is_run(items: list) -> bool:
     return 0 < marks < len(items) and all(type(it) in (pa.RecordBatch, Watermark) for it in items)
 
 
+class SlowBatches:
+    """The slow batches of one job (over ``StreamingConfig(slow_batch_warning=)``): the first
+    of each step is logged at WARNING with its duration and fields, the others are counted and
+    reported in one record when the job ends (:meth:`report`).  Replicas of a step count as
+    the step.
+
+    Examples
+    --------
+    >>> slow = SlowBatches("doc-job", slow_ns=10**7)
+    >>> [slow.add("map-2#1", 2 * 10**7, rows=100, epoch=0) for _ in range(3)]
+    [True, False, False]
+    >>> slow.counts()
+    {'map-2': (3, 0.02)}
+    """
+
+    def __init__(self, job: str, slow_ns: int):
+        self.job = job
+        self.slow_ns = slow_ns
+        self._lock = threading.Lock()
+        self._steps: Dict[str, List] = {}       # step -> [count, slowest ns]
+
+    def add(self, step: str, dt: int, rows: int, epoch: int) -> bool:
+        """Count a slow call of ``step`` (``rows``: 0 for a timer); log it if it is the first.
+        Whether it was logged."""
+        step = re.sub(r"#\d+$", "", step)
+        with self._lock:
+            seen = self._steps.setdefault(step, [0, 0])
+            seen[0] += 1
+            seen[1] = max(seen[1], dt)
+            first = seen[0] == 1
+        if first:
+            what = f"batch of {rows:,} rows" if rows else "timer"
+            log.warning("job %r step %r: slow %s took %.3f s (warning above %.3f s; further slow "
+                        "batches of this step are counted and reported when the job ends)",
+                        self.job, step, what, dt / 1e9, self.slow_ns / 1e9,
+                        extra={"job": self.job, "operator": step, "epoch": epoch,
+                               "duration_s": dt / 1e9, "rows": rows})
+        return first
+
+    def counts(self) -> Dict[str, tuple]:
+        """step -> (slow calls, the slowest in seconds)."""
+        with self._lock:
+            return {k: (n, worst / 1e9) for k, (n, worst) in self._steps.items()}
+
+    def report(self) -> None:
+        """At the job's end: one record per step that was slow more than once."""
+        for step, (n, worst) in self.counts().items():
+            if n > 1:
+                log.warning("job %r step %r: %d slow batches in all, the slowest %.3f s (warning "
+                            "above %.3f s)", self.job, step, n, worst, self.slow_ns / 1e9,
+                            extra={"job": self.job, "operator": step, "duration_s": worst})
+
+
 class Chain:
     """Operators of one stage, called directly one after another.
 
     Timed (the default), each call of an operator adds to its busy time, latency histogram and
-    batch-size histogram, and a call slower than ``slow_ns`` is logged; untimed
+    batch-size histogram, and a call slower than ``slow_ns`` goes to ``slow`` (the job's
+    :class:`SlowBatches`; one of the chain's own if none is given); untimed
     (``HELIOSDB_METRICS=0``) only events and batches are counted.
 
     Examples
@@ -55,20 +113,16 @@ class Chain:
     """
 
     def __init__(self, operators: List[Operator], metrics: JobMetrics, slow_ns: int,
-                 timed: bool = True):
+                 timed: bool = True, slow: Optional[SlowBatches] = None):
         self.ops = operators
         self.stats = [metrics.operator(op.name, op.kind) for op in operators]
         self.slow_ns = slow_ns
         self.metrics = metrics
         self.timed = timed
+        self.slow = slow if slow is not None else SlowBatches(metrics.job, slow_ns)
 
     def _slow(self, step: str, dt: int, rows: int) -> None:
-        m = self.metrics
-        what = f"batch of {rows:,} rows" if rows else "timer"
-        log.warning("job %r step %r: slow %s took %.3f s (warning above %.3f s)", m.job, step, what,
-                    dt / 1e9, self.slow_ns / 1e9,
-                    extra={"job": m.job, "operator": step, "epoch": m.checkpoints.epoch,
-                           "duration_s": dt / 1e9, "rows": rows})
+        self.slow.add(step, dt, rows, self.metrics.checkpoints.epoch)
 
     @staticmethod
     def _call(op: Operator, st, it) -> tuple:
@@ -89,7 +143,9 @@ class Chain:
             if isinstance(it, Partials):
                 return op.process_partials(it), n
             return op.process_batch(it), n
-        except HeliosError:
+        except HeliosError as exc:
+            if not exc.step:
+                exc.step = op.name          # so the job's failure names the operator
             raise
         except Exception as exc:
             raise StepFailed(op.name, exc) from exc
@@ -134,7 +190,9 @@ class Chain:
         for i, op in enumerate(self.ops):
             try:
                 flushed = op.close()
-            except HeliosError:
+            except HeliosError as exc:
+                if not exc.step:
+                    exc.step = op.name
                 raise
             except Exception as exc:
                 raise StepFailed(op.name, exc) from exc

@@ -23,14 +23,14 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional
 
 from ..errors import ExecutionError, HeliosError
 from ..metrics import JobMetrics, TaskStats
 from ..operators.base import Operator, OperatorContext
 from . import gcfreeze, stopping
 from .batcher import SourceTask
-from .chain import Chain, StepFailed
+from .chain import Chain, SlowBatches, StepFailed
 from .channel import Channel, ChannelClosed
 from .physical import PhysicalPlan, reader, source_output, stage_input, stage_output
 from .task import StageTask
@@ -100,6 +100,7 @@ class Job:
         for op in self.metrics.plan_ops:
             op.open(OperatorContext(job=name, placement=op.placement, metrics=ctx_metrics))
         self.slow_ns = slow_ns
+        self.slow_batches = SlowBatches(name, slow_ns)
         self.timed = timed
         self.inputs = [Channel(buffer_size, f"{st.name}.in") for st in plan.stages]
         self.metrics.channels = self.inputs
@@ -145,7 +146,7 @@ class Job:
         """Stage ``index`` wired: its input, its operators, its edges."""
         st = self.plan.stages[index]
         stats = self._tasks[index]
-        chain = Chain(st.operators, self.metrics, self.slow_ns, self.timed)
+        chain = Chain(st.operators, self.metrics, self.slow_ns, self.timed, self.slow_batches)
         source = stage_input(st, reader(self.inputs[index], stats))
         output = stage_output(self.plan, index, self.inputs, source)
         ack = self.coordinator.ack if self.coordinator is not None else None
@@ -178,24 +179,32 @@ class Job:
         # Built before any thread starts, so the metrics' operator table is complete up front.
         tasks = [self._stage_task(i) for i in range(len(self.plan.stages))]
         src = SourceTask(self, source_output(self.plan, self.inputs), self._source_task)
-        self._threads.append(threading.Thread(target=self._guard, args=(self.plan.source_name, src.run),
-                                              name=f"{self.name}:source", daemon=True))
-        for task in tasks:
-            self._threads.append(threading.Thread(target=self._guard, args=(task.name, task.run),
-                                                  name=f"{self.name}:{task.name}", daemon=True))
-        self._gc_frozen = self.freeze_gc
-        if self._gc_frozen:
-            gcfreeze.freeze()            # full collections skip start-up objects: short pauses
-        log.info("job %r started: %d threads (%s)", self.name, len(self._threads),
-                 ", ".join(self.metrics.tasks), extra={"job": self.name})
-        for t in self._threads:
-            t.start()
-        self._joiner = threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join")
-        self._joiner.start()
+        threads = [threading.Thread(target=self._guard, args=(self.plan.source_name, src.run),
+                                    name=f"{self.name}:source", daemon=True)]
+        threads += [threading.Thread(target=self._guard, args=(task.name, task.run),
+                                     name=f"{self.name}:{task.name}", daemon=True) for task in tasks]
+        try:
+            # From here on the joiner always runs (it closes the coordinator and unfreezes).
+            self._threads = threads
+            self._gc_frozen = self.freeze_gc
+            if self._gc_frozen:
+                gcfreeze.freeze()            # full collections skip start-up objects: short pauses
+            log.info("job %r started: %d threads (%s)", self.name, len(threads),
+                     ", ".join(self.metrics.tasks), extra={"job": self.name})
+            for t in threads:
+                t.start()
+        except BaseException:
+            # A Ctrl-C in the middle: the threads started so far must not outlive it.
+            self.abort()
+            raise
+        finally:
+            self._joiner = threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join")
+            self._joiner.start()
 
     def _join_all(self) -> None:
         for t in self._threads:
-            t.join()
+            if t.ident is not None:         # started (all are, unless start() was interrupted)
+                t.join()
         if self.coordinator is not None:
             try:
                 self.coordinator.close(failed=self._error is not None or self._aborted)
@@ -203,6 +212,7 @@ class Job:
                 self._fail("checkpoint", exc)
         if self._gc_frozen:
             gcfreeze.unfreeze()
+        self.slow_batches.report()
         m = self.metrics
         m.finished = time.perf_counter()
         if self._error is None:
@@ -293,6 +303,8 @@ class Job:
             pass
         except StepFailed as exc:
             self._fail(exc.step, exc.error)
+        except HeliosError as exc:
+            self._fail(exc.step or step, exc)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller of wait()
             self._fail(step, exc)
 
@@ -331,6 +343,9 @@ class JobHandle:
     def wait(self, timeout: Optional[float] = None, progress: bool = False) -> JobResult:
         """Block until the job ends; raise its error if a step failed.
 
+        ``timeout`` (seconds) bounds the whole wait, the progress display included: when it
+        passes, TimeoutError is raised and the job keeps running.
+
         With ``progress=True``, show live throughput, latency and backpressure meanwhile (a
         rich display in a terminal, an updating one in Jupyter, a line every few seconds in a
         log; see :mod:`heliosdb.progress`).
@@ -338,7 +353,21 @@ class JobHandle:
         A KeyboardInterrupt meanwhile stops the job as ``stop()`` does (a second one aborts it
         without a final checkpoint), joins its threads, frees its lease, and is re-raised;
         SIGTERM, while the main thread waits here, stops it the same way and then ends the
-        process as SIGTERM would have (see :mod:`heliosdb.runtime.stopping`).
+        process as SIGTERM would have (see :mod:`heliosdb.runtime.stopping`).  Inside a running
+        event loop (a notebook), ``await handle`` waits without blocking it.
+
+        Examples
+        --------
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(rate=1000).sink(hdb.sinks.memory())      # unbounded
+        >>> handle = env.execute_async(name="doc-wait-timeout")
+        >>> handle.wait(timeout=0.2)
+        Traceback (most recent call last):
+        ...
+        TimeoutError: job 'doc-wait-timeout' still running after 0.2s
+        >>> handle.stop(); handle.wait().name
+        'doc-wait-timeout'
         """
         if not progress:
             return self._job.wait(timeout)
@@ -347,6 +376,44 @@ class JobHandle:
         def watch() -> None:
             show(self, timeout=timeout)
         return self._job.wait(timeout, watch)
+
+    async def wait_async(self, timeout: Optional[float] = None) -> JobResult:
+        """Await the end of the job without blocking the event loop (``wait()`` for asyncio;
+        ``await handle`` is the same with no timeout).
+
+        ``timeout`` (seconds) raises TimeoutError when it passes and leaves the job running.
+        Cancelling the awaiting task (the kernel interrupt of a notebook cell that awaits)
+        stops the job as Ctrl-C stops ``wait()``: in-flight batches reach the sinks, a
+        checkpointed job takes a final checkpoint, the threads end; then the cancellation
+        goes on.
+
+        Examples
+        --------
+        >>> import asyncio
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> async def main():
+        ...     handle = env.execute_async(name="doc-await")
+        ...     return await handle.wait_async(timeout=60)
+        >>> asyncio.run(main()).metrics["streaming_events_processed_total"]
+        1000
+        """
+        return await stopping.wait_async(self._job, timeout)
+
+    def __await__(self) -> Generator[Any, None, JobResult]:
+        """``await handle``: ``await handle.wait_async()``.
+
+        >>> import asyncio
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=10).sink(hdb.sinks.memory())
+        >>> async def main():
+        ...     return await env.execute_async(name="doc-await-handle")
+        >>> asyncio.run(main()).name
+        'doc-await-handle'
+        """
+        return self.wait_async().__await__()
 
     @property
     def done(self) -> bool:

@@ -19,7 +19,9 @@ any of the interrupts was a SIGTERM, the process ends as SIGTERM ends it.
 
 Waiting is done in short slices, so a signal reaches the waiting main thread at once whatever it
 is waiting on (``_thread.interrupt_main()`` included).  After the stop, the KeyboardInterrupt is
-re-raised.  SIGTERM gets a handler only while the main thread waits for a job (the previous one
+re-raised.  An asyncio task awaiting the job (:func:`wait_async`, ``await handle``) polls it
+without blocking its loop; cancelling that task (what Jupyter's interrupt does to a cell that
+awaits) stops the job the same way, then the CancelledError goes on.  SIGTERM gets a handler only while the main thread waits for a job (the previous one
 is put back after); it triggers the same stop, then the process ends as SIGTERM would have
 ended it: with the default disposition the signal is raised again and the process dies of it
 (exit status 143 in a shell), and a Python handler that was installed before is called.
@@ -31,6 +33,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable, Iterator, List, Optional, Protocol
 
 log = logging.getLogger("heliosdb.runtime")
@@ -45,6 +48,9 @@ class StoppableJob(Protocol):
 
     @property
     def error(self) -> Optional[BaseException]: ...
+
+    @property
+    def done(self) -> bool: ...
 
     def stop(self, drain: bool = False) -> None: ...
 
@@ -128,7 +134,8 @@ def wait(job: StoppableJob, timeout: Optional[float] = None,
     """Block until ``job`` ends (``watch``, e.g. a progress display, runs first) and return its
     result; on Ctrl-C or SIGTERM stop it as the module docstring says, then re-raise (or end
     the process, for SIGTERM).  A ``timeout`` that passes raises TimeoutError and leaves the
-    job running.  ``Job.wait()`` and ``JobHandle.wait()`` come here.
+    job running; it bounds the whole wait, ``watch`` included (give it the same timeout).
+    ``Job.wait()`` and ``JobHandle.wait()`` come here.
 
     >>> import heliosdb as hdb
     >>> env = hdb.StreamEnvironment()
@@ -137,12 +144,14 @@ def wait(job: StoppableJob, timeout: Optional[float] = None,
     >>> wait(handle._job).metrics["streaming_events_processed_total"]
     100
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     interrupt: Optional[BaseException] = None
     with sigterm_stops_job():
         try:
             if watch is not None:
                 watch()
-            if not job.join(timeout):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not job.join(left):
                 raise TimeoutError(f"job {job.name!r} still running after {timeout}s")
         except (KeyboardInterrupt, Terminated) as exc:
             interrupt = exc
@@ -156,6 +165,44 @@ def wait(job: StoppableJob, timeout: Optional[float] = None,
     raise interrupt
 
 
+#: An awaiting task looks at the job this often.
+POLL_S = 0.02
+
+
+async def wait_async(job: StoppableJob, timeout: Optional[float] = None) -> Any:
+    """Await the end of ``job`` without blocking the event loop and return its result (or
+    raise its error).  A ``timeout`` that passes raises TimeoutError and leaves the job
+    running.  Cancelling the awaiting task (a notebook's interrupt of a cell that awaits) or a
+    KeyboardInterrupt inside it stops the job as Ctrl-C stops ``wait()`` (the loop is held for
+    that stop, as long as a blocking wait would be), then the cancellation goes on.
+    ``JobHandle.wait_async()`` and ``await handle`` come here.
+
+    >>> import asyncio
+    >>> import heliosdb as hdb
+    >>> env = hdb.StreamEnvironment()
+    >>> _ = env.generate(count=100).sink(hdb.sinks.memory())
+    >>> async def main():
+    ...     handle = env.execute_async(name="doc-wait-async")
+    ...     return await wait_async(handle._job)
+    >>> asyncio.run(main()).metrics["streaming_events_processed_total"]
+    100
+    """
+    import asyncio
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while not job.done:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"job {job.name!r} still running after {timeout}s")
+            await asyncio.sleep(POLL_S if left is None else min(POLL_S, left))
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        _stop_after(job, exc)
+        raise
+    job.join()                              # done: only the joiner's last lines remain
+    return job.result()
+
+
 def _stop_after(job: StoppableJob, first: BaseException) -> BaseException:
     """Stop ``job`` (the first interrupt), abort it (a second), stop joining (a third), then
     run its interrupt hooks; its threads are joined before this returns, unless a third
@@ -166,7 +213,8 @@ def _stop_after(job: StoppableJob, first: BaseException) -> BaseException:
         try:
             if step == 0:
                 job.stop()
-                what = "SIGTERM" if isinstance(first, Terminated) else "KeyboardInterrupt"
+                what = ("SIGTERM" if isinstance(first, Terminated) else "KeyboardInterrupt"
+                        if isinstance(first, KeyboardInterrupt) else "cancelled")
                 final = " with a final checkpoint" if job.coordinator is not None else ""
                 log.warning("job %r: %s: stopping%s; interrupt again to abort without it", job.name,
                             what, final, extra={"job": job.name})
