@@ -6,6 +6,7 @@
 >>> env.from_iterable([{"v": 0.1}, {"v": 0.7}]).filter(col("v") > 0.2).collect().num_rows
 1
 """
+from . import log as _log  # noqa: F401 - the NullHandler: nothing printed unless logging is set up
 from . import sinks
 from ._version import __version__
 from .config import (CheckpointConfig, MetricsConfig, StateBackend, StateConfig,

@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 import pyarrow as pa
 import pyarrow.types as pat
@@ -59,10 +59,32 @@ def plan_function(node, schema: pa.Schema) -> PlannedFunction:
     planned = cache[key]
     if not planned.compiled and planned.reason and not node.memo.get("warned"):
         node.memo["warned"] = True
-        warnings.warn(PythonFallbackWarning(
-            f"step {node.name!r}: {planned.where} runs record by record in Python, not in the "
-            f"compiled kernel: it {planned.reason}"), stacklevel=_caller_level())
+        seen = _function_key(planned.fn, planned.reason)
+        if seen not in _WARNED:
+            _WARNED.add(seen)
+            warnings.warn(PythonFallbackWarning(
+                f"step {node.name!r}: {planned.where} runs record by record in Python, not in the "
+                f"compiled kernel: it {planned.reason} (said once per process for this function)"),
+                stacklevel=_caller_level())
     return planned
+
+
+#: Functions already warned about: (module, qualified name, byte code, reason).
+_WARNED: Set[tuple] = set()
+
+
+def _function_key(fn: Callable, reason: str) -> tuple:
+    """What makes a function "the same" for the fallback warning: its name and byte code, so
+    a notebook cell run again (a new function object of the same source) is not warned twice.
+
+    >>> _function_key(lambda e: e.x, "r") == _function_key(lambda e: e.x, "r")
+    True
+    >>> _function_key(lambda e: e.x, "r") == _function_key(lambda e: e.y, "r")
+    False
+    """
+    code = getattr(fn, "__code__", None)
+    ident = (code.co_code, code.co_consts, code.co_names) if code is not None else id(type(fn))
+    return (getattr(fn, "__module__", None), getattr(fn, "__qualname__", repr(type(fn))), ident, reason)
 
 
 def _caller_level() -> int:

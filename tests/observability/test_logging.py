@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
 from datetime import timedelta
+
+import pytest
 
 import heliosdb as hdb
 from heliosdb import col
@@ -14,7 +18,7 @@ from heliosdb.log import StructuredFormatter
 from heliosdb.metrics import CheckpointStats
 
 
-def test_a_slow_batch_is_warned_with_its_duration_and_fields(caplog):
+def test_a_slow_step_is_warned_once_with_its_duration_and_fields_then_counted(caplog):
     def slow(batch):
         time.sleep(0.03)
         return batch
@@ -25,13 +29,58 @@ def test_a_slow_batch_is_warned_with_its_duration_and_fields(caplog):
     with caplog.at_level(logging.WARNING, logger="heliosdb"):
         env.execute(name="slow-log")
     slow_records = [r for r in caplog.records if "slow batch" in r.getMessage()]
-    assert len(slow_records) == 3
-    r = slow_records[0]
+    assert len(slow_records) == 2, [r.getMessage() for r in slow_records]    # the first, the count
+    r, total = slow_records
     assert r.levelno == logging.WARNING
     assert (r.job, r.operator, r.epoch, r.rows) == ("slow-log", "sleepy", 0, 100)
     assert r.duration_s >= 0.03          # the step sleeps that long: a lower bound
     assert r.getMessage() == (f"job 'slow-log' step 'sleepy': slow batch of 100 rows took "
-                              f"{r.duration_s:.3f} s (warning above 0.010 s)")
+                              f"{r.duration_s:.3f} s (warning above 0.010 s; further slow batches "
+                              "of this step are counted and reported when the job ends)")
+    assert (total.job, total.operator) == ("slow-log", "sleepy")
+    assert total.getMessage().startswith("job 'slow-log' step 'sleepy': 3 slow batches in all")
+
+
+def test_without_logging_configured_nothing_reaches_stderr(tmp_path):
+    # A fresh interpreter: no handler anywhere, so logging's last resort would print warnings.
+    script = (
+        "import time, heliosdb as hdb\n"
+        "from datetime import timedelta\n"
+        "env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=100, "
+        "slow_batch_warning=timedelta(milliseconds=1)))\n"
+        "env.generate(count=300).map_batches(lambda b: (time.sleep(0.01), b)[1]).sink(hdb.sinks.memory())\n"
+        "env.execute(name='quiet-by-default')\n"
+        "hdb.log.configure()\n"
+        "env.execute(name='configured')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "quiet-by-default" not in out.stderr
+    assert "job 'configured' step 'map_batches-2': slow batch" in out.stderr, out.stderr
+    assert out.stderr.count("slow batch of") == 1, out.stderr
+
+
+def test_a_failing_step_is_logged_once_naming_the_operator(caplog):
+    env = hdb.StreamEnvironment()
+    src = env.from_iterable([{"x": i} for i in range(6)]).map(lambda e: {"y": 1 / (e.x - 3)})
+    with caplog.at_level(logging.WARNING, logger="heliosdb"), pytest.raises(hdb.RecordError) as err:
+        src.collect()
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(failures) == 1, [r.getMessage() for r in caplog.records]
+    assert failures[0].operator == err.value.step == "map-2"
+    assert "stage-" not in caplog.text
+
+
+def test_configure_twice_prints_each_record_once():
+    stream = io.StringIO()
+    hdb.log.configure(stream=stream)
+    handler = hdb.log.configure(stream=stream)
+    try:
+        logging.getLogger("heliosdb.test").warning("once")
+    finally:
+        logging.getLogger("heliosdb").removeHandler(handler)
+        logging.getLogger("heliosdb").setLevel(logging.NOTSET)
+    assert stream.getvalue().count("once") == 1
 
 
 def test_at_info_a_job_logs_start_and_end_only_not_per_batch(caplog):
