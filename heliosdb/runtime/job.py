@@ -373,8 +373,14 @@ class JobHandle:
             return self._job.wait(timeout)
         from ..progress import watch as show
 
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def nap(seconds: float) -> None:      # the display's refreshes end at the deadline
+            left = seconds if deadline is None else min(seconds, deadline - time.monotonic())
+            time.sleep(max(0.0, left))
+
         def watch() -> None:
-            show(self, timeout=timeout)
+            show(self, timeout=timeout, sleep=nap)
         return self._job.wait(timeout, watch)
 
     async def wait_async(self, timeout: Optional[float] = None) -> JobResult:
