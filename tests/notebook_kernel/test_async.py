@@ -11,6 +11,11 @@ from tests.notebook_kernel.test_interrupt import _after
 pytestmark = pytest.mark.timeout(180)
 
 
+def test_the_engine_knows_it_runs_in_a_notebook(kernel):
+    cell = kernel.ok("from heliosdb.environment import in_notebook; print(json.dumps(in_notebook()))")
+    assert cell.value() is True
+
+
 def test_await_handle_in_a_cell_keeps_the_kernels_loop_running(kernel):
     cell = kernel.ok("""
     import asyncio

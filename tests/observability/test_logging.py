@@ -60,6 +60,26 @@ def test_without_logging_configured_nothing_reaches_stderr(tmp_path):
     assert out.stderr.count("slow batch of") == 1, out.stderr
 
 
+def test_what_must_be_seen_reaches_stderr_once_logging_is_configured():
+    # A dropped late event is only logged: with logging set up the usual way, it is printed once.
+    script = (
+        "import logging, heliosdb as hdb\n"
+        "from datetime import timedelta\n"
+        "logging.basicConfig()\n"
+        "env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1, parallelism=1))\n"
+        "rows = [{'ts': t, 'k': 1} for t in (5000, 1000, 6000, 1500)]\n"
+        "(env.from_iterable(rows).with_batch_size(1)\n"
+        " .with_watermark(time='ts', max_out_of_orderness=timedelta(0)).key_by('k')\n"
+        " .window(hdb.TumblingWindow.of(timedelta(seconds=1))).aggregate(n=hdb.count())\n"
+        " .sink(hdb.sinks.memory()))\n"
+        "print(env.execute(name='late').late_events)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "2}" in out.stdout, out.stdout
+    assert out.stderr.count("late event dropped so far") == 1, out.stderr
+
+
 def test_a_failing_step_is_logged_once_naming_the_operator(caplog):
     env = hdb.StreamEnvironment()
     src = env.from_iterable([{"x": i} for i in range(6)]).map(lambda e: {"y": 1 / (e.x - 3)})
