@@ -13,6 +13,23 @@ import numpy as np
 _log10 = math.log10
 
 
+def counts_quantile(edges: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """Quantile ``q`` (ms) of bucket ``counts`` laid out as :class:`LatencyHistogram`'s: the
+    upper edge of the bucket holding it; NaN when the counts are all zero.
+
+    >>> edges = LatencyHistogram.EDGES
+    >>> counts = np.zeros(len(edges) + 1, dtype=np.int64); counts[200] = 10
+    >>> counts_quantile(edges, counts, 0.5)                  # bucket 200 ends at 10**8 ns
+    100.0
+    """
+    cum = np.cumsum(counts)
+    total = int(cum[-1]) if len(cum) else 0
+    if total <= 0:
+        return float("nan")
+    i = int(np.searchsorted(cum, q * total, side="left"))
+    return float(edges[min(i, len(edges) - 1)]) / 1e6
+
+
 class LatencyHistogram:
     """Weighted histogram of durations, 1 us to 1000 s, 40 log-spaced buckets per decade.
 
@@ -36,8 +53,12 @@ class LatencyHistogram:
     EXPORT_EDGES = tuple(range(40, 321, 10))
     SLOW_EXPORT_EDGES = tuple(range(200, 361, 10))
 
+    #: Bucket edges (ns), shared by every histogram (they are all laid out alike, so two
+    #: copies of their counts subtract: the observations between two readings).
+    EDGES = LOW_NS * 10 ** (np.arange(0, DECADES * PER_DECADE + 1) / PER_DECADE)
+
     def __init__(self, locked: bool = True) -> None:
-        self.edges = self.LOW_NS * 10 ** (np.arange(0, self.DECADES * self.PER_DECADE + 1) / self.PER_DECADE)
+        self.edges = self.EDGES
         self.counts = [0] * (len(self.edges) + 1)
         self.total = 0
         self.sum_ns = 0
@@ -62,13 +83,32 @@ class LatencyHistogram:
 
     def quantile(self, q: float) -> float:
         """Latency (ms) at quantile ``q``: the upper edge of the bucket holding it (conservative)."""
-        counts = list(self.counts)
-        total = sum(counts)
-        if total == 0:
-            return float("nan")
-        i = int(np.searchsorted(np.cumsum(counts), q * total, side="left"))
-        i = min(i, len(self.edges) - 1)
-        return float(self.edges[i]) / 1e6
+        return counts_quantile(self.edges, np.array(self.counts, dtype=np.int64), q)
+
+    def read(self) -> np.ndarray:
+        """A copy of the bucket counts now (safe while another thread adds).  Two readings
+        subtract to the observations in between, for quantiles over a recent window
+        (:meth:`quantile_between`).
+
+        Examples
+        --------
+        A slow start, then fast: the whole run's p99 stays slow, the recent one is fast.
+
+        >>> h = LatencyHistogram()
+        >>> h.add(900_000_000, weight=50)            # 50 events at 900 ms
+        >>> then = h.read()
+        >>> h.add(2_000_000, weight=200)             # then 200 events at 2 ms
+        >>> round(h.quantile(0.99)), round(LatencyHistogram.quantile_between(then, h.read(), 0.99), 2)
+        (944, 2.11)
+        """
+        return np.array(self.counts, dtype=np.int64)     # one-step copy of the list first
+
+    @classmethod
+    def quantile_between(cls, then: "np.ndarray | None", now: np.ndarray, q: float) -> float:
+        """Quantile ``q`` (ms) of the observations between two :meth:`read` results (``then``
+        None: since the start); NaN when there were none."""
+        diff = now if then is None else np.maximum(now - then, 0)
+        return counts_quantile(cls.EDGES, diff, q)
 
     def buckets(self, unit_ns: float, export: Tuple[int, ...] = EXPORT_EDGES
                 ) -> Tuple[List[Tuple[float, int]], int, float]:

@@ -23,6 +23,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
+
+from .display import fraction
 from .histograms import LatencyHistogram, PowerHistogram
 
 checkpoint_log = logging.getLogger("heliosdb.checkpoint")
@@ -100,6 +103,13 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
 
 #: A task blocked longer than this fraction of the window counts as backpressured.
 BACKPRESSURE_THRESHOLD = 0.1
+#: The snapshot's ``*_recent*`` figures (rate, latency quantiles, backpressure) cover this
+#: trailing window, short enough to follow a job as it changes.
+RECENT_WINDOW_NS = 5_000_000_000
+#: Samples kept for trailing windows reach back over the longest window, about this many per
+#: window (at least :data:`MIN_SAMPLE_GAP_NS` apart), the newest always among them.
+SAMPLES_PER_WINDOW = 200
+MIN_SAMPLE_GAP_NS = 10_000_000
 
 
 # -- live counters -------------------------------------------------------------------------------
@@ -136,6 +146,9 @@ class TaskStats:
     blocked_since: int = 0
     idle_ns: int = 0
     idle_since: int = 0
+    #: The part of ``idle_ns`` a source spent waiting on purpose, to keep its declared rate
+    #: (``generate(rate=)``): paced, not short of work.
+    paced_ns: int = 0
     cpu_ns: int = 0                         # the thread's CPU time, set when it ends
 
     def times(self, now: int) -> Tuple[int, int, int, int]:
@@ -202,12 +215,19 @@ class CheckpointStats:
 
 @dataclass
 class Sample:
-    """Cumulative figures of a job at one instant; two samples give rates and fractions."""
+    """Cumulative figures of a job at one instant; two samples give rates and fractions.
+
+    ``latency`` is a reading of the end-to-end latency histogram's buckets
+    (:meth:`~heliosdb.histograms.LatencyHistogram.read`; None: not read), ``paced`` the
+    nanoseconds each task spent pacing (a part of its idle time; a task left out: none).
+    """
 
     t_ns: int
     events_in: int
     tasks: Dict[str, Tuple[int, int, int, int, int]]   # name -> (alive, busy, blocked, idle, rows_in)
     ops: Dict[str, Tuple[int, int]]                     # name -> (busy_ns, rows_in)
+    latency: Optional[np.ndarray] = None
+    paced: Dict[str, int] = field(default_factory=dict)
 
 
 def _zero(now: Sample) -> Sample:
@@ -216,17 +236,30 @@ def _zero(now: Sample) -> Sample:
 
 
 def task_fractions(then: Sample, now: Sample) -> Dict[str, Dict[str, float]]:
-    """Per task between two samples: ``busy``, ``blocked`` and ``idle`` fractions of the time it
-    was alive in between (``alive_s``), and the events it took in (``rows``)."""
+    """Per task between two samples: ``busy``, ``blocked``, ``idle`` and ``paced`` (the part of
+    idle spent keeping a declared rate) fractions of the time it was alive in between
+    (``alive_s``), and the events it took in (``rows``).  Fractions are clamped to [0, 1]:
+    counters read while a wait ends can be a wait's length off.
+
+    >>> s = 1_000_000_000
+    >>> then = Sample(0, 0, {"src": (0, 0, 0, 0, 0)}, {})
+    >>> now = Sample(s, 10, {"src": (s, s // 4, 0, 3 * s // 4, 10)}, {}, paced={"src": s // 2})
+    >>> f = task_fractions(then, now)["src"]
+    >>> f["busy"], f["idle"], f["paced"], f["rows"]
+    (0.25, 0.75, 0.5, 10)
+    """
     out = {}
     for name, (alive, busy, blocked, idle, rows) in now.tasks.items():
         a0, b0, bl0, i0, r0 = then.tasks.get(name, (0, 0, 0, 0, 0))
         dt = alive - a0
         if dt <= 0:
-            out[name] = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "alive_s": 0.0, "rows": rows - r0}
+            out[name] = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "paced": 0.0, "alive_s": 0.0,
+                         "rows": rows - r0}
         else:
-            out[name] = {"busy": (busy - b0) / dt, "blocked": (blocked - bl0) / dt,
-                         "idle": (idle - i0) / dt, "alive_s": dt / 1e9, "rows": rows - r0}
+            paced = now.paced.get(name, 0) - then.paced.get(name, 0)
+            out[name] = {"busy": fraction((busy - b0) / dt), "blocked": fraction((blocked - bl0) / dt),
+                         "idle": fraction((idle - i0) / dt), "paced": fraction(paced / dt),
+                         "alive_s": dt / 1e9, "rows": rows - r0}
     return out
 
 
@@ -254,6 +287,7 @@ class JobMetrics:
     plan_ops: List = field(default_factory=list)
     source: str = "source"
     window_ns: int = 10_000_000_000
+    recent_ns: int = RECENT_WINDOW_NS
     checkpoints: CheckpointStats = None  # type: ignore[assignment]
     dead_letters: Dict[str, int] = field(default_factory=dict)   # reason -> records (a Kafka source's)
     clock: Callable[[], int] = time.perf_counter_ns
@@ -261,8 +295,12 @@ class JobMetrics:
     def __post_init__(self) -> None:
         if self.checkpoints is None:
             self.checkpoints = CheckpointStats(self.job)
-        self._history: Deque[Sample] = deque(maxlen=64)
+        self._history: Deque[Sample] = deque(maxlen=4 * SAMPLES_PER_WINDOW)
         self._history_lock = threading.Lock()
+        # Per task, the largest (blocked, idle, paced) read so far: a reading taken while a
+        # wait ends can miss it (the channel clears the wait's start, then adds it up), and
+        # counters must not run backwards.
+        self._seen: Dict[str, Tuple[int, int, int]] = {}
 
     def operator(self, name: str, kind: str) -> OperatorStats:
         st = self.operators.get(name)
@@ -280,13 +318,19 @@ class JobMetrics:
     # -- samples and trailing windows ------------------------------------------------------------
     def sample(self) -> Sample:
         """The cumulative figures now (safe from any thread)."""
-        now = self.clock()
-        tasks = {}
-        for name, ts in list(self.tasks.items()):
-            alive, busy, blocked, idle = ts.times(now)
-            tasks[name] = (alive, busy, blocked, idle, self._task_rows(ts))
+        tasks, paced = {}, {}
+        with self._history_lock:            # the clock read inside: readings in order
+            now = self.clock()
+            for name, ts in list(self.tasks.items()):
+                alive, busy, blocked, idle = ts.times(now)
+                b0, i0, p0 = self._seen.get(name, (0, 0, 0))
+                blocked, idle, pace = max(blocked, b0), max(idle, i0), max(ts.paced_ns, p0)
+                self._seen[name] = (blocked, idle, pace)
+                tasks[name] = (alive, max(alive - blocked - idle, 0), blocked, idle, self._task_rows(ts))
+                if pace:
+                    paced[name] = pace
         ops = {n: (s.busy_ns, s.rows_in) for n, s in list(self.operators.items())}
-        return Sample(now, self.events_in, tasks, ops)
+        return Sample(now, self.events_in, tasks, ops, self.latency.read(), paced)
 
     def _task_rows(self, ts: TaskStats) -> int:
         if not ts.operators:
@@ -294,18 +338,57 @@ class JobMetrics:
         st = self.operators.get(ts.operators[0])
         return st.rows_in if st is not None else 0
 
-    def recent(self, window_ns: Optional[int] = None) -> Tuple[Sample, Sample]:
-        """(then, now): ``now`` is a fresh sample, ``then`` the newest kept sample at least
-        ``window_ns`` older (or the job's start).  Samples are kept, one a second at most, as
-        readers take them: no thread of its own."""
-        window_ns = self.window_ns if window_ns is None else window_ns
-        now = self.sample()
+    def keep(self, sample: Sample) -> None:
+        """Keep ``sample`` for trailing windows.  The newest is always kept; one between two
+        others closer than the gap (1/:data:`SAMPLES_PER_WINDOW` of the longest window) is
+        dropped, and so are those older than needed.  The job's sampler
+        (:mod:`heliosdb.history`) keeps one every half second; readers' samples fill in."""
+        span = max(self.window_ns, self.recent_ns)
+        gap = max(MIN_SAMPLE_GAP_NS, span // SAMPLES_PER_WINDOW)
         with self._history_lock:
             hist = self._history
-            if not hist or now.t_ns - hist[-1].t_ns >= 1_000_000_000:
-                hist.append(now)
-            then = None
-            for s in reversed(hist):
+            if hist and sample.t_ns < hist[-1].t_ns:
+                return                      # taken before the last kept one, by a slower reader
+            hist.append(sample)
+            if len(hist) >= 3 and hist[-1].t_ns - hist[-3].t_ns < gap:
+                del hist[-2]
+            while len(hist) >= 2 and sample.t_ns - hist[1].t_ns >= span:
+                hist.popleft()              # the next one reaches back a whole window already
+
+    def record(self) -> Sample:
+        """A sample now, kept for trailing windows (what the job's sampler calls)."""
+        now = self.sample()
+        self.keep(now)
+        return now
+
+    def recent(self, window_ns: Optional[int] = None, now: Optional[Sample] = None) -> Tuple[Sample, Sample]:
+        """(then, now): ``now`` is a fresh sample (or the one given), ``then`` the newest kept
+        sample at least ``window_ns`` older (or the job's start).
+
+        Examples
+        --------
+        A job slow for its first 3 s, fast after: 8 s in, the whole run's p99 is still the
+        slow start's, the last 5 seconds' is not.
+
+        >>> t = [0]
+        >>> jm = JobMetrics("doc", started=0.0, clock=lambda: t[0])
+        >>> for second in range(8):
+        ...     jm.latency.add(800_000_000 if second < 3 else 2_000_000, weight=1000)
+        ...     t[0] += 1_000_000_000
+        ...     _ = jm.record()
+        >>> then, now = jm.recent(jm.recent_ns)
+        >>> (now.t_ns - then.t_ns) // 10**9, round(jm.latency.quantile(0.99))
+        (5, 841)
+        >>> round(LatencyHistogram.quantile_between(then.latency, now.latency, 0.99), 2)
+        2.11
+        """
+        window_ns = self.window_ns if window_ns is None else window_ns
+        if now is None:
+            now = self.sample()
+            self.keep(now)
+        then = None
+        with self._history_lock:
+            for s in reversed(self._history):
                 if now.t_ns - s.t_ns >= window_ns:
                     then = s
                     break
@@ -338,6 +421,12 @@ class JobMetrics:
         """
         return {op.name: op.late_events for op in list(self.state_ops) if op.late_events}
 
+    def watermark(self) -> Optional[int]:
+        """The job's event-time watermark (ns): the least of its operators' (None before the
+        first watermark, or without event time)."""
+        wms = self.watermarks().values()
+        return min(wms) if wms else None
+
     def watermarks(self) -> Dict[str, int]:
         """Current event-time watermark (ns) per operator that has one (the watermark
         assigners and event-time windows; an operator with none yet is left out)."""
@@ -359,22 +448,40 @@ class JobMetrics:
         return out
 
     # -- snapshot ----------------------------------------------------------------------------------
-    def snapshot(self) -> Dict[str, object]:
-        """A plain dict of the current figures (safe to call from any thread).
+    def snapshot(self) -> "MetricsSnapshot":
+        """A dict of the current figures (safe to call from any thread); in a notebook it
+        shows as a table.
 
-        Rates and fractions (``events_per_s`` is over the whole run; ``recent_events_per_s``,
-        ``tasks`` and ``streaming_backpressure`` over the trailing window).
+        ``events_per_s`` and ``latency_p*_ms`` cover the whole run; ``recent_events_per_s``,
+        ``tasks`` and ``streaming_backpressure`` the trailing window (``window_ns``, for
+        Prometheus); ``events_per_s_recent``, ``latency_recent_p*_ms`` and
+        ``backpressure_recent`` (the largest fraction of time a task was blocked) the last
+        ``recent_ns`` (``recent_window_s`` says how long that was), so they follow the job.
+        ``watermark_ns`` is the job's event-time watermark, ``watermark_lag_ms`` how far
+        behind the wall clock it is (both None without event time).
+
+        Examples
+        --------
+        >>> m = JobMetrics("doc", started=0.0, clock=lambda: 1_000_000_000).snapshot()
+        >>> m["events_per_s_recent"], m["backpressure_recent"], m["watermark_ns"], isinstance(m, dict)
+        (0.0, 0.0, None, True)
         """
         el = max(self.elapsed(), 1e-9)
         then, now = self.recent()
         frac = task_fractions(then, now)
         dt = max((now.t_ns - then.t_ns) / 1e9, 1e-9) if then.t_ns != now.t_ns else el
+        r_then, _ = self.recent(self.recent_ns, now)
+        r_dt = max((now.t_ns - r_then.t_ns) / 1e9, 1e-9) if r_then.t_ns != now.t_ns else el
+        r_frac = task_fractions(r_then, now)
+        assert now.latency is not None
+        recent_q = (lambda q: LatencyHistogram.quantile_between(r_then.latency, now.latency, q))
+        wm = self.watermark()
         blocked = {ch.name: ch.blocked_ns / 1e9 for ch in self.channels}
         operators = list(self.operators.items())      # one-step copies: stage threads write
         state_ops = list(self.state_ops)
         task_of = {op: t.name for t in list(self.tasks.values()) for op in t.operators}
         wall = time.time()
-        return {
+        return MetricsSnapshot({
             "job": self.job,
             "elapsed_s": el,
             "running": self.running,
@@ -385,6 +492,14 @@ class JobMetrics:
             "latency_p50_ms": self.latency.quantile(0.50),
             "latency_p95_ms": self.latency.quantile(0.95),
             "latency_p99_ms": self.latency.quantile(0.99),
+            "recent_window_s": r_dt,
+            "events_per_s_recent": (now.events_in - r_then.events_in) / r_dt,
+            "latency_recent_p50_ms": recent_q(0.50),
+            "latency_recent_p95_ms": recent_q(0.95),
+            "latency_recent_p99_ms": recent_q(0.99),
+            "backpressure_recent": max((f["blocked"] for f in r_frac.values()), default=0.0),
+            "watermark_ns": wm,
+            "watermark_lag_ms": None if wm is None else (wall - wm / 1e9) * 1e3,
             STATE_SIZE_BYTES: sum(op.state_size_bytes() for op in state_ops),
             "open_windows": sum(op.open_windows() or 0 for op in state_ops),
             LATE_EVENTS: sum(op.late_events for op in state_ops),
@@ -408,7 +523,22 @@ class JobMetrics:
                     "latency_p99_ms": s.latency.quantile(0.99)}
                 for n, s in operators
             },
-        }
+        })
+
+
+class MetricsSnapshot(Dict[str, object]):
+    """A job's figures at one moment (what ``JobHandle.metrics()`` and ``JobResult.metrics``
+    hold): a plain dict, which a notebook shows as a table.
+
+    >>> m = MetricsSnapshot({"job": "doc", "streaming_events_processed_total": 5})
+    >>> m["streaming_events_processed_total"], "<table" in m._repr_html_()
+    (5, True)
+    """
+
+    def _repr_html_(self) -> str:
+        from .display import snapshot_html
+
+        return snapshot_html(self)
 
 
 # -- Prometheus exposition -----------------------------------------------------------------------

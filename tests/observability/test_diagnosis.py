@@ -18,7 +18,7 @@ from heliosdb.diagnosis import TaskInfo, diagnose, diagnose_job, samples_from_te
 from heliosdb.metrics import MetricsCollector, Sample
 from heliosdb.testing import wait_until
 
-from .timeline import Hold, ScriptedJob
+from .timeline import Hold, ScriptedJob, standing_still
 
 S = 1_000_000_000
 
@@ -182,7 +182,8 @@ def test_a_job_held_in_one_step_is_diagnosed_with_that_steps_task_as_the_bottlen
     handle = env.execute_async(name="held")
     tasks = handle._job.metrics.tasks
     try:
-        assert wait_until(lambda: hold.holding.is_set() and tasks["generate-1"].blocked_since > 0
+        assert wait_until(lambda: standing_still(hold, tasks["keep"], 1000)
+                          and tasks["generate-1"].blocked_since > 0
                           and tasks["per-key"].idle_since > 0, 60), "the job never stood still"
         d = handle.diagnose(interval_s=0.05)
     finally:

@@ -22,7 +22,7 @@ from heliosdb.metrics import METRICS, JobMetrics, MetricsCollector
 from heliosdb.metrics_server import MetricsServer
 from heliosdb.testing import wait_until
 
-from .timeline import Hold
+from .timeline import Hold, standing_still
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -215,7 +215,8 @@ def test_backpressure_is_flagged_while_a_held_step_blocks_the_source():
     handle = env.execute_async(name="bp")
     source = handle._job.metrics.tasks["generate-1"]
     try:
-        assert wait_until(lambda: hold.holding.is_set() and source.blocked_since > 0, 60)
+        held = handle._job.metrics.tasks["slow-step"]
+        assert wait_until(lambda: standing_still(hold, held, 1000) and source.blocked_since > 0, 60)
         handle.metrics()
         time.sleep(0.15)            # at least the window: its start is the reading above
         text = _scrape(env.metrics_url)

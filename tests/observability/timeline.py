@@ -133,6 +133,16 @@ class ScriptedHandle:
             self._job.finish()
         return bool(jm.finished)
 
+    @property
+    def status(self) -> str:
+        return "done" if self.done else "running"
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """The wait for the end: the clock moves ``timeout`` seconds (as a sleep)."""
+        if not self.done and timeout:
+            self._job.clock.sleep(timeout)
+        return self.done
+
 
 class Hold:
     """A ``map_batches`` step that lets ``free`` batches through (each taking at least
@@ -162,3 +172,12 @@ class Hold:
 
     def release(self) -> None:
         self._go.set()
+
+
+def standing_still(hold: Hold, held: TaskStats, batch_rows: int) -> bool:
+    """Whether a job held by ``hold`` (in task ``held``) stands still: the step holds and the
+    channel into its task has no room for another batch of ``batch_rows``, so the source
+    stays blocked (a source blocked a moment earlier may still be let in as the held task
+    takes its last batch)."""
+    inbox = held.inbox
+    return hold.holding.is_set() and inbox is not None and inbox.rows + batch_rows > inbox.capacity
