@@ -220,7 +220,8 @@ class _ParquetSinkOp(_SinkOperator):
 
 # -- memory --------------------------------------------------------------------------------------
 class MemorySink(SinkSpec):
-    """Collects every batch in memory; after the run ``to_table()`` returns them as one Table.
+    """Collects every batch in memory; after the run ``to_table()`` returns them as one Table,
+    and while it runs ``snapshot()`` (or ``to_pandas()``) gives the rows so far.
 
     Examples
     --------
@@ -251,6 +252,56 @@ class MemorySink(SinkSpec):
             raise ConfigError("this memory sink has not been part of an executed job yet")
         with self._lock:
             return pa.Table.from_batches(self.batches, schema=self.schema)
+
+    def snapshot(self) -> pa.Table:
+        """The rows received so far, as a pyarrow Table; safe to call while the job runs (the
+        batches are shared, not copied, and later batches do not change it).
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> out = hdb.sinks.memory()
+        >>> _ = env.generate(rate=50_000).sink(out)
+        >>> handle = env.execute_async(name="doc-memory-snapshot")
+        >>> first = out.snapshot()                     # while it runs: the rows so far
+        >>> handle.stop(); _ = handle.wait()
+        >>> first.num_rows <= out.snapshot().num_rows
+        True
+        """
+        if self.schema is None:
+            raise ConfigError("this memory sink is not part of a running or finished job yet: "
+                              "run one with env.execute_async() first")
+        with self._lock:
+            batches = list(self.batches)
+        return pa.Table.from_batches(batches, schema=self.schema)
+
+    def to_pandas(self):
+        """The rows received so far, as a pandas DataFrame (see :meth:`snapshot`)."""
+        return self.snapshot().to_pandas()
+
+    @property
+    def num_rows(self) -> int:
+        """Rows received so far."""
+        with self._lock:
+            batches = list(self.batches)
+        return sum(b.num_rows for b in batches)
+
+    def __repr__(self) -> str:
+        return "<MemorySink (not run yet)>" if self.schema is None else f"<MemorySink: {self.num_rows:,} rows>"
+
+
+def memory_sinks(operators: List[Operator]) -> List[MemorySink]:
+    """The memory sinks that ``operators`` (a job's) write to, each once.
+
+    >>> import pyarrow as pa
+    >>> out = MemorySink(); op = out.bind(pa.schema([("x", pa.int64())]), "sink-1")
+    >>> memory_sinks([op, op]) == [out]
+    True
+    """
+    out: List[MemorySink] = []
+    for op in operators:
+        if isinstance(op, _MemorySinkOp) and not any(s is op.spec for s in out):
+            out.append(op.spec)
+    return out
 
 
 # -- parquet -------------------------------------------------------------------------------------

@@ -25,8 +25,12 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional
 
-from ..errors import ExecutionError, HeliosError
-from ..metrics import JobMetrics, TaskStats
+import pyarrow as pa
+
+from ..display import figures_html, job_figures, ms, seconds
+from ..errors import ConfigError, ExecutionError, HeliosError
+from ..history import DEFAULT_INTERVAL_S, MetricsHistory
+from ..metrics import JobMetrics, MetricsSnapshot, TaskStats
 from ..operators.base import Operator, OperatorContext
 from . import gcfreeze, stopping
 from .batcher import SourceTask
@@ -36,7 +40,11 @@ from .physical import PhysicalPlan, reader, source_output, stage_input, stage_ou
 from .task import StageTask
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from ..connectors.sinks import MemorySink
     from ..diagnosis import Diagnosis
+    from ..progress import LiveDisplay
 
 log = logging.getLogger("heliosdb.runtime")
 
@@ -46,11 +54,26 @@ _WAIT_SLICE_S = 0.05
 
 @dataclass
 class JobResult:
-    """What ``execute()`` returns: the job's name, its wall time and its final metrics."""
+    """What ``execute()`` returns: the job's name, its wall time, its final metrics, and its
+    metrics over time (``history``, a :class:`~heliosdb.history.MetricsHistory`; ``plot()``
+    charts it).  A notebook shows it as a table.
+
+    Examples
+    --------
+    >>> import heliosdb as hdb
+    >>> env = hdb.StreamEnvironment()
+    >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+    >>> result = env.execute(name="doc-result")
+    >>> result.metrics["streaming_events_processed_total"], len(result.history) >= 2
+    (1000, True)
+    >>> "1,000" in result._repr_html_()
+    True
+    """
 
     name: str
     duration_s: float
     metrics: Dict[str, object]
+    history: Optional[MetricsHistory] = None
 
     @property
     def events_per_s(self) -> float:
@@ -75,6 +98,36 @@ class JobResult:
                 f"{self.duration_s:.2f}s, {m['events_per_s']:,.0f} events/s, p99 latency "
                 f"{m['latency_p99_ms']:.1f} ms)")
 
+    def figures(self) -> Dict[str, str]:
+        """The result's figures as display text (what the notebook table shows)."""
+        m = self.metrics
+        dead = m.get("streaming_dead_letters_total") or {}
+        return {
+            "duration": seconds(self.duration_s),
+            "events": f"{m.get('streaming_events_processed_total', 0):,}",
+            "events out": f"{m.get('events_out', 0):,}",
+            "events/s": f"{m.get('events_per_s', 0.0):,.0f}",
+            "p50": ms(m.get("latency_p50_ms")),                        # type: ignore[arg-type]
+            "p99": ms(m.get("latency_p99_ms")),                        # type: ignore[arg-type]
+            "late": f"{m.get('streaming_late_events_total', 0):,}",
+            "checkpoints": f"{m.get('streaming_checkpoints_total', 0):,}",
+            "dead letters": f"{sum(dead.values()) if isinstance(dead, dict) else 0:,}",
+        }
+
+    def _repr_html_(self) -> str:
+        out = figures_html(f"job {self.name!r}", self.figures(), "done")
+        if self.history is not None and len(self.history):
+            out += (f"<div><small>{len(self.history)} metrics samples: <code>.history</code>, "
+                    "<code>.plot()</code></small></div>")
+        return out
+
+    def plot(self, columns=None, ax=None) -> "Figure":
+        """Chart the job's metrics over time (its history's
+        :meth:`~heliosdb.history.MetricsHistory.plot`): events/s, latency, backpressure."""
+        if self.history is None:
+            raise ConfigError(f"job {self.name!r}: this result has no metrics history to plot")
+        return self.history.plot(columns, ax)
+
 
 
 class Job:
@@ -85,7 +138,7 @@ class Job:
 
     def __init__(self, plan: PhysicalPlan, name: str, buffer_size: int, slow_ns: int,
                  state_operators: List[Operator], metrics_window_ns: int = 10_000_000_000,
-                 timed: bool = True, freeze_gc: bool = True):
+                 timed: bool = True, freeze_gc: bool = True, sample_interval_s: float = DEFAULT_INTERVAL_S):
         self.plan = plan
         self.freeze_gc = freeze_gc
         self._gc_frozen = False
@@ -93,6 +146,8 @@ class Job:
         self.coordinator = None             # a checkpoint.Coordinator, set before start()
         self.metrics = JobMetrics(name, source=plan.source_name, window_ns=metrics_window_ns)
         self.metrics.state_ops = state_operators
+        #: The metrics over time, sampled by the join thread (see :mod:`heliosdb.history`).
+        self.history = MetricsHistory(name, sample_interval_s)
         self.metrics.plan_ops = [op for st in plan.stages for op in st.operators]
         # Before a restore and before the first item.  The metrics reach operators through a
         # weak proxy: they list the operators, and a cycle would keep a finished job alive.
@@ -201,7 +256,18 @@ class Job:
             self._joiner = threading.Thread(target=self._join_all, daemon=True, name=f"{self.name}:join")
             self._joiner.start()
 
+    def _sample(self) -> None:
+        """One row of the metrics history; a failure to read a figure never stops the job."""
+        try:
+            self.history.record(self.metrics)
+        except Exception:  # noqa: BLE001 - observability must not break the job
+            log.warning("job %r: sampling metrics failed", self.name, exc_info=True, extra={"job": self.name})
+
     def _join_all(self) -> None:
+        try:
+            self.history.follow(self.metrics, self._threads)      # samples while it waits
+        except Exception:  # noqa: BLE001 - observability must not break the job
+            log.warning("job %r: sampling metrics failed", self.name, exc_info=True, extra={"job": self.name})
         for t in self._threads:
             if t.ident is not None:         # started (all are, unless start() was interrupted)
                 t.join()
@@ -215,6 +281,7 @@ class Job:
         self.slow_batches.report()
         m = self.metrics
         m.finished = time.perf_counter()
+        self._sample()                          # the final row, before anyone sees the end
         if self._error is None:
             el = m.elapsed()
             log.info("job %r finished: %d events in %.2f s (%.0f events/s)", self.name, m.events_in,
@@ -264,7 +331,7 @@ class Job:
             raise ExecutionError(
                 f"job {self.name!r}: step {self._error_step!r} failed: {type(err).__name__}: {err}"
             ) from err
-        return JobResult(self.name, self.metrics.elapsed(), self.metrics.snapshot())
+        return JobResult(self.name, self.metrics.elapsed(), self.metrics.snapshot(), self.history)
 
     @property
     def error(self) -> Optional[BaseException]:
@@ -462,3 +529,134 @@ class JobHandle:
         else:
             then, now = jm.since_start()
         return diagnose_job(jm, then, now)
+
+    # -- notebooks: history, live display, results so far ----------------------------------------
+    #: The live display :meth:`show` started (one per handle).
+    _display: Optional["LiveDisplay"] = None
+    _display_lock = threading.Lock()
+
+    def history(self) -> MetricsHistory:
+        """The job's metrics over time, sampled every half second while it runs (a
+        :class:`~heliosdb.history.MetricsHistory`: ``to_pandas()``, ``plot()``).
+
+        Examples
+        --------
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> handle = env.execute_async(name="doc-handle-history")
+        >>> _ = handle.wait()
+        >>> handle.history().to_pandas()["events"].iloc[-1]
+        np.int64(1000)
+        """
+        return self._job.history
+
+    @property
+    def status(self) -> str:
+        """"running", "stopping" (asked to stop, not ended yet), "done" (its input ended),
+        "stopped" (``stop()``, an interrupt, or aborted), or "failed: Error: message".
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(rate=1000).sink(hdb.sinks.memory())
+        >>> handle = env.execute_async(name="doc-status")
+        >>> handle.status
+        'running'
+        >>> handle.stop(); _ = handle.wait(); handle.status
+        'stopped'
+        """
+        job = self._job
+        err = job.error
+        if err is not None:
+            return f"failed: {type(err).__name__}: {err}"
+        asked = job.stopping.is_set()
+        if not job.done:
+            return "stopping" if asked else "running"
+        return "stopped" if asked else "done"
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the job has ended (at most ``timeout`` seconds); whether it has.  Unlike
+        ``wait()`` it neither raises the job's error nor stops the job on Ctrl-C."""
+        return self._job.join(timeout)
+
+    def figures(self) -> Dict[str, str]:
+        """The figures a person watches, as text: elapsed, events, events/s and p99 over the
+        last few seconds, watermark, late events, backpressure, checkpoints, state."""
+        return job_figures(self._job.metrics.snapshot())
+
+    def mimebundle(self) -> Dict[str, str]:
+        """The job's state now as ``text/plain`` and ``text/html`` (a notebook display)."""
+        from ..progress import bundle
+
+        return bundle(self)
+
+    def show(self, refresh_s: float = 0.5) -> None:
+        """In a notebook, show the job's live state, updated in place every ``refresh_s``
+        seconds by a background thread until the job ends (the display then shows its final
+        state); returns at once.  Called again (in another cell), it shows the same live
+        display there too.  Outside a notebook it prints the state now.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> handle = env.execute_async(name="doc-show")
+        >>> _ = handle.wait()
+        >>> handle.show()                                        # doctest: +ELLIPSIS
+        job 'doc-show' done: elapsed ... · events 1,000 · ...
+        """
+        from ..display import in_notebook
+
+        if not in_notebook():
+            print(self.mimebundle()["text/plain"])
+            return
+        from ..progress import LiveDisplay
+
+        with JobHandle._display_lock:
+            live = self._display
+            if live is None:
+                live = self._display = LiveDisplay(self, refresh_s)
+                live.start()
+                return
+        live.show_again()
+
+    def _ipython_display_(self) -> None:
+        """A handle as a cell's result: the live display in a notebook, the state now elsewhere."""
+        from ..display import in_notebook
+
+        if in_notebook():
+            self.show()
+            return
+        from IPython.display import display
+
+        display(self.mimebundle(), raw=True)
+
+    def _repr_html_(self) -> str:
+        return self.mimebundle()["text/html"]
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.name!r} {self.status}>"
+
+    def results(self, sink: Optional["MemorySink"] = None) -> pa.Table:
+        """The rows the job's memory sink has received so far (``sink``: which one, when it
+        has several), as a pyarrow Table; safe while the job runs.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> handle = env.execute_async(name="doc-results")
+        >>> _ = handle.wait(); handle.results().num_rows
+        1000
+        """
+        from ..connectors.sinks import memory_sinks
+
+        sinks = memory_sinks(self._job.metrics.plan_ops)
+        if sink is not None:
+            if not any(s is sink for s in sinks):
+                raise ConfigError(f"job {self.name!r}: results(sink=) got a sink this job does not write "
+                                  f"to; its memory sinks are {sinks}")
+            return sink.snapshot()
+        if len(sinks) != 1:
+            raise ConfigError(f"job {self.name!r} has {len(sinks)} memory sinks: "
+                              + ("pass results(sink=the one to read)" if sinks else
+                                 "results() reads a hdb.sinks.memory(); read other sinks where they write"))
+        return sinks[0].snapshot()

@@ -88,24 +88,30 @@ def test_notebook_mode_updates_one_display(monkeypatch):
     shown = []
 
     class Handle:
-        def update(self, obj):
-            shown.append(("update", obj.data))
+        display_id = "d1"
 
-    def display(obj, display_id=None):
-        shown.append(("display", obj.data))
+        def update(self, obj, raw=False):
+            shown.append(("update", obj, raw))
+
+    def display(obj, raw=False, display_id=None):
+        shown.append(("display", obj, raw))
         return Handle()
 
     fake = types.ModuleType("IPython.display")
-    fake.HTML = type("HTML", (), {"__init__": lambda self, data: setattr(self, "data", data)})
     fake.display = display
     monkeypatch.setitem(sys.modules, "IPython.display", fake)
+    monkeypatch.setattr("heliosdb.progress._cell", lambda: 1)
     job = ScriptedJob(TOPOLOGY, job="notebook")
     _second(job)
     watch(ScriptedHandle(job, ends_after_s=1.0), refresh_s=0.25, mode="notebook", clock=job.clock,
           sleep=job.clock.sleep)
-    # one display, an update after each of the 4 refreshes, and the final update
-    assert [kind for kind, _ in shown] == ["display"] + ["update"] * 5
-    assert "notebook" in shown[-1][1] and "events/s" in shown[-1][1] and "done" in shown[-1][1]
+    # one display and an update after each of the 4 refreshes, the last one (the job has ended)
+    # final; each a raw bundle with HTML and its plain-text twin
+    assert [kind for kind, _, _ in shown] == ["display"] + ["update"] * 4
+    assert all(raw for _, _, raw in shown)
+    last = shown[-1][1]
+    assert "notebook" in last["text/html"] and "events/s" in last["text/html"] and "done" in last["text/html"]
+    assert last["text/plain"].startswith("job 'notebook' done: elapsed")
 
 
 def test_watch_of_a_real_job_prints_its_final_counts(capsys):
