@@ -1,12 +1,16 @@
 """Backpressure and straggler diagnosis: which operator holds a pipeline back, and what to do.
 
 Every task (thread) splits its time into *busy*, *blocked* (waiting for room in a full output
-channel: backpressure) and *idle* (waiting for input).  Between two samples of those counters:
+channel: backpressure) and *idle* (waiting for input; for a source paced at a declared rate, such
+as ``generate(rate=)``, the part spent keeping that rate is *paced*).  Between two samples of
+those counters:
 
 - the pipeline is **backpressured** when some task is blocked more than 10% of the time;
 - the **bottleneck** is the first task downstream of the blocked ones that is busy most of the
   time (downstream of a task that is itself blocked, the search goes on), and within it the
   operator with the most busy time;
+- a source busy most of the time **bounds throughput**, unless it is **paced** (it waits at
+  least :data:`PACED_THRESHOLD` of the time to keep its rate: it keeps up, and would go faster);
 - a **straggler** is a parallel subtask whose throughput (events per busy second) is under half
   its siblings' median; uneven events per subtask is reported as key **skew**.
 
@@ -21,6 +25,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Tuple, Union
 
+from .display import percent
 from .metrics import BACKPRESSURE_THRESHOLD, Sample, task_fractions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: A task busy at least this fraction of the time is saturated ("busy most of the time").
 BUSY_THRESHOLD = 0.5
+#: A source that waits at least this fraction of the time to keep its declared rate is paced:
+#: it keeps up with its rate, so it does not bound throughput.
+PACED_THRESHOLD = 0.05
 #: A subtask slower than this fraction of its siblings' median throughput is a straggler.
 STRAGGLER_RATIO = 0.5
 #: End-to-end p99 above this (ms) is reported: the user guide's latency target.
@@ -106,6 +114,8 @@ class TaskReport:
     events: int
     events_per_s: float
     events_per_busy_s: Optional[float]
+    #: The part of ``idle`` a source spent keeping its declared rate.
+    paced: float = 0.0
 
 
 @dataclass
@@ -141,14 +151,17 @@ class Diagnosis:
             lines.append(f"- {f.message}")
             lines += [f"    remedy: {r}" for r in f.remedies]
         lines.append("")
-        lines.append(f"{'task':32s} {'busy':>6s} {'blocked':>8s} {'idle':>6s} {'events/s':>12s}  operators")
+        paced = any(t.paced for t in self.tasks)
+        lines.append(f"{'task':32s} {'busy':>6s} {'blocked':>8s} {'idle':>6s} "
+                     + (f"{'paced':>6s} " if paced else "") + f"{'events/s':>12s}  operators")
         for t in self.tasks:
-            lines.append(f"{t.name[:32]:32s} {t.busy:6.0%} {t.blocked:8.0%} {t.idle:6.0%} "
-                         f"{t.events_per_s:12,.0f}  {', '.join(t.operators) or '(source)'}")
+            lines.append(f"{t.name[:32]:32s} {percent(t.busy):>6s} {percent(t.blocked):>8s} "
+                         f"{percent(t.idle):>6s} " + (f"{percent(t.paced):>6s} " if paced else "")
+                         + f"{t.events_per_s:12,.0f}  {', '.join(t.operators) or '(source)'}")
         if self.operators:
             lines.append("")
             lines.append("operator busy share: " + ", ".join(
-                f"{op} {v:.0%}" for op, v in sorted(self.operators.items(), key=lambda kv: -kv[1])))
+                f"{op} {percent(v)}" for op, v in sorted(self.operators.items(), key=lambda kv: -kv[1])))
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -159,12 +172,15 @@ class Diagnosis:
             f"<li>{e(f.message)}" + ("<ul>" + "".join(f"<li><i>{e(r)}</i></li>" for r in f.remedies)
                                      + "</ul>" if f.remedies else "") + "</li>"
             for f in self.findings)
+        paced = any(t.paced for t in self.tasks)
         rows = "".join(
-            f"<tr><td>{e(t.name)}</td><td>{t.busy:.0%}</td><td>{t.blocked:.0%}</td><td>{t.idle:.0%}</td>"
-            f"<td>{t.events_per_s:,.0f}</td><td>{e(', '.join(t.operators) or '(source)')}</td></tr>"
+            f"<tr><td>{e(t.name)}</td><td>{percent(t.busy)}</td><td>{percent(t.blocked)}</td>"
+            f"<td>{percent(t.idle)}</td>" + (f"<td>{percent(t.paced)}</td>" if paced else "")
+            + f"<td>{t.events_per_s:,.0f}</td><td>{e(', '.join(t.operators) or '(source)')}</td></tr>"
             for t in self.tasks)
         return (f"<div><b>job {e(self.job)}</b>, over the last {self.interval_s:.1f} s<ul>{items}</ul>"
-                "<table><tr><th>task</th><th>busy</th><th>blocked</th><th>idle</th><th>events/s</th>"
+                "<table><tr><th>task</th><th>busy</th><th>blocked</th><th>idle</th>"
+                + ("<th>paced</th>" if paced else "") + "<th>events/s</th>"
                 f"<th>operators</th></tr>{rows}</table></div>")
 
 
@@ -214,7 +230,7 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
     ["1,234 late events dropped by 'window-3' (nothing reads its late_output())"]
     """
     kinds = kinds or {}
-    zero = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "alive_s": 0.0, "rows": 0}
+    zero = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "paced": 0.0, "alive_s": 0.0, "rows": 0}
     frac = {n: task_fractions(then, now).get(n, zero) for n in topology}
     interval_s = max((now.t_ns - then.t_ns) / 1e9, 0.0) or max((f["alive_s"] for f in frac.values()), default=0.0)
     tasks = []
@@ -224,7 +240,7 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
         busy_s = busy * alive_s
         tasks.append(TaskReport(name, info.operators, info.group, busy, blocked, idle, rows,
                                 rows / alive_s if alive_s else 0.0,
-                                rows / busy_s if busy_s > 1e-3 else None))
+                                rows / busy_s if busy_s > 1e-3 else None, f.get("paced", 0.0)))
     op_busy = {}
     for info in topology.values():
         for op in info.operators:
@@ -263,12 +279,20 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
     else:
         busiest = max(tasks, key=lambda t: t.busy, default=None)
         src = [t for t in tasks if not t.operators]
-        if busiest is not None and busiest in src and busiest.busy >= BUSY_THRESHOLD:
+        paced = next((t for t in src if t.paced >= PACED_THRESHOLD), None)
+        if paced is not None:
+            others = max((t for t in tasks if t is not paced), key=lambda t: t.busy, default=None)
+            rest = f" (busiest task: {others.name!r} at {percent(others.busy)})" if others else ""
+            findings.append(Finding("paced", f"no backpressure; the source {paced.name!r} is paced at "
+                                    f"its rate ({paced.events_per_s:,.0f} events/s, waiting "
+                                    f"{percent(paced.paced)} of the time to keep it): it does not bound "
+                                    f"throughput{rest}"))
+        elif busiest is not None and busiest in src and busiest.busy >= BUSY_THRESHOLD:
             findings.append(Finding("source", f"no backpressure; the source {busiest.name!r} is "
-                                    f"busy {busiest.busy:.0%}: it bounds throughput", REMEDIES["source"]))
+                                    f"busy {percent(busiest.busy)}: it bounds throughput", REMEDIES["source"]))
         elif busiest is not None:
             findings.append(Finding("ok", f"no backpressure: every task keeps up (busiest: "
-                                    f"{busiest.name!r} at {busiest.busy:.0%})"))
+                                    f"{busiest.name!r} at {percent(busiest.busy)})"))
 
     stragglers: List[str] = []
     groups: Dict[str, List[TaskReport]] = {}

@@ -87,19 +87,29 @@ class MetricsHistory:
         self.interval_s = float(interval_s)
         self.max_samples = max_samples
         self._rows: List[Row] = []
-        self._prev: Optional[Sample] = None
+        self._prev: Optional[Sample] = None     # the last row's sample
+        self._base: Optional[Sample] = None     # the sample the last row's rates start from
         self._lock = threading.Lock()
 
     # -- sampling (the job's join thread) ------------------------------------------------------
     def record(self, jm: JobMetrics) -> None:
-        """Add a row: ``jm``'s figures now, rates and quantiles since the previous row."""
+        """Add a row: ``jm``'s figures now, rates and quantiles since the previous row.  A
+        row less than half an interval after the previous one (the final one, often) replaces
+        it, its rates reaching back to where that one's started: a rate over a few
+        milliseconds is noise."""
         now = jm.record()
         prev = self._prev
         start_ns = int(jm.started * 1e9)
+        with self._lock:
+            merge = (prev is not None and len(self._rows) >= 2
+                     and now.t_ns - prev.t_ns < self.interval_s * 5e8)
+            if merge:
+                self._rows.pop()
+                prev = self._base
         if prev is None:
             prev = Sample(start_ns, 0, {n: (0, 0, 0, 0, 0) for n in now.tasks}, {})
         dt = (now.t_ns - prev.t_ns) / 1e9
-        self._prev = now
+        self._prev, self._base = now, prev
         assert now.latency is not None
         p50, p99 = (LatencyHistogram.quantile_between(prev.latency, now.latency, q) for q in (0.5, 0.99))
         blocked = max((f["blocked"] for f in task_fractions(prev, now).values()), default=0.0)

@@ -46,6 +46,13 @@ class SourceReader:
 
     #: Whether the reader reports a position and seeks back to it (checkpoints need it).
     replayable = False
+    #: Nanoseconds ``poll`` has spent waiting so far (for data, or to keep a rate), for a
+    #: reader that measures it: the source's task counts that time as idle even in a poll
+    #: that then returns rows (a reader that does not measure: such a poll counts as busy).
+    waited_ns = 0
+    #: The part of ``waited_ns`` spent on purpose, to keep a declared rate (``generate(rate=)``):
+    #: such a source is paced, not short of work, and does not bound throughput.
+    paced_ns = 0
 
     def __init__(self, spec: "SourceSpec"):
         self.kind = spec.kind

@@ -22,6 +22,10 @@ CATEGORIES = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
 #: they do not depend on the batch size (65,536, the default batch size, gives the events
 #: earlier versions gave at that batch size).
 GENERATOR_BLOCK = 65_536
+#: A paced generator makes events in chunks of about this many seconds' worth (at least one
+#: event), sleeping in between: the sleep is pacing (``SourceReader.paced_ns``), and the source's
+#: thread is not kept busy making a few events at a time.
+PACE_CHUNK_S = 0.001
 GENERATOR_SCHEMA = pa.schema([
     ("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64()), ("category", pa.string()),
 ])
@@ -31,8 +35,9 @@ GENERATOR_SCHEMA = pa.schema([
 class GeneratorSource(SourceSpec):
     """Synthetic events (see the module docstring).
 
-    With ``rate`` (events/s) it is paced to that rate and stamps events with the wall clock;
-    without, it runs as fast as it can, with event time advancing ``events_per_ms`` per ms
+    With ``rate`` (events/s) it is paced to that rate (made in chunks of
+    :data:`PACE_CHUNK_S`, sleeping in between) and stamps events with the wall clock; without,
+    it runs as fast as it can, with event time advancing ``events_per_ms`` per ms
     from ``start_ms``.  It stops after ``count`` events or ``duration_s`` seconds (or never).
 
     >>> reader = GeneratorSource(None, 5, None, keys=3, seed=1, start_ms=0, events_per_ms=2).build()
@@ -139,14 +144,20 @@ class GeneratorReader(SourceReader):
         left = None if self.spec.count is None else self.spec.count - self.emitted
         if left == 0:
             return None
-        if self.spec.rate is None:
+        rate = self.spec.rate
+        if rate is None:
             n = self.batch_size
         else:
-            due = int(self.spec.rate * elapsed) - self.emitted
-            if due <= 0:
-                # Sleep until the next event is due (at most the batcher's wait, at least 0.2 ms).
-                next_at = (self.emitted + 1) / self.spec.rate
+            due = int(rate * elapsed) - self.emitted
+            chunk = max(1, min(self.batch_size, int(rate * PACE_CHUNK_S)))
+            if due < (chunk if left is None else min(chunk, left)):
+                # Sleep until a chunk is due (at most the batcher's wait, at least 0.2 ms): pacing.
+                next_at = (self.emitted + chunk) / rate
+                t0 = time.perf_counter_ns()
                 time.sleep(min(max(next_at - elapsed, 0.0002), max(timeout_s, 0.0002)))
+                slept = time.perf_counter_ns() - t0
+                self.waited_ns += slept
+                self.paced_ns += slept
                 return []
             n = min(due, self.batch_size)
         if left is not None:

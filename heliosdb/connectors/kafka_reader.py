@@ -150,7 +150,9 @@ class KafkaReader(SourceReader):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return []
+                t0 = time.perf_counter_ns()
                 self._cond.wait(left)
+                self.waited_ns += time.perf_counter_ns() - t0     # idle, though rows may follow
         pieces, dead = merge.build(taken)
         if dead:
             self.dead_letters.write(dead)

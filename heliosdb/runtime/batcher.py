@@ -172,12 +172,16 @@ class SourceTask:
                     output.emit([Tick(time.time_ns())], time.time_ns(), task)
                     self.last_out = now
                 wait_s = max(batcher.deadline - now, 0) / 1e9 if batcher.pending else idle_s
-                # A poll that brings nothing was a wait for data (idle); one that brings rows, work.
+                # A poll that brings nothing was a wait (idle); one that brings rows is work,
+                # but for the time the reader says it waited.  Pacing is a part of idle.
+                waited0, paced0 = src.waited_ns, src.paced_ns
                 t0 = task.idle_since = time.perf_counter_ns()
                 pieces = src.poll(wait_s)
-                task.idle_since = 0
-                if not pieces:
-                    task.idle_ns += time.perf_counter_ns() - t0
+                took = time.perf_counter_ns() - t0
+                task.idle_since = 0                 # cleared first: a reader may miss, not double, a wait
+                idle = took if not pieces else min(src.waited_ns - waited0, took)
+                task.idle_ns += idle
+                task.paced_ns += min(src.paced_ns - paced0, idle)
                 if pieces is None:
                     exhausted = True
                     break
