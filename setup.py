@@ -30,8 +30,9 @@ KAFKA = ["confluent-kafka>=2.3", "orjson>=3.9", "msgpack>=1.0", "fastavro>=1.9",
 ROCKSDB = ["rocksdict>=0.3.23"]
 S3 = ["s3fs>=2023.6"]
 # Live progress and HTML displays in Jupyter (heliosdb/progress.py draws with IPython.display);
-# the kernel and its client run the engine in a real kernel (tests/notebook_kernel/).
-NOTEBOOK = ["ipython>=8", "ipykernel>=6.25", "jupyter_client>=8"]
+# charts of a job's metrics over time (heliosdb/history.py plots with matplotlib); the kernel
+# and its client run the engine in a real kernel (tests/notebook_kernel/).
+NOTEBOOK = ["ipython>=8", "matplotlib>=3.7", "ipykernel>=6.25", "jupyter_client>=8"]
 # Engine comparisons in benchmarks/ (DuckDB, Polars) and the Kafka benchmark.
 BENCH = ["duckdb>=0.10", "polars>=0.20", "pandas>=2.0", "pytest-benchmark>=4.0", *KAFKA]
 TEST = [

@@ -30,6 +30,8 @@ DEFAULT_METRICS_PORT = 9464
 DEFAULT_METRICS_HOST = "127.0.0.1"
 #: Busy / blocked / idle fractions and the backpressure flag cover this trailing window.
 DEFAULT_METRICS_WINDOW = timedelta(seconds=10)
+#: A job's metrics history (``JobHandle.history()``) takes a sample this often.
+DEFAULT_METRICS_SAMPLE_INTERVAL = timedelta(milliseconds=500)
 #: explain()'s state estimate assumes this many payload bytes per value of a string or binary
 #: column (its schema does not say); fixed-width columns use their exact width.
 DEFAULT_VARIABLE_WIDTH_BYTES = 16
@@ -313,6 +315,9 @@ class StreamingConfig:
         While jobs run, exempt the objects that existed at start from Python's full garbage
         collections (:func:`gc.freeze`), which otherwise stop every thread for 70-350 ms
         (:mod:`heliosdb.runtime.gcfreeze`); undone when the last job ends.
+    metrics_sample_interval
+        How often a job samples its metrics into its history (``JobHandle.history()``,
+        ``JobResult.plot()``; :mod:`heliosdb.history`).
 
     Examples
     --------
@@ -332,6 +337,7 @@ class StreamingConfig:
     checkpoint: Optional[CheckpointConfig] = None
     metrics: Optional[MetricsConfig] = None
     freeze_gc: bool = True
+    metrics_sample_interval: Duration = DEFAULT_METRICS_SAMPLE_INTERVAL
 
     def __post_init__(self) -> None:
         if self.parallelism is not None:
@@ -354,6 +360,9 @@ class StreamingConfig:
                 "StreamingConfig(metrics=) must be a MetricsConfig, e.g. MetricsConfig(port=9464), "
                 f"got {self.metrics!r}"
             )
+        if to_nanos(self.metrics_sample_interval, "StreamingConfig(metrics_sample_interval=)") <= 0:
+            raise ConfigError("StreamingConfig(metrics_sample_interval=) must be positive, got "
+                              f"{self.metrics_sample_interval!r}")
 
     @property
     def effective_parallelism(self) -> int:

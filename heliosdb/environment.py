@@ -311,6 +311,7 @@ class StreamEnvironment:
         mc = self.config.metrics
         job = Job(plan, name, self.config.buffer_size, self.config.slow_batch_warning_ns, state_ops,
                   freeze_gc=self.config.freeze_gc, timed=operator_metrics_enabled(),
+                  sample_interval_s=to_nanos(self.config.metrics_sample_interval, "metrics_sample_interval") / 1e9,
                   **({"metrics_window_ns": mc.window_ns} if mc is not None else {}))
         plan.source.attach_metrics(job.metrics)     # e.g. a Kafka source's dead-letter counts
         server = self._metrics()

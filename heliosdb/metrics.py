@@ -257,8 +257,10 @@ def task_fractions(then: Sample, now: Sample) -> Dict[str, Dict[str, float]]:
                          "rows": rows - r0}
         else:
             paced = now.paced.get(name, 0) - then.paced.get(name, 0)
+            idle_f = fraction((idle - i0) / dt)
+            # a part of idle (pacing is counted when a sleep ends, idle while it lasts)
             out[name] = {"busy": fraction((busy - b0) / dt), "blocked": fraction((blocked - bl0) / dt),
-                         "idle": fraction((idle - i0) / dt), "paced": fraction(paced / dt),
+                         "idle": idle_f, "paced": min(fraction(paced / dt), idle_f),
                          "alive_s": dt / 1e9, "rows": rows - r0}
     return out
 

@@ -468,6 +468,24 @@ class Stream(SourceMethods):
     def __repr__(self) -> str:
         return f"<Stream {self._node.kind}[{self._node.name}]>"
 
+    def _repr_html_(self) -> str:
+        """A notebook shows a stream as the plan it would run (its ``explain()``).
+
+        >>> import heliosdb as hdb
+        >>> s = hdb.StreamEnvironment().from_iterable([{"x": 1}]).filter(hdb.col("x") > 0)
+        >>> "fused kernel" in s._repr_html_()
+        True
+        """
+        import html
+
+        from .errors import HeliosError
+
+        head = f"<div><b>{html.escape(repr(self))}</b></div>"
+        try:
+            return head + self.explain()._repr_html_()
+        except HeliosError as exc:           # a stream that cannot be planned yet says why
+            return head + f"<pre>{html.escape(f'{type(exc).__name__}: {exc}')}</pre>"
+
 
 class KeyedStream:
     """A stream partitioned by key; follow with ``.window(...)``."""
