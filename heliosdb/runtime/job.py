@@ -30,7 +30,7 @@ import pyarrow as pa
 from ..display import figures_html, job_figures, ms, seconds
 from ..errors import ConfigError, ExecutionError, HeliosError
 from ..history import DEFAULT_INTERVAL_S, MetricsHistory
-from ..metrics import JobMetrics, MetricsSnapshot, TaskStats
+from ..metrics import JobMetrics, TaskStats
 from ..operators.base import Operator, OperatorContext
 from . import gcfreeze, stopping
 from .batcher import SourceTask
