@@ -75,6 +75,14 @@ class MetricsHistory:
     job runs.
 
     ``interval_s`` is the time between samples, ``max_samples`` the most rows kept.
+
+    Examples
+    --------
+    >>> from heliosdb.metrics import JobMetrics
+    >>> history = MetricsHistory("doc", interval_s=1.0)
+    >>> history.record(JobMetrics("doc"))
+    >>> len(history), history.to_pandas().shape[1], history.to_polars().height
+    (1, 13, 1)
     """
 
     def __init__(self, job: str, interval_s: float = DEFAULT_INTERVAL_S,

@@ -232,6 +232,8 @@ class MemorySink(SinkSpec):
     >>> _ = env.execute(name="doc-memory")
     >>> out.to_table().to_pydict()
     {'x': [5]}
+    >>> out.num_rows, out.to_pandas().shape
+    (1, (1, 1))
     """
 
     kind = "memory"

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..display import figures_html, job_figures, ms, seconds
 from ..errors import ConfigError, ExecutionError, HeliosError
-from ..history import DEFAULT_INTERVAL_S, MetricsHistory
+from ..history import DEFAULT_INTERVAL_S, MetricsHistory, Panels
 from ..metrics import JobMetrics, TaskStats
 from ..operators.base import Operator, OperatorContext
 from . import gcfreeze, stopping
@@ -99,7 +99,11 @@ class JobResult:
                 f"{m['latency_p99_ms']:.1f} ms)")
 
     def figures(self) -> Dict[str, str]:
-        """The result's figures as display text (what the notebook table shows)."""
+        """The result's figures as display text (what the notebook table shows).
+
+        >>> JobResult("doc", 2.0, {"streaming_events_processed_total": 5000})._repr_html_().count("5,000")
+        1
+        """
         m = self.metrics
         dead = m.get("streaming_dead_letters_total") or {}
         return {
@@ -121,13 +125,20 @@ class JobResult:
                     "<code>.plot()</code></small></div>")
         return out
 
-    def plot(self, columns=None, ax=None) -> "Figure":
+    def plot(self, columns: Optional[Panels] = None, ax: Optional[object] = None) -> "Figure":
         """Chart the job's metrics over time (its history's
-        :meth:`~heliosdb.history.MetricsHistory.plot`): events/s, latency, backpressure."""
+        :meth:`~heliosdb.history.MetricsHistory.plot`): events/s, latency, backpressure.
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> len(env.execute(name="doc-plot").plot().axes)
+        3
+        """
         if self.history is None:
             raise ConfigError(f"job {self.name!r}: this result has no metrics history to plot")
-        return self.history.plot(columns, ax)
-
+        return self.history.plot(columns, ax)  # type: ignore[arg-type]
 
 
 class Job:
@@ -576,12 +587,30 @@ class JobHandle:
 
     def join(self, timeout: Optional[float] = None) -> bool:
         """Wait until the job has ended (at most ``timeout`` seconds); whether it has.  Unlike
-        ``wait()`` it neither raises the job's error nor stops the job on Ctrl-C."""
+        ``wait()`` it neither raises the job's error nor stops the job on Ctrl-C.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(rate=1000).sink(hdb.sinks.memory())
+        >>> handle = env.execute_async(name="doc-join")
+        >>> handle.join(timeout=0.01)
+        False
+        >>> handle.stop(); handle.join()
+        True
+        """
         return self._job.join(timeout)
 
     def figures(self) -> Dict[str, str]:
         """The figures a person watches, as text: elapsed, events, events/s and p99 over the
-        last few seconds, watermark, late events, backpressure, checkpoints, state."""
+        last few seconds, watermark, late events, backpressure, checkpoints, state.
+
+        >>> import heliosdb as hdb
+        >>> env = hdb.StreamEnvironment()
+        >>> _ = env.generate(count=1000).sink(hdb.sinks.memory())
+        >>> handle = env.execute_async(name="doc-figures"); _ = handle.wait()
+        >>> handle.figures()["events"], list(handle.mimebundle())
+        ('1,000', ['text/plain', 'text/html'])
+        """
         return job_figures(self._job.metrics.snapshot())
 
     def mimebundle(self) -> Dict[str, str]:
