@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 import weakref
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import pyarrow as pa
 
+from .display import in_notebook
 from .config import (DEFAULT_KAFKA_PARTITION_BUFFER_ROWS, DEFAULT_KAFKA_STARTUP_TIMEOUT, Duration,
                      StreamingConfig, kafka_bootstrap, operator_metrics_enabled, to_nanos)
 from .connectors import sources as _src
@@ -414,7 +414,7 @@ class StreamEnvironment:
                               f"notebook), got {progress!r}")
         handle = JobHandle(self._job(list(self._sinks), name))
         if progress or (progress is None and in_notebook()):
-            _show_in_notebook(handle)
+            handle.show()
         return handle
 
     def explain(self, events_per_second: Optional[float] = None):
@@ -436,24 +436,3 @@ class StreamEnvironment:
         if not self._sinks:
             raise PlanError("nothing to explain: add a sink with stream.sink(...) first")
         return explain_nodes(self, list(self._sinks), events_per_second)
-
-
-def in_notebook() -> bool:
-    """Whether this runs in a Jupyter kernel (an IPython ``ZMQInteractiveShell``); IPython is
-    not imported to find out.
-
-    >>> in_notebook()
-    False
-    """
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    shell = ipython.get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
-
-def _show_in_notebook(handle: JobHandle) -> None:
-    """The live display of a job started by ``execute_async()`` (``JobHandle.show()``)."""
-    show = getattr(JobHandle, "show", None)     # until JobHandle.show() lands: wire it at merge
-    if show is not None:
-        show(handle)

@@ -453,9 +453,9 @@ class JobHandle:
 
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        def nap(seconds: float) -> None:      # the display's refreshes end at the deadline
+        def nap(seconds: float) -> None:      # the display's refreshes end at the deadline,
             left = seconds if deadline is None else min(seconds, deadline - time.monotonic())
-            time.sleep(max(0.0, left))
+            self._job.join(max(0.0, left))    # or at once when the job ends
 
         def watch() -> None:
             show(self, timeout=timeout, sleep=nap)

@@ -88,7 +88,7 @@ def notebook(monkeypatch):
 def _held_job(name: str, hold: Hold) -> hdb.JobHandle:
     env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=500))
     env.generate().map_batches(hold).sink(hdb.sinks.memory())
-    return env.execute_async(name=name)
+    return env.execute_async(name=name, progress=False)
 
 
 def _display_threads(name: str) -> List[threading.Thread]:
@@ -146,12 +146,24 @@ def test_a_handle_as_a_cells_result_shows_the_live_display(notebook):
     _, frontend = notebook
     env = hdb.StreamEnvironment()
     env.generate(count=1_000).sink(hdb.sinks.memory())
-    handle = env.execute_async(name="result-cell")
+    handle = env.execute_async(name="result-cell", progress=False)
     handle._ipython_display_()
     handle.wait()
     handle._display.close(timeout=30)
     assert frontend.kinds()[0] == "display"
     assert frontend.last()["text/plain"].startswith("job 'result-cell' done: ")
+
+
+def test_execute_async_in_a_notebook_shows_one_live_display_also_as_the_cells_result(notebook):
+    _, frontend = notebook
+    env = hdb.StreamEnvironment()
+    env.generate(count=1_000).sink(hdb.sinks.memory())
+    handle = env.execute_async(name="auto")          # shown at once, in this cell ...
+    handle._ipython_display_()                       # ... and not again as its result
+    handle.wait()
+    handle._display.close(timeout=30)
+    assert frontend.kinds().count("display") == 1
+    assert frontend.last()["text/plain"].startswith("job 'auto' done: ")
 
 
 def test_outside_a_notebook_a_handle_displays_its_state_once(monkeypatch):
@@ -178,7 +190,7 @@ def test_execute_with_progress_in_a_notebook_returns_with_the_job_not_after_a_re
     _, frontend = notebook
     env = hdb.StreamEnvironment()
     env.generate(count=20_000).sink(hdb.sinks.memory())
-    handle = env.execute_async(name="prompt")
+    handle = env.execute_async(name="prompt", progress=False)
     t0 = time.monotonic()
     last = watch(handle, refresh_s=60.0)           # a fixed sleep would take a minute
     assert time.monotonic() - t0 < 30.0
@@ -202,7 +214,7 @@ def test_an_interrupt_ends_the_display_in_the_final_state_not_running(notebook):
     _, frontend = notebook
     env = hdb.StreamEnvironment()
     env.generate(rate=5_000).sink(hdb.sinks.memory())
-    handle = env.execute_async(name="interrupted")
+    handle = env.execute_async(name="interrupted", progress=False)
     frontend.interrupt_on_update = threading.current_thread()     # Ctrl-C at the first refresh
     with pytest.raises(KeyboardInterrupt):
         handle.wait(progress=True)
