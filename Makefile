@@ -30,9 +30,11 @@ demo: $(DEMO_STAMP)
 # ci/wheel_check.sh installs the project as users do (the wheel, in a fresh virtualenv, used from
 # outside the checkout).  ci/services.sh installs the services the tests talk to (Prometheus,
 # Kafka, an S3 server), starts them on free 127.0.0.1 ports before pytest and stops them after it,
-# even when tests fail.
+# even when tests fail.  ci/browser.sh installs headless Chromium, in which tests/notebooks/
+# open the executed notebooks to check that their charts render.
 test: $(TEST_STAMP)
 	ci/wheel_check.sh $(PYTHON)
+	ci/browser.sh install
 	ci/services.sh run -- $(BIN)/python -m pytest -q -p no:cacheprovider --benchmark-disable
 
 # The layering contracts of pyproject.toml, checked on the package as a wheel installs it.

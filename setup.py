@@ -29,10 +29,12 @@ packages += ["heliosdb.kernels"] + [f"heliosdb.kernels.{p}" for p in find_packag
 KAFKA = ["confluent-kafka>=2.3", "orjson>=3.9", "msgpack>=1.0", "fastavro>=1.9", "protobuf>=4.25"]
 ROCKSDB = ["rocksdict>=0.3.23"]
 S3 = ["s3fs>=2023.6"]
-# Live progress and HTML displays in Jupyter (heliosdb/progress.py draws with IPython.display);
-# charts of a job's metrics over time (heliosdb/history.py plots with matplotlib); the kernel
-# and its client run the engine in a real kernel (tests/notebook_kernel/).
-NOTEBOOK = ["ipython>=8", "matplotlib>=3.7", "ipykernel>=6.25", "jupyter_client>=8"]
+# Live progress and HTML displays in Jupyter (heliosdb/progress.py draws with IPython.display),
+# charts (matplotlib), and what runs the notebooks of notebooks/ in a kernel (notebooks/run.py,
+# tests/notebooks/: nbclient, nbformat; nbconvert renders them as HTML), and the kernel tests
+# (tests/notebook_kernel/: ipykernel, jupyter_client).
+NOTEBOOK = ["ipython>=8", "ipykernel>=6.25", "jupyter_client>=8", "matplotlib>=3.7", "nbclient>=0.10",
+            "nbformat>=5.9", "nbconvert>=7.0", "pillow>=10"]
 # Engine comparisons in benchmarks/ (DuckDB, Polars) and the Kafka benchmark.
 BENCH = ["duckdb>=0.10", "polars>=0.20", "pandas>=2.0", "pytest-benchmark>=4.0", *KAFKA]
 TEST = [
@@ -46,7 +48,7 @@ TEST = [
     *BENCH,
     *ROCKSDB,
     *S3,
-    *NOTEBOOK,                    # the kernel tests must run, never skip (tests/notebook_kernel/)
+    *NOTEBOOK,                    # the kernel tests and the notebooks run in CI, never skip
 ]
 
 setup(
