@@ -19,6 +19,7 @@ VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "heliosdb" / "_version.
 extensions = [
     Extension("heliosdb.kernels._hashagg", ["kernels/_hashagg.pyx"], extra_compile_args=["-O3"]),
     Extension("heliosdb.kernels._accum", ["kernels/_accum.pyx"], extra_compile_args=["-O3"]),
+    Extension("heliosdb.kernels._join", ["kernels/_join.pyx"], extra_compile_args=["-O3"]),
 ]
 
 packages = find_packages(include=["heliosdb", "heliosdb.*"])
