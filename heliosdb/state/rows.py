@@ -1,0 +1,235 @@
+"""Row state: whole input rows kept as Arrow, numbered in arrival order (the rows a stream
+join waits with, ``heliosdb.operators.join``).
+
+Group state (:mod:`.base`) folds rows into accumulators; a join cannot: it must give back the
+rows themselves when their partner arrives.  :class:`RowChunks` holds the rows of one schema
+as Arrow record batches (chunks) and answers with one Arrow ``take``; what is known about each
+row (key id, time, matched) stays with the operator, in numpy arrays indexed by the same row
+numbers.  Two backends, chosen by :func:`row_chunks`:
+
+- memory: the batches themselves (chunks are merged into one when they become many, so a
+  ``take`` stays one gather);
+- RocksDB (``rocksdict``): each chunk is one record, Arrow IPC bytes under the chunk's
+  number; only the row numbering stays in memory, and a ``take`` reads the chunks it needs.
+
+Rows go by :meth:`RowChunks.keep` (compaction: the rows kept are renumbered 0, 1, ...), or all
+at once by :meth:`RowChunks.clear`, after which nothing is held.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+import pyarrow as pa
+
+#: More chunks than this in memory: they are merged into one before the next ``take``.
+MAX_CHUNKS = 32
+
+
+def _indices(idx: np.ndarray) -> pa.Array:
+    """Row numbers as Arrow take indices; ``-1`` becomes a null index (a null row)."""
+    idx = np.asarray(idx, np.int64)
+    neg = idx < 0
+    if neg.any():
+        return pa.array(idx, pa.int64(), mask=neg)
+    return pa.array(idx, pa.int64())
+
+
+def _one(table: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+    """A table as one record batch (an empty one for no rows)."""
+    if table.num_rows == 0:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+
+
+class RowChunks:
+    """Rows of ``schema`` numbered 0..n-1 in arrival order, in memory.
+
+    Examples
+    --------
+    >>> import numpy as np, pyarrow as pa
+    >>> rows = RowChunks(pa.schema([("k", pa.int64())]))
+    >>> rows.append(pa.record_batch({"k": [10, 11]})), rows.append(pa.record_batch({"k": [12]}))
+    (0, 2)
+    >>> rows.take(np.array([2, -1, 0])).column(0).to_pylist()
+    [12, None, 10]
+    >>> rows.keep(np.array([1, 2])); rows.n, rows.all().column(0).to_pylist()
+    (2, [11, 12])
+    >>> rows.clear(); rows.n, rows.nbytes()
+    (0, 0)
+    """
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self.n = 0
+        self._chunks: List[pa.RecordBatch] = []
+
+    def append(self, batch: pa.RecordBatch) -> int:
+        """Add ``batch``'s rows; returns the number of the first."""
+        first = self.n
+        if batch.num_rows:
+            self._chunks.append(batch)
+            self.n += batch.num_rows
+        return first
+
+    def _merged(self) -> List[pa.RecordBatch]:
+        if len(self._chunks) > MAX_CHUNKS:
+            self._chunks = [pa.concat_batches(self._chunks)]
+        return self._chunks
+
+    def take(self, idx: np.ndarray) -> pa.RecordBatch:
+        """Rows ``idx`` (``-1``: a row of nulls), as one batch."""
+        chunks = self._merged()
+        ind = _indices(idx)
+        if len(chunks) == 1:
+            return chunks[0].take(ind)
+        if not chunks:
+            return pa.RecordBatch.from_arrays([pa.nulls(len(ind), f.type) for f in self.schema],
+                                              schema=self.schema)
+        return _one(pa.Table.from_batches(chunks, self.schema).take(ind), self.schema)
+
+    def all(self) -> pa.RecordBatch:
+        """Every row, in order, as one batch."""
+        if len(self._chunks) != 1:
+            self._chunks = [_one(pa.Table.from_batches(self._chunks, self.schema), self.schema)]
+        return self._chunks[0]
+
+    def keep(self, idx: np.ndarray) -> None:
+        """Keep rows ``idx`` (ascending) only; they become rows 0..len(idx)-1."""
+        idx = np.asarray(idx, np.int64)
+        if len(idx) == self.n:
+            return
+        if not len(idx):
+            self.clear()
+            return
+        self._chunks = [self.take(idx)]
+        self.n = len(idx)
+
+    def clear(self) -> None:
+        """Let go of every row."""
+        self._chunks = []
+        self.n = 0
+
+    def nbytes(self) -> int:
+        """Bytes of the rows held in memory."""
+        return sum(c.nbytes for c in self._chunks)
+
+    def close(self) -> None:
+        """The operator is done: release the rows (and, on disk, the records)."""
+        self.clear()
+
+
+class RocksRowChunks(RowChunks):
+    """Rows of ``schema`` as chunks in RocksDB (``store``: a :class:`~.rocksdb.RocksDB`): each
+    appended batch is one record of Arrow IPC bytes; memory holds only where chunks start.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pyarrow as pa
+    >>> from heliosdb.state.rocksdb import RocksDB
+    >>> db = RocksDB(tempfile.mkdtemp(), "join", 1 << 20, 1 << 20)
+    >>> rows = RocksRowChunks(pa.schema([("k", pa.int64())]), db)
+    >>> rows.append(pa.record_batch({"k": [10, 11]})), rows.append(pa.record_batch({"k": [12]}))
+    (0, 2)
+    >>> rows.take(np.array([2, 0, -1])).column(0).to_pylist(), rows.nbytes()
+    ([12, 10, None], 0)
+    >>> rows.keep(np.array([0, 2])); rows.all().column(0).to_pylist()
+    [10, 12]
+    >>> rows.close(); db.close()
+    """
+
+    def __init__(self, schema: pa.Schema, store):
+        super().__init__(schema)
+        self.store = store
+        self.prefix = store.prefix()
+        self._next = 0
+        self._ids: List[int] = []          # chunk record numbers, in row order
+        self._starts: List[int] = []       # first row number of each chunk
+
+    def _key(self, i: int) -> bytes:
+        return self.prefix + i.to_bytes(8, "big")
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, self.schema) as w:
+            w.write_batch(batch)
+        self.store.db[self._key(self._next)] = sink.getvalue().to_pybytes()
+        self._ids.append(self._next)
+        self._starts.append(self.n)
+        self._next += 1
+        self.n += batch.num_rows
+
+    def _read(self, ids: List[int]) -> List[pa.RecordBatch]:
+        raw = self.store.db.get([self._key(i) for i in ids])
+        return [pa.ipc.open_stream(pa.py_buffer(r)).read_all().combine_chunks().to_batches()[0] for r in raw]
+
+    def append(self, batch: pa.RecordBatch) -> int:
+        first = self.n
+        if batch.num_rows:
+            self._write(batch)
+        return first
+
+    def take(self, idx: np.ndarray) -> pa.RecordBatch:
+        idx = np.asarray(idx, np.int64)
+        if not self._ids:
+            return super().take(idx)
+        starts = np.asarray(self._starts, np.int64)
+        valid = idx >= 0
+        which = np.searchsorted(starts, idx[valid], side="right") - 1
+        used = np.unique(which)
+        chunks = self._read([self._ids[int(c)] for c in used])
+        # Row numbers within the chunks read, laid end to end.
+        base = np.zeros(len(starts), np.int64)
+        sizes = np.asarray([c.num_rows for c in chunks], np.int64)
+        base[used] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        local = np.full(len(idx), -1, np.int64)
+        local[valid] = idx[valid] - starts[which] + base[which]
+        return _one(pa.Table.from_batches(chunks, self.schema).take(_indices(local)), self.schema)
+
+    def all(self) -> pa.RecordBatch:
+        return _one(pa.Table.from_batches(self._read(self._ids), self.schema), self.schema)
+
+    def keep(self, idx: np.ndarray) -> None:
+        idx = np.asarray(idx, np.int64)
+        if len(idx) == self.n:
+            return
+        kept = self.take(idx) if len(idx) else None
+        self.clear()
+        if kept is not None:
+            self._write(kept)
+
+    def clear(self) -> None:
+        if self._ids:
+            start, end = self._key(0), self._key(self._next)
+            self.store.db.delete_range(start, end)
+        self._ids, self._starts = [], []
+        self.n = 0
+
+    def nbytes(self) -> int:
+        return 0          # on disk
+
+
+def row_chunks(schema: pa.Schema, store=None) -> RowChunks:
+    """Rows of ``schema`` in memory, or in RocksDB when ``store`` (a
+    :class:`~.rocksdb.RocksDB`) is given.
+
+    >>> import pyarrow as pa
+    >>> type(row_chunks(pa.schema([("k", pa.int64())]))).__name__
+    'RowChunks'
+    """
+    return RowChunks(schema) if store is None else RocksRowChunks(schema, store)
+
+
+def open_rows_db(backend, step: str) -> Optional[object]:
+    """The RocksDB database of step ``step``'s rows when ``backend`` (a
+    ``config.StateBackend``) is RocksDB, else None (memory).
+
+    >>> open_rows_db(None, "join") is None
+    True
+    """
+    if backend is None or backend.kind == "memory":
+        return None
+    from .rocksdb import RocksDB
+
+    return RocksDB(backend.path, step, backend.block_cache_size, backend.write_buffer_size)
