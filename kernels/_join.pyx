@@ -15,14 +15,53 @@ The loops run ``with nogil`` and emit ``(probe row, stored row)`` pairs as int64
 the operator turns into output rows with one Arrow ``take`` per side.  Every function has a
 numpy brute-force twin in the tests (``tests/kernels/test_join.py``).
 """
-from libc.stdint cimport int64_t, uint8_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy
 
 import numpy as np
 
 cdef int64_t I64_MAX = 0x7FFFFFFFFFFFFFFF
 cdef int64_t I64_MIN = -0x7FFFFFFFFFFFFFFF - 1
+DEF MAXW = 32
+
+
+cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
+    h ^= h >> 33
+    h *= 0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    h *= 0xc4ceb9fe1a85ec53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline uint64_t _hash_row(const int64_t** cols, int w, int64_t i) noexcept nogil:
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL
+    cdef int j
+    if w == 1:
+        return _mix(<uint64_t> cols[0][i])
+    for j in range(w):
+        h = _mix(h ^ (<uint64_t> cols[j][i] + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2)))
+    return h
+
+
+cdef inline bint _same_row(const int64_t** a, int64_t i, const int64_t** b, int64_t j, int w) noexcept nogil:
+    cdef int k
+    for k in range(w):
+        if a[k][i] != b[k][j]:
+            return False
+    return True
+
+
+cdef int _columns(list columns, int64_t n, const int64_t** out) except -1:
+    cdef int j
+    if len(columns) < 1 or len(columns) > MAXW:
+        raise ValueError(f"expected 1..{MAXW} key columns, got {len(columns)}")
+    for j, a in enumerate(columns):
+        if a.dtype != np.int64 or not a.flags.c_contiguous or a.shape[0] != n:
+            raise ValueError("key columns must be C-contiguous int64 arrays of the same length")
+        out[j] = <const int64_t*> <uintptr_t> a.ctypes.data
+    return 0
 
 
 cdef inline int64_t _sat_add(int64_t a, int64_t b) noexcept nogil:
@@ -345,3 +384,98 @@ def asof_prune(const int64_t[::1] kid, const int64_t[::1] t, uint8_t[::1] alive,
                     dropped += 1
                 best[k] = -1
     return dropped
+
+
+def hash_join(list build, build_valid, list probe, probe_valid, uint8_t[::1] probe_matched,
+              uint8_t[::1] build_matched):
+    """Every pair of a probe row and a build row with equal key tuples (``build`` and ``probe``:
+    as many int64 code columns each, e.g. from ``KeyIndex.codes``), skipping rows whose
+    ``*_valid`` is 0 (a null key; None: all valid).  The build rows go into a hash table of
+    their own (chained per distinct key, in row order); the probe rows look up without
+    inserting.  Returns ``(probe rows, build rows)`` in probe order, then build order; marks
+    ``*_matched`` like :func:`hash_pairs` (zero-length arrays: not marked).
+
+    >>> import numpy as np
+    >>> b = [np.array([1, 2, 1], np.int64), np.array([7, 7, 7], np.int64)]
+    >>> p = [np.array([1, 3, 1], np.int64), np.array([7, 7, 7], np.int64)]
+    >>> pm, bm = np.zeros(3, np.uint8), np.zeros(3, np.uint8)
+    >>> pi, bi = hash_join(b, None, p, np.array([1, 1, 0], np.uint8), pm, bm)
+    >>> pi.tolist(), bi.tolist(), pm.tolist(), bm.tolist()
+    ([0, 0], [0, 2], [1, 0, 0], [1, 0, 1])
+    """
+    cdef int w = len(build)
+    if len(probe) != w:
+        raise ValueError(f"build has {w} key columns, probe {len(probe)}")
+    cdef int64_t nb = build[0].shape[0] if w else 0, np_ = probe[0].shape[0] if w else 0
+    cdef const int64_t* bc[MAXW]
+    cdef const int64_t* pc[MAXW]
+    _columns(build, nb, bc)
+    _columns(probe, np_, pc)
+    cdef const uint8_t[::1] bv, pv
+    cdef bint has_bv = build_valid is not None, has_pv = probe_valid is not None
+    if has_bv:
+        bv = build_valid
+    if has_pv:
+        pv = probe_valid
+    cdef bint mark_p = probe_matched.shape[0] > 0, mark_b = build_matched.shape[0] > 0
+    cdef int64_t nslots = 16, i, j, g
+    while nslots < 2 * nb:
+        nslots *= 2
+    cdef uint64_t mask = <uint64_t> (nslots - 1), pos
+    cdef int64_t* slots = <int64_t*> malloc(nslots * sizeof(int64_t))
+    cdef int64_t* nxt = <int64_t*> malloc((nb + 1) * sizeof(int64_t))
+    cdef PairBuf buf
+    buf.a = NULL
+    buf.b = NULL
+    buf.n = 0
+    buf.cap = 0
+    cdef bint failed = slots == NULL or nxt == NULL
+    if not failed:
+        with nogil:
+            for i in range(nslots):
+                slots[i] = -1
+            # build, last row first, so each key's chain runs in row order
+            for j in range(nb - 1, -1, -1):
+                if has_bv and not bv[j]:
+                    continue
+                pos = _hash_row(bc, w, j) & mask
+                while True:
+                    g = slots[pos]
+                    if g < 0:
+                        nxt[j] = -1
+                        slots[pos] = j
+                        break
+                    if _same_row(bc, g, bc, j, w):
+                        nxt[j] = g
+                        slots[pos] = j
+                        break
+                    pos = (pos + 1) & mask
+            for i in range(np_):
+                if has_pv and not pv[i]:
+                    continue
+                pos = _hash_row(pc, w, i) & mask
+                while True:
+                    g = slots[pos]
+                    if g < 0 or _same_row(bc, g, pc, i, w):
+                        break
+                    pos = (pos + 1) & mask
+                if g < 0:
+                    continue
+                if mark_p:
+                    probe_matched[i] = 1
+                while g >= 0:
+                    if not _push(&buf, i, g):
+                        failed = True
+                        break
+                    if mark_b:
+                        build_matched[g] = 1
+                    g = nxt[g]
+                if failed:
+                    break
+    free(slots)
+    free(nxt)
+    if failed:
+        free(buf.a)
+        free(buf.b)
+        raise MemoryError(f"hash_join: out of memory at {buf.n} pairs")
+    return _arrays(&buf)

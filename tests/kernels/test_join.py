@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heliosdb.kernels._join import (asof_pick, asof_prune, chain_link, chain_pairs, csr_by_key, hash_pairs,
+from heliosdb.kernels._join import (asof_pick, asof_prune, chain_link, chain_pairs, csr_by_key, hash_join, hash_pairs,
                                     sat_add)
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -143,3 +143,35 @@ def test_asof_prune_keeps_what_a_later_row_can_pick(case, wm, tolerance):
 
 def test_sat_add_clamps():
     assert sat_add(I64_MAX, 1) == I64_MAX and sat_add(I64_MIN, -1) == I64_MIN and sat_add(-3, 5) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda w: st.tuples(
+    st.just(w),
+    st.lists(st.tuples(*[st.integers(-2, 2)] * w, st.booleans()), max_size=30),
+    st.lists(st.tuples(*[st.integers(-2, 2)] * w, st.booleans()), max_size=30))))
+def test_hash_join_is_every_pair_of_equal_valid_tuples(case):
+    w, build, probe = case
+
+    def cols(rows):
+        return ([np.array([r[j] for r in rows], np.int64) for j in range(w)],
+                np.array([r[w] for r in rows], np.uint8))
+
+    bc, bv = cols(build)
+    pc, pv = cols(probe)
+    pm, bm = np.zeros(len(probe), np.uint8), np.zeros(len(build), np.uint8)
+    p, b = hash_join(bc, bv, pc, pv, pm, bm)
+    want = [(i, j) for i in range(len(probe)) for j in range(len(build))
+            if pv[i] and bv[j] and probe[i][:w] == build[j][:w]]
+    assert list(zip(p.tolist(), b.tolist())) == want            # probe order, then build order
+    assert pm.tolist() == [int(any(x == i for x, _ in want)) for i in range(len(probe))]
+    assert bm.tolist() == [int(any(y == j for _, y in want)) for j in range(len(build))]
+    p2, b2 = hash_join(bc, None, pc, None, NONE, NONE)
+    assert len(p2) == sum(1 for i in range(len(probe)) for j in range(len(build)) if probe[i][:w] == build[j][:w])
+
+
+def test_hash_join_checks_its_columns():
+    with pytest.raises(ValueError, match="build has 1 key columns, probe 2"):
+        hash_join([np.zeros(1, np.int64)], None, [np.zeros(1, np.int64)] * 2, None, NONE, NONE)
+    with pytest.raises(ValueError, match="C-contiguous int64"):
+        hash_join([np.zeros(2, np.int32)], None, [np.zeros(1, np.int64)], None, NONE, NONE)

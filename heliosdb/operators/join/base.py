@@ -12,8 +12,9 @@ the side an outer join pads with nulls: one Arrow ``take`` per side
 
 Snapshots: one table per side (``left``, ``right``, plus what a kind keeps besides rows), whose
 rows are the side's rows as ``row.<column>``, the join's bookkeeping as ``__<name>``, and the
-key columns under the **left** key names with the left key types for both sides, so a
-restore into another parallelism picks a subtask's rows of both sides with one selector.
+key columns under the **left** key names, in a type both sides' values fit (the wider one), for
+both sides: a restore into another parallelism picks a subtask's rows of both sides with one
+selector, which hashes them as the exchange routed them.
 """
 from __future__ import annotations
 
@@ -183,6 +184,8 @@ class JoinOperator(Operator):
             t = c.field.type
             if c.side == 0:
                 a = left.column(c.index) if left is not None else pa.nulls(m, t)
+                if a.type != t:
+                    a = a.cast(t)
                 if c.coalesce is not None and right is not None and self.spec.outer_right:
                     r = right.column(c.coalesce).cast(t)
                     a = r if left is None else pc.coalesce(a, r)
@@ -227,7 +230,7 @@ class JoinOperator(Operator):
 
     def _rows_table(self, side: int, rows: pa.RecordBatch, extra: Dict[str, np.ndarray]) -> pa.Table:
         """A snapshot table of ``side``'s ``rows`` (see the module docstring)."""
-        cols: Dict[str, pa.Array] = dict(zip(self.spec.left_on, self.keys.as_left(side, rows)))
+        cols: Dict[str, pa.Array] = dict(zip(self.spec.left_on, self.keys.common(side, rows)))
         cols.update({f"__{k}": pa.array(np.ascontiguousarray(v)) for k, v in extra.items()})
         cols.update({f"row.{n}": rows.column(i) for i, n in enumerate(rows.schema.names)})
         return pa.table(cols)

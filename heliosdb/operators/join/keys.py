@@ -37,6 +37,32 @@ def _compatible(lt: pa.DataType, rt: pa.DataType) -> bool:
     return True
 
 
+_INTS = {(8, True): pa.int8(), (16, True): pa.int16(), (32, True): pa.int32(), (64, True): pa.int64(),
+         (8, False): pa.uint8(), (16, False): pa.uint16(), (32, False): pa.uint32(), (64, False): pa.uint64()}
+
+
+def common_type(lt: pa.DataType, rt: pa.DataType) -> pa.DataType:
+    """The type both sides' values of a key column fit in (comparable types, see
+    :func:`_compatible`): the wider integer or float, ``large_string`` if either is, else the
+    left type.
+
+    >>> common_type(pa.int32(), pa.int64()), common_type(pa.uint8(), pa.int16()), common_type(pa.string(), pa.large_string())
+    (DataType(int64), DataType(int64), DataType(large_string))
+    """
+    if lt == rt:
+        return lt
+    if pat.is_integer(lt) and pat.is_integer(rt):
+        signed_l, signed_r = pat.is_signed_integer(lt), pat.is_signed_integer(rt)
+        if signed_l != signed_r:
+            return pa.int64()
+        return _INTS[(max(lt.bit_width, rt.bit_width), signed_l)]
+    if pat.is_floating(lt) and pat.is_floating(rt):
+        return pa.float64() if max(lt.bit_width, rt.bit_width) == 64 else lt
+    if pat.is_large_string(rt):
+        return rt
+    return lt
+
+
 class JoinKeys:
     """The key columns of both sides (validated to be comparable).
 
@@ -53,7 +79,7 @@ class JoinKeys:
         self.names = (list(left_on), list(right_on))
         self.index: Tuple[List[int], List[int]] = ([], [])
         self.kinds: List[str] = []
-        self.types: List[pa.DataType] = []          # the left side's types
+        self.types: List[pa.DataType] = []          # both sides' values fit (common_type)
         for a, b in zip(left_on, right_on):
             ia, ib = left.get_field_index(a), right.get_field_index(b)
             if ia < 0 or ib < 0:
@@ -67,7 +93,7 @@ class JoinKeys:
             self.index[0].append(ia)
             self.index[1].append(ib)
             self.kinds.append(value_kind(lt))
-            self.types.append(lt)
+            self.types.append(common_type(lt, rt))
 
     @property
     def width(self) -> int:
@@ -81,37 +107,33 @@ class JoinKeys:
             out.append(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
         return out
 
-    def as_left(self, side: int, batch) -> List[pa.Array]:
-        """The key columns of ``side``'s rows with the left key's types (for snapshots: a
-        selector keyed by the left names then picks both sides' rows alike)."""
-        cols = self.arrays(side, batch)
-        return cols if side == 0 else [c.cast(t) for c, t in zip(cols, self.types)]
+    def common(self, side: int, batch) -> List[pa.Array]:
+        """The key columns of ``side``'s rows in the type both sides fit (for snapshots: a
+        selector keyed by the left names then hashes both sides' rows as the exchange
+        routes them)."""
+        return [c.cast(t) if c.type != t else c for c, t in zip(self.arrays(side, batch), self.types)]
 
 
-class KeyIndex:
-    """Key tuples of both sides -> dense ids (see the module docstring).
+class KeyCodes:
+    """Key tuples of both sides -> int64 code columns that agree between the sides (one string
+    table per string key column, shared by both sides).
 
     Examples
     --------
-    >>> keys = JoinKeys(pa.schema([("a", pa.int64()), ("s", pa.string())]),
-    ...                 pa.schema([("b", pa.int32()), ("t", pa.large_string())]), ["a", "s"], ["b", "t"], "j")
-    >>> index = KeyIndex(keys)
-    >>> index.ids(0, pa.record_batch({"a": [1, 1, None], "s": ["x", "y", "x"]})).tolist()
-    [0, 1, -1]
-    >>> right = pa.record_batch({"b": pa.array([1, 2], pa.int32()), "t": pa.array(["y", "x"], pa.large_string())})
-    >>> index.ids(1, right).tolist(), index.n_keys
-    ([1, 2], 3)
+    >>> keys = JoinKeys(pa.schema([("s", pa.string())]), pa.schema([("t", pa.large_string())]), ["s"], ["t"], "j")
+    >>> codes = KeyCodes(keys)
+    >>> codes.codes(0, pa.record_batch({"s": ["x", None]}))[0][0].tolist()
+    [0, 0]
+    >>> cols, null = codes.codes(1, pa.record_batch({"t": pa.array(["y", "x"], pa.large_string())}))
+    >>> cols[0].tolist(), null
+    ([1, 0], None)
     """
 
-    def __init__(self, keys: JoinKeys, with_nulls: bool = False, capacity: int = 1024):
-        self.keys = keys
-        self.with_nulls = with_nulls
-        self._strings: List[Optional[StringTable]] = [StringTable() if k == "str" else None for k in keys.kinds]
-        self.table = GroupTable(keys.width + (1 if with_nulls else 0), capacity)
+    with_nulls = False
 
-    @property
-    def n_keys(self) -> int:
-        return self.table.n_groups
+    def __init__(self, keys: JoinKeys):
+        self.keys = keys
+        self._strings: List[Optional[StringTable]] = [StringTable() if k == "str" else None for k in keys.kinds]
 
     def codes(self, side: int, batch) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
         """int64 codes of the key columns (then the null word, ``with_nulls``), and the rows
@@ -132,6 +154,31 @@ class KeyIndex:
         if self.with_nulls:
             codes.append(word if word is not None else np.zeros(batch.num_rows, np.int64))
         return codes, null
+
+
+class KeyIndex(KeyCodes):
+    """Key tuples of both sides -> dense ids (see the module docstring).
+
+    Examples
+    --------
+    >>> keys = JoinKeys(pa.schema([("a", pa.int64()), ("s", pa.string())]),
+    ...                 pa.schema([("b", pa.int32()), ("t", pa.large_string())]), ["a", "s"], ["b", "t"], "j")
+    >>> index = KeyIndex(keys)
+    >>> index.ids(0, pa.record_batch({"a": [1, 1, None], "s": ["x", "y", "x"]})).tolist()
+    [0, 1, -1]
+    >>> right = pa.record_batch({"b": pa.array([1, 2], pa.int32()), "t": pa.array(["y", "x"], pa.large_string())})
+    >>> index.ids(1, right).tolist(), index.n_keys
+    ([1, 2], 3)
+    """
+
+    def __init__(self, keys: JoinKeys, with_nulls: bool = False, capacity: int = 1024):
+        super().__init__(keys)
+        self.with_nulls = with_nulls
+        self.table = GroupTable(keys.width + (1 if with_nulls else 0), capacity)
+
+    @property
+    def n_keys(self) -> int:
+        return self.table.n_groups
 
     def ids(self, side: int, batch) -> np.ndarray:
         """The key id of every row of a batch of ``side`` (new keys get new ids); ``-1`` for

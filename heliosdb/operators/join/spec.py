@@ -13,8 +13,8 @@ How a window reaches the operator: the planner passes the user's window spec its
 
 Output columns follow Polars: ``window_start``, ``window_end`` first (window joins), then the
 left side's columns, then the right side's; with ``coalesce_keys`` the right key columns are
-left out (the key is kept once, under the left name: in right and full joins it takes the
-right row's value where there is no left row); a right column whose name is taken gets
+left out (the key is kept once, under the left name, in the type both sides' values fit:
+in right and full joins it takes the right row's value where there is no left row); a right column whose name is taken gets
 ``suffix``.  Columns of a side that an outer join pads with nulls are nullable.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from ...errors import ConfigError, SchemaError
 from ..windower import PaneWindower, SessionWindower, Windower
+from .keys import common_type
 
 KINDS = ("window", "interval", "asof", "regular")
 HOWS = ("inner", "left", "right", "full")
@@ -207,6 +208,7 @@ def output_columns(left: pa.Schema, right: pa.Schema, spec: JoinSpec) -> List[Ou
         if spec.coalesce_keys and f.name in right_key:
             co = right.get_field_index(right_key[f.name])
             nullable = f.nullable or (pad_left and right.field(co).nullable)
+            f = f.with_type(common_type(f.type, right.field(co).type))
         cols.append(OutputColumn(f.name, f.with_nullable(nullable), 0, i, co))
         taken.add(f.name)
     skip = set(spec.right_on) if spec.coalesce_keys else set()

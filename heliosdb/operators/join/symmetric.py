@@ -121,9 +121,9 @@ class ChainedJoin(JoinOperator):
 
     def _rebuild(self) -> None:
         """Keep the live rows only, with their keys encoded afresh and chains relinked."""
-        self.index = KeyIndex(self.keys)
         for s in self.sides:
             s.compact()
+        self.index = KeyIndex(self.keys, capacity=max(1024, sum(s.n for s in self.sides)))
         kids = [self.index.ids(side, s.rows.all()) if s.n else np.empty(0, np.int64)
                 for side, s in enumerate(self.sides)]
         self.heads = [np.empty(0, np.int64), np.empty(0, np.int64)]

@@ -1,12 +1,14 @@
 """Window joins over windows made of panes (tumbling, sliding, cumulative, ...): rows of both
 sides with equal keys in the same window.  Session windows are in ``join/session.py``.
 
-Each side's rows wait in their pane (``state.rows``, Arrow; a batch within one pane is kept
-as it is, otherwise cut by pane with one ``take``).  When the watermark passes a window's end,
-its panes' rows are gathered, both sides' keys get dense ids from a key table made for this
-window alone (so no key table outlives its window), the right rows are grouped by key
-(``csr_by_key``) and the left rows probe them (``hash_pairs``): one compiled build and probe
-per window, then one ``take`` per side.  An outer join emits the rows of the window that found
+Each side's rows wait in their pane (``state.rows``, Arrow): a batch is cut into runs of one
+pane (``Clock.pane_runs``; ordered input gives a few zero-copy slices, disordered input is put
+in pane order first).  When the watermark passes a window's end, its panes' rows are
+gathered, both sides' keys are coded with string tables made for this window alone (so no key
+table outlives its window), and one compiled hash join (``kernels._join.hash_join``: build on
+the right rows, probe with the left) gives the pairs, then one ``take`` per side.  A slice
+keeps its input batch's buffers: a batch cut at a pane boundary is freed when its last pane
+goes (the state size counts the rows held).  An outer join emits the rows of the window that found
 no partner, padded with nulls.  A pane goes once the last window holding it has closed.
 
 A row is late when every window holding it has closed (the window aggregation's rule); a row
@@ -24,13 +26,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from ...kernels._join import csr_by_key, hash_pairs
+from ...kernels._join import hash_join
 from ..base import Item, Snapshot
 from ..windower import PaneWindower
 from .base import JoinOperator
-from .keys import KeyIndex
+from .keys import KeyCodes
 
 _NONE = np.zeros(0, np.uint8)
+_I64_MAX = np.iinfo(np.int64).max
 
 
 class PaneWindowJoin(JoinOperator):
@@ -65,29 +68,27 @@ class PaneWindowJoin(JoinOperator):
         if not n:
             return []
         w = self.windower
-        t = self._times(side, batch, w.end_offset + self.pane_ns)
-        pane = t - t % self.pane_ns
-        lo, hi = int(pane.min()), int(pane.max())
-        late: List[int] = []
-        if lo == hi:
-            if w.last_end(lo) <= self.watermark:
-                return self._late(side, batch)
-            self._store(side, lo, batch)
-        else:
-            starts, inv = np.unique(pane, return_inverse=True)
-            order = np.argsort(inv, kind="stable")
-            cuts = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(starts)))])
-            for j, p in enumerate(starts.tolist()):
-                idx = order[cuts[j]: cuts[j + 1]]
-                if w.last_end(p) <= self.watermark:
-                    late.append(idx)
-                else:
-                    self._store(side, p, batch.take(pa.array(idx)))
-            if late:
-                idx = np.sort(np.concatenate(late))
-                return self._late(side, batch.take(pa.array(idx)))
+        # Runs of rows in the same pane (ordered input: a few slices, no copy; else the rows
+        # are put in pane order first, stably).
+        runs, order, ts = self.clocks[side].pane_runs(batch, [0, n], self.pane_ns)
+        if order is not None:
+            batch = batch.take(pa.array(order))
+        bounds, starts = runs[0]
+        late: List[pa.RecordBatch] = []
+        for j, p in enumerate(starts.tolist()):
+            b0, b1 = int(bounds[j]), int(bounds[j + 1])
+            end = w.last_end(p)
+            if end > _I64_MAX:
+                raise self.clocks[side].bad_time(ts, b0 if order is None else int(order[b0]))
+            rows = batch if b1 - b0 == n else batch.slice(b0, b1 - b0)
+            if end <= self.watermark:
+                late.append(rows)
+            else:
+                self._store(side, p, rows)
         self._check_memory()
-        return []
+        if not late:
+            return []
+        return self._late(side, late[0] if len(late) == 1 else pa.concat_batches(late))
 
     def _store(self, side: int, pane: int, rows: pa.RecordBatch) -> None:
         chunks = self.panes[side].get(pane)
@@ -132,13 +133,13 @@ class PaneWindowJoin(JoinOperator):
             if right is not None and spec.outer_right:
                 return self._emit(None, None, right, np.arange(right.num_rows), start, end)
             return []
-        index = KeyIndex(self.keys, capacity=min(right.num_rows + 16, 1 << 20))
-        kr = index.ids(1, right)
-        kl = index.ids(0, left)
-        off, rows = csr_by_key(kr, index.n_keys)
+        codes = KeyCodes(self.keys)
+        kr, nr = codes.codes(1, right)
+        kl, nl = codes.codes(0, left)
         pm = np.zeros(left.num_rows, np.uint8) if spec.outer_left else _NONE
         bm = np.zeros(right.num_rows, np.uint8) if spec.outer_right else _NONE
-        li, ri = hash_pairs(kl, off, rows, pm, bm)
+        li, ri = hash_join(kr, None if nr is None else (~nr).view(np.uint8), kl,
+                           None if nl is None else (~nl).view(np.uint8), pm, bm)
         out: List[Item] = self._emit(left, li, right, ri, start, end) if len(li) else []
         if spec.outer_left:
             lonely = np.flatnonzero(pm == 0)

@@ -150,3 +150,17 @@ def test_timestamp_time_columns_carry_their_unit():
     assert out[0].num_rows == 1
     out = op.process_side(1, pa.record_batch({"ts": pa.array([1_001], pa.timestamp("us")), "k": [1]}))
     assert out == []
+
+
+def test_a_kept_key_takes_the_type_both_sides_fit():
+    left = pa.schema([("ts", pa.int64()), ("k", pa.int32())])
+    right = pa.schema([("ts", pa.int64()), ("k", pa.int64())])
+    op = make_join(spec("regular", how="right", coalesce_keys=True), left, right)
+    assert op.output_schema.field("k").type == pa.int64()
+    op.process_side(0, pa.record_batch({"ts": [1], "k": pa.array([7], pa.int32())}))
+    out = op.process_side(1, pa.record_batch({"ts": [2, 3], "k": [7, 2**40]}))
+    out += op.close()
+    assert sorted(v for b in out for v in b.column("k").to_pylist()) == [7, 2**40]
+    snap_rows = make_join(spec("regular", coalesce_keys=True), left, right)
+    snap_rows.process_side(1, pa.record_batch({"ts": [2], "k": [2**40]}))
+    assert snap_rows.snapshot().tables["right"].column("k").to_pylist() == [2**40]

@@ -142,3 +142,18 @@ def test_window_join_of_string_keys_and_large_output_is_batched(monkeypatch):
     out = [b for b in op.on_watermark(10 * MS) if isinstance(b, pa.RecordBatch)]
     assert [b.num_rows for b in out] == [7, 7, 6]
     assert all(b.schema == op.output_schema for b in out)
+
+
+def test_a_batch_with_many_interleaved_panes_is_cut_in_pane_order():
+    # 200 rows alternating between 100 windows of 1 ms: more runs than the clock keeps in place
+    spec = spec_for(hdb.TumblingWindow(1 * MS), "full", True)
+    rows = [((i * 37) % 100, i % 3, "a", i) for i in range(200)]
+    rights = [(t, k, "a", t) for t in range(100) for k in range(2)]
+    again = [(t, k, s, i + 1000) for t, k, s, i in rows[:10]]
+    run, _ = run_op(spec, [("L", rows), ("R", rights), ("W", 50), ("L", again)], True)
+    late = [i for t, _, _, i in again if t < 50]
+    pairs = sorted((l[3], r[3]) for l in rows + again for r in rights
+                   if l[0] == r[0] and l[1] == r[1] and l[3] not in late)
+    got = sorted((r[5], r[7]) for r in run.rows if r[5] is not None and r[7] is not None)
+    assert got == pairs
+    assert sorted(run.late["late_left"]) == late and late
