@@ -13,6 +13,7 @@ joins with DuckDB's null padding).  Session windows are assigned by the plain-Py
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import duckdb
@@ -24,6 +25,11 @@ from heliosdb.operators.base import SideOutput, Watermark
 from heliosdb.operators.exchange import HashPartitioner
 
 MS = 1_000_000
+
+
+def examples(n: int) -> int:
+    """``n`` hypothesis examples, times ``HELIOS_JOIN_EXAMPLES`` (e.g. 20 for a long hunt)."""
+    return n * int(os.environ.get("HELIOS_JOIN_EXAMPLES", "1"))
 WM_MIN = -(2**63)
 KEY1 = [0, 1, 2, None]
 KEY2 = ["a", "b", "ü", None]

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from heliosdb.operators.join import JoinSpec, make_join
 
-from .harness import MS, _table, annotate, batch, drive, expected_rows, finish, normalize, schedules, schemas
+from .harness import (MS, _table, annotate, batch, drive, examples, expected_rows, finish, normalize, schedules,
+                      schemas)
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def spec_for(how, coalesce, tolerance: Optional[int]):

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from heliosdb.operators.join import JoinSpec, make_join
 
-from .harness import MS, annotate, batch, drive, expected_rows, finish, normalize, schedules, schemas, sql_pairs
+from .harness import (MS, annotate, batch, drive, examples, expected_rows, finish, normalize, schedules, schemas,
+                      sql_pairs)
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOWS = ["inner", "left", "right", "full"]
 
 

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 import heliosdb as hdb
 from heliosdb.operators.join import JoinSpec, make_join
 
-from .harness import MS, Run, drive, finish, normalize, schedules, schemas, subtask_router
+from .harness import MS, Run, drive, examples, finish, normalize, schedules, schemas, subtask_router
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CONFIGS = {
     "tumbling-full": dict(kind="window", how="full", window=hdb.TumblingWindow(10 * MS)),

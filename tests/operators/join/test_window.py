@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 import heliosdb as hdb
 from heliosdb.operators.join import JoinSpec, make_join
 
-from .harness import (MS, annotate, assign_sessions, drive, expected_rows, finish, normalize, pane_windows,
-                      schedules, schemas, sql_pairs)
+from .harness import (MS, annotate, assign_sessions, drive, examples, expected_rows, finish, normalize,
+                      pane_windows, schedules, schemas, sql_pairs)
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOWS = ["inner", "left", "right", "full"]
 WINDOWS = {"tumbling": (10, 10), "sliding": (12, 4)}
 
