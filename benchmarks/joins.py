@@ -181,7 +181,8 @@ def main(argv=None) -> None:
         from .results import heading, write_section
 
         cmd = "python -m benchmarks.joins" + (f" --scale {a.scale}" if a.scale != 1 else "")
-        lines = heading("Joins (issue 16)", cmd, ", the operator driven directly (no job yet)")
+        lines = heading("Joins (issue 16)", cmd, ", the operator driven directly on one thread (no job yet; "
+                        "DuckDB uses both cores)")
         lines[-1] += (f" Median of {a.runs} round-robin runs after a warm-up; each result validated against "
                       "DuckDB's (rows and checksums). State after the inputs end: 0 bytes (asserted).")
         lines += ["", "| join | rows in | rows out | heliosdb s | DuckDB s | x DuckDB | target |",

@@ -2,10 +2,12 @@
 """Join kernels: build and probe of the stream joins (``heliosdb.operators.join``), over dense
 key ids (``_hashagg.GroupTable`` hands them out; ``-1`` is a null key, which never matches).
 
-Two layouts of the rows of one side, both arrays indexed by row number:
+A join of two row sets known at once (a window that closes) is one ``hash_join`` over their
+int64 key code columns: the build rows go into a hash table of their own, the probe rows look
+up without inserting.  Otherwise rows have dense key ids, in one of two layouts, arrays
+indexed by row number:
 
-- **CSR by key** (``csr_by_key``): rows grouped by key id, for a join of two row sets known at
-  once (a window that closes: ``hash_pairs``);
+- **CSR by key** (``csr_by_key``): rows grouped by key id (sessions that close: ``hash_pairs``);
 - **chains** (``chain_link``): per key a linked list through the rows, newest first
   (``head[key]``, ``nxt[row]``), appended as batches arrive, for the joins that probe a
   store which keeps growing (interval, regular and as-of joins: ``chain_pairs``,
@@ -310,7 +312,8 @@ def asof_pick(const int64_t[::1] probe_kid, const int64_t[::1] probe_t, int64_t 
     >>> head, nxt = np.full(1, -1, np.int64), np.full(3, -1, np.int64)
     >>> chain_link(np.zeros(3, np.int64), 0, head, nxt)
     >>> st, alive = np.array([5, 1, 5], np.int64), np.ones(3, np.uint8)
-    >>> asof_pick(np.array([0, 0, 0, -1], np.int64), np.array([0, 3, 9, 9], np.int64), -1, head, nxt, st, alive).tolist()
+    >>> kid, t = np.array([0, 0, 0, -1], np.int64), np.array([0, 3, 9, 9], np.int64)
+    >>> asof_pick(kid, t, -1, head, nxt, st, alive).tolist()
     [-1, 1, 2, -1]
     >>> asof_pick(np.array([0], np.int64), np.array([9], np.int64), 3, head, nxt, st, alive).tolist()
     [-1]
