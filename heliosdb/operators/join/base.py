@@ -57,7 +57,22 @@ def _ts(values: Union[int, np.ndarray], m: int) -> pa.Array:
 
 
 class JoinOperator(Operator):
-    """The base of the stream joins (see the module docstring)."""
+    """The base of the stream joins (see the module docstring); :func:`make_join` builds one.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from heliosdb.operators.join import JoinSpec, make_join
+    >>> schema = pa.schema([("ts", pa.int64()), ("k", pa.int64())])
+    >>> spec = JoinSpec("interval", "k", "k", between=(0, 0), left_time="ts", right_time="ts")
+    >>> op = make_join(spec, schema, schema)
+    >>> op.late_output_read = True                  # the planner sets it when late_output() is read
+    >>> op.on_watermark(5_000_000)
+    [Watermark(t=5000000)]
+    >>> late = op.process_side(1, pa.record_batch({"ts": [4, 6], "k": [1, 1]}))
+    >>> late[0].tag, late[0].batch.to_pydict(), op.late_events
+    ('late_right', {'ts': [4], 'k': [1]}, 1)
+    """
 
     kind = "join"
     #: How many inputs the operator reads (the runtime routes them by ``process_side``).
