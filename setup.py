@@ -20,6 +20,7 @@ extensions = [
     Extension("heliosdb.kernels._hashagg", ["kernels/_hashagg.pyx"], extra_compile_args=["-O3"]),
     Extension("heliosdb.kernels._accum", ["kernels/_accum.pyx"], extra_compile_args=["-O3"]),
     Extension("heliosdb.kernels._join", ["kernels/_join.pyx"], extra_compile_args=["-O3"]),
+    Extension("heliosdb.kernels._lookup", ["kernels/_lookup.pyx"], extra_compile_args=["-O3"]),
 ]
 
 packages = find_packages(include=["heliosdb", "heliosdb.*"])
