@@ -9,6 +9,7 @@
 from . import log as _log  # noqa: F401 - the NullHandler: nothing printed unless logging is set up
 from . import sinks
 from ._version import __version__
+from .connectors.table import TableSpec, table
 from .config import (CheckpointConfig, MetricsConfig, StateBackend, StateConfig,
                      StreamingConfig)
 from .diagnosis import Diagnosis
@@ -32,7 +33,7 @@ __all__ = [
     "lit",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
     "SchemaError", "PlanError", "ExecutionError", "DataError", "CheckpointError", "MetricsConfig", "Diagnosis",
-    "RecordError", "PythonFallbackWarning",
+    "RecordError", "PythonFallbackWarning", "table", "TableSpec",
     *_windows.__all__,
 ]
 

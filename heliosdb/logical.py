@@ -233,6 +233,69 @@ class WindowAggregate(Step):
     lateness: int = 0
 
 
+def join_keys(on: Any = None, left_on: Any = None, right_on: Any = None) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(left key columns, right key columns) of a join's ``on=`` (named alike on both sides)
+    or ``left_on=`` and ``right_on=``; each a column name or a list of them.
+
+    >>> join_keys(on="k"), join_keys(left_on=["a", "b"], right_on=["x", "y"])
+    ((('k',), ('k',)), (('a', 'b'), ('x', 'y')))
+    """
+    def names(v: Any, what: str) -> Tuple[str, ...]:
+        cols = (v,) if isinstance(v, str) else tuple(v) if isinstance(v, (list, tuple)) else None
+        if not cols or not all(isinstance(c, str) for c in cols):
+            raise PlanError(f"join({what}=) takes a column name or a list of them, got {v!r}")
+        return cols
+
+    if on is not None and (left_on is not None or right_on is not None):
+        raise PlanError("join() takes on= (key columns named alike on both sides) or left_on= and "
+                        "right_on=, not both")
+    if on is not None:
+        return names(on, "on"), names(on, "on")
+    if left_on is None or right_on is None:
+        raise PlanError("join() needs on= (key columns named alike on both sides), or left_on= and "
+                        "right_on= together")
+    return names(left_on, "left_on"), names(right_on, "right_on")
+
+
+@dataclass(frozen=True, eq=False)
+class LookupJoin(Step):
+    """Join each row with the rows of ``table`` (a ``connectors.table.TableSpec``) whose key
+    columns ``right_on`` equal its ``left_on``: ``how`` is ``"inner"`` or ``"left"``; the
+    table's columns named like the stream's get ``suffix``.
+
+    >>> LookupJoin(None, ("k",), ("id",), how="full")
+    Traceback (most recent call last):
+    ...
+    heliosdb.errors.PlanError: a lookup join takes how='inner' or 'left', got 'full': the table has no event time, so the stream never knows that a table row will not be matched later (a right or full join would have to emit the unmatched table rows at some point). Join two streams for that
+    """
+
+    kind: ClassVar[str] = "lookup_join"
+    parallel: ClassVar[bool] = True
+    table: Any
+    left_on: Tuple[str, ...]
+    right_on: Tuple[str, ...]
+    how: str = "inner"
+    suffix: str = "_right"
+
+    def __post_init__(self) -> None:
+        if self.how not in ("inner", "left"):
+            raise PlanError(
+                f"a lookup join takes how='inner' or 'left', got {self.how!r}: the table has no event "
+                "time, so the stream never knows that a table row will not be matched later (a right "
+                "or full join would have to emit the unmatched table rows at some point). Join two "
+                "streams for that")
+        if not isinstance(self.suffix, str) or not self.suffix:
+            raise PlanError(f"join(suffix=) takes a non-empty string, got {self.suffix!r}")
+        for what, keys in (("left_on", self.left_on), ("right_on", self.right_on)):
+            if not keys or not all(isinstance(k, str) for k in keys):
+                raise PlanError(f"join({what}=) takes a column name or a list of them, got {list(keys)!r}")
+            if len(set(keys)) != len(keys):
+                raise PlanError(f"join({what}=) names a column twice: {list(keys)!r}")
+        if len(self.left_on) != len(self.right_on):
+            raise PlanError(f"join(): left_on= names {len(self.left_on)} columns and right_on= "
+                            f"{len(self.right_on)}; they are matched pairwise, so give as many of each")
+
+
 @dataclass(frozen=True, eq=False)
 class LateOutput(Step):
     """The rows its parent window found too late, with the window's input schema."""

@@ -364,5 +364,17 @@ class Operator:
         """
         return None
 
+    def table_stats(self) -> Optional[Dict[str, int]]:
+        """A lookup join's table (``hdb.table``): ``rows``, ``bytes``, ``version`` (1 for the
+        first read, one more per reload swapped in), ``refreshes`` and ``refresh_failures``;
+        None for every other operator.
+
+        Examples
+        --------
+        >>> Operator().table_stats() is None
+        True
+        """
+        return None
+
     def describe(self) -> str:
         return f"{self.kind}[{self.name}]"

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Tuple, Type
 import pyarrow as pa
 
 from ..config import StreamingConfig, fusion_enabled
-from ..logical import (Batch, Filter, FilterFunction, Inspect, LateOutput, LogicalPlan, MapBatches,
+from ..logical import (Batch, Filter, FilterFunction, Inspect, LateOutput, LogicalPlan, LookupJoin, MapBatches,
                        MapFunction, Node, ProcessFunction, RunningAggregate, Select, Sink, Step, Unbatch,
                        Watermark, WindowAggregate, WithColumns, splits_before)
 from ..operators.base import Operator
@@ -32,6 +32,7 @@ from ..pyfunc import plan_function
 from .context import At, Lowering
 from .fusion import fusable, lower_fused
 from .keyed import lower_keyed, watermark_grid
+from .lookup import lower_lookup
 from .pruning import Pruning
 from .schema import output_schema
 from .stages import new_stage
@@ -128,5 +129,6 @@ LOWERING: Dict[Type[Step], Lower] = {
     Watermark: _watermark,
     WindowAggregate: lower_keyed, RunningAggregate: lower_keyed,
     MapBatches: _map_batches, Inspect: _inspect,
+    LookupJoin: lower_lookup,
     Sink: _sink,
 }

@@ -22,10 +22,11 @@ from typing import Dict, Optional, Set
 import pyarrow as pa
 
 from ..kernels.program import FusedProgram
-from ..logical import (Batch, Inspect, LateOutput, LogicalPlan, MapBatches, Node, RunningAggregate, Sink,
-                       Unbatch, Watermark, WindowAggregate, splits_before)
+from ..logical import (Batch, Inspect, LateOutput, LogicalPlan, LookupJoin, MapBatches, Node, RunningAggregate,
+                       Sink, Unbatch, Watermark, WindowAggregate, splits_before)
 from .fusion import apply, fusable
 from .keyed import window_time
+from .lookup import lookup_inputs
 from .schema import output_schema
 
 Columns = Optional[Set[str]]        # None: every column
@@ -83,6 +84,8 @@ class Pruning:
             return None if after is None else after | own
         if isinstance(step, (Batch, Unbatch)):
             return after
+        if isinstance(step, LookupJoin):
+            return lookup_inputs(n, output_schema(n.parent, self.schemas), after)
         if after is None:
             return None
         # A fusable step: its input needs what its kept outputs, predicate and checks read.

@@ -20,13 +20,14 @@ import pyarrow as pa
 
 from ..errors import PlanError
 from ..kernels.program import FusedProgram
-from ..logical import (Batch, Filter, FilterFunction, Inspect, LateOutput, MapBatches, MapFunction, Node,
-                       ProcessFunction, RunningAggregate, Select, Sink, Source, Step, Unbatch, Watermark,
+from ..logical import (Batch, Filter, FilterFunction, Inspect, LateOutput, LookupJoin, MapBatches, MapFunction,
+                       Node, ProcessFunction, RunningAggregate, Select, Sink, Source, Step, Unbatch, Watermark,
                        WindowAggregate, WithColumns)
 from ..operators.watermark import WatermarkAssigner
 from ..pyfunc import plan_function
 from .fusion import apply
 from .keyed import running_operator, window_operator
+from .lookup import lookup_schema
 
 #: The schema a step outputs: f(node, input schema, the upstream watermark's time column).
 StepSchema = Callable[[Node, Optional[pa.Schema], Optional[str]], pa.Schema]
@@ -112,5 +113,6 @@ SCHEMA: Dict[Type[Step], StepSchema] = {
     MapBatches: _map_batches,
     WindowAggregate: _window, RunningAggregate: _running, LateOutput: _late_output,
     Watermark: _watermark,
+    LookupJoin: lookup_schema,
     Batch: _same, Unbatch: _same, Inspect: _same, Sink: _same,
 }
