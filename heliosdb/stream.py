@@ -394,6 +394,27 @@ class Stream(SourceMethods):
         left, right = join_keys(on, left_on, right_on)
         return self._then(LookupJoin(table, left, right, how, suffix))
 
+    def join(self, other: Any, on: Union[str, List[str], None] = None, *,
+             left_on: Union[str, List[str], None] = None, right_on: Union[str, List[str], None] = None,
+             how: str = "inner", suffix: str = "_right") -> "Stream":
+        """Join with a table (``hdb.table(...)``): a lookup join, see ``_join_table``.
+
+        Every row meets every table row with equal keys, as in SQL (duplicate table keys give
+        one output row each; a null key matches nothing); ``how="left"`` keeps the rows
+        without a match.
+
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> users = hdb.table(pa.table({"id": [1, 2], "name": ["ann", "bob"]}))
+        >>> s = hdb.StreamEnvironment().from_iterable([{"user": 2, "v": 1.5}])
+        >>> s.join(users, left_on="user", right_on="id").collect().to_pydict()
+        {'user': [2], 'v': [1.5], 'name': ['bob']}
+        """
+        from .connectors.table import TableSpec
+
+        if not isinstance(other, TableSpec):
+            raise PlanError(f"join() takes a table made with hdb.table(...) here, got {type(other).__name__}")
+        return self._join_table(other, on=on, left_on=left_on, right_on=right_on, how=how, suffix=suffix)
+
     # -- keyed -------------------------------------------------------------------------------
     def key_by(self, *columns: str) -> "KeyedStream":
         """Partition the stream by the values of ``columns`` (ints, strings, floats, times).
