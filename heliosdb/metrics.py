@@ -61,6 +61,9 @@ TASK_IDLE_S = "streaming_task_idle_seconds_total"
 TASK_INFO = "streaming_task_info"
 JOB_RUNNING = "streaming_job_running"
 JOB_UPTIME_S = "streaming_job_uptime_seconds"
+LOOKUP_TABLE_ROWS = "streaming_lookup_table_rows"
+LOOKUP_TABLE_REFRESHES = "streaming_lookup_table_refreshes_total"
+LOOKUP_TABLE_REFRESH_FAILURES = "streaming_lookup_table_refresh_failures_total"
 
 _J, _JO, _JT = ("job",), ("job", "operator"), ("job", "task")
 
@@ -97,6 +100,9 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     TASK_INFO: ("info", ("job", "task", "operators", "downstream", "group"), "A task's operators (in order), the tasks it feeds, and its parallel group."),
     JOB_RUNNING: ("gauge", _J, "1 while the job runs, 0 once it has ended."),
     JOB_UPTIME_S: ("gauge", _J, "Seconds since the job started (its run time once ended)."),
+    LOOKUP_TABLE_ROWS: ("gauge", _JO, "Rows of the table version a lookup join uses (its bytes are its streaming_state_size_bytes)."),
+    LOOKUP_TABLE_REFRESHES: ("counter", _JO, "Reloads of a lookup join's table (hdb.table(refresh=)) swapped in."),
+    LOOKUP_TABLE_REFRESH_FAILURES: ("counter", _JO, "Reloads of a lookup join's table that failed (the version in use was kept)."),
 }
 
 #: A task blocked longer than this fraction of the window counts as backpressured.
@@ -351,6 +357,7 @@ class JobMetrics:
             "open_windows": sum(op.open_windows() or 0 for op in state_ops),
             LATE_EVENTS: sum(op.late_events for op in state_ops),
             "late_events": self.late_by_operator(),
+            "lookup_tables": {op.name: op.table_stats() for op in state_ops if op.table_stats() is not None},
             "watermark_lag_s": {n: wall - wm / 1e9 for n, wm in self.watermarks().items()},
             DEAD_LETTERS: self.all_dead_letters(),
             BACKPRESSURE: int(any(f["blocked"] > BACKPRESSURE_THRESHOLD for f in frac.values())),
@@ -466,6 +473,11 @@ def _families(jobs: List[JobMetrics]) -> Iterator[object]:
             open_windows = op.open_windows()
             if open_windows is not None:
                 f[OPEN_WINDOWS].add_metric(lab, open_windows)
+            table = op.table_stats()
+            if table is not None:
+                f[LOOKUP_TABLE_ROWS].add_metric(lab, table["rows"])
+                f[LOOKUP_TABLE_REFRESHES].add_metric(lab, table["refreshes"])
+                f[LOOKUP_TABLE_REFRESH_FAILURES].add_metric(lab, table["refresh_failures"])
         for name, wm in jm.watermarks().items():
             f[WATERMARK_LAG_S].add_metric([job, name], wall - wm / 1e9)
     return iter(f.values())

@@ -7,6 +7,8 @@ import subprocess
 from datetime import timedelta
 from urllib.request import urlopen
 
+import pyarrow as pa
+
 import heliosdb as hdb
 from heliosdb import col
 from heliosdb.metrics import METRICS
@@ -54,7 +56,8 @@ def test_dashboard_has_the_user_guides_panels_and_unique_ids():
 def _metrics_text() -> str:
     """/metrics of a running windowed job (every kind of metric has a series)."""
     env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=1000, metrics=hdb.MetricsConfig(port=0)))
-    (env.generate(rate=50_000).filter(col("value") > 0.2)
+    keys = hdb.table(pa.table({"key": list(range(100)), "tier": ["gold"] * 100}))   # a lookup join's
+    (env.generate(rate=50_000).filter(col("value") > 0.2).join(keys, on="key", how="left")
         .key_by("key").window(hdb.TumblingWindow.of(timedelta(milliseconds=100)), time="ts")
         .aggregate(n=hdb.count()).sink(hdb.sinks.callback(lambda b: None)))
     handle = env.execute_async(name="ops-files")
