@@ -14,7 +14,7 @@ taken with.  Three layouts, chosen at build:
 - *wide*: several key columns: open addressing over group ids, a per-group hash to skip most
   tuple comparisons.
 
-When every key occurs once, slots hold the row itself (no CSR step).  An index is read-only
+When every key of one column occurs once, slots hold the row itself (no CSR step).  An index is read-only
 once built, so the replicas of a join probe one index from several threads.  Every loop runs
 ``with nogil``; keys are never Python objects.
 """
@@ -22,9 +22,13 @@ from libc.stdint cimport int64_t, uint64_t, int32_t, uint8_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memcmp
 
+cdef extern from *:
+    void __builtin_prefetch(const void* p) noexcept nogil
+
 import numpy as np
 
 DEF MAXW = 32
+DEF AHEAD = 16           # rows a probe prefetches ahead
 
 ctypedef fused offset_t:
     int32_t
@@ -98,6 +102,7 @@ cdef class JoinIndex:
     cdef readonly bint unique            # every key occurs once: slots hold rows
     cdef readonly str layout             # "direct", "hash1" or "wide"
     cdef int mode                        # 0 direct, 1 hash1, 2 wide
+    cdef bint slot_rows                  # slots hold rows (unique keys, one column)
     cdef int64_t kmin
     cdef uint64_t krange
     cdef int32_t* direct                 # [krange]: value or -1
@@ -137,6 +142,7 @@ cdef class JoinIndex:
                 failed = self._group_rows(&gid[0], n)
             if not failed and self.unique and self.mode != 2:
                 self._slots_to_rows()
+                self.slot_rows = True
         if failed:
             raise MemoryError(f"JoinIndex: out of memory indexing {n} rows")
         self.layout = ("direct", "hash1", "wide")[self.mode]
@@ -355,20 +361,30 @@ cdef class JoinIndex:
             pos = (pos + 1) & self.mask
 
     cdef void _lookup(self, const int64_t** cols, const uint8_t* ok, int64_t n, int64_t* out) noexcept nogil:
-        """``out[i]``: the slot value of row ``i`` (a row if ``unique``, else a group; -1: none)."""
-        cdef int64_t i
+        """``out[i]``: the slot value of row ``i`` (a row if ``slot_rows``, else a group; -1: none).
+        The slot of row ``i + AHEAD`` is prefetched meanwhile (the index is larger than a cache)."""
+        cdef int64_t i, m = n - AHEAD
         cdef const int64_t* c0 = cols[0]
+        cdef uint64_t d
         if self.n_keyed == 0:
             for i in range(n):
                 out[i] = -1
         elif self.mode == 0:
             for i in range(n):
+                if i < m:
+                    d = <uint64_t> c0[i + AHEAD] - <uint64_t> self.kmin
+                    if d < self.krange:
+                        __builtin_prefetch(&self.direct[d])
                 out[i] = self._find1(c0[i]) if ok == NULL or ok[i] else -1
         elif self.mode == 1:
             for i in range(n):
+                if i < m:
+                    __builtin_prefetch(&self.slots1[_mix(<uint64_t> c0[i + AHEAD]) & self.mask])
                 out[i] = self._find1(c0[i]) if ok == NULL or ok[i] else -1
         else:
             for i in range(n):
+                if i < m:
+                    __builtin_prefetch(&self.slotsw[_hash_row(cols, self.width, i + AHEAD) & self.mask])
                 out[i] = self._find_wide(cols, i) if ok == NULL or ok[i] else -1
 
     def probe(self, list columns, valid=None, bint keep_unmatched=False):
@@ -395,7 +411,7 @@ cdef class JoinIndex:
         cdef int64_t[::1] ro
         with nogil:
             self._lookup(cols, ok, n, v)
-            if self.unique:
+            if self.slot_rows:
                 for i in range(n):
                     missed += v[i] < 0
             else:
@@ -405,7 +421,7 @@ cdef class JoinIndex:
                         missed += 1
                     else:
                         total += self.starts[g + 1] - self.starts[g]
-        if self.unique:
+        if self.slot_rows:
             if keep_unmatched or missed == 0:
                 return None, vals_arr, missed if keep_unmatched else 0
             left_arr = np.empty(n - missed, dtype=np.int64)
@@ -455,87 +471,133 @@ cdef class JoinIndex:
 
 # -- strings -> ids ---------------------------------------------------------------------------
 cdef inline uint64_t _hash_bytes(const uint8_t* p, int64_t n) noexcept nogil:
-    cdef uint64_t h = 0xCBF29CE484222325ULL
-    cdef int64_t i
-    for i in range(n):
-        h = (h ^ p[i]) * 0x100000001B3ULL
+    """8 bytes at a time (the tail zero-padded), then the length, then a finaliser."""
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL, w
+    cdef int64_t i = 0
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        h = (h ^ w) * 0xff51afd7ed558ccdULL
+        h ^= h >> 29
+        i += 8
+    if i < n:
+        w = 0
+        memcpy(&w, p + i, n - i)
+        h = (h ^ w) * 0xff51afd7ed558ccdULL
+        h ^= h >> 29
     return _mix(h ^ <uint64_t> n)
 
 
-cdef class StringIndex:
-    """Distinct byte strings (a table column's dictionary) -> their position, read-only.
+DEF INLINE = 16          # bytes of a string kept in its slot: shorter keys compare there
 
-    ``StringIndex(offsets, data)`` copies the strings ``data[offsets[i]:offsets[i+1]]``;
-    ``lookup`` finds a batch's strings among them (a string not there cannot match).
+
+cdef struct SSlot:
+    uint64_t hash
+    int32_t id             # -1: empty
+    int32_t len
+    uint8_t head[INLINE]   # the first min(len, INLINE) bytes
+
+
+cdef class StringIndex:
+    """A table's string key column -> ids, for the probes' strings to be found, read-only.
+
+    ``StringIndex(offsets, data, valid)`` indexes the strings ``data[offsets[i]:offsets[i+1]]``
+    of the rows with ``valid[i]`` (None: all); ``codes`` holds each row's id: the position of
+    the first row with its string (0 for an invalid row), so equal strings have equal ids in
+    ``0 .. rows - 1``.  It keeps references to ``offsets`` and ``data``, not copies.  A slot
+    holds the hash, the length and the first 16 bytes of its string, so a short key is found
+    with one memory access (prefetched ahead: the rows' hashes are computed first).
+    ``lookup`` finds a batch's strings (a string not there cannot match).
     """
 
-    cdef uint8_t* data
-    cdef int64_t* offs
-    cdef uint64_t* hashes
-    cdef int32_t* slots          # id or -1
+    cdef const uint8_t* data
+    cdef const int64_t* offs
+    cdef SSlot* slots
     cdef uint64_t mask
-    cdef readonly int64_t n
+    cdef readonly int64_t n            # rows indexed
+    cdef readonly int64_t n_strings    # distinct strings
+    cdef readonly object codes
+    cdef object _keep
 
-    def __cinit__(self, const int64_t[::1] offsets, const uint8_t[::1] data):
-        self.data = NULL
-        self.offs = NULL
-        self.hashes = NULL
+    def __cinit__(self, offsets, data, valid=None):
         self.slots = NULL
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        data = np.ascontiguousarray(data, dtype=np.uint8)
         cdef int64_t n = offsets.shape[0] - 1
         if n < 0:
             raise ValueError("offsets must hold at least one entry")
         if n >= 2**31:
-            raise OverflowError("a lookup table holds fewer than 2**31 strings")
-        cdef int64_t a = offsets[0] if n else 0
-        cdef int64_t b = offsets[n] if n else 0
-        if a < 0 or b > data.shape[0] or a > b:
+            raise OverflowError("a lookup table holds fewer than 2**31 rows")
+        cdef const int64_t[::1] o = offsets
+        cdef int64_t i
+        if n and (o[0] < 0 or o[n] > data.shape[0]):
             raise ValueError("offsets point outside data")
+        for i in range(n):
+            if o[i + 1] < o[i] or o[i + 1] - o[i] >= 2**31:
+                raise ValueError("offsets must ascend, and each string be shorter than 2 GiB")
+        cdef const uint8_t* ok = _valid(valid, n)
+        self._keep = (offsets, data)
+        self.offs = &o[0]
+        self.data = <const uint8_t*> <uintptr_t> data.ctypes.data
         self.n = n
-        self.data = <uint8_t*> malloc(max(b - a, 1))
-        self.offs = <int64_t*> malloc((n + 1) * sizeof(int64_t))
-        self.hashes = <uint64_t*> malloc(max(n, 1) * sizeof(uint64_t))
         cdef int64_t nslots = _pow2_slots(n)
-        self.slots = <int32_t*> malloc(nslots * sizeof(int32_t))
-        if self.data == NULL or self.offs == NULL or self.hashes == NULL or self.slots == NULL:
+        self.slots = <SSlot*> malloc(nslots * sizeof(SSlot))
+        cdef uint64_t* hs = <uint64_t*> malloc(max(n, 1) * sizeof(uint64_t))
+        if self.slots == NULL or hs == NULL:
+            free(hs)
             raise MemoryError("StringIndex: out of memory")
         self.mask = <uint64_t> (nslots - 1)
-        cdef int64_t i, ln
+        codes_arr = np.zeros(n, dtype=np.int64)
+        self.codes = codes_arr
+        cdef int64_t[::1] codes = codes_arr
+        cdef int64_t ln, m = n - AHEAD, distinct = 0
         cdef uint64_t h, pos
-        cdef int32_t s
+        cdef SSlot* sl
+        cdef const uint8_t* p
         with nogil:
-            if b > a:
-                memcpy(self.data, &data[a], b - a)
-            for i in range(n + 1):
-                self.offs[i] = offsets[i] - a
             for i in range(nslots):
-                self.slots[i] = -1
+                self.slots[i].id = -1
             for i in range(n):
+                if ok == NULL or ok[i]:
+                    hs[i] = _hash_bytes(self.data + self.offs[i], self.offs[i + 1] - self.offs[i])
+            for i in range(n):
+                if i < m and (ok == NULL or ok[i + AHEAD]):
+                    __builtin_prefetch(&self.slots[hs[i + AHEAD] & self.mask])
+                if ok != NULL and not ok[i]:
+                    continue
+                p = self.data + self.offs[i]
                 ln = self.offs[i + 1] - self.offs[i]
-                h = _hash_bytes(self.data + self.offs[i], ln)
-                self.hashes[i] = h
+                h = hs[i]
                 pos = h & self.mask
                 while True:
-                    s = self.slots[pos]
-                    if s < 0:
-                        self.slots[pos] = <int32_t> i
+                    sl = &self.slots[pos]
+                    if sl.id < 0:
+                        sl.id = <int32_t> i
+                        sl.hash = h
+                        sl.len = <int32_t> ln
+                        memcpy(sl.head, p, ln if ln < INLINE else INLINE)
+                        distinct += 1
+                        codes[i] = i
                         break
-                    if self._same(s, self.data + self.offs[i], ln, h):
-                        break               # a duplicate keeps the first id
+                    if self._same(sl, p, ln, h):
+                        codes[i] = sl.id
+                        break
                     pos = (pos + 1) & self.mask
+        free(hs)
+        self.n_strings = distinct
 
     def __dealloc__(self):
-        free(self.data)
-        free(self.offs)
-        free(self.hashes)
         free(self.slots)
 
     @property
     def nbytes(self) -> int:
-        return self.offs[self.n] + (self.n + 1) * 8 + self.n * 8 + (<int64_t> self.mask + 1) * 4
+        return (self.offs[self.n] if self.n else 0) + (self.n + 1) * 8 + (<int64_t> self.mask + 1) * sizeof(SSlot)
 
-    cdef inline bint _same(self, int32_t s, const uint8_t* p, int64_t ln, uint64_t h) noexcept nogil:
-        return (self.hashes[s] == h and self.offs[s + 1] - self.offs[s] == ln
-                and (ln == 0 or memcmp(self.data + self.offs[s], p, ln) == 0))
+    cdef inline bint _same(self, const SSlot* sl, const uint8_t* p, int64_t ln, uint64_t h) noexcept nogil:
+        if sl.hash != h or sl.len != ln:
+            return False
+        if ln <= INLINE:
+            return ln == 0 or memcmp(sl.head, p, ln) == 0
+        return memcmp(self.data + self.offs[sl.id], p, ln) == 0
 
     def lookup(self, const offset_t[::1] offsets, const uint8_t[::1] data, int64_t[::1] out,
                uint8_t[::1] valid):
@@ -544,27 +606,37 @@ cdef class StringIndex:
         cdef int64_t n = out.shape[0]
         cdef int64_t i, a, ln
         cdef uint64_t h, pos
-        cdef int32_t s
+        cdef SSlot* sl
         if offsets.shape[0] != n + 1 or valid.shape[0] != n:
             raise ValueError("offsets must be one longer than out, valid as long")
         if n and (offsets[0] < 0 or offsets[n] > data.shape[0]):
             raise ValueError("offsets point outside data")
         cdef const uint8_t* base = &data[0] if data.shape[0] else NULL
+        cdef uint64_t* hs = <uint64_t*> malloc(max(n, 1) * sizeof(uint64_t))
+        if hs == NULL:
+            raise MemoryError("StringIndex.lookup: out of memory")
         with nogil:
+            for i in range(n):           # hashes first: the probes can then prefetch their slot
+                if valid[i]:
+                    a = offsets[i]
+                    hs[i] = _hash_bytes(base + a, offsets[i + 1] - a)
             for i in range(n):
+                if i + AHEAD < n and valid[i + AHEAD]:
+                    __builtin_prefetch(&self.slots[hs[i + AHEAD] & self.mask])
                 out[i] = 0
                 if not valid[i]:
                     continue
                 a = offsets[i]
                 ln = offsets[i + 1] - a
-                h = _hash_bytes(base + a, ln)
+                h = hs[i]
                 pos = h & self.mask
                 while True:
-                    s = self.slots[pos]
-                    if s < 0:
+                    sl = &self.slots[pos]
+                    if sl.id < 0:
                         valid[i] = 0
                         break
-                    if self._same(s, base + a, ln, h):
-                        out[i] = s
+                    if self._same(sl, base + a, ln, h):
+                        out[i] = sl.id
                         break
                     pos = (pos + 1) & self.mask
+        free(hs)

@@ -24,7 +24,6 @@ from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.types as pat
 
 from ..aggregates.codecs import int64_codes, string_buffers
@@ -199,11 +198,11 @@ class BuiltTable:
         for name, kind in zip(cols.right_on, cols.kinds):
             arr = table.column(name).chunk(0) if table.num_rows else pa.array([], table.schema.field(name).type)
             if kind == "str":
-                enc = pc.dictionary_encode(arr)
-                offsets, data = string_buffers(enc.dictionary)
-                strings.append(StringIndex(offsets.astype(np.int64), data))
-                c = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+                offsets, data = string_buffers(arr)
                 v = _valid_of(arr)
+                sidx = StringIndex(offsets, data, v)
+                strings.append(sidx)
+                c = sidx.codes
             else:
                 strings.append(None)
                 c, v = _int_codes(arr, kind)
