@@ -10,7 +10,9 @@ operator for what it happens to have.  In the order the runtime calls them:
 - ``restore(tables, metas, ...)``: state saved by ``snapshot()`` (any old parallelism); sinks
   that take part in the commit (``commits``) get ``recover(meta, epoch, tables)`` instead;
 - ``process_batch(batch) -> list[Item]``: a batch in, zero or more batches (or watermarks) out;
-  ``process_run(items)`` when the operator ``takes_runs``;
+  ``process_run(items)`` when the operator ``takes_runs``; an operator of two inputs (a join,
+  ``inputs == 2``) gets ``process_side(side, batch)`` instead, ``side`` 0 (left) or 1 (right),
+  and one watermark: the minimum of its inputs';
 - ``on_watermark(t) -> list[Item]``: event time has reached ``t`` (ns); emit what closes and
   forward the watermark;
 - ``on_tick(now) -> list[Item]``: wall-clock timer (ns since the epoch), sent after idle
@@ -119,6 +121,24 @@ class Snapshot:
             self.release()
 
 
+@dataclass(frozen=True)
+class Sided:
+    """A batch of input ``side`` (0: left, 1: right) on its way to the first operator of a
+    stage of two inputs: the task wraps each batch it reads there, the chain hands it to
+    ``process_side``.
+
+    >>> Sided(1, pa.record_batch({"x": [1, 2]})).num_rows
+    2
+    """
+
+    side: int
+    batch: pa.RecordBatch
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+
 Item = Union[pa.RecordBatch, Partials, Watermark, Tick, SideOutput, Barrier]
 
 
@@ -151,6 +171,9 @@ class Placement:
     subtask: int = 0
     parallelism: int = 1
     keys: Tuple[str, ...] = ()
+    #: The types ``keys`` are cast to before hashing (empty: their own): a join hashes keys
+    #: of compatible types (int32 and int64, int and float) as one type, so equal keys meet.
+    key_types: Tuple[pa.DataType, ...] = ()
 
     @property
     def partitioned(self) -> bool:
@@ -242,6 +265,15 @@ class Operator:
 
     def process_batch(self, batch: pa.RecordBatch) -> List[Item]:
         return [batch]
+
+    #: How many inputs the operator takes: 1, or 2 for a join (its stage then reads both
+    #: inputs through one gate and calls :meth:`process_side`).
+    inputs: int = 1
+
+    def process_side(self, side: int, batch: pa.RecordBatch) -> List[Item]:
+        """A batch of input ``side`` (0: left, 1: right) of an operator of two inputs."""
+        raise TypeError(f"{self.describe()} takes one input, but got a batch of input {side} (an "
+                        "engine bug: the planner put it first in a stage of two inputs)")
 
     def on_watermark(self, t: int) -> List[Item]:
         return [Watermark(t)]

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..errors import HeliosError
 from ..metrics import JobMetrics
-from ..operators.base import Operator, Partials, Run, SideOutput, Tick, Watermark
+from ..operators.base import Operator, Partials, Run, SideOutput, Sided, Tick, Watermark
 
 log = logging.getLogger("heliosdb.runtime")
 
@@ -142,6 +142,8 @@ class Chain:
             st.batches += 1
             if isinstance(it, Partials):
                 return op.process_partials(it), n
+            if type(it) is Sided:
+                return op.process_side(it.side, it.batch), n      # a join's input
             return op.process_batch(it), n
         except HeliosError as exc:
             if not exc.step:

@@ -6,6 +6,7 @@ A task reads *entries* ``(item, rows, ingest_ns, origin)`` (what a
 - :class:`InputGate` over any number of inputs (a merge after parallel subtasks, a join):
   checkpoint barrier alignment, the minimum watermark of the inputs, and the end of input once
   every input has ended;
+- :class:`SidedInput`: a join's gate, whose batches carry the side their input feeds;
 - :class:`ReplicaInput`: a replica's input, the numbered items of a round-robin edge;
 - :class:`ResequencingInput`: the answers of the replicas, put back in the order their
   producer sent the items (one logical input, made of one physical input per replica).
@@ -19,7 +20,8 @@ from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from ..errors import ExecutionError
-from ..operators.base import WATERMARK_MIN, Barrier, Tick, Watermark
+from ..operators.base import WATERMARK_MIN, Barrier, Sided, Tick, Watermark
+from ..operators.exchange import Partitioned
 from .channel import END, End
 from .sequence import Resequencer, Sequenced
 
@@ -129,6 +131,45 @@ class InputGate:
         self._replay.extend(self._held)
         self._held.clear()
         return (self._barrier, 0, 0, 0)
+
+
+class SidedInput:
+    """The input of a stage of two inputs (a join): an :class:`InputGate` over its producers,
+    whose batches leave as :class:`~heliosdb.operators.base.Sided` items, tagged with the side
+    (``sides[origin]``: 0 left, 1 right) their producer feeds; the rows of an exchanged batch
+    are taken out first.  Watermarks, barriers and ticks pass as the gate gives them: one
+    watermark, the minimum of both sides'.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> b = pa.record_batch({"x": [1]})
+    >>> entries = iter([(b, 1, 0, 1), (Watermark(4), 0, 0, 0), (Watermark(3), 0, 0, 1), (b, 1, 0, 0),
+    ...                 (END, 0, 0, 0), (END, 0, 0, 1)])
+    >>> gate = SidedInput(InputGate(2, entries.__next__), [0, 1])
+    >>> [item.side if isinstance(item, Sided) else item for item, *_ in (gate.next() for _ in range(4))]
+    [1, Watermark(t=3), 0, END]
+    """
+
+    def __init__(self, gate: InputGate, sides: List[int]):
+        if len(sides) != gate.n:
+            raise ValueError(f"a stage of {gate.n} inputs needs a side for each, got {sides}")
+        self._gate = gate
+        self._sides = list(sides)
+
+    @property
+    def watermark(self) -> int:
+        return self._gate.watermark
+
+    def next(self) -> Entry:
+        entry = self._gate.next()
+        item = entry[0]
+        t = type(item)
+        if t in _NO_ROWS or t is End:
+            return entry
+        if t is Partitioned:
+            item = item.resolve()       # this subtask's rows of an exchanged batch
+        return (Sided(self._sides[entry[3]], item), entry[1], entry[2], entry[3])
 
 
 class ReplicaInput:
