@@ -53,6 +53,9 @@ class SourceReader:
     #: The part of ``waited_ns`` spent on purpose, to keep a declared rate (``generate(rate=)``):
     #: such a source is paced, not short of work, and does not bound throughput.
     paced_ns = 0
+    #: How many inputs it reads: 1, or more for the sources of a join read together
+    #: (``connectors/composite.py``), whose pieces then carry their input's index.
+    inputs = 1
 
     def __init__(self, spec: "SourceSpec"):
         self.kind = spec.kind
@@ -101,6 +104,9 @@ class SourceSpec:
     decodes_bytes = False
     #: Whether ``set_parallelism(n)`` right after the source means ``n`` readers.
     parallel_readers = False
+    #: Whether the source ends by itself (a table, files, a count): a regular join of two
+    #: sources that do not needs a state TTL.
+    bounded = False
 
     @property
     def declared_rate(self) -> Optional[float]:

@@ -2,7 +2,7 @@
 one per parallel subtask of the keyed operator downstream.  Watermarks go to every subtask."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -16,21 +16,29 @@ _NO_NULLS = np.empty(0, np.uint8)
 
 
 class HashPartitioner:
-    """Routes rows to ``n`` partitions by the hash of ``keys`` (same key -> same partition)."""
+    """Routes rows to ``n`` partitions by the hash of ``keys`` (same key -> same partition).
+    ``types``: the type each key is cast to before hashing (a join's two inputs hash keys of
+    compatible types, int32 and int64 or int and float, as one type); None: their own."""
 
-    def __init__(self, schema: pa.Schema, keys: List[str], n: int, step: str):
+    def __init__(self, schema: pa.Schema, keys: List[str], n: int, step: str,
+                 types: Optional[Sequence[pa.DataType]] = None):
         self.keys = keys
         self.n = n
         self.idx = []
-        for k in keys:
+        self.casts: List[Optional[pa.DataType]] = []
+        for j, k in enumerate(keys):
             i = schema.get_field_index(k)
             if i < 0:
                 raise SchemaError(f"step {step!r}: key_by column {k!r} is not in the input; it has {schema.names}")
             self.idx.append(i)
+            t = None if not types else types[j]
+            self.casts.append(None if t is None or t == schema.field(i).type else t)
 
-    def _fold(self, arr: pa.Array, h: np.ndarray) -> None:
+    def _fold(self, arr: pa.Array, h: np.ndarray, cast: Optional[pa.DataType] = None) -> None:
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
+        if cast is not None:
+            arr = arr.cast(cast)
         valid = _NO_NULLS
         if arr.null_count:
             valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
@@ -43,8 +51,8 @@ class HashPartitioner:
     def partitions(self, batch: pa.RecordBatch) -> np.ndarray:
         """The partition of every row (used by tests and by split)."""
         h = np.zeros(batch.num_rows, np.uint64)
-        for i in self.idx:
-            self._fold(batch.column(i), h)
+        for i, cast in zip(self.idx, self.casts):
+            self._fold(batch.column(i), h, cast)
         return (h % np.uint64(self.n)).astype(np.int64)
 
     def assign(self, batch: pa.RecordBatch) -> Tuple[np.ndarray, np.ndarray]:
@@ -52,8 +60,8 @@ class HashPartitioner:
         the exchange; each subtask then picks its rows itself (``Partitioned.resolve``), so
         the gather runs in parallel on the subtasks' threads, not on the producer's."""
         h = np.zeros(batch.num_rows, np.uint64)
-        for i in self.idx:
-            self._fold(batch.column(i), h)
+        for i, cast in zip(self.idx, self.casts):
+            self._fold(batch.column(i), h, cast)
         parts = (h % np.uint64(self.n)).astype(np.uint8 if self.n < 256 else np.int64)
         return parts, np.bincount(parts, minlength=self.n)
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, List, Protocol
+from typing import Any, Callable, List, Protocol, Tuple
 
 import pyarrow as pa
 
 from ..metrics import JobMetrics, TaskStats
 from ..operators.base import WATERMARK_MAX, Barrier, Tick, Watermark
+from ..connectors.composite import INPUT_END, Tagged
 from .edges import Output
 
 #: How long an idle source is polled at most before the loop looks around (ticks, stop).
@@ -62,6 +63,8 @@ class Batcher:
 
     def add(self, piece: pa.RecordBatch, ingest_ns: int) -> None:
         """Hold ``piece`` (ingested at ``ingest_ns``, wall-clock ns); emit full batches."""
+        if not piece.num_rows:
+            return
         if not self.pending:
             self.first_ingest = ingest_ns
             # The timeout runs from the row's ingest (e.g. when a Kafka reader took it from
@@ -78,6 +81,11 @@ class Batcher:
     def due(self, now_ns: int) -> bool:
         """Whether held rows have waited their timeout at ``now_ns`` (monotonic)."""
         return bool(self.pending) and now_ns >= self.deadline
+
+    def flush_due(self, now_ns: int) -> None:
+        """Emit the rows held if they have waited their timeout at ``now_ns`` (monotonic)."""
+        if self.due(now_ns):
+            self.flush()
 
     def flush(self) -> None:
         """Emit every row held (at a timeout, a checkpoint, the end)."""
@@ -156,7 +164,7 @@ class SourceTask:
         plan = job.plan
         src = plan.source
         timeout_ns = plan.batch_timeout_ns
-        batcher = Batcher(plan.batch_size, timeout_ns, self._send)
+        batcher = source_batcher(plan, self._send)
         stopping = job.stopping
         coordinator = job.coordinator
         exhausted = False
@@ -186,10 +194,8 @@ class SourceTask:
                     exhausted = True
                     break
                 for piece, ingest in pieces:
-                    if piece.num_rows:
-                        batcher.add(piece, ingest)
-                if batcher.due(time.monotonic_ns()):
-                    batcher.flush()
+                    batcher.add(piece, ingest)
+                batcher.flush_due(time.monotonic_ns())
                 if coordinator is not None and coordinator.due():
                     batcher.flush()         # a barrier sits at a micro-batch boundary
                     self._checkpoint()
@@ -203,3 +209,66 @@ class SourceTask:
             # committed; after stop() a run of the same job resumes exactly here.
             self._checkpoint(wait=True)
         output.finish([], task)
+
+
+class InputBatchers:
+    """The batchers of a source of several inputs (``connectors/composite.py``): one
+    :class:`Batcher` per input, with that input's batch size and timeout, fed the
+    :class:`~heliosdb.connectors.composite.Tagged` pieces of its input; what each emits leaves
+    tagged with its input, and so does the final watermark of an input that ended (after its
+    last rows).  The source loop uses it as one batcher.
+
+    Examples
+    --------
+    >>> from heliosdb.connectors.composite import INPUT_END, Tagged
+    >>> out = []
+    >>> b = InputBatchers([(2, 10**9), (3, 10**9)], lambda t, ingest: out.append((t.index, t.batch)))
+    >>> b.add(Tagged(1, pa.record_batch({"x": [1, 2]})), time.time_ns())
+    >>> b.add(Tagged(0, pa.record_batch({"y": [1, 2]})), time.time_ns())
+    >>> b.add(Tagged(1, INPUT_END), 0)
+    >>> [(i, x if isinstance(x, Watermark) else x.num_rows) for i, x in out]
+    [(0, 2), (1, 2), (1, Watermark(t=9223372036854775807))]
+    """
+
+    def __init__(self, batching: List[Tuple[int, int]],
+                 emit: Callable[[Any, int], None]):
+        def tagged(i: int) -> Callable[[pa.RecordBatch, int], None]:
+            return lambda batch, ingest: emit(Tagged(i, batch), ingest)
+
+        self.batchers = [Batcher(size, timeout, tagged(i)) for i, (size, timeout) in enumerate(batching)]
+        self._end = [lambda i=i: emit(Tagged(i, Watermark(WATERMARK_MAX)), time.time_ns())
+                     for i in range(len(batching))]
+
+    @property
+    def pending(self) -> bool:
+        return any(b.pending for b in self.batchers)
+
+    @property
+    def deadline(self) -> int:
+        """The earliest deadline of the inputs holding rows."""
+        return min((b.deadline for b in self.batchers if b.pending), default=0)
+
+    def add(self, piece: Any, ingest_ns: int) -> None:
+        b = self.batchers[piece.index]
+        if piece.batch is INPUT_END:
+            b.flush()
+            self._end[piece.index]()
+        else:
+            b.add(piece.batch, ingest_ns)
+
+    def flush_due(self, now_ns: int) -> None:
+        for b in self.batchers:
+            b.flush_due(now_ns)
+
+    def flush(self) -> None:
+        for b in self.batchers:
+            b.flush()
+
+
+def source_batcher(plan: Any, emit: Callable[[Any, int], None]) -> Any:
+    """The batcher of the plan's source: one :class:`Batcher`, or :class:`InputBatchers`
+    for a source of several inputs (``plan.input_batching``: each input's batch size and
+    timeout)."""
+    if plan.source.inputs > 1:
+        return InputBatchers(plan.input_batching, emit)
+    return Batcher(plan.batch_size, plan.batch_timeout_ns, emit)

@@ -10,7 +10,9 @@ A task's output is a list of edges (an :class:`Output`); each edge is one object
 - :class:`HashExchange`: each batch split by the hash of its key columns, part ``i`` to
   target ``i`` (the parallel subtasks of a keyed step);
 - :class:`RoundRobinEdge`: each batch to one replica in turn, numbered so the stage after the
-  replicas can put their answers back in order (:mod:`heliosdb.runtime.sequence`).
+  replicas can put their answers back in order (:mod:`heliosdb.runtime.sequence`);
+- :class:`RoutedEdge`: a source of several inputs (the sources of a join) sends each batch
+  to its own input's stages, through one edge per input.
 
 Whatever the edge, *control items* (watermarks, ticks, checkpoint barriers and the end of
 input :data:`~heliosdb.runtime.channel.END`) go to every target, in the order they were
@@ -30,6 +32,7 @@ from typing import Any, List, Protocol, Sequence
 
 import pyarrow as pa
 
+from ..connectors.composite import Tagged
 from ..errors import ExecutionError, HeliosError
 from ..operators.base import Barrier, Run, SideOutput, Tick, Watermark
 from ..operators.exchange import HashPartitioner, Partitioned
@@ -203,6 +206,43 @@ class RoundRobinEdge(Edge):
         targets = self.targets
         for p in to:
             targets[p].put(msg, rows, ingest_ns, self.origin, waiter)
+
+
+class RoutedEdge(Edge):
+    """The output of a source of several inputs (``connectors/composite.py``): a batch of
+    input ``i`` (a :class:`~heliosdb.connectors.composite.Tagged` item) through ``routes[i]``,
+    the edge to that input's stages; a tagged watermark (the end of input ``i``) through
+    ``routes[i]`` alone; any other control item through every route.  An input whose final
+    watermark went out gets no other watermark.
+
+    Examples
+    --------
+    >>> from heliosdb.connectors.composite import Tagged
+    >>> from heliosdb.runtime.channel import Channel
+    >>> left, right = Channel(100, "left"), Channel(100, "right")
+    >>> edge = RoutedEdge([Forward([left]), Forward([right])])
+    >>> edge.send(Tagged(1, pa.record_batch({"x": [1, 2]})), ingest_ns=0)
+    >>> edge.send(Watermark(5), ingest_ns=0)
+    >>> left.rows, right.rows, left.get()[0], right.get()[0].num_rows
+    (0, 2, Watermark(t=5), 2)
+    """
+
+    def __init__(self, routes: Sequence[Edge]):
+        super().__init__([t for e in routes for t in e.targets])
+        self.routes = list(routes)
+        self._ended = [False] * len(self.routes)
+
+    def send(self, item: Any, ingest_ns: int, waiter: Any = None) -> None:
+        t = type(item)
+        if t is Tagged:
+            inner = item.batch
+            if type(inner) is Watermark:
+                self._ended[item.index] = True
+            self.routes[item.index].send(inner, ingest_ns, waiter)
+            return
+        for route, ended in zip(self.routes, self._ended):
+            if not (ended and t is Watermark):
+                route.send(item, ingest_ns, waiter)
 
 
 class Output:

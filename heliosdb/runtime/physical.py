@@ -18,18 +18,20 @@ field(s) set by the planner              part of the runtime
                                          :class:`~heliosdb.runtime.edges.Answers` out
 ``resequence`` + ``n_inputs``            :class:`~heliosdb.runtime.gate.ResequencingInput`
 ``n_inputs``                             :class:`~heliosdb.runtime.gate.InputGate` of n inputs
+``sides``                                :class:`~heliosdb.runtime.gate.SidedInput`: a join's two sides
 ``source_children`` + ``source_dispatch``  the source's edge (forward or round-robin)
+``source_inputs``                        a source of several inputs: :class:`~heliosdb.runtime.edges.RoutedEdge`
 =======================================  ==========================================================
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..operators.base import Operator
-from .edges import Answers, Edge, Forward, HashExchange, Output, RoundRobinEdge, SideEdge
-from .gate import Entry, InputGate, ReplicaInput, ResequencingInput
+from .edges import Answers, Edge, Forward, HashExchange, Output, RoundRobinEdge, RoutedEdge, SideEdge
+from .gate import Entry, InputGate, ReplicaInput, ResequencingInput, SidedInput
 from .sequence import RoundRobin
 
 
@@ -48,6 +50,11 @@ class PhysicalStage:
     ``replica`` (it answers every item with one ``Sequenced`` message), and the stage after
     them is marked ``resequence`` (it takes the answers back in the producer's order).
 
+    A stage whose first operator takes two inputs (a join, ``Operator.inputs == 2``) has
+    ``sides``: the side (0: left, 1: right) each of its ``n_inputs`` producers feeds, by
+    origin; its task hands that operator each batch with its side, and its one watermark is
+    the minimum of all its inputs'.
+
     How these fields become edges and inputs: see the module docstring.
     """
 
@@ -61,6 +68,7 @@ class PhysicalStage:
     dispatch: Optional[RoundRobin] = None
     replica: bool = False
     resequence: bool = False
+    sides: List[int] = field(default_factory=list)
 
     @property
     def takes_runs(self) -> bool:
@@ -77,7 +85,12 @@ class PhysicalStage:
 @dataclass
 class PhysicalPlan:
     """The source, batched by ``batch_size`` rows or ``batch_timeout_ns``, feeding
-    ``source_children`` (round-robin with a ``source_dispatch``), and the stages."""
+    ``source_children`` (round-robin with a ``source_dispatch``), and the stages.
+
+    A source of several inputs (``connectors/composite.py``: the sources of a join) has
+    ``source_inputs``, the input each of ``source_children`` reads, and ``input_batching``,
+    each input's (batch size, batch timeout ns).
+    """
 
     source: Any                       # a connectors.base.SourceReader
     source_children: List[int]
@@ -86,6 +99,8 @@ class PhysicalPlan:
     batch_timeout_ns: int
     source_name: str = "source"
     source_dispatch: Optional[RoundRobin] = None     # the source feeds replicas round-robin
+    source_inputs: List[int] = field(default_factory=list)
+    input_batching: List[Tuple[int, int]] = field(default_factory=list)
 
 
 def _edges(children: List[int], side: Dict[str, List[int]], origin: int, inboxes: List[Any],
@@ -106,7 +121,14 @@ def _edges(children: List[int], side: Dict[str, List[int]], origin: int, inboxes
 
 
 def source_output(plan: PhysicalPlan, inboxes: List[Any]) -> Output:
-    """The source's output: to its children, or round-robin to replicas."""
+    """The source's output: to its children, or round-robin to replicas; a source of several
+    inputs sends each input's batches to the children reading that input."""
+    if plan.source_inputs:
+        routes = []
+        for i in range(len(plan.input_batching)):
+            kids = [c for c, k in zip(plan.source_children, plan.source_inputs) if k == i]
+            routes.append(Forward([inboxes[c] for c in kids], 0))
+        return Output([RoutedEdge(routes)])
     return Output(_edges(plan.source_children, {}, 0, inboxes, plan.stages,
                          dispatch=plan.source_dispatch))
 
@@ -118,6 +140,8 @@ def stage_input(stage: PhysicalStage, read: Callable[[], Entry]) -> Any:
         return ReplicaInput(read, first.seek_rows if first is not None else None)
     if stage.resequence:
         return ResequencingInput(stage.n_inputs, read, stage.name)
+    if stage.sides:
+        return SidedInput(InputGate(stage.n_inputs, read), stage.sides)
     return InputGate(stage.n_inputs, read)
 
 
