@@ -3,8 +3,9 @@
 Each step is a frozen dataclass saying what it does (:class:`Filter`, :class:`WithColumns`,
 :class:`WindowAggregate`, ...).  A :class:`Node` places a step in the pipeline: its parent, and
 what the fluent API may still change after the step is made, its name (``.name()``) and
-parallelism (``.set_parallelism()``).  A pipeline is a tree of nodes from one source to its
-sinks; :class:`LogicalPlan` walks the part of it a job's sinks reach.
+parallelism (``.set_parallelism()``).  A pipeline is a tree of nodes from a source to its
+sinks, where a :class:`Join` node has two parents (its left and right inputs), so a job may
+start from several sources; :class:`LogicalPlan` walks the part of it a job's sinks reach.
 
 Nothing here executes or types anything: :mod:`heliosdb.planner` turns a logical plan into
 stages of operators.
@@ -298,9 +299,83 @@ class LookupJoin(Step):
 
 @dataclass(frozen=True, eq=False)
 class LateOutput(Step):
-    """The rows its parent window found too late, with the window's input schema."""
+    """The rows its parent found too late, with the schema of the input they came in on:
+    a window's (``tag`` ``"late"``), or one side of a join's (``"late_left"``,
+    ``"late_right"``)."""
 
     kind: ClassVar[str] = "late_output"
+    tag: str = "late"
+
+
+#: The kinds of join, and the ``how`` each allows.
+JOIN_HOWS: Dict[str, Tuple[str, ...]] = {
+    "window": ("inner", "left", "right", "full"),
+    "interval": ("inner", "left", "right", "full"),
+    "asof": ("left",),
+    "regular": ("inner", "left", "right", "full"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Join(Step):
+    """Rows of two streams whose keys are equal: the node's ``parent`` is the left input,
+    its ``right`` the right input.
+
+    ``join_kind`` is ``"window"`` (both rows in the same ``window``), ``"interval"`` (the right
+    row's event time in ``[left + between[0], left + between[1]]``, ns), ``"asof"`` (the
+    latest right row at or before the left row, no older than ``tolerance_ns`` if given) or
+    ``"regular"`` (any time, state kept ``ttl_ns``).  ``left_on``/``right_on`` are the key
+    columns, as many on each side; ``coalesce_keys``: the keys were named alike (``on=``) and
+    appear once in the output.  Name clashes of right columns get ``suffix``.
+
+    >>> Join("interval", ("k",), ("id",), between=(-5, 5)).kind
+    'join'
+    >>> Join("asof", ("k",), ("k",), how="inner")
+    Traceback (most recent call last):
+    ...
+    heliosdb.errors.PlanError: join_asof() keeps every left row (how='left'); how='inner' is not available for it
+    """
+
+    kind: ClassVar[str] = "join"
+    parallel: ClassVar[bool] = True
+    join_kind: str
+    left_on: Tuple[str, ...]
+    right_on: Tuple[str, ...]
+    how: str = "inner"
+    suffix: str = "_right"
+    window: Optional[WindowSpec] = None
+    between: Optional[Tuple[int, int]] = None
+    tolerance_ns: Optional[int] = None
+    ttl_ns: Optional[int] = None
+    coalesce_keys: bool = False
+
+    def __post_init__(self) -> None:
+        what = "join_asof()" if self.join_kind == "asof" else "join()"
+        if self.join_kind not in JOIN_HOWS:
+            raise PlanError(f"unknown kind of join {self.join_kind!r}; one of {sorted(JOIN_HOWS)}")
+        if self.how not in JOIN_HOWS[self.join_kind]:
+            if self.join_kind == "asof":
+                raise PlanError(f"join_asof() keeps every left row (how='left'); how={self.how!r} is not "
+                                "available for it")
+            raise PlanError(f"join(how={self.how!r}) is not a join type; a {self.join_kind} join takes how= "
+                            f"{' | '.join(repr(h) for h in JOIN_HOWS[self.join_kind])}")
+        if not self.left_on or len(self.left_on) != len(self.right_on):
+            raise PlanError(f"{what} needs as many left keys as right keys, got left_on={list(self.left_on)} "
+                            f"and right_on={list(self.right_on)}")
+        for side, keys in (("left_on", self.left_on), ("right_on", self.right_on)):
+            if len(set(keys)) != len(keys):
+                raise PlanError(f"{what}: {side} names a column twice: {list(keys)}")
+        if not isinstance(self.suffix, str) or not self.suffix:
+            raise PlanError(f"{what}: suffix= must be a non-empty string, got {self.suffix!r}")
+        if (self.window is not None) != (self.join_kind == "window"):
+            raise PlanError(f"a {self.join_kind} join takes no window= (an engine bug)")
+        if self.join_kind == "interval":
+            if self.between is None or self.between[0] > self.between[1]:
+                raise PlanError(f"join(between=(lower, upper)) needs lower <= upper, got {self.between!r}")
+        if self.tolerance_ns is not None and self.tolerance_ns < 0:
+            raise PlanError(f"join_asof(tolerance=) must not be negative, got {self.tolerance_ns} ns")
+        if self.ttl_ns is not None and self.ttl_ns <= 0:
+            raise PlanError(f"join(ttl=) must be positive, got {self.ttl_ns} ns")
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,6 +393,7 @@ class Node:
     ``parallelism`` (None: the config's), which ``.name()`` and ``.set_parallelism()`` set on
     the node later steps already point to.  ``memo`` keeps what planning learnt about the
     step across jobs (a function step's translation, whether its fallback warning was given).
+    A :class:`Join` node has a second parent, ``right`` (``parent`` is its left input).
     """
 
     step: Step
@@ -325,20 +401,47 @@ class Node:
     name: str
     parallelism: Optional[int] = None
     memo: Dict[str, Any] = field(default_factory=dict, repr=False)
+    right: Optional["Node"] = None
 
     @property
     def kind(self) -> str:
         return self.step.kind
 
+    @property
+    def inputs(self) -> List["Node"]:
+        """The nodes this one reads: its parent, and a join's right input."""
+        return [n for n in (self.parent, self.right) if n is not None]
+
     def source(self) -> "Node":
-        """The node at the root of this one's pipeline."""
+        """The node at the root of this one's pipeline (through the left input of a join)."""
         n = self
         while n.parent is not None:
             n = n.parent
         return n
 
+    def sources(self) -> List["Node"]:
+        """Every source node this one reads from, left inputs first (each once).
+
+        >>> a, b = Node(Source(source=None), None, "a"), Node(Source(source=None), None, "b")
+        >>> j = Node(Join("regular", ("k",), ("k",), ttl_ns=1), a, "j", right=b)
+        >>> [n.name for n in j.sources()], j.source().name
+        (['a', 'b'], 'a')
+        """
+        out: List[Node] = []
+        seen = set()
+        todo: List[Node] = [self]
+        while todo:
+            n = todo.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if n.parent is None:
+                out.append(n)
+            todo.extend(reversed(n.inputs))
+        return out
+
     def chain(self) -> List["Node"]:
-        """The nodes from the source down to this one."""
+        """The nodes from the source down to this one (through the left input of a join)."""
         out = []
         n: Optional[Node] = self
         while n is not None:
@@ -358,7 +461,10 @@ def splits_before(node: Node) -> Any:
 
 
 class LogicalPlan:
-    """The nodes a job's ``sinks`` reach, walked down from their one source.
+    """The nodes a job's ``sinks`` reach, walked down from their sources.
+
+    A job reads one source, or several that joins bring together (``sources``, left inputs
+    first; ``source`` is the first).
 
     >>> src = Node(Source(source=None), None, "src")
     >>> a, b = Node(Sink(spec=None), src, "a"), Node(Sink(spec=None), src, "b")
@@ -369,36 +475,65 @@ class LogicalPlan:
 
     def __init__(self, sinks: List[Node]):
         self.sinks = sinks
-        sources = {id(s.source()): s.source() for s in sinks}
-        if len(sources) != 1:
-            raise PlanError(
-                f"a job runs one source; these sinks read {len(sources)} different sources. Run "
-                "them as separate jobs (one execute() each)"
-            )
-        self.source: Node = next(iter(sources.values()))
         self._children: Dict[int, List[Node]] = {}
+        self.sources: List[Node] = []
         for s in sinks:
-            child = s
-            while child.parent is not None:
-                kids = self._children.setdefault(id(child.parent), [])
-                if child not in kids:
-                    kids.append(child)
-                child = child.parent
+            for src in s.sources():
+                if all(src is not t for t in self.sources):
+                    self.sources.append(src)
+            todo = [s]
+            while todo:
+                child = todo.pop()
+                for parent in child.inputs:
+                    kids = self._children.setdefault(id(parent), [])
+                    if child not in kids:
+                        kids.append(child)
+                        todo.append(parent)
+        self._check_connected()
+        self.source: Node = self.sources[0]
         names = set()
         for n in self.nodes():
             if n.name in names and not isinstance(n.step, Source):
                 raise PlanError(f"two steps are named {n.name!r}; step names must be unique in a job")
             names.add(n.name)
 
+    def _check_connected(self) -> None:
+        """Several sources must meet in joins: a job runs one connected pipeline."""
+        if len(self.sources) < 2:
+            return
+        group = {id(s): i for i, s in enumerate(self.sources)}
+        parent = list(range(len(self.sources)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for s in self.sinks:
+            ids = [group[id(src)] for src in s.sources()]
+            for i in ids[1:]:
+                parent[find(i)] = find(ids[0])
+        apart = len({find(i) for i in range(len(self.sources))})
+        if apart > 1:
+            raise PlanError(
+                f"a job runs one pipeline; these sinks read {apart} groups of sources that no join "
+                "connects. Run them as separate jobs (one execute() each), or join them"
+            )
+
     def children(self, node: Node) -> List[Node]:
         """The nodes right after ``node`` that lead to a sink, in the order the sinks came."""
         return self._children.get(id(node), [])
 
     def nodes(self) -> List[Node]:
-        """Every node, depth first from the source."""
-        out, stack = [], [self.source]
-        while stack:
-            n = stack.pop()
-            out.append(n)
-            stack.extend(self.children(n))
+        """Every node once, depth first from each source in turn."""
+        out, seen = [], set()
+        for src in self.sources:
+            stack = [src]
+            while stack:
+                n = stack.pop()
+                if id(n) in seen:
+                    continue
+                seen.add(id(n))
+                out.append(n)
+                stack.extend(self.children(n))
         return out

@@ -21,10 +21,12 @@ from __future__ import annotations
 from typing import List, Optional, Protocol, Tuple
 
 from .config import StreamingConfig
+from .connectors.base import SourceSpec
+from .connectors.composite import CompositeSource
 from .errors import PlanError
 from .logical import LogicalPlan, Node, Watermark
 from .operators.base import Operator
-from .planner.context import At
+from .planner.context import At, Lowering
 from .planner.explain import Plan, describe_source, describe_stages, report, state_estimates
 from .planner.lower import lowering
 from .planner.replicas import replicate
@@ -53,11 +55,44 @@ def build(env: Environment, sinks: List[Node], explain: bool = False
     if not explain:
         warmup()      # once per process: no batch waits for the compiler
     low = lowering(env.config, LogicalPlan(sinks), explain)
-    src_node = low.plan.source
-    src = src_node.step.source
     for sink in sinks:
         # Type every step against the full source schema first, so errors list real columns.
         output_schema(sink, low.schemas)
+    cfg = env.config
+    specs, batching, described = [], [], []
+    source_children: List[int] = []
+    source_inputs: List[int] = []
+    for i, src_node in enumerate(low.plan.sources):
+        src = _source_spec(low, src_node)
+        specs.append(src)
+        batching.append((src_node.step.batch_size or cfg.batch_size,
+                         src_node.step.batch_timeout_ns or cfg.batch_timeout_ns))
+        described.append(src.describe())
+        for k in low.plan.children(src_node):
+            idx = new_stage(low.stages)
+            source_children.append(idx)
+            source_inputs.append(i)
+            low.lower(k, At(idx, src.schema, via=src_node))
+    if len(specs) == 1:
+        reader, source_inputs, name = specs[0].build(), [], low.plan.source.name
+    else:
+        # The sources of a join: one source task reads them all, one position per checkpoint.
+        reader = CompositeSource(specs, [b for b, _ in batching], [t for _, t in batching]).build()
+        name = "+".join(n.name for n in low.plan.sources)
+    plan = replicate(PhysicalPlan(
+        source=reader, source_children=source_children, stages=low.stages,
+        batch_size=batching[0][0], batch_timeout_ns=min(t for _, t in batching),
+        source_name=name, source_inputs=source_inputs,
+        input_batching=batching if len(specs) > 1 else [],
+    ))
+    lines = describe_source(plan, described, [n.name for n in low.plan.sources]) + describe_stages(plan.stages)
+    return plan, low.sink_ops, low.state_ops, lines
+
+
+def _source_spec(low: Lowering, src_node: Node) -> SourceSpec:
+    """The source of ``src_node`` as the job reads it: only the columns some step uses, and
+    rows without an event time as its bad records when a watermark right after asks so."""
+    src = src_node.step.source
     needed = low.needed_after(src_node, None)
     if needed is not None and set(needed) != set(src.schema.names):
         # Read only what some step uses (a copy: the stream may run again with other sinks).
@@ -67,21 +102,7 @@ def build(env: Environment, sinks: List[Node], explain: bool = False
         if st is not None and st.on_null == "source":
             # Rows without an event time are the source's bad records (its on_error).
             src = src.check_event_time(st.time)
-    described = src.describe()
-    source_children = []
-    for k in low.plan.children(src_node):
-        idx = new_stage(low.stages)
-        source_children.append(idx)
-        low.lower(k, At(idx, src.schema))
-    cfg = env.config
-    plan = replicate(PhysicalPlan(
-        source=src.build(), source_children=source_children, stages=low.stages,
-        batch_size=src_node.step.batch_size or cfg.batch_size,
-        batch_timeout_ns=src_node.step.batch_timeout_ns or cfg.batch_timeout_ns,
-        source_name=src_node.name,
-    ))
-    lines = [describe_source(plan, described)] + describe_stages(plan.stages)
-    return plan, low.sink_ops, low.state_ops, lines
+    return src
 
 
 def explain_nodes(env: Environment, sinks: List[Node],

@@ -28,11 +28,13 @@ from ..runtime.physical import PhysicalStage
 @dataclass(frozen=True)
 class At:
     """Where the stream is while it is lowered: the stage its next operator goes into, the
-    schema of its rows there, and the time column of the watermark it carries (None: none)."""
+    schema of its rows there, the time column of the watermark it carries (None: none), and
+    the node it comes from (``via``: a join takes it to know which of its inputs it is)."""
 
     stage: int
     schema: pa.Schema
     wm_time: Optional[str] = None
+    via: Optional[Node] = None
 
 
 @dataclass
@@ -41,7 +43,8 @@ class Lowering:
     nothing); ``fuse`` (fusion on); ``schemas`` (node id -> output schema, typed once);
     ``needed_after`` (the pruning pass: columns of a node's output later steps read, None: all);
     ``walk`` (lowers a node and what follows it).  Lowering fills ``stages``, ``sink_ops`` and
-    ``state_ops``."""
+    ``state_ops``; ``joins`` holds, for each join whose other input is not lowered yet, where
+    the first one arrived (join node id -> side -> :class:`At`)."""
 
     config: StreamingConfig
     plan: LogicalPlan
@@ -53,6 +56,7 @@ class Lowering:
     stages: List[PhysicalStage] = field(default_factory=list)
     sink_ops: List[Operator] = field(default_factory=list)
     state_ops: List[Operator] = field(default_factory=list)
+    joins: Dict[int, Dict[int, At]] = field(default_factory=dict)
 
     def lower(self, node: Node, at: At) -> None:
         """Lower ``node`` and every node after it that leads to a sink, from ``at`` on."""

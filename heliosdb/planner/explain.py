@@ -118,7 +118,7 @@ def describe_stages(stages: List[PhysicalStage]) -> List[str]:
     hidden: Set[int] = set()
     for m, st in enumerate(stages):
         subs = producers.get(m, [])
-        if st.n_inputs > 1 and len(subs) == st.n_inputs:
+        if st.n_inputs > 1 and len(subs) == st.n_inputs and not st.sides:
             group[subs[0]] = subs
             hidden.update(subs[1:])
 
@@ -137,6 +137,10 @@ def describe_stages(stages: List[PhysicalStage]) -> List[str]:
         how = (" by hash of " + ", ".join(st.partitioner.keys) if st.partitioner else
                " round-robin" if st.dispatch else "")
         merge = f", merges {st.n_inputs} inputs" if st.n_inputs > 1 else ""
+        if st.sides:
+            ins = {side: [name(p) for p in producers.get(i, []) if st.sides[stages[p].origin] == side]
+                   for side in (0, 1)}
+            merge = f", joins left from {', '.join(ins[0])} and right from {', '.join(ins[1])}"
         if st.resequence:
             merge += " in order"
         threads = (f"threads {subs[0] + 2}-{subs[-1] + 2}" if len(subs) > 1 else f"thread {i + 2}")
@@ -150,12 +154,22 @@ def describe_stages(stages: List[PhysicalStage]) -> List[str]:
     return lines
 
 
-def describe_source(plan: PhysicalPlan, described: str) -> str:
-    """The source's line: its name, ``described`` (what it reads), its thread and replicas."""
-    line = f"source [{plan.source_name}] {described} (thread 1)"
-    if plan.source_dispatch is not None:
-        line += f" -> round-robin to {plan.source_dispatch.n} replicas"
-    return line
+def describe_source(plan: PhysicalPlan, described: List[str], names: List[str]) -> List[str]:
+    """The source's lines: its name, ``described`` (what each input reads), its thread and
+    replicas; a source of several inputs (the sources of a join) lists each input, its
+    batching and the stages it feeds."""
+    if len(described) == 1:
+        line = f"source [{plan.source_name}] {described[0]} (thread 1)"
+        if plan.source_dispatch is not None:
+            line += f" -> round-robin to {plan.source_dispatch.n} replicas"
+        return [line]
+    lines = [f"source [{plan.source_name}] {len(described)} inputs read in turn (thread 1)"]
+    for i, (n, d) in enumerate(zip(names, described)):
+        kids = [plan.stages[c].name for c, k in zip(plan.source_children, plan.source_inputs) if k == i]
+        size, timeout = plan.input_batching[i]
+        lines.append(f"  input {i} [{n}] {d}, batch_size={size:,} batch_timeout={timeout / 1e6:g} ms "
+                     f"-> {', '.join(kids)}")
+    return lines
 
 
 def _value_bytes(t: pa.DataType, payload: int) -> int:

@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 import pyarrow as pa
 
 from ..kernels.window import window_grid
-from ..logical import LateOutput, LogicalPlan, Node, Watermark, WindowAggregate
+from ..logical import Join, LateOutput, LogicalPlan, Node, Watermark, WindowAggregate
 from ..operators.base import Operator
 from ..operators.exchange import HashPartitioner
 from ..operators.keyed import KeyedAggregate
@@ -68,8 +68,8 @@ def out_of_orderness(node: Node, time_col: Optional[str]) -> Optional[int]:
 
 
 def watermark_grid(plan: LogicalPlan, node: Node, itself: bool = False) -> tuple:
-    """The watermark grid (kernels/window.py ``window_grid``) of the windows that the
-    watermark of ``node`` reaches: the windows after it (and ``node`` itself if ``itself``),
+    """The watermark grid (kernels/window.py ``window_grid``) of the windows and joins that
+    the watermark of ``node`` reaches: the ones after it (and ``node`` itself if ``itself``),
     through any step but another watermark step.
 
     >>> import heliosdb as hdb
@@ -83,12 +83,17 @@ def watermark_grid(plan: LogicalPlan, node: Node, itself: bool = False) -> tuple
     """
     specs = []
     todo = [node] if itself else list(plan.children(node))
+    seen = set()
     while todo:
         n = todo.pop()
-        if isinstance(n.step, Watermark):
+        if isinstance(n.step, Watermark) or id(n) in seen:
             continue
+        seen.add(id(n))
         if isinstance(n.step, WindowAggregate):
             specs.append(n.step.spec.grid(n.step.lateness))
+        elif isinstance(n.step, Join) and n.step.join_kind != "regular":
+            # A window join acts at its windows' ends; interval and as-of joins at any time.
+            specs.append(n.step.window.grid(0) if n.step.window is not None else None)
         todo += plan.children(n)
     return window_grid(specs)
 
@@ -142,7 +147,7 @@ def lower_keyed(low: Lowering, node: Node, at: At) -> Tuple[Node, At]:
     for late in [k for k in low.plan.children(node) if isinstance(k.step, LateOutput)]:
         idx = side_stage(low.stages, op_stages, "late", late.name)
         for k in low.plan.children(late):
-            low.lower(k, At(idx, schema, wm_time))         # late rows: the window's input
+            low.lower(k, At(idx, schema, wm_time, via=late))    # late rows: the window's input
     return node, At(stage, out_schema, wm_time)
 
 

@@ -2,10 +2,12 @@
 step (:data:`LOWERING`).
 
 A lowering function takes the step's node and where the stream is (:class:`At`: the stage,
-the schema, the watermark's time column), adds operators (and stages), and returns the last
-node it lowered (a fused run takes several) and where the stream goes on.  :func:`walk` lowers
-the plan from a node down: one child continues in the same stage, several children (a branch)
-each start a stage of their own.
+the schema, the watermark's time column, the node it comes from), adds operators (and
+stages), and returns the last node it lowered (a fused run takes several) and where the stream
+goes on, or None where it stops for now (a join reached from its first input: the second
+builds it, :mod:`heliosdb.planner.join`).  :func:`walk` lowers the plan from a node down: one
+child continues in the same stage, several children (a branch) each start a stage of their
+own.
 
 Examples
 --------
@@ -15,13 +17,13 @@ Examples
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Dict, Tuple, Type
+from typing import Callable, Dict, Optional, Tuple, Type
 
 import pyarrow as pa
 
 from ..config import StreamingConfig, fusion_enabled
-from ..logical import (Batch, Filter, FilterFunction, Inspect, LateOutput, LogicalPlan, LookupJoin, MapBatches,
-                       MapFunction, Node, ProcessFunction, RunningAggregate, Select, Sink, Step, Unbatch,
+from ..logical import (Batch, Filter, FilterFunction, Inspect, Join, LateOutput, LogicalPlan, LookupJoin,
+                       MapBatches, MapFunction, Node, ProcessFunction, RunningAggregate, Select, Sink, Step, Unbatch,
                        Watermark, WindowAggregate, WithColumns, splits_before)
 from ..operators.base import Operator
 from ..operators.fused import InspectOperator, MapBatchesOperator
@@ -31,14 +33,16 @@ from ..operators.watermark import WatermarkAssigner
 from ..pyfunc import plan_function
 from .context import At, Lowering
 from .fusion import fusable, lower_fused
+from .join import lower_join
 from .keyed import lower_keyed, watermark_grid
 from .lookup import lower_lookup
 from .pruning import Pruning
 from .schema import output_schema
 from .stages import new_stage
 
-#: Lowers one node: f(lowering, node, where the stream is) -> (last node lowered, where next).
-Lower = Callable[[Lowering, Node, At], Tuple[Node, At]]
+#: Lowers one node: f(lowering, node, where the stream is) -> (last node lowered, where next),
+#: or None: the walk stops there.
+Lower = Callable[[Lowering, Node, At], Optional[Tuple[Node, At]]]
 
 
 def lowering(config: StreamingConfig, plan: LogicalPlan, explain: bool = False) -> Lowering:
@@ -52,10 +56,14 @@ def lowering(config: StreamingConfig, plan: LogicalPlan, explain: bool = False) 
 def walk(low: Lowering, node: Node, at: At) -> None:
     """Lower ``node`` and every node after it that leads to a sink, from ``at`` on."""
     while True:
-        node, at = LOWERING[type(node.step)](low, node, at)
+        lowered = LOWERING[type(node.step)](low, node, at)
+        if lowered is None:
+            return
+        node, at = lowered
         kids = [k for k in low.plan.children(node) if not isinstance(k.step, LateOutput)]
         if not kids:
             return
+        at = replace(at, via=node)
         if len(kids) == 1:
             node = kids[0]
             continue
@@ -128,6 +136,7 @@ LOWERING: Dict[Type[Step], Lower] = {
     Batch: _batch, Unbatch: _unbatch,
     Watermark: _watermark,
     WindowAggregate: lower_keyed, RunningAggregate: lower_keyed,
+    Join: lower_join,
     MapBatches: _map_batches, Inspect: _inspect,
     LookupJoin: lower_lookup,
     Sink: _sink,

@@ -22,12 +22,13 @@ from typing import Dict, Optional, Set
 import pyarrow as pa
 
 from ..kernels.program import FusedProgram
-from ..logical import (Batch, Inspect, LateOutput, LogicalPlan, LookupJoin, MapBatches, Node, RunningAggregate,
-                       Sink, Unbatch, Watermark, WindowAggregate, splits_before)
+from ..logical import (Batch, Inspect, Join, LateOutput, LogicalPlan, LookupJoin, MapBatches, Node,
+                       RunningAggregate, Sink, Unbatch, Watermark, WindowAggregate, splits_before)
 from .fusion import apply, fusable
 from .keyed import window_time
+from .join import LATE_TAGS, side_inputs
 from .lookup import lookup_inputs
-from .schema import output_schema
+from .schema import event_time, output_schema
 
 Columns = Optional[Set[str]]        # None: every column
 
@@ -60,13 +61,24 @@ class Pruning:
         if isinstance(n.step, Watermark):
             wm_time = n.step.strategy.time
         for c in self.plan.children(n):
-            req = self.needed_before(c, wm_time)
+            req = self._join_input(c, n) if isinstance(c.step, Join) else self.needed_before(c, wm_time)
             if req is None or result is None:
                 result = None
             else:
                 result |= req
         self.needed[key] = result
         return result
+
+    def _join_input(self, join: Node, parent: Node) -> Columns:
+        """Columns of ``parent``'s output that ``join`` (it is one of its inputs) and the steps
+        after the join read."""
+        side = 0 if parent is join.parent else 1
+        tag = LATE_TAGS["left" if side == 0 else "right"]
+        if any(isinstance(k.step, LateOutput) and k.step.tag == tag for k in self.plan.children(join)):
+            return None                # late rows leave with every column of their input
+        left, right = output_schema(join.parent, self.schemas), output_schema(join.right, self.schemas)
+        after = self.needed_after(join, event_time(join.parent))
+        return side_inputs(join, left, right, side, after, event_time(parent))
 
     def needed_before(self, n: Node, wm_time: Optional[str]) -> Columns:
         """Columns of ``n``'s input that it or a later step reads (None: all)."""

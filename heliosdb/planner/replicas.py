@@ -128,6 +128,12 @@ class _Replicator:
         d = self.stages[producer_side]
         d.operators, d.children, d.side_children = prefix, replicas, {}
         d.partitioner, d.dispatch, d.n_inputs, d.resequence = None, RoundRobin(n), inputs, in_order
+        if d is not st:
+            # The prefix's operators emit the side outputs (late rows), and a join first in
+            # the stage reads two sides: both move with them.
+            d.side_children, st.side_children = st.side_children, {}
+            d.sides, st.sides = st.sides, []
+            d.origin = st.origin
 
     def renumber(self) -> None:
         """Drop unused stages; number the rest in data-flow order (what explain() lists)."""

@@ -14,18 +14,19 @@ Examples
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Type
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import pyarrow as pa
 
 from ..errors import PlanError
 from ..kernels.program import FusedProgram
-from ..logical import (Batch, Filter, FilterFunction, Inspect, LateOutput, LookupJoin, MapBatches, MapFunction,
-                       Node, ProcessFunction, RunningAggregate, Select, Sink, Source, Step, Unbatch, Watermark,
-                       WindowAggregate, WithColumns)
+from ..logical import (Batch, Filter, FilterFunction, Inspect, Join, LateOutput, LookupJoin, MapBatches,
+                       MapFunction, Node, ProcessFunction, RunningAggregate, Select, Sink, Source, Step, Unbatch,
+                       Watermark, WindowAggregate, WithColumns)
 from ..operators.watermark import WatermarkAssigner
 from ..pyfunc import plan_function
 from .fusion import apply
+from .join import LATE_TAGS, join_schema
 from .keyed import running_operator, window_operator
 from .lookup import lookup_schema
 
@@ -41,15 +42,48 @@ def output_schema(node: Node, cache: Optional[Dict[int, pa.Schema]] = None) -> p
     ``cache`` (node id -> schema) lets one planning pass type each step once.
     """
     cache = {} if cache is None else cache
-    schema: Optional[pa.Schema] = None
-    wm_time: Optional[str] = None
-    for n in node.chain():
-        if id(n) not in cache:
-            cache[id(n)] = SCHEMA[type(n.step)](n, schema, wm_time)
-        schema = cache[id(n)]
+    if id(node) in cache:
+        return cache[id(node)]
+    # Parents before children (a join has two), without recursion: plans can be long.
+    order: List[Node] = []
+    stack: List[Tuple[Node, bool]] = [(node, False)]
+    seen = set()
+    while stack:
+        n, ready = stack.pop()
+        if ready:
+            order.append(n)
+            continue
+        if id(n) in cache or id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        stack.extend((p, False) for p in reversed(n.inputs))
+    for n in order:
+        if isinstance(n.step, Join):
+            cache[id(n)] = join_schema(n, cache[id(n.parent)], cache[id(n.right)], event_time(n.parent),
+                                       event_time(n.right))
+        else:
+            parent = n.parent
+            cache[id(n)] = SCHEMA[type(n.step)](n, None if parent is None else cache[id(parent)],
+                                                None if parent is None else event_time(parent))
+    return cache[id(node)]
+
+
+def event_time(node: Node) -> Optional[str]:
+    """The time column of the watermark ``node``'s output carries (None: none): the last
+    ``with_watermark`` before it, through the left input of a join.
+
+    >>> import heliosdb as hdb
+    >>> s = hdb.StreamEnvironment().from_iterable([{"ts": 1}]).with_watermark("ts").filter(hdb.col("ts") > 0)
+    >>> event_time(s._node), event_time(s._node.parent.parent)
+    ('ts', None)
+    """
+    n: Optional[Node] = node
+    while n is not None:
         if isinstance(n.step, Watermark):
-            wm_time = n.step.strategy.time
-    return schema
+            return n.step.strategy.time
+        n = n.parent
+    return None
 
 
 def _same(n: Node, schema: pa.Schema, wm_time: Optional[str]) -> pa.Schema:
@@ -97,7 +131,14 @@ def _running(n: Node, schema: pa.Schema, wm_time: Optional[str]) -> pa.Schema:
 
 
 def _late_output(n: Node, schema: pa.Schema, wm_time: Optional[str]) -> pa.Schema:
-    return output_schema(n.parent.parent, {})      # the window's input
+    step = n.parent
+    if isinstance(step.step, Join):            # one side of a join
+        return output_schema(step.parent if n.step.tag == LATE_TAGS["left"] else step.right, {})
+    return output_schema(step.parent, {})      # the window's input
+
+
+def _join(n: Node, schema: pa.Schema, wm_time: Optional[str]) -> pa.Schema:
+    return output_schema(n)                    # typed with both inputs by output_schema()
 
 
 def _watermark(n: Node, schema: pa.Schema, wm_time: Optional[str]) -> pa.Schema:
@@ -112,7 +153,7 @@ SCHEMA: Dict[Type[Step], StepSchema] = {
     FilterFunction: _function, MapFunction: _function, ProcessFunction: _function,
     MapBatches: _map_batches,
     WindowAggregate: _window, RunningAggregate: _running, LateOutput: _late_output,
-    Watermark: _watermark,
+    Watermark: _watermark, Join: _join,
     LookupJoin: lookup_schema,
     Batch: _same, Unbatch: _same, Inspect: _same, Sink: _same,
 }
