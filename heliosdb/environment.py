@@ -355,16 +355,18 @@ class StreamEnvironment:
                     if where.partitioned:
 
                         def select(table, where=where, step=op.name):
-                            parts = HashPartitioner(table.schema, list(where.keys), where.parallelism, step)
+                            parts = HashPartitioner(table.schema, list(where.keys), where.parallelism, step,
+                                                    where.key_types or None)
                             return parts.partitions(table) == where.subtask
                     state_ops.append((op, select))
         coord.restore(state_ops, plan.source, sinks)
         job.coordinator = coord
 
     def _run(self, sinks: List[Node], name: str) -> JobResult:
-        src = sinks[0].source().step.source
-        if isinstance(src, _src.GeneratorSource) and src.count is None and src.duration_s is None:
-            raise PlanError("collect() needs a bounded source: give generate() a count= or duration=")
+        for node in sinks[0].sources():
+            src = node.step.source
+            if isinstance(src, _src.GeneratorSource) and src.count is None and src.duration_s is None:
+                raise PlanError("collect() needs a bounded source: give generate() a count= or duration=")
         return self._job(sinks, name).wait()
 
     def execute(self, name: str = "job", progress: bool = False) -> JobResult:

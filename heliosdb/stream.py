@@ -16,9 +16,10 @@ from .config import DEFAULT_MAX_DRIFT, Duration, StreamingConfig, to_nanos
 from .errors import ConfigError, PlanError, SchemaError
 from .aggregates import AggSpec
 from .expr import Expr, as_expr, parse_projection
-from .logical import (FUNCTION_STEPS, Batch, Filter, Inspect, LateOutput, LookupJoin, MapBatches, Node,
+from .logical import (FUNCTION_STEPS, Batch, Filter, Inspect, Join, LateOutput, LookupJoin, MapBatches, Node,
                       RunningAggregate, Select, Sink, Source, Step, Unbatch, Watermark, WindowAggregate,
                       WithColumns, join_keys, validate_name)
+from .stream_join import JoinMethods
 from .stream_source import SourceMethods
 from .windows import WINDOW_SPECS, WatermarkStrategy, WindowSpec
 
@@ -39,7 +40,7 @@ class Environment(Protocol):
     def _run(self, sinks: List[Node], name: str) -> Any: ...
 
 
-class Stream(SourceMethods):
+class Stream(SourceMethods, JoinMethods):
     """A stream of record batches.  Every method returns a new Stream (the plan is immutable).
 
     Examples
@@ -290,6 +291,7 @@ class Stream(SourceMethods):
         - A session window, a processing-time window, or a running keyed aggregate: rows reach
           ``n`` subtasks through a hash exchange on the key columns, so each key lives in
           exactly one subtask (and keeps its arrival order).
+        - A join: both inputs reach ``n`` subtasks through a hash exchange on their keys.
 
         In every case the result is the same as with ``n = 1`` (float sums and means of a
         pre-aggregated window can differ in the last bits: the additions are grouped
@@ -341,11 +343,12 @@ class Stream(SourceMethods):
         self._node.step = replace(self._node.step, ttl=(ttl_ns, every))
         return self
 
-    def late_output(self) -> "Stream":
+    def late_output(self, side: Optional[str] = None) -> "Stream":
         """The events the last step (a window aggregate) found too late: later than the
         allowed lateness after their windows' end.  A stream of its own with the input's
         schema, which can be transformed and sunk like any other; the events are also counted in
-        ``streaming_late_events_total``.
+        ``streaming_late_events_total``.  After a join, ``side`` (``"left"`` or ``"right"``)
+        says which input's late rows, with that input's schema.
 
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
@@ -357,11 +360,18 @@ class Stream(SourceMethods):
         >>> late.to_table().to_pydict(), out.to_table()["n"].to_pylist()
         ({'ts': [100], 'k': [1]}, [1])
         """
+        if isinstance(self._node.step, Join):
+            if side not in ("left", "right"):
+                raise PlanError(f"late_output(side) after a join takes side='left' or 'right', got {side!r}")
+            return Stream(self._env, Node(LateOutput(f"late_{side}"), self._node, self._env._next_name("late")))
         if not isinstance(self._node.step, WindowAggregate):
             raise PlanError(
-                f"late_output() applies to a window aggregate; step {self._node.name!r} is a "
+                f"late_output() applies to a window aggregate or a join; step {self._node.name!r} is a "
                 f"{self._node.kind} step"
             )
+        if side is not None:
+            raise PlanError(f"late_output(side={side!r}): a window aggregate has one input; side= applies "
+                            "after a join")
         return Stream(self._env, Node(LateOutput(), self._node, self._env._next_name("late")))
 
     def name(self, name: str) -> "Stream":
@@ -393,27 +403,6 @@ class Stream(SourceMethods):
         """
         left, right = join_keys(on, left_on, right_on)
         return self._then(LookupJoin(table, left, right, how, suffix))
-
-    def join(self, other: Any, on: Union[str, List[str], None] = None, *,
-             left_on: Union[str, List[str], None] = None, right_on: Union[str, List[str], None] = None,
-             how: str = "inner", suffix: str = "_right") -> "Stream":
-        """Join with a table (``hdb.table(...)``): a lookup join, see ``_join_table``.
-
-        Every row meets every table row with equal keys, as in SQL (duplicate table keys give
-        one output row each; a null key matches nothing); ``how="left"`` keeps the rows
-        without a match.
-
-        >>> import heliosdb as hdb, pyarrow as pa
-        >>> users = hdb.table(pa.table({"id": [1, 2], "name": ["ann", "bob"]}))
-        >>> s = hdb.StreamEnvironment().from_iterable([{"user": 2, "v": 1.5}])
-        >>> s.join(users, left_on="user", right_on="id").collect().to_pydict()
-        {'user': [2], 'v': [1.5], 'name': ['bob']}
-        """
-        from .connectors.table import TableSpec
-
-        if not isinstance(other, TableSpec):
-            raise PlanError(f"join() takes a table made with hdb.table(...) here, got {type(other).__name__}")
-        return self._join_table(other, on=on, left_on=left_on, right_on=right_on, how=how, suffix=suffix)
 
     # -- keyed -------------------------------------------------------------------------------
     def key_by(self, *columns: str) -> "KeyedStream":

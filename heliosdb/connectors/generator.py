@@ -56,6 +56,10 @@ class GeneratorSource(SourceSpec):
 
     kind = "generate"
 
+    @property
+    def bounded(self) -> bool:  # type: ignore[override]
+        return self.count is not None or self.duration_s is not None
+
     def __post_init__(self) -> None:
         if self.rate is not None and self.rate <= 0:
             raise ConfigError(f"generate(rate=) must be positive events/s, got {self.rate!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sized, Tuple
 
 import pyarrow as pa
 
@@ -92,6 +92,11 @@ class IterableSource(SourceSpec):
     _records: _Records = field(init=False, repr=False)
 
     kind = "iterable"
+
+    @property
+    def bounded(self) -> bool:  # type: ignore[override]
+        """A collection ends; a generator may not."""
+        return isinstance(self.records, Sized)
 
     def __post_init__(self) -> None:
         if self.extra not in EXTRA:

@@ -72,6 +72,7 @@ class ArrowSource(SourceSpec):
     splits: Optional[Splits] = field(default=None, repr=False)
 
     kind = "arrow"
+    bounded = True
 
     def __post_init__(self) -> None:
         if self.split_by is not None:
@@ -183,6 +184,7 @@ class ParquetSource(SourceSpec):
     columns: Optional[Tuple[str, ...]] = None
 
     kind = "parquet"
+    bounded = True
 
     def __post_init__(self) -> None:
         if self.files is not None:
