@@ -73,8 +73,8 @@ class JoinMethods:
         on, left_on, right_on
             The keys: ``on=`` when both sides name them alike (they appear once in the
             output), else ``left_on=`` and ``right_on=``, as many on each side; a list for
-            several columns.  Keys of compatible types (``int32`` and ``int64``, an int and a
-            float) are compared as one type; a null key never matches.
+            several columns.  Keys of comparable types (``int32`` and ``int64``, ``string`` and
+            ``large_string``) are compared as one type; a null key never matches.
         how
             ``"inner"``, ``"left"``, ``"right"`` or ``"full"``: whether the rows of one side
             that met no row of the other are kept (padded with nulls), once their window or

@@ -1,20 +1,19 @@
 """Joins: a step of two inputs, typed, checked and lowered into a stage that reads both.
 
-- **Typing** (:func:`join_schema`): the key columns must exist on their side and have
-  compatible types (``int32`` and ``int64``, ``int64`` and ``float64``, ``string`` and
-  ``large_string``, timestamps of two units: pyarrow's permissive promotion gives the type
-  both are compared and hashed as); a window, interval or as-of join needs event time on both
-  sides.  The output is Polars' rule (:func:`join_columns`): a window join's
-  ``window_start``, ``window_end``, then the left columns, then the right ones, the right keys
-  left out when they were named alike (``on=``: kept once, as the common type), clashes
-  suffixed.
+- **Typing** (:func:`join_schema`): the key columns must exist on their side and be
+  comparable (:func:`comparable`: ``int32`` with ``int64``, ``string`` with ``large_string``,
+  ...); a window, interval or as-of join needs event time on both sides.  The output is
+  Polars' rule (:func:`join_columns`, as ``heliosdb.operators.join.output_schema``): a
+  window join's ``window_start``, ``window_end``, then the left columns, then the right
+  ones, the right keys left out when they were named alike (``on=``: kept once, under the
+  left name and type), clashes suffixed.
 - **Lowering** (:func:`lower_join`): the planner walks the plan from each source in turn, so
   a join is reached once from each input; the first arrival is remembered, the second builds
   the join.  Each input's rows leave from a stage of their own (``origin`` 0 left, 1 right)
   into the join's stage, whose gate takes both (``PhysicalStage.sides``) and whose watermark
   is the minimum of the two.  With parallelism ``n`` both inputs are hash-exchanged on their
-  keys, cast to the common types first so equal keys meet, to ``n`` subtasks placed by the
-  left key names; a merge stage follows.  ``late_output("left" | "right")`` are side stages
+  keys (the right keys cast to the left keys' types first, so equal keys meet) to ``n``
+  subtasks placed by the left key names; a merge stage follows.  ``late_output("left" | "right")`` are side stages
   reading the join's ``late_left`` / ``late_right`` rows.
 
 Examples
@@ -24,8 +23,8 @@ Examples
 >>> left = pa.schema([("k", pa.int32()), ("v", pa.float64())])
 >>> right = pa.schema([("k", pa.int64()), ("v", pa.float64()), ("w", pa.string())])
 >>> step = Join("regular", ("k",), ("k",), ttl_ns=10**9, coalesce_keys=True)
->>> [f"{name} {t}" for name, t, _, _ in join_columns(step, left, right, [pa.int64()])]
-['k int64', 'v double', 'v_right double', 'w string']
+>>> [f"{f.name} {f.type}" for f, _, _ in join_columns(step, left, right, [pa.int32()])]
+['k int32', 'v double', 'v_right double', 'w string']
 """
 from __future__ import annotations
 
@@ -34,6 +33,7 @@ from typing import List, Optional, Set, Tuple
 import pyarrow as pa
 import pyarrow.types as pat
 
+from ..aggregates.codecs import value_kind
 from ..errors import PlanError
 from ..logical import Join, LateOutput, Node
 from ..operators.base import Operator, Placement
@@ -46,40 +46,38 @@ from .stages import merge_stage, new_stage, side_stage
 WINDOW_COLUMNS = ("window_start", "window_end")
 _WINDOW_TYPE = pa.timestamp("ns", tz="UTC")
 
-#: One output column: (name, type, side it comes from (None: the window's), input column).
-Column = Tuple[str, pa.DataType, Optional[int], Optional[str]]
+#: One output column: (its field, the side it comes from (None: the window's), input column).
+Column = Tuple[pa.Field, Optional[int], Optional[str]]
 
 #: Which side's late rows a ``late_output(side)`` reads: its side-output tag.
 LATE_TAGS = {"left": "late_left", "right": "late_right"}
 
 
-def _value_type(t: pa.DataType) -> pa.DataType:
-    return t.value_type if pat.is_dictionary(t) else t
+def comparable(left: pa.DataType, right: pa.DataType) -> bool:
+    """Whether join keys of types ``left`` and ``right`` can be compared: integers of any
+    width with integers (booleans with booleans), floats with floats, ``string`` with
+    ``large_string``, timestamps of the same unit, other types with the same type.  The
+    keys are coded as int64 alike (``aggregates.codecs``), so equal keys hash alike.
 
-
-def common_key_type(left: pa.DataType, right: pa.DataType) -> Optional[pa.DataType]:
-    """The type keys of types ``left`` and ``right`` are compared and hashed as (pyarrow's
-    permissive promotion, dictionaries as their values), or None when they cannot be.
-
-    >>> common_key_type(pa.int32(), pa.int64()), common_key_type(pa.int64(), pa.float64())
-    (DataType(int64), DataType(double))
-    >>> common_key_type(pa.int64(), pa.string()) is None
-    True
+    >>> comparable(pa.int32(), pa.int64()), comparable(pa.int64(), pa.float64())
+    (True, False)
     """
-    lt, rt = _value_type(left), _value_type(right)
-    if lt == rt:
-        return lt
-    try:
-        unified = pa.unify_schemas([pa.schema([("k", lt)]), pa.schema([("k", rt)])],
-                                   promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
-    return unified.field("k").type
+    kind = value_kind(left)
+    if kind is None or kind != value_kind(right):
+        return False
+    if kind == "int":
+        return pat.is_boolean(left) == pat.is_boolean(right)
+    if kind == "time":
+        if pat.is_timestamp(left) and pat.is_timestamp(right):
+            return left.unit == right.unit
+        return left == right
+    return True
 
 
 def key_types(node: Node, left: pa.Schema, right: pa.Schema) -> List[pa.DataType]:
-    """The common type of each pair of key columns; PlanError naming the step, the column
-    and its side when one is missing, or both columns when their types do not match."""
+    """The type each pair of key columns is compared and hashed as (the left key's);
+    PlanError naming the step, the column and its side when one is missing, or both columns
+    when they cannot be compared."""
     step = node.step
     for side, keys, schema in (("left", step.left_on, left), ("right", step.right_on, right)):
         for k in keys:
@@ -92,34 +90,43 @@ def key_types(node: Node, left: pa.Schema, right: pa.Schema) -> List[pa.DataType
     out = []
     for lk, rk in zip(step.left_on, step.right_on):
         lt, rt = left.field(lk).type, right.field(rk).type
-        t = common_key_type(lt, rt)
-        if t is None:
-            raise PlanError(f"step {node.name!r}: join keys left {lk!r} ({lt}) and right {rk!r} ({rt}) have "
-                            "types that cannot be compared; cast one of them (with_columns) first")
-        out.append(t)
+        if not comparable(lt, rt):
+            raise PlanError(f"step {node.name!r}: join keys left {lk!r} ({lt}) and right {rk!r} ({rt}) cannot be "
+                            f"compared; cast one of them first, e.g. with_columns({rk}=col({rk!r}).cast(...))")
+        out.append(lt)
     return out
 
 
 def join_columns(step: Join, left: pa.Schema, right: pa.Schema, types: List[pa.DataType]) -> List[Column]:
     """The output columns of join ``step`` (see the module docstring), each with where it
-    comes from; PlanError when a suffixed name still clashes."""
+    comes from; the columns of a side an outer join pads with nulls are nullable.  PlanError
+    when a name clashes."""
+    pad_left = step.how in ("right", "full")
+    pad_right = step.how in ("left", "full") or step.join_kind == "asof"
     cols: List[Column] = []
     if step.join_kind == "window":
-        cols += [(c, _WINDOW_TYPE, None, None) for c in WINDOW_COLUMNS]
-    keys = dict(zip(step.left_on, types)) if step.coalesce_keys else {}
+        cols += [(pa.field(c, _WINDOW_TYPE, False), None, None) for c in WINDOW_COLUMNS]
+    taken = {c[0].name for c in cols}
+    right_key = dict(zip(step.left_on, step.right_on)) if step.coalesce_keys else {}
     for f in left:
-        cols.append((f.name, keys.get(f.name, f.type), 0, f.name))
-    names = {c[0] for c in cols}
-    dropped = set(step.right_on) if step.coalesce_keys else set()
+        if f.name in taken:
+            raise PlanError(f"join(): the left input's column {f.name!r} clashes with the window join's own "
+                            "window_start/window_end; rename it first")
+        nullable = f.nullable or pad_left
+        if f.name in right_key:
+            nullable = f.nullable or (pad_left and right.field(right_key[f.name]).nullable)
+        cols.append((f.with_nullable(nullable), 0, f.name))
+        taken.add(f.name)
+    dropped = set(right_key.values())
     for f in right:
         if f.name in dropped:
             continue
-        name = f.name if f.name not in names else f.name + step.suffix
-        if name in names:
+        name = f.name if f.name not in taken else f.name + step.suffix
+        if name in taken:
             raise PlanError(f"join(): the right column {f.name!r} clashes with the output column {name!r} "
                             f"even with suffix {step.suffix!r}; rename it, or pass another suffix=")
-        names.add(name)
-        cols.append((name, f.type, 1, f.name))
+        taken.add(name)
+        cols.append((pa.field(name, f.type, f.nullable or pad_right, f.metadata), 1, f.name))
     return cols
 
 
@@ -140,7 +147,7 @@ def join_schema(node: Node, left: pa.Schema, right: pa.Schema, left_time: Option
     """The output schema of join ``node`` over its inputs' schemas (checks it first)."""
     types = key_types(node, left, right)
     check_time(node, left_time, right_time)
-    return pa.schema([pa.field(n, t) for n, t, _, _ in join_columns(node.step, left, right, types)])
+    return pa.schema([f for f, _, _ in join_columns(node.step, left, right, types)])
 
 
 def side_inputs(node: Node, left: pa.Schema, right: pa.Schema, side: int,
@@ -155,18 +162,27 @@ def side_inputs(node: Node, left: pa.Schema, right: pa.Schema, side: int,
     cols = set(step.left_on if side == 0 else step.right_on)
     if time is not None:
         cols.add(time)
-    for name, _, s, c in join_columns(step, left, right, types):
-        if s == side and name in needed:
+    for f, s, c in join_columns(step, left, right, types):
+        if s == side and f.name in needed:
             cols.add(c)
     return {c for c in cols if c in schema.names}
 
 
 def build_operator(node: Node, left: pa.Schema, right: pa.Schema, left_time: Optional[str],
-                   right_time: Optional[str], types: List[pa.DataType], max_bytes: int,
+                   right_time: Optional[str], ttl_ns: Optional[int], max_bytes: int,
                    backend=None) -> Operator:
-    """The join operator of step ``node`` (``heliosdb.operators.join``)."""
-    raise PlanError(f"step {node.name!r}: {node.step.join_kind} joins have no operator in this build of "
-                    "heliosdb (heliosdb.operators.join is missing)")
+    """The join operator of step ``node`` over its inputs' schemas (``heliosdb.operators.join``):
+    event time ``left_time`` / ``right_time`` (a regular join runs on event time when both
+    sides have it, else its TTL ``ttl_ns`` runs on the wall clock), state on ``backend``."""
+    from ..operators.join import JoinSpec, make_join
+
+    s = node.step
+    if s.join_kind == "regular" and (left_time is None or right_time is None):
+        left_time = right_time = None
+    spec = JoinSpec(s.join_kind, s.left_on, s.right_on, how=s.how, suffix=s.suffix,
+                    coalesce_keys=s.coalesce_keys, left_time=left_time, right_time=right_time,
+                    window=s.window, between=s.between, tolerance_ns=s.tolerance_ns, ttl_ns=ttl_ns)
+    return make_join(spec, left, right, name=node.name, max_state_bytes=max_bytes, backend=backend)
 
 
 def _feeder(low: Lowering, at: At, origin: int) -> int:
@@ -203,9 +219,12 @@ def lower_join(low: Lowering, node: Node, at: At) -> Optional[Tuple[Node, At]]:
     check_time(node, left.wm_time, right.wm_time)
     backend = low.config.state_backend
     max_bytes = backend.max_size_bytes
+    ttl_ns = step.ttl_ns
+    if ttl_ns is None and step.join_kind == "regular" and low.config.state is not None:
+        ttl_ns = low.config.state.ttl_ns
 
     def operator() -> Operator:
-        op = build_operator(node, left.schema, right.schema, left.wm_time, right.wm_time, types, max_bytes,
+        op = build_operator(node, left.schema, right.schema, left.wm_time, right.wm_time, ttl_ns, max_bytes,
                             None if low.explain else backend)
         op.late_output_read = any(isinstance(k.step, LateOutput) for k in low.plan.children(node))
         return op
