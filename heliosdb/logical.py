@@ -311,7 +311,7 @@ class LateOutput(Step):
 JOIN_HOWS: Dict[str, Tuple[str, ...]] = {
     "window": ("inner", "left", "right", "full"),
     "interval": ("inner", "left", "right", "full"),
-    "asof": ("left",),
+    "asof": ("left", "inner"),
     "regular": ("inner", "left", "right", "full"),
 }
 
@@ -330,10 +330,10 @@ class Join(Step):
 
     >>> Join("interval", ("k",), ("id",), between=(-5, 5)).kind
     'join'
-    >>> Join("asof", ("k",), ("k",), how="inner")
+    >>> Join("asof", ("k",), ("k",), how="full")
     Traceback (most recent call last):
     ...
-    heliosdb.errors.PlanError: join_asof() keeps every left row (how='left'); how='inner' is not available for it
+    heliosdb.errors.PlanError: an as-of join keeps every left row (how='left') or the matched ones (how='inner'); how='full' is not available for it
     """
 
     kind: ClassVar[str] = "join"
@@ -355,8 +355,8 @@ class Join(Step):
             raise PlanError(f"unknown kind of join {self.join_kind!r}; one of {sorted(JOIN_HOWS)}")
         if self.how not in JOIN_HOWS[self.join_kind]:
             if self.join_kind == "asof":
-                raise PlanError(f"join_asof() keeps every left row (how='left'); how={self.how!r} is not "
-                                "available for it")
+                raise PlanError(f"an as-of join keeps every left row (how='left') or the matched ones "
+                                f"(how='inner'); how={self.how!r} is not available for it")
             raise PlanError(f"join(how={self.how!r}) is not a join type; a {self.join_kind} join takes how= "
                             f"{' | '.join(repr(h) for h in JOIN_HOWS[self.join_kind])}")
         if not self.left_on or len(self.left_on) != len(self.right_on):

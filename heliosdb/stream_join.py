@@ -11,7 +11,7 @@ a regular join (state kept for ``ttl``), ``join_asof`` an as-of join; a lookup t
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from .config import Duration, to_nanos
 from .errors import PlanError
@@ -19,9 +19,7 @@ from .expr import parse_projection
 from .logical import Join, Node, Select
 from .windows import WINDOW_SPECS, WindowSpec
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .stream import Stream
-
+S = TypeVar("S", bound="JoinMethods")
 Keys = Union[str, Sequence[str], None]
 
 
@@ -59,10 +57,10 @@ class JoinMethods:
     _env: Any
     _node: Node
 
-    def join(self, other: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
+    def join(self: S, other: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
              how: str = "inner", suffix: str = "_right", window: Optional[WindowSpec] = None,
              between: Optional[Tuple[Duration, Duration]] = None,
-             ttl: Optional[Duration] = None) -> "Stream":
+             ttl: Optional[Duration] = None) -> S:
         """Join with another stream (or a lookup table) on equal keys.
 
         Parameters
@@ -147,7 +145,7 @@ class JoinMethods:
             step = Join("interval", lk, rk, how, suffix, between=(lo, hi), coalesce_keys=alike)
         else:
             ttl_ns = None if ttl is None else to_nanos(ttl, "join(ttl=)")
-            if ttl_ns is None and self._env.config.state is None and not (
+            if ttl_ns is None and self._env.config.state.ttl_ns is None and not (
                     _bounded(self._node) or _bounded(other._node)):
                 raise PlanError(
                     "a regular join of two unbounded streams keeps every row of both until it is evicted: "
@@ -156,8 +154,8 @@ class JoinMethods:
             step = Join("regular", lk, rk, how, suffix, ttl_ns=ttl_ns, coalesce_keys=alike)
         return self._joined(other, step)
 
-    def join_asof(self, other: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
-                  tolerance: Optional[Duration] = None, suffix: str = "_right") -> "Stream":
+    def join_asof(self: S, other: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
+                  tolerance: Optional[Duration] = None, suffix: str = "_right") -> S:
         """Each left row with the latest right row of the same key at or before its event time.
 
         Both sides need event time (``with_watermark``); the keys (``on=``, or ``left_on=``
@@ -182,7 +180,7 @@ class JoinMethods:
         tol = None if tolerance is None else to_nanos(tolerance, "join_asof(tolerance=)")
         return self._joined(other, Join("asof", lk, rk, "left", suffix, tolerance_ns=tol, coalesce_keys=alike))
 
-    def _joined(self, other: Any, step: Join) -> "Stream":
+    def _joined(self: S, other: Any, step: Join) -> S:
         """The stream of join ``step`` of this stream (left) and ``other`` (right), typed now
         so a wrong key or a missing event time is reported here."""
         from .planner.schema import output_schema
@@ -200,7 +198,7 @@ class JoinMethods:
         return type(self)(self._env, node)  # type: ignore[call-arg]
 
     def _join_table(self, table: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
-                    how: str = "inner", suffix: str = "_right") -> "Stream":
+                    how: str = "inner", suffix: str = "_right") -> S:
         """A lookup join with a table (``hdb.table(...)``)."""
         raise PlanError(f"join() takes a stream of the same environment or a lookup table (hdb.table(...)), "
                         f"got {type(table).__name__}")

@@ -4,16 +4,19 @@
 the join's output schema (its own side's columns filled, the other side's null, coalesced keys
 from whichever side it is), with two more columns: ``side`` (0 left, 1 right) and ``n``, how
 many rows of the same key and side came before it (its state, snapshotted and restored by key,
-so a restore into another parallelism continues the counts).  ``install(monkeypatch)`` makes
-the planner build it for every join.
+so a restore into another parallelism continues the counts).  A row whose event time (when
+its side has one) is behind the join's watermark leaves instead as a late row, to
+``late_output(side)``.  ``install(monkeypatch)`` makes the planner build it for every join;
+``BUILT`` lists the instances built.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from heliosdb.operators.base import Item, Operator, Snapshot
+from heliosdb.operators.base import Item, Operator, SideOutput, Snapshot
 from heliosdb.planner import join as planner_join
 
 _join_columns = planner_join.join_columns
@@ -27,20 +30,36 @@ class SideTagger(Operator):
     stateful = True
     parallel_kind = "by_key"
 
-    def __init__(self, name: str, left: pa.Schema, right: pa.Schema, step, types: List[pa.DataType]):
+    def __init__(self, name: str, left: pa.Schema, right: pa.Schema, step, types: List[pa.DataType],
+                 times: Tuple[Optional[str], Optional[str]] = (None, None)):
         self.name = name
+        self.times = times
+        self.max_seen = [None, None]
         self.step = step
         self.types = types
         self.columns = _join_columns(step, left, right, types)
         self.output_schema = pa.schema([c[0] for c in self.columns + EXTRA])
         self.counts: Dict[Tuple, int] = {}
         self.watermarks: List[int] = []
+        self.seen_at_watermark: List[Tuple] = []      # each side's largest event time then
 
     def _keys(self, side: int, batch: pa.RecordBatch) -> List[pa.Array]:
         names = self.step.left_on if side == 0 else self.step.right_on
         return [batch.column(k).cast(t) for k, t in zip(names, self.types)]
 
     def process_side(self, side: int, batch: pa.RecordBatch) -> List[Item]:
+        late: List[Item] = []
+        time = self.times[side]
+        if time is not None:
+            ns = pc.multiply(batch.column(time).cast(pa.int64()), 1_000_000)
+            if self.watermarks:
+                behind = pc.less(ns, self.watermarks[-1])
+                if pc.any(behind).as_py():
+                    late = [SideOutput(f"late_{'left' if side == 0 else 'right'}", batch.filter(behind))]
+                    batch = batch.filter(pc.invert(behind))
+            if batch.num_rows:
+                top = pc.max(ns).as_py()
+                self.max_seen[side] = max(self.max_seen[side] or top, top)
         keys = self._keys(side, batch)
         left_keys = dict(zip(self.step.left_on, range(len(self.step.left_on))))
         cols = []
@@ -58,10 +77,11 @@ class SideTagger(Operator):
             n.append(self.counts.get(k, 0))
             self.counts[k] = n[-1] + 1
         cols += [pa.array([side] * batch.num_rows, pa.int8()), pa.array(n, pa.int64())]
-        return [pa.RecordBatch.from_arrays(cols, schema=self.output_schema)]
+        return late + [pa.RecordBatch.from_arrays(cols, schema=self.output_schema)]
 
     def on_watermark(self, t: int) -> List[Item]:
         self.watermarks.append(t)
+        self.seen_at_watermark.append(tuple(self.max_seen))
         return super().on_watermark(t)
 
     def snapshot(self) -> Snapshot:
@@ -87,8 +107,15 @@ class SideTagger(Operator):
         return 64 * len(self.counts)
 
 
+#: Every tagger built (the tests read their watermarks).
+BUILT: List[SideTagger] = []
+
+
 def build(node, left, right, left_time, right_time, ttl_ns, max_bytes, backend=None) -> Operator:
-    return SideTagger(node.name, left, right, node.step, planner_join.key_types(node, left, right))
+    op = SideTagger(node.name, left, right, node.step, planner_join.key_types(node, left, right),
+                    (left_time, right_time))
+    BUILT.append(op)
+    return op
 
 
 def columns(step, left, right, types):
@@ -97,5 +124,6 @@ def columns(step, left, right, types):
 
 def install(monkeypatch) -> None:
     """Make the planner build a :class:`SideTagger` for every join (and type its output)."""
+    BUILT.clear()
     monkeypatch.setattr(planner_join, "build_operator", build)
     monkeypatch.setattr(planner_join, "join_columns", columns)
