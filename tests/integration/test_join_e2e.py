@@ -1,0 +1,164 @@
+"""Every kind of join through the public API, against DuckDB over the same rows.
+
+Two streams of events (``ts`` epoch ms, up to ``DISORDER_MS`` out of order within each
+stream, so no row is late; keys ``k`` int with nulls and ``g`` string, both duplicated;
+payloads ``v`` and ``w``) are joined by the engine, at parallelism 1 and 2, and by DuckDB:
+
+- window joins: SQL over the rows of each side in their windows (tumbling: one window per
+  row; sliding: each of its windows), joined on (window, keys);
+- interval joins: ``r.ts BETWEEN l.ts + lower AND l.ts + upper``;
+- as-of joins: ``ASOF LEFT JOIN ... ON l.ts >= r.ts`` (a tolerance nulls a match that is
+  older);
+- regular joins: the plain equi-join (bounded inputs: every match once).
+
+Outer joins pad with nulls as SQL does; a null key never matches.  Needs the join operators
+(``heliosdb.operators.join``).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import heliosdb as hdb
+from heliosdb.testing import assert_same_rows
+
+pytest.importorskip("heliosdb.operators.join")
+duckdb = pytest.importorskip("duckdb")
+
+BASE_MS = 1_700_000_000_000
+DISORDER_MS = 1500
+
+
+def events(n: int, seed: int, step_ms: int, payload: str) -> pa.Table:
+    """``n`` rows ``step_ms`` apart on average, each up to DISORDER_MS early (never later
+    than the bound behind the latest row before it), ``k`` in 0..5 with 5% nulls, ``g``."""
+    rng = np.random.default_rng(seed)
+    ts = BASE_MS + np.arange(n, dtype=np.int64) * step_ms + rng.integers(0, 40, n)
+    ts -= np.where(rng.random(n) < 0.2, rng.integers(0, DISORDER_MS // 2, n), 0)
+    k = rng.integers(0, 6, n)
+    return pa.table({"ts": ts,
+                     "k": pa.array(k, mask=rng.random(n) < 0.05),
+                     "g": pa.array(rng.choice(["a", "b"], n)),
+                     payload: rng.random(n)})
+
+
+@pytest.fixture(scope="module", params=[7, 8])
+def data(request):
+    seed = request.param
+    return events(400, seed, 97, "v"), events(300, seed + 100, 131, "w")
+
+
+def run(left: pa.Table, right: pa.Table, parallelism: int, join) -> pa.Table:
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(batch_size=64, parallelism=parallelism))
+    bound = timedelta(milliseconds=DISORDER_MS)
+    lt = env.from_arrow(left).with_watermark("ts", bound)
+    rt = env.from_arrow(right).with_batch_size(50).with_watermark("ts", bound)
+    return join(lt, rt).set_parallelism(parallelism).collect()
+
+
+def sql(query: str, left: pa.Table, right: pa.Table) -> pa.Table:
+    con = duckdb.connect()
+    con.register("l", left)
+    con.register("r", right)
+    return con.execute(query).arrow()
+
+
+def same(got: pa.Table, expected: pa.Table) -> None:
+    if "window_start" in expected.column_names:
+        ns = pa.timestamp("ns", tz="UTC")
+        for c in ("window_start", "window_end"):
+            i = expected.column_names.index(c)
+            expected = expected.set_column(i, c, pa.array(expected[c].to_numpy(), pa.int64()).view(ns))
+    assert_same_rows(got, expected.cast(got.schema))
+
+
+SELECT = "l.ts, l.k, l.g, l.v, r.ts AS ts_right, r.k AS k_right, r.g AS g_right, r.w"
+JOINS = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "full": "FULL JOIN"}
+HOWS = list(JOINS)
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("how", HOWS)
+def test_tumbling_window_join(data, how, parallelism):
+    left, right = data
+    size = 10_000
+    got = run(left, right, parallelism, lambda a, b: a.join(
+        b, on=["k", "g"], how=how, window=hdb.TumblingWindow.of(timedelta(milliseconds=size))))
+    q = f"""
+      WITH lw AS (SELECT *, ts // {size} * {size} AS ws FROM l),
+           rw AS (SELECT *, ts // {size} * {size} AS ws FROM r)
+      SELECT COALESCE(lw.ws, rw.ws) * 1000000 AS window_start,
+             (COALESCE(lw.ws, rw.ws) + {size}) * 1000000 AS window_end,
+             lw.ts, COALESCE(lw.k, rw.k) AS k, COALESCE(lw.g, rw.g) AS g, lw.v, rw.ts AS ts_right, rw.w
+      FROM lw {JOINS[how]} rw ON lw.ws = rw.ws AND lw.k = rw.k AND lw.g = rw.g"""
+    same(got, sql(q, left, right))
+
+
+@pytest.mark.parametrize("how", ["inner", "full"])
+def test_sliding_window_join(data, how):
+    left, right = data
+    size, slide = 10_000, 5_000
+    got = run(left, right, 2, lambda a, b: a.join(
+        b, left_on="k", right_on="k", how=how,
+        window=hdb.SlidingWindow.of(timedelta(milliseconds=size), timedelta(milliseconds=slide))))
+    windows = f"""SELECT *, UNNEST(generate_series(ts // {slide} * {slide} - {size - slide},
+                                                    ts // {slide} * {slide}, {slide})) AS ws"""
+    q = f"""
+      WITH lw AS ({windows} FROM l), rw AS ({windows} FROM r)
+      SELECT COALESCE(lw.ws, rw.ws) * 1000000 AS window_start,
+             (COALESCE(lw.ws, rw.ws) + {size}) * 1000000 AS window_end,
+             lw.ts, lw.k, lw.g, lw.v, rw.ts AS ts_right, rw.k AS k_right, rw.g AS g_right, rw.w
+      FROM lw {JOINS[how]} rw ON lw.ws = rw.ws AND lw.k = rw.k"""
+    same(got, sql(q, left, right))
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("how", HOWS)
+def test_interval_join(data, how, parallelism):
+    left, right = data
+    lo, hi = -2_000, 1_000
+    got = run(left, right, parallelism, lambda a, b: a.join(
+        b, left_on=["k", "g"], right_on=["k", "g"], how=how,
+        between=(timedelta(milliseconds=lo), timedelta(milliseconds=hi))))
+    q = f"""SELECT {SELECT} FROM l {JOINS[how]} r
+            ON l.k = r.k AND l.g = r.g AND r.ts BETWEEN l.ts + {lo} AND l.ts + {hi}"""
+    same(got, sql(q, left, right))
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("tolerance", [None, 700])
+def test_asof_join(data, tolerance, parallelism):
+    left, right = data
+    # one right row per (key, time): "the latest" is then one row
+    right = right.group_by(["k", "g", "ts"]).aggregate([("w", "max")]).rename_columns(["k", "g", "ts", "w"])
+    right = right.select(["ts", "k", "g", "w"])
+    tol = None if tolerance is None else timedelta(milliseconds=tolerance)
+    got = run(left, right, parallelism, lambda a, b: a.join_asof(b, on=["k", "g"], tolerance=tol))
+    keep = "TRUE" if tolerance is None else f"l.ts - r.ts <= {tolerance}"
+    q = f"""SELECT l.ts, l.k, l.g, l.v,
+                   CASE WHEN {keep} THEN r.ts END AS ts_right, CASE WHEN {keep} THEN r.w END AS w
+            FROM l ASOF LEFT JOIN r ON l.k = r.k AND l.g = r.g AND l.ts >= r.ts"""
+    same(got, sql(q, left, right))
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("how", HOWS)
+def test_regular_join(data, how, parallelism):
+    left, right = data
+    got = run(left, right, parallelism, lambda a, b: a.join(b, on="k", how=how, ttl=timedelta(days=1)))
+    q = f"""SELECT l.ts, COALESCE(l.k, r.k) AS k, l.g, l.v, r.ts AS ts_right, r.g AS g_right, r.w
+            FROM l {JOINS[how]} r ON l.k = r.k"""
+    same(got, sql(q, left, right))
+
+
+def test_a_lookup_table_on_the_right_is_a_lookup_join():
+    table = getattr(hdb, "table", None)
+    if table is None:
+        pytest.skip("hdb.table (the lookup join) is not in this build")
+    env = hdb.StreamEnvironment()
+    users = table(pa.table({"id": [1, 2], "name": ["ann", "bob"]}))
+    out = env.from_iterable([{"user": 2, "v": 1.5}]).join(users, left_on="user", right_on="id").collect()
+    assert out.to_pydict() == {"user": [2], "v": [1.5], "name": ["bob"]}
