@@ -36,10 +36,10 @@ import pyarrow.types as pat
 from ..aggregates.codecs import value_kind
 from ..errors import PlanError
 from ..logical import Join, LateOutput, Node
-from ..operators.base import Operator, Placement
+from ..operators.base import Operator
 from ..operators.exchange import HashPartitioner
 from .context import At, Lowering
-from .parallelism import keyed_parallelism
+from .parallelism import keyed_parallelism, placement
 from .stages import merge_stage, new_stage, side_stage
 
 #: The columns a window join puts first, as window aggregates do.
@@ -247,7 +247,7 @@ def lower_join(low: Lowering, node: Node, at: At) -> Optional[Tuple[Node, At]]:
             op.name = f"{node.name}#{i}"
             # Restore picks a subtask's rows by the left key names (snapshots keep the keys
             # of both sides under them) hashed as the common types, as the exchange does.
-            op.placement = Placement(i, parallel, tuple(step.left_on), tuple(types))
+            op.placement = placement(step.left_on, parallel, i, types)
             low.stages[idx].operators.append(op)
             low.stages[idx].origin = i
             low.state_ops.append(op)

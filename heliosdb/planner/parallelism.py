@@ -11,7 +11,7 @@
 Examples
 --------
 >>> placement(("k",), 4, 1)
-Placement(subtask=1, parallelism=4, keys=('k',))
+Placement(subtask=1, parallelism=4, keys=('k',), key_types=())
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def layout(node: Node, time_col: Optional[str], parallel: int) -> str:
     return "by_key"
 
 
-def placement(keys: Sequence[str], parallel: int, subtask: int) -> Placement:
-    """Where by-key subtask ``subtask`` of ``parallel`` sits (rows hashed on ``keys``)."""
-    return Placement(subtask=subtask, parallelism=parallel, keys=tuple(keys))
+def placement(keys: Sequence[str], parallel: int, subtask: int, types: Sequence = ()) -> Placement:
+    """Where by-key subtask ``subtask`` of ``parallel`` sits (rows hashed on ``keys``, cast to
+    ``types`` first if given: a join's)."""
+    return Placement(subtask=subtask, parallelism=parallel, keys=tuple(keys), key_types=tuple(types))

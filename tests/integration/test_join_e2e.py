@@ -63,7 +63,7 @@ def sql(query: str, left: pa.Table, right: pa.Table) -> pa.Table:
     con = duckdb.connect()
     con.register("l", left)
     con.register("r", right)
-    return con.execute(query).arrow()
+    return con.sql(query).fetch_arrow_table()
 
 
 def same(got: pa.Table, expected: pa.Table) -> None:
