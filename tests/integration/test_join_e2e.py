@@ -11,11 +11,15 @@ payloads ``v`` and ``w``) are joined by the engine, at parallelism 1 and 2, and 
   older);
 - regular joins: the plain equi-join (bounded inputs: every match once).
 
+And each kind crashed at a chosen batch and restored (also into another parallelism) gives
+exactly the uninterrupted output.
+
 Outer joins pad with nulls as SQL does; a null key never matches.  Needs the join operators
 (``heliosdb.operators.join``).
 """
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -23,7 +27,7 @@ import pyarrow as pa
 import pytest
 
 import heliosdb as hdb
-from heliosdb.testing import assert_same_rows
+from heliosdb.testing import assert_same_rows, crash_and_restore, read_parquet_output
 
 pytest.importorskip("heliosdb.operators.join")
 duckdb = pytest.importorskip("duckdb")
@@ -165,3 +169,43 @@ def test_a_lookup_table_on_the_right_is_a_lookup_join():
     users = table(pa.table({"id": [1, 2], "name": ["ann", "bob"]}))
     out = env.from_iterable([{"user": 2, "v": 1.5}]).join(users, left_on="user", right_on="id").collect()
     assert out.to_pydict() == {"user": [2], "v": [1.5], "name": ["bob"]}
+
+
+KINDS = {
+    "window": lambda a, b: a.join(b, on=["k", "g"], how="full", window=hdb.TumblingWindow.of(timedelta(seconds=5))),
+    "session": lambda a, b: a.join(b, on="k", how="left", window=hdb.SessionWindow.with_gap(timedelta(seconds=2))),
+    "interval": lambda a, b: a.join(b, on="k", how="left", between=(timedelta(seconds=-2), timedelta(seconds=1))),
+    "asof": lambda a, b: a.join_asof(b, on="g", tolerance=timedelta(seconds=3)),
+    "regular": lambda a, b: a.join(b, on="k", ttl=timedelta(days=1)),
+}
+
+
+def _slow(batch):
+    time.sleep(0.004)          # checkpoints (every 1 ms) commit between batches
+
+
+@pytest.mark.parametrize("kind, crash_at, parallelism", [
+    ("window", 4, (1, 2)), ("session", 6, (2, 2)), ("interval", 7, (2, 1)), ("asof", 5, (2, 3)),
+    ("regular", 9, (1, 1))])
+def test_a_crash_and_restore_gives_the_uninterrupted_output(data, kind, crash_at, parallelism, tmp_path):
+    # batches 1 .. k-1 (checkpoints between them) | k: crash | restart: restore, the rest
+    left, right = data
+    bound = timedelta(milliseconds=DISORDER_MS)
+
+    def build(n):
+        def pipeline(env, crash):
+            lt = env.from_arrow(left).with_batch_size(40).inspect(_slow).inspect(crash).with_watermark("ts", bound)
+            rt = env.from_arrow(right).with_batch_size(30).with_watermark("ts", bound)
+            KINDS[kind](lt, rt).set_parallelism(n).sink(hdb.sinks.parquet(str(tmp_path / "out"), rows_per_file=100))
+        return pipeline
+
+    def config(n):
+        return hdb.StreamingConfig(parallelism=n, checkpoint=hdb.CheckpointConfig(
+            interval=timedelta(milliseconds=1), storage=str(tmp_path / "ckpt")))
+
+    expected = run(left, right, 1, KINDS[kind])
+    crashed, restored = parallelism
+    result = crash_and_restore(build(crashed), config(crashed), crash_at, name=f"join-{kind}",
+                               restore_config=config(restored))
+    assert result.crashed and result.checkpoints.restores == 1
+    assert_same_rows(read_parquet_output(str(tmp_path / "out")), expected)
