@@ -209,3 +209,25 @@ def test_a_crash_and_restore_gives_the_uninterrupted_output(data, kind, crash_at
                                restore_config=config(restored))
     assert result.crashed and result.checkpoints.restores == 1
     assert_same_rows(read_parquet_output(str(tmp_path / "out")), expected)
+
+
+@pytest.mark.parametrize("kind", ["window", "interval", "asof", "regular"])
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("alike", [True, False])
+def test_the_planners_output_schema_is_the_operators(kind, how, alike):
+    from heliosdb.logical import Join, Node
+    from heliosdb.operators.join import JoinSpec, output_schema
+    from heliosdb.planner.join import join_schema
+
+    if kind == "asof" and how not in ("left", "inner"):
+        return
+    left = pa.schema([pa.field("ts", pa.int64(), False), ("k", pa.int32()), ("g", pa.string()), ("v", pa.float64())])
+    right = pa.schema([("ts", pa.int64()), pa.field("k", pa.int64(), False), ("g", pa.large_string()),
+                       ("v", pa.float64()), ("v_right", pa.int8())])
+    extra = {"window": dict(window=hdb.TumblingWindow.of(1)), "interval": dict(between=(0, 1)),
+             "asof": {}, "regular": dict(ttl_ns=1)}[kind]
+    step = Join(kind, ("k", "g"), ("k", "g"), how, "_r", coalesce_keys=alike, **extra)
+    spec = JoinSpec(kind, ("k", "g"), ("k", "g"), how, "_r", coalesce_keys=alike, left_time="ts",
+                    right_time="ts", **extra)
+    node = Node(step, None, "j")
+    assert join_schema(node, left, right, "ts", "ts") == output_schema(left, right, spec)
