@@ -64,3 +64,17 @@ def test_by_key_subtasks_are_told_their_placement():
     _, _, state_ops, _ = build(env, list(env._sinks), explain=True)
     assert [(p.subtask, p.parallelism, p.keys) for p in (op.placement for op in state_ops)] == [
         (0, 3, ("k",)), (1, 3, ("k",)), (2, 3, ("k",))]
+
+
+def test_late_rows_still_arrive_when_replicas_follow_the_window():
+    # window + late_output, then a filter run as 2 replicas: the window moves to the stage
+    # that dispatches to the replicas, and its late rows' stage must move with it
+    env = hdb.StreamEnvironment()
+    rows = [{"ts": 5000, "k": 1}, {"ts": 100, "k": 1}]                 # 100 is 4.9 s late
+    w = (env.from_iterable(rows).with_batch_size(1).with_watermark("ts").key_by("k")
+         .window(hdb.TumblingWindow.of(1)).aggregate(n=hdb.count()))
+    late, out = hdb.sinks.memory(), hdb.sinks.memory()
+    w.filter(hdb.col("n") > 0).set_parallelism(2).sink(out)
+    w.late_output().sink(late)
+    env.execute(name="late-after-replicas")
+    assert late.to_table().to_pydict() == {"ts": [100], "k": [1]} and out.to_table().num_rows == 1
