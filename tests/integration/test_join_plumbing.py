@@ -236,3 +236,18 @@ def test_a_job_killed_mid_run_and_started_again_gives_the_uninterrupted_output(r
 
 def _manifests(storage: str) -> int:
     return sum(1 for _ in Path(storage).rglob("_manifest.json")) if os.path.isdir(storage) else 0
+
+
+def test_replicas_after_a_join_take_its_output_and_its_late_rows_still_arrive():
+    # join (1 subtask) -> filter as 2 replicas: the join moves to the stage dispatching to them
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1))
+    left = env.from_arrow(pa.table({"ts": [5000, 1000, 6000], "k": [1, 1, 2]})).with_batch_size(1).with_watermark("ts")
+    right = env.from_arrow(pa.table({"ts": [5500, 7000], "k": [1, 2]})).with_batch_size(1).with_watermark("ts")
+    j = left.join(right, on="k", between=(0, 1))
+    late, out = hdb.sinks.memory(), hdb.sinks.memory()
+    j.filter(hdb.col("n") >= 0).set_parallelism(2).sink(out)
+    j.late_output("left").sink(late)
+    assert "round-robin" in str(env.explain())
+    env.execute(name="join-replicas")
+    assert out.to_table().num_rows + late.to_table().num_rows == 5
+    assert late.to_table()["ts"].to_pylist() in ([], [1000])
