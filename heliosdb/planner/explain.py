@@ -13,12 +13,12 @@ from typing import Dict, List, Optional, Set, Tuple
 import pyarrow as pa
 
 from ..config import DEFAULT_VARIABLE_WIDTH_BYTES, StreamingConfig, fusion_enabled
-from ..logical import Node, RunningAggregate, Watermark, WindowAggregate
+from ..logical import Join, LogicalPlan, Node, RunningAggregate, WindowAggregate
 from ..operators.fused import FusedOperator
 from ..runtime.physical import PhysicalPlan, PhysicalStage
 from .parallelism import keyed_parallelism
 from .pruning import keyed_inputs
-from .schema import output_schema
+from .schema import event_time, output_schema
 
 
 @dataclass
@@ -195,7 +195,9 @@ def _value_bytes(t: pa.DataType, payload: int) -> int:
 def state_estimates(config: StreamingConfig, sinks: List[Node],
                     events_per_second: Optional[float]) -> List[StateEstimate]:
     """The user guide's estimate for every stateful step of these sinks' pipelines."""
-    declared = sinks[0].source().step.source.declared_rate
+    sources = [src.step.source for src in LogicalPlan(sinks).sources]
+    rates = [s.declared_rate for s in sources]
+    declared = None if any(r is None for r in rates) else sum(rates)
     if events_per_second is not None:
         rate, rate_from = float(events_per_second), "explain(events_per_second=)"
     elif declared:
@@ -205,13 +207,14 @@ def state_estimates(config: StreamingConfig, sinks: List[Node],
     payload = DEFAULT_VARIABLE_WIDTH_BYTES
     out, seen, cache = [], set(), {}
     for sink in sinks:
-        wm_time = None
-        for n in sink.chain():
-            if isinstance(n.step, Watermark):
-                wm_time = n.step.strategy.time
-            if not isinstance(n.step, (WindowAggregate, RunningAggregate)) or id(n) in seen:
+        for n in _upstream(sink):
+            if not isinstance(n.step, (WindowAggregate, RunningAggregate, Join)) or id(n) in seen:
                 continue
             seen.add(id(n))
+            if isinstance(n.step, Join):
+                out.append(_join_estimate(config, n, rate, rate_from, cache, payload))
+                continue
+            wm_time = event_time(n.parent)
             schema = output_schema(n.parent, cache)
             cols = [c for c in schema.names if c in (keyed_inputs(n, wm_time) or set(schema.names))]
             sized = [(c, str(schema.field(c).type), _value_bytes(schema.field(c).type, payload))
@@ -228,6 +231,49 @@ def state_estimates(config: StreamingConfig, sinks: List[Node],
                                      what, sum(b for _, _, b in sized), sized,
                                      keyed_parallelism(n, config)))
     return out
+
+
+def _upstream(node: Node) -> List[Node]:
+    """``node`` and every node before it, inputs before the nodes reading them (a join's left
+    input before its right): for one pipeline, its chain from the source."""
+    out: List[Node] = []
+    seen: Set[int] = set()
+    stack: List[Tuple[Node, bool]] = [(node, False)]
+    while stack:
+        n, ready = stack.pop()
+        if ready:
+            out.append(n)
+            continue
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        stack.extend((p, False) for p in reversed(n.inputs))
+    return out
+
+
+def _join_estimate(config: StreamingConfig, n: Node, rate: Optional[float], rate_from: str,
+                   cache: dict, payload: int) -> StateEstimate:
+    """A join keeps whole rows of both inputs: for its window, its interval, its TTL (a regular
+    join), or, as-of, the latest right row of each key and the rows waiting for the watermark."""
+    step = n.step
+    sized = []
+    for side, parent in (("left", n.parent), ("right", n.right)):
+        schema = output_schema(parent, cache)
+        sized.append([(f"{side}.{f.name}", str(f.type), _value_bytes(f.type, payload)) for f in schema])
+    if step.join_kind == "window":
+        size, what = step.window.state_span()
+    elif step.join_kind == "interval":
+        size, what = step.between[1] - step.between[0], "interval width"
+    elif step.join_kind == "regular":
+        size, what = step.ttl_ns or config.state.ttl_ns, "state TTL"
+        if size is None:
+            what = "regular join without a TTL"
+    else:
+        size, what = None, "as-of join: a right row per key and the rows waiting for the watermark"
+    widest = max(sized, key=lambda cols: sum(b for _, _, b in cols))
+    return StateEstimate(n.name, rate, rate_from, None if size is None else size / 1e9, what,
+                         sum(b for _, _, b in widest), sized[0] + sized[1], keyed_parallelism(n, config))
 
 
 def report(config: StreamingConfig, plan: PhysicalPlan, lines: List[str],

@@ -203,3 +203,17 @@ def test_a_join_step_validates_itself():
     with pytest.raises(PlanError, match="names a column twice"):
         Join("regular", ("k", "k"), ("a", "b"))
     assert Join("asof", ("k",), ("k",), how="inner").how == "inner"
+
+
+@pytest.mark.usefixtures("tagger")
+def test_explain_estimates_a_joins_state_from_both_inputs():
+    left, right = sides(hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=1)))
+    w = left.join(right, left_on="k", right_on="id", window=hdb.TumblingWindow.of(10))
+    (e,) = w.explain(events_per_second=1000).estimates
+    # the wider row (right: ts 8, id 4, v 8, w 4 + 16) x 10 s x 1000/s x parallelism 1
+    assert e.window_s == 10 and e.event_bytes == 40 and e.bytes == 400_000
+    assert [c for c, _, _ in e.columns][:3] == ["left.ts", "left.k", "left.v"]
+    interval = left.join(right, left_on="k", right_on="id", between=(-2, 3)).explain(events_per_second=1)
+    assert interval.estimates[0].window_s == 5
+    asof = left.join_asof(right, left_on="k", right_on="id").explain(events_per_second=1)
+    assert asof.estimates[0].bytes is None and "as-of" in asof.estimates[0].window_from
