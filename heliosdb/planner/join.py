@@ -6,14 +6,14 @@
   Polars' rule (:func:`join_columns`, as ``heliosdb.operators.join.output_schema``): a
   window join's ``window_start``, ``window_end``, then the left columns, then the right
   ones, the right keys left out when they were named alike (``on=``: kept once, under the
-  left name and type), clashes suffixed.
+  left name, in the type both sides' keys fit), clashes suffixed.
 - **Lowering** (:func:`lower_join`): the planner walks the plan from each source in turn, so
   a join is reached once from each input; the first arrival is remembered, the second builds
   the join.  Each input's rows leave from a stage of their own (``origin`` 0 left, 1 right)
   into the join's stage, whose gate takes both (``PhysicalStage.sides``) and whose watermark
   is the minimum of the two.  With parallelism ``n`` both inputs are hash-exchanged on their
-  keys (the right keys cast to the left keys' types first, so equal keys meet) to ``n``
-  subtasks placed by the left key names; a merge stage follows.  ``late_output("left" | "right")`` are side stages
+  keys (cast to the type both sides fit first, so equal keys meet) to ``n`` subtasks placed by
+  the left key names; a merge stage follows.  ``late_output("left" | "right")`` are side stages
   reading the join's ``late_left`` / ``late_right`` rows.
 
 Examples
@@ -23,8 +23,8 @@ Examples
 >>> left = pa.schema([("k", pa.int32()), ("v", pa.float64())])
 >>> right = pa.schema([("k", pa.int64()), ("v", pa.float64()), ("w", pa.string())])
 >>> step = Join("regular", ("k",), ("k",), ttl_ns=10**9, coalesce_keys=True)
->>> [f"{f.name} {f.type}" for f, _, _ in join_columns(step, left, right, [pa.int32()])]
-['k int32', 'v double', 'v_right double', 'w string']
+>>> [f"{f.name} {f.type}" for f, _, _ in join_columns(step, left, right, [pa.int64()])]
+['k int64', 'v double', 'v_right double', 'w string']
 """
 from __future__ import annotations
 
@@ -74,8 +74,34 @@ def comparable(left: pa.DataType, right: pa.DataType) -> bool:
     return True
 
 
+_INTS = {(8, True): pa.int8(), (16, True): pa.int16(), (32, True): pa.int32(), (64, True): pa.int64(),
+         (8, False): pa.uint8(), (16, False): pa.uint16(), (32, False): pa.uint32(), (64, False): pa.uint64()}
+
+
+def common_type(left: pa.DataType, right: pa.DataType) -> pa.DataType:
+    """The type both sides' values of a pair of comparable keys fit in (as the join operators
+    keep a coalesced key and their snapshots' keys): the wider integer or float,
+    ``large_string`` if either is, else the left type.
+
+    >>> common_type(pa.int32(), pa.int64()), common_type(pa.uint8(), pa.int16())
+    (DataType(int64), DataType(int64))
+    """
+    if left == right:
+        return left
+    if pat.is_integer(left) and pat.is_integer(right):
+        signed = pat.is_signed_integer(left)
+        if signed != pat.is_signed_integer(right):
+            return pa.int64()
+        return _INTS[(max(left.bit_width, right.bit_width), signed)]
+    if pat.is_floating(left) and pat.is_floating(right):
+        return pa.float64() if max(left.bit_width, right.bit_width) == 64 else left
+    if pat.is_large_string(right):
+        return right
+    return left
+
+
 def key_types(node: Node, left: pa.Schema, right: pa.Schema) -> List[pa.DataType]:
-    """The type each pair of key columns is compared and hashed as (the left key's);
+    """The type each pair of key columns is compared and hashed as (:func:`common_type`);
     PlanError naming the step, the column and its side when one is missing, or both columns
     when they cannot be compared."""
     step = node.step
@@ -93,7 +119,7 @@ def key_types(node: Node, left: pa.Schema, right: pa.Schema) -> List[pa.DataType
         if not comparable(lt, rt):
             raise PlanError(f"step {node.name!r}: join keys left {lk!r} ({lt}) and right {rk!r} ({rt}) cannot be "
                             f"compared; cast one of them first, e.g. with_columns({rk}=col({rk!r}).cast(...))")
-        out.append(lt)
+        out.append(common_type(lt, rt))
     return out
 
 
@@ -108,6 +134,7 @@ def join_columns(step: Join, left: pa.Schema, right: pa.Schema, types: List[pa.D
         cols += [(pa.field(c, _WINDOW_TYPE, False), None, None) for c in WINDOW_COLUMNS]
     taken = {c[0].name for c in cols}
     right_key = dict(zip(step.left_on, step.right_on)) if step.coalesce_keys else {}
+    key_type = dict(zip(step.left_on, types))
     for f in left:
         if f.name in taken:
             raise PlanError(f"join(): the left input's column {f.name!r} clashes with the window join's own "
@@ -115,6 +142,7 @@ def join_columns(step: Join, left: pa.Schema, right: pa.Schema, types: List[pa.D
         nullable = f.nullable or pad_left
         if f.name in right_key:
             nullable = f.nullable or (pad_left and right.field(right_key[f.name]).nullable)
+            f = f.with_type(key_type[f.name])        # a right row's key must fit it too
         cols.append((f.with_nullable(nullable), 0, f.name))
         taken.add(f.name)
     dropped = set(right_key.values())

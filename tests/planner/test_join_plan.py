@@ -51,10 +51,10 @@ def test_output_columns_follow_polars(kwargs, names):
     assert left.join(right, **kwargs).schema.names == names
 
 
-def test_keys_named_alike_appear_once_as_the_left_key():
+def test_keys_named_alike_appear_once_in_the_type_both_fit():
     env = hdb.StreamEnvironment()
-    left = env.from_arrow(pa.table({"k": pa.array([1], pa.int64()), "a": [1]}))
-    right = env.from_arrow(pa.table({"k": pa.array([1], pa.int32()), "b": [2]}))
+    left = env.from_arrow(pa.table({"k": pa.array([1], pa.int32()), "a": [1]}))
+    right = env.from_arrow(pa.table({"k": pa.array([1], pa.int64()), "b": [2]}))
     s = left.join(right, on="k").schema
     assert s.names == ["k", "a", "b"] and s.field("k").type == pa.int64()
     full = left.join(right, on="k", how="full").schema
@@ -154,7 +154,7 @@ def test_with_parallelism_both_inputs_are_exchanged_on_their_keys(n):
     exchanges = [st.partitioner for st in plan.stages if st.partitioner is not None]
     assert sorted(p.keys[0] for p in exchanges) == ["id", "k"] and all(p.n == n for p in exchanges)
     right_part = next(p for p in exchanges if p.keys == ["id"])
-    assert right_part.casts == [pa.int64()]               # int32 keys hashed as the left's int64
+    assert right_part.casts == [pa.int64()]               # int32 keys hashed as int64, as the left's
     placements = [op.placement for op in state_ops]
     assert [(p.subtask, p.parallelism, p.keys, p.key_types) for p in placements] == [
         (i, n, ("k",), (pa.int64(),)) for i in range(n)]
