@@ -359,6 +359,10 @@ class Stream(SourceMethods, JoinMethods):
         >>> _ = env.execute(name="doc-late")
         >>> late.to_table().to_pydict(), out.to_table()["n"].to_pylist()
         ({'ts': [100], 'k': [1]}, [1])
+        >>> a = env.from_iterable([{"ts": 0, "k": 1, "v": 2.0}]).with_watermark("ts")
+        >>> b = env.from_iterable([{"ts": 0, "k": 1}]).with_watermark("ts")
+        >>> a.join(b, on="k", between=(0, 1)).late_output("left").schema.names
+        ['ts', 'k', 'v']
         """
         if isinstance(self._node.step, Join):
             if side not in ("left", "right"):

@@ -103,18 +103,36 @@ class JoinMethods:
         >>> import heliosdb as hdb
         >>> from datetime import timedelta
         >>> env = hdb.StreamEnvironment()
-        >>> bids = env.from_iterable([{"ts": 1000, "auction": 1, "price": 5.0}]).with_watermark("ts")
-        >>> auctions = env.from_iterable([{"ts": 500, "id": 1, "seller": "ann"}]).with_watermark("ts")
+        >>> bids = env.from_iterable([{"ts": 1000, "auction": 1, "price": 5.0},
+        ...                           {"ts": 2000, "auction": 2, "price": 7.0}]).with_watermark("ts")
+        >>> auctions = env.from_iterable([{"ts": 500, "id": 1, "seller": "ann"},
+        ...                               {"ts": 1500, "id": 2, "seller": "bob"}]).with_watermark("ts")
+
+        A window join: rows with equal keys in the same 10 s window.
+
         >>> j = bids.join(auctions, left_on="auction", right_on="id", window=hdb.TumblingWindow.of(10))
         >>> j.schema.names
         ['window_start', 'window_end', 'ts', 'auction', 'price', 'ts_right', 'id', 'seller']
-        >>> bids.join(auctions, left_on="auction", right_on="id",
-        ...           between=(timedelta(seconds=-5), timedelta(0))).schema.names
-        ['ts', 'auction', 'price', 'ts_right', 'id', 'seller']
-        >>> bids.join(auctions, on="auction")
+        >>> j.collect().sort_by("ts").select(["auction", "price", "seller"]).to_pydict()
+        {'auction': [1, 2], 'price': [5.0, 7.0], 'seller': ['ann', 'bob']}
+
+        An interval join: auctions opened at most 0.6 s before the bid.
+
+        >>> iv = bids.join(auctions, left_on="auction", right_on="id",
+        ...                between=(timedelta(milliseconds=-600), timedelta(0)), how="left")
+        >>> iv.collect().sort_by("ts").select(["ts", "seller"]).to_pydict()
+        {'ts': [1000, 2000], 'seller': ['ann', 'bob']}
+
+        A regular join of bounded inputs (keys named alike appear once):
+
+        >>> left = env.from_iterable([{"k": 1, "a": "x"}, {"k": 2, "a": "y"}])
+        >>> right = env.from_iterable([{"k": 2, "b": 20}, {"k": 3, "b": 30}])
+        >>> left.join(right, on="k", how="full").collect().sort_by("k").to_pydict()
+        {'k': [1, 2, 3], 'a': ['x', 'y', None], 'b': [None, 20, 30]}
+        >>> left.join(right, on="nope")
         Traceback (most recent call last):
         ...
-        heliosdb.errors.PlanError: step 'join-...': join key 'auction' is not a column of the right input; ...
+        heliosdb.errors.PlanError: step 'join-...': join key 'nope' is not a column of the left input; ...
         """
         if not isinstance(other, JoinMethods):
             extra = [n for n, v in (("window", window), ("between", between), ("ttl", ttl)) if v is not None]
@@ -169,10 +187,16 @@ class JoinMethods:
         --------
         >>> import heliosdb as hdb
         >>> env = hdb.StreamEnvironment()
-        >>> orders = env.from_iterable([{"ts": 1000, "currency": "EUR", "amount": 3.0}]).with_watermark("ts")
-        >>> rates = env.from_iterable([{"ts": 900, "currency": "EUR", "rate": 1.1}]).with_watermark("ts")
-        >>> orders.join_asof(rates, on="currency").schema.names
+        >>> orders = env.from_iterable([{"ts": 1000, "currency": "EUR", "amount": 3.0},
+        ...                             {"ts": 3000, "currency": "EUR", "amount": 4.0},
+        ...                             {"ts": 3000, "currency": "USD", "amount": 5.0}]).with_watermark("ts")
+        >>> rates = env.from_iterable([{"ts": 900, "currency": "EUR", "rate": 1.1},
+        ...                            {"ts": 2000, "currency": "EUR", "rate": 1.2}]).with_watermark("ts")
+        >>> out = orders.join_asof(rates, on="currency").collect()
+        >>> out.schema.names
         ['ts', 'currency', 'amount', 'ts_right', 'rate']
+        >>> out.sort_by([("ts", "ascending"), ("currency", "ascending")]).select(["currency", "rate"]).to_pydict()
+        {'currency': ['EUR', 'EUR', 'USD'], 'rate': [1.1, 1.2, None]}
         """
         if not isinstance(other, JoinMethods):
             raise PlanError(f"join_asof() takes a stream of the same environment, got {other!r}")

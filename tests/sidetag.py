@@ -30,14 +30,14 @@ class SideTagger(Operator):
     stateful = True
     parallel_kind = "by_key"
 
-    def __init__(self, name: str, left: pa.Schema, right: pa.Schema, step, types: List[pa.DataType],
-                 times: Tuple[Optional[str], Optional[str]] = (None, None)):
-        self.name = name
+    def __init__(self, node, left: pa.Schema, right: pa.Schema, times: Tuple[Optional[str], Optional[str]]):
+        self.name = node.name
+        step, types = node.step, planner_join.key_types(node, left, right)
         self.times = times
         self.max_seen = [None, None]
         self.step = step
         self.types = types
-        self.columns = _join_columns(step, left, right, types)
+        self.columns = _join_columns(node, left, right, *times)
         self.output_schema = pa.schema([c[0] for c in self.columns + EXTRA])
         self.counts: Dict[Tuple, int] = {}
         self.watermarks: List[int] = []
@@ -112,14 +112,13 @@ BUILT: List[SideTagger] = []
 
 
 def build(node, left, right, left_time, right_time, ttl_ns, max_bytes, backend=None) -> Operator:
-    op = SideTagger(node.name, left, right, node.step, planner_join.key_types(node, left, right),
-                    (left_time, right_time))
+    op = SideTagger(node, left, right, (left_time, right_time))
     BUILT.append(op)
     return op
 
 
-def columns(step, left, right, types):
-    return _join_columns(step, left, right, types) + EXTRA
+def columns(node, left, right, left_time, right_time):
+    return _join_columns(node, left, right, left_time, right_time) + EXTRA
 
 
 def install(monkeypatch) -> None:

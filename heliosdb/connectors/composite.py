@@ -16,7 +16,7 @@ pipeline starts from several sources (the two sides of a join, each from its own
   back by an input that will send nothing more;
 - its position is the list of its inputs' positions, and ``seek`` seeks each: the checkpoint
   coordinator sees one source.  It is replayable when every input is; ``attach_metrics`` and
-  ``commit_offsets`` go to every input.
+  ``commit_offsets`` go to every input, and the time it waited for data is its inputs'.
 
 Examples
 --------
@@ -33,6 +33,7 @@ Examples
 """
 from __future__ import annotations
 
+import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
@@ -121,6 +122,7 @@ class CompositeReader(SourceReader):
         self._live = [True] * len(readers)
         self._ended: List[int] = []          # inputs that ended and have not been said so
         self._next = 0                       # the input polled first next time
+        self._waited = 0                     # ns of polls that found an input empty
 
     @property
     def inputs(self) -> int:
@@ -140,8 +142,24 @@ class CompositeReader(SourceReader):
                 r.close()
             raise
 
+    @property
+    def waited_ns(self) -> int:  # type: ignore[override]
+        """What the inputs say they waited, and the polls that found an input empty."""
+        return self._waited + sum(r.waited_ns for r in self.readers)
+
+    @property
+    def paced_ns(self) -> int:  # type: ignore[override]
+        return sum(r.paced_ns for r in self.readers)
+
     def _poll_one(self, i: int, timeout_s: float) -> List[Piece]:
-        pieces = self.readers[i].poll(timeout_s)
+        r = self.readers[i]
+        if timeout_s > 0:
+            w0, t0 = r.waited_ns, time.perf_counter_ns()
+            pieces = r.poll(timeout_s)
+            if pieces == []:        # a wait for data (less what the reader counted itself)
+                self._waited += max(0, time.perf_counter_ns() - t0 - (r.waited_ns - w0))
+        else:
+            pieces = r.poll(0)
         if pieces is None:
             self._live[i] = False
             return [(Tagged(i, INPUT_END), 0)]

@@ -1,9 +1,9 @@
 """Joins: a step of two inputs, typed, checked and lowered into a stage that reads both.
 
 - **Typing** (:func:`join_schema`): the key columns must exist on their side and be
-  comparable (:func:`comparable`: ``int32`` with ``int64``, ``string`` with ``large_string``,
-  ...); a window, interval or as-of join needs event time on both sides.  The output is
-  Polars' rule (:func:`join_columns`, as ``heliosdb.operators.join.output_schema``): a
+  comparable as the join operators compare them (``int32`` with ``int64``, ``string`` with
+  ``large_string``, ...); a window, interval or as-of join needs event time on both sides.
+  The output is the operators' (``heliosdb.operators.join.output_schema``, Polars' rule): a
   window join's ``window_start``, ``window_end``, then the left columns, then the right
   ones, the right keys left out when they were named alike (``on=``: kept once, under the
   left name, in the type both sides' keys fit), clashes suffixed.
@@ -22,8 +22,8 @@ Examples
 >>> from heliosdb.logical import Join
 >>> left = pa.schema([("k", pa.int32()), ("v", pa.float64())])
 >>> right = pa.schema([("k", pa.int64()), ("v", pa.float64()), ("w", pa.string())])
->>> step = Join("regular", ("k",), ("k",), ttl_ns=10**9, coalesce_keys=True)
->>> [f"{f.name} {f.type}" for f, _, _ in join_columns(step, left, right, [pa.int64()])]
+>>> node = Node(Join("regular", ("k",), ("k",), ttl_ns=10**9, coalesce_keys=True), None, "j")
+>>> [f"{f.name} {f.type}" for f in join_schema(node, left, right, None, None)]
 ['k int64', 'v double', 'v_right double', 'w string']
 """
 from __future__ import annotations
@@ -31,79 +31,43 @@ from __future__ import annotations
 from typing import List, Optional, Set, Tuple
 
 import pyarrow as pa
-import pyarrow.types as pat
 
-from ..aggregates.codecs import value_kind
-from ..errors import PlanError
-from ..logical import Join, LateOutput, Node
+from ..errors import PlanError, SchemaError
+from ..logical import LateOutput, Node
 from ..operators.base import Operator
 from ..operators.exchange import HashPartitioner
+from ..operators.join import LATE_TAGS as LATE_SIDE_TAGS
+from ..operators.join import JoinSpec, make_join, output_schema
+from ..operators.join.keys import JoinKeys, common_type
+from ..operators.join.spec import output_columns
 from .context import At, Lowering
 from .parallelism import keyed_parallelism, placement
 from .stages import merge_stage, new_stage, side_stage
-
-#: The columns a window join puts first, as window aggregates do.
-WINDOW_COLUMNS = ("window_start", "window_end")
-_WINDOW_TYPE = pa.timestamp("ns", tz="UTC")
 
 #: One output column: (its field, the side it comes from (None: the window's), input column).
 Column = Tuple[pa.Field, Optional[int], Optional[str]]
 
 #: Which side's late rows a ``late_output(side)`` reads: its side-output tag.
-LATE_TAGS = {"left": "late_left", "right": "late_right"}
+LATE_TAGS = {"left": LATE_SIDE_TAGS[0], "right": LATE_SIDE_TAGS[1]}
 
 
-def comparable(left: pa.DataType, right: pa.DataType) -> bool:
-    """Whether join keys of types ``left`` and ``right`` can be compared: integers of any
-    width with integers (booleans with booleans), floats with floats, ``string`` with
-    ``large_string``, timestamps of the same unit, other types with the same type.  The
-    keys are coded as int64 alike (``aggregates.codecs``), so equal keys hash alike.
-
-    >>> comparable(pa.int32(), pa.int64()), comparable(pa.int64(), pa.float64())
-    (True, False)
-    """
-    kind = value_kind(left)
-    if kind is None or kind != value_kind(right):
-        return False
-    if kind == "int":
-        return pat.is_boolean(left) == pat.is_boolean(right)
-    if kind == "time":
-        if pat.is_timestamp(left) and pat.is_timestamp(right):
-            return left.unit == right.unit
-        return left == right
-    return True
-
-
-_INTS = {(8, True): pa.int8(), (16, True): pa.int16(), (32, True): pa.int32(), (64, True): pa.int64(),
-         (8, False): pa.uint8(), (16, False): pa.uint16(), (32, False): pa.uint32(), (64, False): pa.uint64()}
-
-
-def common_type(left: pa.DataType, right: pa.DataType) -> pa.DataType:
-    """The type both sides' values of a pair of comparable keys fit in (as the join operators
-    keep a coalesced key and their snapshots' keys): the wider integer or float,
-    ``large_string`` if either is, else the left type.
-
-    >>> common_type(pa.int32(), pa.int64()), common_type(pa.uint8(), pa.int16())
-    (DataType(int64), DataType(int64))
-    """
-    if left == right:
-        return left
-    if pat.is_integer(left) and pat.is_integer(right):
-        signed = pat.is_signed_integer(left)
-        if signed != pat.is_signed_integer(right):
-            return pa.int64()
-        return _INTS[(max(left.bit_width, right.bit_width), signed)]
-    if pat.is_floating(left) and pat.is_floating(right):
-        return pa.float64() if max(left.bit_width, right.bit_width) == 64 else left
-    if pat.is_large_string(right):
-        return right
-    return left
+def join_spec(node: Node, left_time: Optional[str], right_time: Optional[str],
+              ttl_ns: Optional[int] = None) -> JoinSpec:
+    """The operators' spec of join step ``node``: event time ``left_time`` / ``right_time``
+    (a regular join runs on event time when both sides have it, else on the wall clock)."""
+    s = node.step
+    if s.join_kind == "regular" and (left_time is None or right_time is None):
+        left_time = right_time = None
+    return JoinSpec(s.join_kind, s.left_on, s.right_on, how=s.how, suffix=s.suffix,
+                    coalesce_keys=s.coalesce_keys, left_time=left_time, right_time=right_time,
+                    window=s.window, between=s.between, tolerance_ns=s.tolerance_ns,
+                    ttl_ns=ttl_ns if ttl_ns is not None else s.ttl_ns)
 
 
 def key_types(node: Node, left: pa.Schema, right: pa.Schema) -> List[pa.DataType]:
-    """The type each pair of key columns is compared and hashed as (:func:`common_type`);
-    PlanError naming the step, the column and its side when one is missing, or both columns
-    when they cannot be compared."""
+    """The type each pair of key columns is compared and hashed as (the type both sides'
+    values fit, ``operators.join.keys.common_type``); PlanError naming the step, the column
+    and its side when one is missing, or both columns when they cannot be compared."""
     step = node.step
     for side, keys, schema in (("left", step.left_on, left), ("right", step.right_on, right)):
         for k in keys:
@@ -113,49 +77,11 @@ def key_types(node: Node, left: pa.Schema, right: pa.Schema) -> List[pa.DataType
                     hint = " (on= names columns of both sides; use left_on=/right_on= when they differ)"
                 raise PlanError(f"step {node.name!r}: join key {k!r} is not a column of the {side} input; "
                                 f"it has {schema.names}{hint}")
-    out = []
-    for lk, rk in zip(step.left_on, step.right_on):
-        lt, rt = left.field(lk).type, right.field(rk).type
-        if not comparable(lt, rt):
-            raise PlanError(f"step {node.name!r}: join keys left {lk!r} ({lt}) and right {rk!r} ({rt}) cannot be "
-                            f"compared; cast one of them first, e.g. with_columns({rk}=col({rk!r}).cast(...))")
-        out.append(common_type(lt, rt))
-    return out
-
-
-def join_columns(step: Join, left: pa.Schema, right: pa.Schema, types: List[pa.DataType]) -> List[Column]:
-    """The output columns of join ``step`` (see the module docstring), each with where it
-    comes from; the columns of a side an outer join pads with nulls are nullable.  PlanError
-    when a name clashes."""
-    pad_left = step.how in ("right", "full")
-    pad_right = step.how in ("left", "full") or step.join_kind == "asof"
-    cols: List[Column] = []
-    if step.join_kind == "window":
-        cols += [(pa.field(c, _WINDOW_TYPE, False), None, None) for c in WINDOW_COLUMNS]
-    taken = {c[0].name for c in cols}
-    right_key = dict(zip(step.left_on, step.right_on)) if step.coalesce_keys else {}
-    key_type = dict(zip(step.left_on, types))
-    for f in left:
-        if f.name in taken:
-            raise PlanError(f"join(): the left input's column {f.name!r} clashes with the window join's own "
-                            "window_start/window_end; rename it first")
-        nullable = f.nullable or pad_left
-        if f.name in right_key:
-            nullable = f.nullable or (pad_left and right.field(right_key[f.name]).nullable)
-            f = f.with_type(key_type[f.name])        # a right row's key must fit it too
-        cols.append((f.with_nullable(nullable), 0, f.name))
-        taken.add(f.name)
-    dropped = set(right_key.values())
-    for f in right:
-        if f.name in dropped:
-            continue
-        name = f.name if f.name not in taken else f.name + step.suffix
-        if name in taken:
-            raise PlanError(f"join(): the right column {f.name!r} clashes with the output column {name!r} "
-                            f"even with suffix {step.suffix!r}; rename it, or pass another suffix=")
-        taken.add(name)
-        cols.append((pa.field(name, f.type, f.nullable or pad_right, f.metadata), 1, f.name))
-    return cols
+    try:
+        JoinKeys(left, right, step.left_on, step.right_on, node.name)
+    except SchemaError as exc:
+        raise PlanError(str(exc)) from exc
+    return [common_type(left.field(a).type, right.field(b).type) for a, b in zip(step.left_on, step.right_on)]
 
 
 def check_time(node: Node, left_time: Optional[str], right_time: Optional[str]) -> None:
@@ -170,27 +96,39 @@ def check_time(node: Node, left_time: Optional[str], right_time: Optional[str]) 
                 "before the join")
 
 
+def join_columns(node: Node, left: pa.Schema, right: pa.Schema, left_time: Optional[str],
+                 right_time: Optional[str]) -> List[Column]:
+    """The output columns of join ``node`` (``operators.join.output_schema``'s, with where each
+    comes from), after checking its keys and event time."""
+    key_types(node, left, right)
+    check_time(node, left_time, right_time)
+    spec = join_spec(node, left_time, right_time)
+    cols: List[Column] = [(f, None, None) for f in output_schema(left, right, spec)][:2] \
+        if spec.kind == "window" else []
+    for c in output_columns(left, right, spec):
+        cols.append((c.field, c.side, (left if c.side == 0 else right).field(c.index).name))
+    return cols
+
+
 def join_schema(node: Node, left: pa.Schema, right: pa.Schema, left_time: Optional[str],
                 right_time: Optional[str]) -> pa.Schema:
     """The output schema of join ``node`` over its inputs' schemas (checks it first)."""
-    types = key_types(node, left, right)
-    check_time(node, left_time, right_time)
-    return pa.schema([f for f, _, _ in join_columns(node.step, left, right, types)])
+    return pa.schema([f for f, _, _ in join_columns(node, left, right, left_time, right_time)])
 
 
-def side_inputs(node: Node, left: pa.Schema, right: pa.Schema, side: int,
-                needed: Optional[Set[str]], time: Optional[str]) -> Optional[Set[str]]:
+def side_inputs(node: Node, left: pa.Schema, right: pa.Schema, side: int, needed: Optional[Set[str]],
+                left_time: Optional[str], right_time: Optional[str]) -> Optional[Set[str]]:
     """The columns of input ``side`` the join and the steps after it read (``needed``: of
     its output, None: all): the keys, the event time, and what becomes a needed column."""
-    step = node.step
-    schema = left if side == 0 else right
     if needed is None:
         return None
-    types = key_types(node, left, right)
+    step = node.step
+    schema = left if side == 0 else right
     cols = set(step.left_on if side == 0 else step.right_on)
+    time = left_time if side == 0 else right_time
     if time is not None:
         cols.add(time)
-    for f, s, c in join_columns(step, left, right, types):
+    for f, s, c in join_columns(node, left, right, left_time, right_time):
         if s == side and f.name in needed:
             cols.add(c)
     return {c for c in cols if c in schema.names}
@@ -199,18 +137,10 @@ def side_inputs(node: Node, left: pa.Schema, right: pa.Schema, side: int,
 def build_operator(node: Node, left: pa.Schema, right: pa.Schema, left_time: Optional[str],
                    right_time: Optional[str], ttl_ns: Optional[int], max_bytes: int,
                    backend=None) -> Operator:
-    """The join operator of step ``node`` over its inputs' schemas (``heliosdb.operators.join``):
-    event time ``left_time`` / ``right_time`` (a regular join runs on event time when both
-    sides have it, else its TTL ``ttl_ns`` runs on the wall clock), state on ``backend``."""
-    from ..operators.join import JoinSpec, make_join
-
-    s = node.step
-    if s.join_kind == "regular" and (left_time is None or right_time is None):
-        left_time = right_time = None
-    spec = JoinSpec(s.join_kind, s.left_on, s.right_on, how=s.how, suffix=s.suffix,
-                    coalesce_keys=s.coalesce_keys, left_time=left_time, right_time=right_time,
-                    window=s.window, between=s.between, tolerance_ns=s.tolerance_ns, ttl_ns=ttl_ns)
-    return make_join(spec, left, right, name=node.name, max_state_bytes=max_bytes, backend=backend)
+    """The join operator of step ``node`` over its inputs' schemas (``operators.join.make_join``),
+    its state on ``backend``."""
+    return make_join(join_spec(node, left_time, right_time, ttl_ns), left, right, name=node.name,
+                     max_state_bytes=max_bytes, backend=backend)
 
 
 def _feeder(low: Lowering, at: At, origin: int) -> int:

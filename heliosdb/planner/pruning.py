@@ -78,7 +78,7 @@ class Pruning:
             return None                # late rows leave with every column of their input
         left, right = output_schema(join.parent, self.schemas), output_schema(join.right, self.schemas)
         after = self.needed_after(join, event_time(join.parent))
-        return side_inputs(join, left, right, side, after, event_time(parent))
+        return side_inputs(join, left, right, side, after, event_time(join.parent), event_time(join.right))
 
     def needed_before(self, n: Node, wm_time: Optional[str]) -> Columns:
         """Columns of ``n``'s input that it or a later step reads (None: all)."""

@@ -72,7 +72,7 @@ def test_join_asof_keeps_every_left_row():
     (dict(on="id"), "join key 'id' is not a column of the left input"),
     (dict(left_on="k", right_on="nope"), "join key 'nope' is not a column of the right input"),
     (dict(left_on=["k", "v"], right_on=["id"]), "as many left keys as right keys"),
-    (dict(left_on="k", right_on="w"), "join keys left 'k' (int64) and right 'w' (string) cannot be compared"),
+    (dict(left_on="k", right_on="w"), "join key left.k (int64) and right.w (string) cannot be compared"),
     (dict(left_on="k", right_on="id", how="outer"), "join(how='outer') is not a join type"),
     (dict(left_on="k", right_on="id", how="cross"), "how= 'inner' | 'left' | 'right' | 'full'"),
     (dict(left_on="k"), "needs its key columns"),

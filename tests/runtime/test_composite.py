@@ -90,6 +90,7 @@ def test_the_wait_is_shared_between_the_inputs_with_nothing_ready():
     reader.readers[:] = [a, b]
     assert reader.poll(0.2) == []          # a and b first polled without waiting, then 0.1 s each
     assert a.polls == [0, 0.1] and b.polls == [0, 0.1]
+    assert reader.waited_ns > 0 and reader.paced_ns == 0     # the source's task counts it as idle
 
 
 def test_position_is_every_inputs_and_seek_seeks_each():
