@@ -16,39 +16,12 @@ from typing import Any, List, Optional, Sequence, Tuple, TypeVar, Union
 from .config import Duration, to_nanos
 from .errors import PlanError
 from .expr import parse_projection
-from .logical import Join, Node, Select
+from .connectors.table import TableSpec
+from .logical import Join, Node, Select, join_keys
 from .windows import WINDOW_SPECS, WindowSpec
 
 S = TypeVar("S", bound="JoinMethods")
 Keys = Union[str, Sequence[str], None]
-
-
-def _names(keys: Keys, what: str) -> Tuple[str, ...]:
-    if isinstance(keys, str):
-        return (keys,)
-    if isinstance(keys, (list, tuple)) and keys and all(isinstance(k, str) for k in keys):
-        return tuple(keys)
-    raise PlanError(f"{what} takes a column name or a list of them, got {keys!r}")
-
-
-def join_keys(on: Keys, left_on: Keys, right_on: Keys, what: str = "join()"
-              ) -> Tuple[Tuple[str, ...], Tuple[str, ...], bool]:
-    """(left keys, right keys, whether they are named alike) from Polars' ``on=`` or
-    ``left_on=``/``right_on=``.
-
-    >>> join_keys("k", None, None), join_keys(None, ["a", "b"], ["x", "y"])
-    ((('k',), ('k',), True), (('a', 'b'), ('x', 'y'), False))
-    """
-    if on is not None:
-        if left_on is not None or right_on is not None:
-            raise PlanError(f"{what} takes on= (keys named alike on both sides) or left_on= and right_on=, "
-                            "not both")
-        keys = _names(on, f"{what} on=")
-        return keys, keys, True
-    if left_on is None or right_on is None:
-        raise PlanError(f"{what} needs its key columns: on='key' when both sides name them alike, else "
-                        "left_on= and right_on=")
-    return _names(left_on, f"{what} left_on="), _names(right_on, f"{what} right_on="), False
 
 
 class JoinMethods:
@@ -134,13 +107,17 @@ class JoinMethods:
         ...
         heliosdb.errors.PlanError: step 'join-...': join key 'nope' is not a column of the left input; ...
         """
-        if not isinstance(other, JoinMethods):
+        if isinstance(other, TableSpec):
             extra = [n for n, v in (("window", window), ("between", between), ("ttl", ttl)) if v is not None]
             if extra:
                 raise PlanError(f"a lookup join takes no {'/'.join(e + '=' for e in extra)}; those apply to "
                                 "a join of two streams")
             return self._join_table(other, on=on, left_on=left_on, right_on=right_on, how=how, suffix=suffix)
-        lk, rk, alike = join_keys(on, left_on, right_on)
+        if not isinstance(other, JoinMethods):
+            raise PlanError(f"join() takes a stream of the same environment or a lookup table (hdb.table(...)), "
+                            f"got {type(other).__name__}")
+        lk, rk = join_keys(on, left_on, right_on)
+        alike = on is not None
         if window is not None and between is not None:
             raise PlanError("join() takes window= (a window join) or between= (an interval join), not both")
         if window is not None:
@@ -200,7 +177,8 @@ class JoinMethods:
         """
         if not isinstance(other, JoinMethods):
             raise PlanError(f"join_asof() takes a stream of the same environment, got {other!r}")
-        lk, rk, alike = join_keys(on, left_on, right_on, "join_asof()")
+        lk, rk = join_keys(on, left_on, right_on)
+        alike = on is not None
         tol = None if tolerance is None else to_nanos(tolerance, "join_asof(tolerance=)")
         return self._joined(other, Join("asof", lk, rk, "left", suffix, tolerance_ns=tol, coalesce_keys=alike))
 
@@ -221,11 +199,10 @@ class JoinMethods:
         output_schema(node)
         return type(self)(self._env, node)  # type: ignore[call-arg]
 
-    def _join_table(self, table: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
-                    how: str = "inner", suffix: str = "_right") -> S:
-        """A lookup join with a table (``hdb.table(...)``)."""
-        raise PlanError(f"join() takes a stream of the same environment or a lookup table (hdb.table(...)), "
-                        f"got {type(table).__name__}")
+    def _join_table(self: S, table: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
+                    how: str = "inner", suffix: str = "_right") -> S:  # pragma: no cover - Stream's
+        """A lookup join with a table (``hdb.table(...)``): ``Stream._join_table``."""
+        raise NotImplementedError
 
 
 def _bounded(node: Node) -> bool:
@@ -233,4 +210,4 @@ def _bounded(node: Node) -> bool:
     return all(n.step.source.bounded for n in node.sources())
 
 
-__all__: List[str] = ["JoinMethods", "join_keys"]
+__all__: List[str] = ["JoinMethods"]

@@ -160,13 +160,14 @@ def test_regular_join(data, how, parallelism):
 
 
 def test_a_lookup_table_on_the_right_is_a_lookup_join():
-    table = getattr(hdb, "table", None)
-    if table is None:
-        pytest.skip("hdb.table (the lookup join) is not in this build")
     env = hdb.StreamEnvironment()
-    users = table(pa.table({"id": [1, 2], "name": ["ann", "bob"]}))
+    users = hdb.table(pa.table({"id": [1, 2], "name": ["ann", "bob"]}))
     out = env.from_iterable([{"user": 2, "v": 1.5}]).join(users, left_on="user", right_on="id").collect()
     assert out.to_pydict() == {"user": [2], "v": [1.5], "name": ["bob"]}
+    with pytest.raises(hdb.PlanError, match="a lookup join takes no window="):
+        env.from_iterable([{"user": 2}]).join(users, left_on="user", right_on="id", window=hdb.TumblingWindow.of(1))
+    with pytest.raises(hdb.PlanError, match="a stream of the same environment or a lookup table"):
+        env.from_iterable([{"user": 2}]).join(pa.table({"id": [1]}), on="id")
 
 
 KINDS = {

@@ -75,7 +75,7 @@ def test_join_asof_keeps_every_left_row():
     (dict(left_on="k", right_on="w"), "join key left.k (int64) and right.w (string) cannot be compared"),
     (dict(left_on="k", right_on="id", how="outer"), "join(how='outer') is not a join type"),
     (dict(left_on="k", right_on="id", how="cross"), "how= 'inner' | 'left' | 'right' | 'full'"),
-    (dict(left_on="k"), "needs its key columns"),
+    (dict(left_on="k"), "needs on="),
     (dict(on="k", left_on="k", right_on="id"), "not both"),
     (dict(left_on="k", right_on="id", window=hdb.TumblingWindow.of(1), between=(0, 1)), "not both"),
     (dict(left_on="k", right_on="id", between=(1, 0)), "lower <= upper"),
