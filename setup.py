@@ -62,9 +62,9 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir={"heliosdb.kernels": "kernels"},
-    package_data={"heliosdb": ["py.typed"], "heliosdb.kernels": ["*.pyi", "*.pyx"]},
+    package_data={"heliosdb": ["py.typed"], "heliosdb.kernels": ["*.pyi", "*.pyx", "*.pxd"]},
     exclude_package_data={"heliosdb.kernels": ["*.c"]},
-    ext_modules=cythonize(extensions, language_level=3),
+    ext_modules=cythonize(extensions, language_level=3, include_path=["kernels"]),
     install_requires=[
         "pyarrow>=14",
         "numpy>=1.24",

@@ -10,19 +10,11 @@ from libc.stdint cimport int64_t, uint64_t, int32_t, uint8_t, uintptr_t
 from libc.string cimport memcpy, memcmp
 from libc.stdlib cimport malloc, calloc, realloc, free
 
+from _hash cimport hash_combine, mix64
+
 import numpy as np
 
 DEF MAXW = 32
-
-
-cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
-    # splitmix64 / murmur3 finaliser
-    h ^= h >> 33
-    h *= 0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    h *= 0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 33
-    return h
 
 
 cdef class GroupTable:
@@ -127,12 +119,12 @@ cdef class GroupTable:
         cdef uint64_t h
         cdef int j
         if self.width == 1:
-            return _mix(<uint64_t> k[0])
+            return mix64(<uint64_t> k[0])
         if self.width == 2:
-            return _mix(<uint64_t> k[0] * 0x9E3779B97F4A7C15ULL + <uint64_t> k[1])
+            return mix64(<uint64_t> k[0] * 0x9E3779B97F4A7C15ULL + <uint64_t> k[1])
         h = 0x9E3779B97F4A7C15ULL
         for j in range(self.width):
-            h = _mix(h ^ (<uint64_t> k[j] + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2)))
+            h = hash_combine(h, <uint64_t> k[j])
         return h
 
     cdef void _rehash(self) noexcept nogil:
@@ -205,7 +197,7 @@ cdef class GroupTable:
         cdef int32_t s
         for i in range(n):
             k0 = c0[i]
-            pos = _mix(<uint64_t> k0) & self.mask
+            pos = mix64(<uint64_t> k0) & self.mask
             while True:
                 s = self.slots[pos]
                 if s == 0:
@@ -231,7 +223,7 @@ cdef class GroupTable:
         for i in range(n):
             k[0] = c0[i]
             k[1] = c1[i]
-            pos = _mix(<uint64_t> k[0] * 0x9E3779B97F4A7C15ULL + <uint64_t> k[1]) & self.mask
+            pos = mix64(<uint64_t> k[0] * 0x9E3779B97F4A7C15ULL + <uint64_t> k[1]) & self.mask
             while True:
                 s = self.slots[pos]
                 if s == 0:
@@ -423,7 +415,7 @@ cdef inline uint64_t _hash_bytes(const uint8_t* p, int64_t n) noexcept nogil:
     cdef int64_t i
     for i in range(n):
         h = (h ^ p[i]) * 0x100000001B3ULL
-    return _mix(h ^ <uint64_t> n)
+    return mix64(h ^ <uint64_t> n)
 
 
 cdef class StringTable:

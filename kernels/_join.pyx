@@ -21,30 +21,13 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy
 
+from _hash cimport hash_row
+
 import numpy as np
 
 cdef int64_t I64_MAX = 0x7FFFFFFFFFFFFFFF
 cdef int64_t I64_MIN = -0x7FFFFFFFFFFFFFFF - 1
 DEF MAXW = 32
-
-
-cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
-    h ^= h >> 33
-    h *= 0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    h *= 0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 33
-    return h
-
-
-cdef inline uint64_t _hash_row(const int64_t** cols, int w, int64_t i) noexcept nogil:
-    cdef uint64_t h = 0x9E3779B97F4A7C15ULL
-    cdef int j
-    if w == 1:
-        return _mix(<uint64_t> cols[0][i])
-    for j in range(w):
-        h = _mix(h ^ (<uint64_t> cols[j][i] + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2)))
-    return h
 
 
 cdef inline bint _same_row(const int64_t** a, int64_t i, const int64_t** b, int64_t j, int w) noexcept nogil:
@@ -441,7 +424,7 @@ def hash_join(list build, build_valid, list probe, probe_valid, uint8_t[::1] pro
             for j in range(nb - 1, -1, -1):
                 if has_bv and not bv[j]:
                     continue
-                pos = _hash_row(bc, w, j) & mask
+                pos = hash_row(bc, w, j) & mask
                 while True:
                     g = slots[pos]
                     if g < 0:
@@ -456,7 +439,7 @@ def hash_join(list build, build_valid, list probe, probe_valid, uint8_t[::1] pro
             for i in range(np_):
                 if has_pv and not pv[i]:
                     continue
-                pos = _hash_row(pc, w, i) & mask
+                pos = hash_row(pc, w, i) & mask
                 while True:
                     g = slots[pos]
                     if g < 0 or _same_row(bc, g, pc, i, w):

@@ -22,6 +22,8 @@ from libc.stdint cimport int64_t, uint64_t, int32_t, uint8_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memcmp
 
+from _hash cimport hash_row, mix64
+
 cdef extern from *:
     void __builtin_prefetch(const void* p) noexcept nogil
 
@@ -33,24 +35,6 @@ DEF AHEAD = 16           # rows a probe prefetches ahead
 ctypedef fused offset_t:
     int32_t
     int64_t
-
-
-cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
-    # splitmix64 / murmur3 finaliser
-    h ^= h >> 33
-    h *= 0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    h *= 0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 33
-    return h
-
-
-cdef inline uint64_t _hash_row(const int64_t** cols, int w, int64_t i) noexcept nogil:
-    cdef uint64_t h = 0x9E3779B97F4A7C15ULL
-    cdef int j
-    for j in range(w):
-        h = _mix(h ^ (<uint64_t> cols[j][i] + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2)))
-    return h
 
 
 cdef struct Slot1:
@@ -240,7 +224,7 @@ cdef class JoinIndex:
         return False
 
     cdef inline int64_t _add1(self, int64_t k) noexcept nogil:
-        cdef uint64_t pos = _mix(<uint64_t> k) & self.mask
+        cdef uint64_t pos = mix64(<uint64_t> k) & self.mask
         cdef Slot1* s
         while True:
             s = &self.slots1[pos]
@@ -255,7 +239,7 @@ cdef class JoinIndex:
 
     cdef inline int64_t _add_wide(self, const int64_t** cols, int64_t i) noexcept nogil:
         cdef int w = self.width, j
-        cdef uint64_t h = _hash_row(cols, w, i)
+        cdef uint64_t h = hash_row(cols, w, i)
         cdef uint64_t pos = h & self.mask
         cdef int64_t g
         cdef int64_t* kp
@@ -331,7 +315,7 @@ cdef class JoinIndex:
         if self.mode == 0:
             d = <uint64_t> k - <uint64_t> self.kmin
             return self.direct[d] if d < self.krange else -1
-        pos = _mix(<uint64_t> k) & self.mask
+        pos = mix64(<uint64_t> k) & self.mask
         while True:
             s = &self.slots1[pos]
             if s.val < 0 or s.key == k:
@@ -340,7 +324,7 @@ cdef class JoinIndex:
 
     cdef inline int64_t _find_wide(self, const int64_t** cols, int64_t i) noexcept nogil:
         cdef int w = self.width, j
-        cdef uint64_t h = _hash_row(cols, w, i)
+        cdef uint64_t h = hash_row(cols, w, i)
         cdef uint64_t pos = h & self.mask
         cdef int64_t g
         cdef int64_t* kp
@@ -379,12 +363,12 @@ cdef class JoinIndex:
         elif self.mode == 1:
             for i in range(n):
                 if i < m:
-                    __builtin_prefetch(&self.slots1[_mix(<uint64_t> c0[i + AHEAD]) & self.mask])
+                    __builtin_prefetch(&self.slots1[mix64(<uint64_t> c0[i + AHEAD]) & self.mask])
                 out[i] = self._find1(c0[i]) if ok == NULL or ok[i] else -1
         else:
             for i in range(n):
                 if i < m:
-                    __builtin_prefetch(&self.slotsw[_hash_row(cols, self.width, i + AHEAD) & self.mask])
+                    __builtin_prefetch(&self.slotsw[hash_row(cols, self.width, i + AHEAD) & self.mask])
                 out[i] = self._find_wide(cols, i) if ok == NULL or ok[i] else -1
 
     def probe(self, list columns, valid=None, bint keep_unmatched=False):
@@ -484,7 +468,7 @@ cdef inline uint64_t _hash_bytes(const uint8_t* p, int64_t n) noexcept nogil:
         memcpy(&w, p + i, n - i)
         h = (h ^ w) * 0xff51afd7ed558ccdULL
         h ^= h >> 29
-    return _mix(h ^ <uint64_t> n)
+    return mix64(h ^ <uint64_t> n)
 
 
 DEF INLINE = 16          # bytes of a string kept in its slot: shorter keys compare there
