@@ -16,7 +16,7 @@ from .config import DEFAULT_MAX_DRIFT, Duration, StreamingConfig, to_nanos
 from .errors import ConfigError, PlanError, SchemaError
 from .aggregates import AggSpec
 from .expr import Expr, as_expr, parse_projection
-from .logical import (FUNCTION_STEPS, Batch, Filter, Inspect, Join, LateOutput, LookupJoin, MapBatches, Node,
+from .logical import (FUNCTION_STEPS, Batch, Filter, Inspect, Join, LateOutput, MapBatches, Node,
                       RunningAggregate, Select, Sink, Source, Step, Unbatch, Watermark, WindowAggregate,
                       WithColumns, join_keys, validate_name)
 from .stream_join import JoinMethods
@@ -388,25 +388,6 @@ class Stream(SourceMethods, JoinMethods):
         """
         self._node.name = validate_name(name)
         return self
-
-    # -- joins -------------------------------------------------------------------------------
-    def _join_table(self, table: Any, on: Union[str, List[str], None] = None, left_on: Union[str, List[str], None] = None,
-                    right_on: Union[str, List[str], None] = None, how: str = "inner",
-                    suffix: str = "_right") -> "Stream":
-        """A lookup join with ``table`` (``hdb.table(...)``): each row with every table row
-        whose key columns equal its own, as SQL's join (a key that occurs twice in the table
-        gives two output rows; a null key matches nothing).  ``how="left"`` keeps the rows
-        without a match, with nulls for the table's columns.  Output: the stream's columns,
-        then the table's other columns (a name the stream has gets ``suffix``).
-
-        >>> import heliosdb as hdb, pyarrow as pa
-        >>> users = hdb.table(pa.table({"id": [1, 1, 2], "name": ["ann", "al", "bob"]}))
-        >>> s = hdb.StreamEnvironment().from_iterable([{"id": 1}, {"id": 3}])
-        >>> s._join_table(users, on="id", how="left").collect().to_pydict()
-        {'id': [1, 1, 3], 'name': ['ann', 'al', None]}
-        """
-        left, right = join_keys(on, left_on, right_on)
-        return self._then(LookupJoin(table, left, right, how, suffix))
 
     # -- keyed -------------------------------------------------------------------------------
     def key_by(self, *columns: str) -> "KeyedStream":

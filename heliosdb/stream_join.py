@@ -17,7 +17,7 @@ from .config import Duration, to_nanos
 from .errors import PlanError
 from .expr import parse_projection
 from .connectors.table import TableSpec
-from .logical import Join, Node, Select, join_keys
+from .logical import Join, LookupJoin, Node, Select, join_keys
 from .windows import WINDOW_SPECS, WindowSpec
 
 S = TypeVar("S", bound="JoinMethods")
@@ -199,10 +199,24 @@ class JoinMethods:
         output_schema(node)
         return type(self)(self._env, node)  # type: ignore[call-arg]
 
-    def _join_table(self: S, table: Any, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
-                    how: str = "inner", suffix: str = "_right") -> S:  # pragma: no cover - Stream's
-        """A lookup join with a table (``hdb.table(...)``): ``Stream._join_table``."""
-        raise NotImplementedError
+    def _join_table(self: S, table: TableSpec, on: Keys = None, left_on: Keys = None, right_on: Keys = None,
+                    how: str = "inner", suffix: str = "_right") -> S:
+        """A lookup join with ``table`` (``hdb.table(...)``), what :meth:`join` does when given
+        one: each row with every table row whose key columns equal its own, as SQL's join (a
+        key that occurs twice in the table gives two output rows; a null key matches nothing).
+        ``how="left"`` keeps the rows without a match, with nulls for the table's columns.
+        Output: the stream's columns, then the table's other columns (a name the stream has
+        gets ``suffix``).
+
+        >>> import heliosdb as hdb, pyarrow as pa
+        >>> users = hdb.table(pa.table({"id": [1, 1, 2], "name": ["ann", "al", "bob"]}))
+        >>> s = hdb.StreamEnvironment().from_iterable([{"id": 1}, {"id": 3}])
+        >>> s.join(users, on="id", how="left").collect().to_pydict()
+        {'id': [1, 1, 3], 'name': ['ann', 'al', None]}
+        """
+        lk, rk = join_keys(on, left_on, right_on)
+        step = LookupJoin(table, lk, rk, how, suffix)
+        return type(self)(self._env, Node(step, self._node, self._env._next_name(step.kind)))  # type: ignore[call-arg]
 
 
 def _bounded(node: Node) -> bool:
