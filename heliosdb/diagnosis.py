@@ -23,10 +23,11 @@ from __future__ import annotations
 import html
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .display import percent
 from .metrics import BACKPRESSURE_THRESHOLD, Sample, task_fractions
+from .operators.base import LateCount
 
 if TYPE_CHECKING:  # pragma: no cover
     from .metrics import JobMetrics
@@ -83,13 +84,24 @@ REMEDIES = {
 }
 
 
-def _late_remedy(op: str, n: int, kept: bool) -> str:
-    """The "late" remedy for one operator, naming it and its count."""
-    where = ("read from its late_output()" if kept else
-             "dropped: sink its late_output() to keep them")
-    return (f"{op!r} found {n:,} late events ({where}); to have them counted in its windows, raise "
-            "with_watermark(max_out_of_orderness=) to the real disorder of the source, or pass "
-            f"allowed_lateness= to the window() of {op!r}")
+def _late_finding(c: LateCount) -> "Finding":
+    """The "late" finding of one late output (an operator's, or one side of a join's): how
+    many, kept or dropped, and the remedy naming the operator (and side) and its count."""
+    op, n, out = c.operator, c.events, c.output
+    where = f"read from its {out}" if c.read else f"dropped: sink its {out} to keep them"
+    if c.side is None:
+        message = (f"{n:,} late events at {op!r}, sent to its {out}" if c.read else
+                   f"{n:,} late events dropped by {op!r} (nothing reads its {out})")
+        remedy = (f"{op!r} found {n:,} late events ({where}); to have them counted in its windows, raise "
+                  "with_watermark(max_out_of_orderness=) to the real disorder of the source, or pass "
+                  f"allowed_lateness= to the window() of {op!r}")
+    else:
+        message = (f"{n:,} late {c.side} rows at {op!r}, sent to its {out}" if c.read else
+                   f"{n:,} late {c.side} rows dropped by {op!r} (nothing reads its {out})")
+        remedy = (f"{op!r} found {n:,} late rows on its {c.side} input ({where}); to have them joined, raise "
+                  f"with_watermark(max_out_of_orderness=) on the {c.side} input to its real disorder (the "
+                  "join's watermark is the least of both inputs')")
+    return Finding("late", message, [remedy])
 
 
 @dataclass
@@ -196,13 +208,16 @@ def _find_bottleneck(frac, topology: Dict[str, TaskInfo], blocked: List[str]) ->
 def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
              kinds: Optional[Dict[str, str]] = None, latency_p99_ms: Optional[float] = None,
              late_events: Union[int, Mapping[str, int]] = 0, late_kept: Collection[str] = (),
-             holding_splits: Optional[Mapping[str, str]] = None) -> Diagnosis:
+             holding_splits: Optional[Mapping[str, str]] = None,
+             late_counts: Sequence[LateCount] = ()) -> Diagnosis:
     """Diagnose a job from two samples of its counters (``then`` earlier than ``now``).
 
     ``kinds`` maps operator names to their kind (for kind-specific remedies).
     ``late_events`` is the job's late events, per operator (a mapping: each operator with
     late events is a finding of its own) or in all (a number); ``late_kept`` names the
     operators whose ``late_output()`` is read (their late events are kept, not dropped).
+    ``late_counts`` (``operators.base.LateCount``, from a running job) says the same per late
+    output, so a join's sides are findings of their own; given, it replaces those two.
     ``holding_splits`` maps an operator (a watermark assigner) to the input split that holds
     its watermark back.
 
@@ -228,6 +243,16 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
     >>> d = diagnose("doc", then, now, topo, late_events={"window-3": 1234})
     >>> [f.message for f in d.findings if f.kind == "late"]
     ["1,234 late events dropped by 'window-3' (nothing reads its late_output())"]
+
+    A join's sides, each kept or dropped:
+
+    >>> from heliosdb.operators.base import LateCount
+    >>> d = diagnose("doc", then, now, topo, late_counts=[LateCount("join-4", "left", 7, True),
+    ...                                                   LateCount("join-4", "right", 3, False)])
+    >>> for f in d.findings:
+    ...     if f.kind == "late": print(f.message)
+    7 late left rows at 'join-4', sent to its late_output('left')
+    3 late right rows dropped by 'join-4' (nothing reads its late_output('right'))
     """
     kinds = kinds or {}
     zero = {"busy": 0.0, "blocked": 0.0, "idle": 0.0, "paced": 0.0, "alive_s": 0.0, "rows": 0}
@@ -321,15 +346,12 @@ def diagnose(job: str, then: Sample, now: Sample, topology: Dict[str, TaskInfo],
     if latency_p99_ms is not None and latency_p99_ms > LATENCY_P99_TARGET_MS:
         findings.append(Finding("latency", f"p99 end-to-end latency {latency_p99_ms:,.1f} ms is over "
                                 f"the {LATENCY_P99_TARGET_MS:g} ms target", REMEDIES["latency"]))
-    if isinstance(late_events, Mapping):
-        for op, n in late_events.items():
-            if not n:
-                continue
-            kept = op in late_kept
-            message = (f"{n:,} late events at {op!r}, sent to its late_output()" if kept else
-                       f"{n:,} late events dropped by {op!r} (nothing reads its late_output())")
-            findings.append(Finding("late", message, [_late_remedy(op, n, kept)]))
-    elif late_events:
+    counts = list(late_counts)
+    if not counts and isinstance(late_events, Mapping):
+        counts = [LateCount(op, None, int(n), op in late_kept) for op, n in late_events.items() if n]
+    if counts:
+        findings += [_late_finding(c) for c in counts if c.events]
+    elif late_events and not isinstance(late_events, Mapping):
         findings.append(Finding("late", f"{late_events:,} late events", REMEDIES["late"]))
     for op, split in (holding_splits or {}).items():
         findings.append(Finding("watermark", f"the watermark of {op!r} is held back by split "
@@ -343,11 +365,9 @@ def diagnose_job(jm: "JobMetrics", then: Sample, now: Sample) -> Diagnosis:
     topology = {n: TaskInfo(list(t.operators), list(t.downstream), t.group)
                 for n, t in list(jm.tasks.items())}
     kinds = {n: s.kind for n, s in list(jm.operators.items())}
-    late = jm.late_by_operator()
-    kept = [op.name for op in list(jm.state_ops) if op.late_output_read]
     p99 = jm.latency.quantile(0.99)
-    return diagnose(jm.job, then, now, topology, kinds, None if p99 != p99 else p99, late, kept,
-                    jm.holding_splits())
+    return diagnose(jm.job, then, now, topology, kinds, None if p99 != p99 else p99,
+                    holding_splits=jm.holding_splits(), late_counts=jm.late_counts())
 
 
 # -- from Prometheus exposition text --------------------------------------------------------------

@@ -274,6 +274,19 @@ class JobMetrics:
         """
         return {op.name: op.late_events for op in list(self.state_ops) if op.late_events}
 
+    def late_counts(self) -> list:
+        """Late events of each late output that found any (``operators.base.LateCount``: per
+        operator, and per side for a join), each kept (its late output is read) or dropped.
+
+        Examples
+        --------
+        >>> from heliosdb.operators.base import Operator
+        >>> op = Operator(); op.name, op.late_events = "window-3", 12
+        >>> [(c.operator, c.side, c.events, c.fate) for c in JobMetrics("doc", state_ops=[op]).late_counts()]
+        [('window-3', None, 12, 'dropped')]
+        """
+        return [c for op in list(self.state_ops) for c in op.late_counts()]
+
     def watermark(self) -> Optional[int]:
         """The job's event-time watermark (ns): the least of its operators' (None before the
         first watermark, or without event time)."""
@@ -357,6 +370,8 @@ class JobMetrics:
             "open_windows": sum(op.open_windows() or 0 for op in state_ops),
             LATE_EVENTS: sum(op.late_events for op in state_ops),
             "late_events": self.late_by_operator(),
+            "late_outputs": [{"operator": c.operator, "side": c.side, "events": c.events, "kept": c.read}
+                             for c in self.late_counts()],
             "lookup_tables": {op.name: op.table_stats() for op in state_ops if op.table_stats() is not None},
             "watermark_lag_s": {n: wall - wm / 1e9 for n, wm in self.watermarks().items()},
             DEAD_LETTERS: self.all_dead_letters(),

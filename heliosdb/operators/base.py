@@ -211,6 +211,36 @@ class OperatorContext:
         return self.placement.keys
 
 
+@dataclass(frozen=True)
+class LateCount:
+    """Late events of one late output of an operator: the ``operator``'s name, the input
+    ``side`` they came on (None for an operator of one input; ``"left"`` or ``"right"`` for a
+    join), how many (``events``), and whether a stage reads that late output (``read``: they
+    were sent there) or not (they were counted and dropped).
+
+    Examples
+    --------
+    >>> c = LateCount("join-4", "right", 3, False)
+    >>> c.output, c.fate
+    ("late_output('right')", 'dropped')
+    """
+
+    operator: str
+    side: Optional[str]
+    events: int
+    read: bool
+
+    @property
+    def output(self) -> str:
+        """How the user names the late output: ``late_output()`` or ``late_output('left')``."""
+        return "late_output()" if self.side is None else f"late_output({self.side!r})"
+
+    @property
+    def fate(self) -> str:
+        """``"kept"`` (sent to the late output) or ``"dropped"``."""
+        return "kept" if self.read else "dropped"
+
+
 #: What an operator's ``parallel_kind`` may say.
 PARALLEL_KINDS = ("one", "replicas", "by_key")
 
@@ -352,8 +382,12 @@ class Operator:
 
     #: Set by the planner: whether some stage reads this operator's ``late_output()``.  When
     #: nothing does, an operator with late events counts and drops them (the window warns
-    #: once), rather than building a side output no one reads.
+    #: once), rather than building a side output no one reads.  An operator of two inputs
+    #: (a join) has a late output per input, each read or not (``late_sides_read``).
     late_output_read: bool = False
+    #: Set by the planner for an operator of two inputs: per input (left, right), whether
+    #: some stage reads that input's late rows (``late_output("left" | "right")``).
+    late_sides_read: Tuple[bool, bool] = (False, False)
 
     #: The state backend's bound on this operator's state in bytes (None: unbounded, or
     #: stateless).
@@ -362,6 +396,20 @@ class Operator:
     def state_size_bytes(self) -> int:
         """Bytes of state held now (0 for stateless operators)."""
         return 0
+
+    def late_counts(self) -> List["LateCount"]:
+        """The late events of each of the operator's late outputs that found any: one for an
+        operator of one input, one per side for a join.
+
+        Examples
+        --------
+        >>> op = Operator(); op.name, op.late_events = "window-3", 12
+        >>> op.late_counts()
+        [LateCount(operator='window-3', side=None, events=12, read=False)]
+        """
+        if not self.late_events:
+            return []
+        return [LateCount(self.name, None, self.late_events, self.late_output_read)]
 
     def watermark_ns(self) -> Optional[int]:
         """The operator's current event-time watermark (int64 ns UTC), or None when it has

@@ -184,7 +184,8 @@ def lower_join(low: Lowering, node: Node, at: At) -> Optional[Tuple[Node, At]]:
     def operator() -> Operator:
         op = build_operator(node, left.schema, right.schema, left.wm_time, right.wm_time, ttl_ns, max_bytes,
                             None if low.explain else backend)
-        op.late_output_read = any(isinstance(k.step, LateOutput) for k in low.plan.children(node))
+        read = {k.step.tag for k in low.plan.children(node) if isinstance(k.step, LateOutput)}
+        op.late_sides_read = (LATE_TAGS["left"] in read, LATE_TAGS["right"] in read)
         return op
 
     feeders = [_feeder(low, left, 0), _feeder(low, right, 1)]

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ...errors import ExecutionError, HeliosError
 from ...state.rows import open_rows_db, row_chunks
-from ..base import WATERMARK_MAX, WATERMARK_MIN, Item, Operator, SideOutput, Snapshot, Watermark
+from ..base import WATERMARK_MAX, WATERMARK_MIN, Item, LateCount, Operator, SideOutput, Snapshot, Watermark
 from ..clock import EventClock
 from .keys import JoinKeys
 from .spec import WINDOW_TYPE, JoinSpec, output_columns, output_schema
@@ -66,12 +66,16 @@ class JoinOperator(Operator):
     >>> schema = pa.schema([("ts", pa.int64()), ("k", pa.int64())])
     >>> spec = JoinSpec("interval", "k", "k", between=(0, 0), left_time="ts", right_time="ts")
     >>> op = make_join(spec, schema, schema)
-    >>> op.late_output_read = True                  # the planner sets it when late_output() is read
+    >>> op.late_sides_read = (False, True)          # the planner: late_output("right") is read
     >>> op.on_watermark(5_000_000)
     [Watermark(t=5000000)]
     >>> late = op.process_side(1, pa.record_batch({"ts": [4, 6], "k": [1, 1]}))
     >>> late[0].tag, late[0].batch.to_pydict(), op.late_events
     ('late_right', {'ts': [4], 'k': [1]}, 1)
+    >>> op.process_side(0, pa.record_batch({"ts": [3], "k": [1]}))   # nothing reads the left's: dropped
+    []
+    >>> [(c.side, c.events, c.fate) for c in op.late_counts()]
+    [('left', 1, 'dropped'), ('right', 1, 'kept')]
     """
 
     kind = "join"
@@ -80,7 +84,18 @@ class JoinOperator(Operator):
     stateful = True
     parallel_kind = "by_key"
     state_noun = "join state"
-    _late_warned = False
+    # late_sides_read (the Operator contract's, set by the planner): a side's late rows go to
+    # its late_output(side), or, when nothing reads it, are counted and dropped (the first
+    # drop of each side is a warning).
+
+    @property  # type: ignore[override]
+    def late_output_read(self) -> bool:
+        """Whether both sides' late outputs are read (setting it sets both)."""
+        return all(self.late_sides_read)
+
+    @late_output_read.setter
+    def late_output_read(self, value: bool) -> None:
+        self.late_sides_read = (bool(value), bool(value))
 
     def __init__(self, spec: JoinSpec, left_schema: pa.Schema, right_schema: pa.Schema, name: str = "join",
                  max_state_bytes: Optional[int] = None, backend=None):
@@ -100,6 +115,7 @@ class JoinOperator(Operator):
         self.watermark = WATERMARK_MIN
         self.late_by_side = [0, 0]
         self.late_events = 0
+        self._late_warned = [False, False]
         self.emitted = 0                       # output rows so far
 
     # -- inputs --------------------------------------------------------------------------------
@@ -159,18 +175,25 @@ class JoinOperator(Operator):
             return []
         self.late_by_side[side] += n
         self.late_events += n
-        if not self.late_output_read:
-            if not self._late_warned:
-                self._late_warned = True
+        if not self.late_sides_read[side]:
+            if not self._late_warned[side]:
+                self._late_warned[side] = True
                 log.warning(
                     "step %r: %d late %s row%s dropped (behind the watermark when %s arrived) and nothing reads "
                     "this join's late_output(%r). To keep them: sink .late_output(%r), or raise "
-                    "with_watermark(max_out_of_orderness=) to the input's real disorder. Further drops are only "
-                    "counted (streaming_late_events_total); this warning is logged once.",
+                    "with_watermark(max_out_of_orderness=) on the %s input to its real disorder. Further drops "
+                    "are only counted (streaming_late_events_total, JobResult.late_events); this warning is "
+                    "logged once per side.",
                     self.name, n, SIDES[side], "" if n == 1 else "s", "it" if n == 1 else "they",
-                    SIDES[side], SIDES[side], extra={"operator": self.name})
+                    SIDES[side], SIDES[side], SIDES[side], extra={"operator": self.name})
             return []
         return [SideOutput(LATE_TAGS[side], rows)]
+
+    def late_counts(self) -> List[LateCount]:
+        """Late rows per side that found any, each kept (its ``late_output(side)`` is read) or
+        dropped."""
+        return [LateCount(self.name, SIDES[s], n, bool(self.late_sides_read[s]))
+                for s, n in enumerate(self.late_by_side) if n]
 
     def _emit(self, left: Optional[Rows], li: Optional[np.ndarray], right: Optional[Rows],
               ri: Optional[np.ndarray], start=None, end=None) -> List[pa.RecordBatch]:

@@ -57,7 +57,7 @@ def test_asof_join_matches_duckdb_asof(how, coalesce, steps, tolerance):
     L, R = on_time(ann["L"]), on_time(ann["R"])
     left, right, _, _ = schemas(coalesce)
     op = make_join(spec, left, right, name="aj")
-    op.late_output_read = True
+    op.late_sides_read = (True, True)
     run = finish(op, drive(op, steps, left, right))
     want = expected_rows(asof_pairs(L, R, how, tolerance), L, R, spec, False)
     assert normalize(run.rows, False) == normalize(want, False)

@@ -45,7 +45,7 @@ def test_interval_join_matches_duckdb_between(how, coalesce, steps, bounds):
     pairs = sql_pairs(L, R, how, f"r.ts BETWEEN l.ts + ({lo}) AND l.ts + ({hi})")
     left, right, _, _ = schemas(coalesce)
     op = make_join(spec, left, right, name="ij")
-    op.late_output_read = True
+    op.late_sides_read = (True, True)
     run = finish(op, drive(op, steps, left, right))
     assert normalize(run.rows, False) == normalize(expected_rows(pairs, L, R, spec, False), False)
     assert sorted(run.late["late_left"]) == late_l

@@ -49,7 +49,7 @@ def through_parquet(tables):
 def operator(spec, coalesce):
     left, right, _, _ = schemas(coalesce)
     op = make_join(spec, left, right, name="j")
-    op.late_output_read = True
+    op.late_sides_read = (True, True)
     return op
 
 

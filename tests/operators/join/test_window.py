@@ -33,7 +33,7 @@ def spec_for(window, how: str, coalesce: bool) -> JoinSpec:
 def run_op(spec, steps, coalesce):
     left, right, _, _ = schemas(coalesce)
     op = make_join(spec, left, right, name="wj")
-    op.late_output_read = True
+    op.late_sides_read = (True, True)
     return finish(op, drive(op, steps, left, right)), op
 
 
