@@ -307,6 +307,10 @@ class LateOutput(Step):
     tag: str = "late"
 
 
+#: How messages name each kind of join.
+JOIN_NOUNS: Dict[str, str] = {"window": "a window join", "interval": "an interval join",
+                              "asof": "an as-of join", "regular": "a regular join"}
+
 #: The kinds of join, and the ``how`` each allows.
 JOIN_HOWS: Dict[str, Tuple[str, ...]] = {
     "window": ("inner", "left", "right", "full"),
@@ -357,8 +361,14 @@ class Join(Step):
             if self.join_kind == "asof":
                 raise PlanError(f"an as-of join keeps every left row (how='left') or the matched ones "
                                 f"(how='inner'); how={self.how!r} is not available for it")
-            raise PlanError(f"join(how={self.how!r}) is not a join type; a {self.join_kind} join takes how= "
-                            f"{' | '.join(repr(h) for h in JOIN_HOWS[self.join_kind])}")
+            hint = {"outer": " (you probably meant how='full', Polars' name for it)",
+                    "outer_coalesce": " (you probably meant how='full' with on=, which keeps the key once)",
+                    "cross": " (a stream join pairs rows with equal keys; a cross join of streams would "
+                             "pair every row with every row for ever)",
+                    "semi": " (semi and anti joins are not available for streams)",
+                    "anti": " (semi and anti joins are not available for streams)"}.get(str(self.how), "")
+            raise PlanError(f"join(how={self.how!r}) is not a join type{hint}; {JOIN_NOUNS[self.join_kind]} "
+                            f"takes how= {' | '.join(repr(h) for h in JOIN_HOWS[self.join_kind])}")
         if not self.left_on or len(self.left_on) != len(self.right_on):
             raise PlanError(f"{what} needs as many left keys as right keys, got left_on={list(self.left_on)} "
                             f"and right_on={list(self.right_on)}")
@@ -368,7 +378,7 @@ class Join(Step):
         if not isinstance(self.suffix, str) or not self.suffix:
             raise PlanError(f"{what}: suffix= must be a non-empty string, got {self.suffix!r}")
         if (self.window is not None) != (self.join_kind == "window"):
-            raise PlanError(f"a {self.join_kind} join takes no window= (an engine bug)")
+            raise PlanError(f"{JOIN_NOUNS[self.join_kind]} takes no window= (an engine bug)")
         if self.join_kind == "interval":
             if self.between is None or self.between[0] > self.between[1]:
                 raise PlanError(f"join(between=(lower, upper)) needs lower <= upper, got {self.between!r}")

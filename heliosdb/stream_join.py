@@ -140,12 +140,18 @@ class JoinMethods:
             step = Join("interval", lk, rk, how, suffix, between=(lo, hi), coalesce_keys=alike)
         else:
             ttl_ns = None if ttl is None else to_nanos(ttl, "join(ttl=)")
-            if ttl_ns is None and self._env.config.state.ttl_ns is None and not (
-                    _bounded(self._node) or _bounded(other._node)):
+            bounded = (_bounded(self._node), _bounded(other._node))
+            if ttl_ns is None and self._env.config.state.ttl_ns is None and not all(bounded):
+                # Without a TTL a row waits for ever: the rows of an unbounded input pile up, even
+                # when the other input has ended (an outer join emits them only at the end).
+                what = ("of two unbounded streams keeps every row of both" if not any(bounded) else
+                        f"of an unbounded stream ({'left' if bounded[1] else 'right'}) with a bounded one keeps "
+                        "every row of the unbounded one for ever (the bounded one ending does not end it)")
+                extra = "" if not any(bounded) else \
+                    "; to enrich a stream with a bounded table, use a lookup join: join(hdb.table(...))"
                 raise PlanError(
-                    "a regular join of two unbounded streams keeps every row of both until it is evicted: "
-                    "give join(ttl=timedelta(...)) (how long a row waits for its match), or "
-                    "StreamingConfig(state=StateConfig(ttl=)); window= and between= bound it by event time")
+                    f"a regular join {what}: give join(ttl=timedelta(...)) (how long a row waits for its match), "
+                    f"or StreamingConfig(state=StateConfig(ttl=)); window= and between= bound it by event time{extra}")
             step = Join("regular", lk, rk, how, suffix, ttl_ns=ttl_ns, coalesce_keys=alike)
         return self._joined(other, step)
 

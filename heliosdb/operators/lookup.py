@@ -135,12 +135,14 @@ def join_columns(left: pa.Schema, right: pa.Schema, left_on: Sequence[str], righ
         signed = pat.is_signed_integer(lt) or pat.is_signed_integer(rt)
         kinds.append("uint64_vs_signed" if lk == "int" and signed and pa.uint64() in (lt, rt) else lk)
     rest = [f for f in right if f.name not in right_on]
-    names, taken = [], set(left.names)
+    names, taken, own = [], set(left.names), {f.name for f in rest}
     for f in rest:
         name = f.name if f.name not in taken else f.name + suffix
-        if name in taken:
+        if name in taken or (name != f.name and name in own):
+            # As Polars: a suffixed name never takes the name of another column of either side.
             raise PlanError(f"step {step!r}: the table's column {f.name!r} would be named {name!r}, "
-                            f"which the output already has; pass another suffix= or rename the column")
+                            f"which the {'stream' if name in left.names else 'table'} already has; pass another "
+                            "suffix= or rename the column")
         taken.add(name)
         names.append(name)
     out = pa.schema(list(left) + [pa.field(n, f.type) for n, f in zip(names, rest)])

@@ -33,7 +33,7 @@ from typing import List, Optional, Set, Tuple
 import pyarrow as pa
 
 from ..errors import PlanError, SchemaError
-from ..logical import LateOutput, Node
+from ..logical import JOIN_NOUNS, LateOutput, Node
 from ..operators.base import Operator
 from ..operators.exchange import HashPartitioner
 from ..operators.join import LATE_TAGS as LATE_SIDE_TAGS
@@ -91,7 +91,7 @@ def check_time(node: Node, left_time: Optional[str], right_time: Optional[str]) 
     for side, t in (("left", left_time), ("right", right_time)):
         if t is None:
             raise PlanError(
-                f"step {node.name!r}: a {node.step.join_kind} join needs event time on both inputs, and the "
+                f"step {node.name!r}: {JOIN_NOUNS[node.step.join_kind]} needs event time on both inputs, and the "
                 f"{side} input has none; call .with_watermark(time=..., max_out_of_orderness=...) on it "
                 "before the join")
 

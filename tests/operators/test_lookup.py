@@ -155,6 +155,10 @@ def test_mismatched_keys_are_plan_errors_that_name_both_columns():
     clash = hdb.table(pa.table({"k": [1], "v": [1], "v_right": [2]}))
     with pytest.raises(PlanError, match="would be named 'v_right'"):
         _ = env.from_iterable([{"k": 1, "v": 1, "v_right": 0}]).join(clash, on="k").schema
+    for cols in (["v", "v_right"], ["v_right", "v"]):     # the table's own v_right, in either order
+        clash = hdb.table(pa.table({"k": [1], **{c: [1] for c in cols}}))
+        with pytest.raises(PlanError, match="'v' would be named 'v_right', which the table already has"):
+            _ = env.from_iterable([{"k": 1, "v": 1}]).join(clash, on="k").schema
     with pytest.raises(ConfigError, match="re-reads a Parquet URL"):
         hdb.table(pa.table({"k": [1]}), refresh=10)
 

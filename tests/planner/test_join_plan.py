@@ -73,8 +73,11 @@ def test_join_asof_keeps_every_left_row():
     (dict(left_on="k", right_on="nope"), "join key 'nope' is not a column of the right input"),
     (dict(left_on=["k", "v"], right_on=["id"]), "as many left keys as right keys"),
     (dict(left_on="k", right_on="w"), "join key left.k (int64) and right.w (string) cannot be compared"),
-    (dict(left_on="k", right_on="id", how="outer"), "join(how='outer') is not a join type"),
+    (dict(left_on="k", right_on="id", how="outer"), "join(how='outer') is not a join type (you probably meant "
+                                                    "how='full'"),
     (dict(left_on="k", right_on="id", how="cross"), "how= 'inner' | 'left' | 'right' | 'full'"),
+    (dict(left_on="k", right_on="id", how="semi"), "semi and anti joins are not available for streams"),
+    (dict(left_on="k", right_on="id", how="anti", between=(0, 1)), "an interval join takes how= 'inner'"),
     (dict(left_on="k"), "needs on="),
     (dict(on="k", left_on="k", right_on="id"), "not both"),
     (dict(left_on="k", right_on="id", window=hdb.TumblingWindow.of(1), between=(0, 1)), "not both"),
@@ -106,7 +109,13 @@ def test_a_regular_join_of_two_unbounded_streams_needs_a_ttl():
     with pytest.raises(PlanError, match=r"give join\(ttl=timedelta"):
         a.join(b, on="key")
     assert a.join(b, on="key", ttl=timedelta(minutes=1))._node.step.ttl_ns == 60 * 10**9
-    a.join(env.generate(count=5), on="key")                # one bounded side: its state ends
+    # One bounded side: the unbounded side's rows would still wait for ever.
+    with pytest.raises(PlanError, match=r"of an unbounded stream \(left\) with a bounded one .* join\(ttl=.*"
+                                        r"use a lookup join: join\(hdb.table"):
+        a.join(env.generate(count=5), on="key")
+    with pytest.raises(PlanError, match=r"of an unbounded stream \(right\)"):
+        env.generate(count=5).join(a, on="key")
+    env.generate(count=5).join(env.generate(count=7), on="key")     # both bounded: every row ends
     cfg = hdb.StreamingConfig(state=hdb.StateConfig(ttl=timedelta(hours=1)))
     env2 = hdb.StreamEnvironment(cfg)
     env2.generate(rate=10).join(env2.generate(rate=10), on="key")   # the config's TTL

@@ -115,7 +115,8 @@ class JoinSpec:
         times = (self.left_time, self.right_time)
         if self.kind != "regular" and None in times:
             raise ConfigError(
-                f"a {self.kind} join needs the event-time column of both sides (left_time=, right_time=), "
+                f"{'an' if self.kind in ('interval', 'asof') else 'a'} {self.kind} join needs the event-time "
+                "column of both sides (left_time=, right_time=), "
                 f"got {times}; give each input a with_watermark(time=...)")
         if self.kind == "regular" and (times[0] is None) != (times[1] is None):
             raise ConfigError(f"a regular join takes an event-time column on both sides or on neither, got {times}")
@@ -212,14 +213,17 @@ def output_columns(left: pa.Schema, right: pa.Schema, spec: JoinSpec) -> List[Ou
         cols.append(OutputColumn(f.name, f.with_nullable(nullable), 0, i, co))
         taken.add(f.name)
     skip = set(spec.right_on) if spec.coalesce_keys else set()
+    kept = {f.name for f in right if f.name not in skip}
     for i, f in enumerate(right):
         if f.name in skip:
             continue
         name = f.name if f.name not in taken else f.name + spec.suffix
-        if name in taken:
+        if name in taken or (name != f.name and name in kept):
+            # As Polars: a suffixed name never takes the name of another column of either input.
             raise SchemaError(
                 f"the right input's column {f.name!r} clashes with the output column {name!r} even with "
-                f"suffix {spec.suffix!r}; rename it or pass another suffix=")
+                f"suffix {spec.suffix!r} (the {'left' if name in left.names else 'right'} input has a column "
+                f"{name!r}); rename one of them or pass another suffix=")
         cols.append(OutputColumn(name, pa.field(name, f.type, f.nullable or pad_right, f.metadata), 1, i))
         taken.add(name)
     return cols

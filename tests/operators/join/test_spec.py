@@ -43,6 +43,17 @@ def test_a_clash_that_the_suffix_does_not_solve_is_an_error():
         output_schema(LEFT, RIGHT, spec())
 
 
+@pytest.mark.parametrize("right_cols", [["v", "v_right"], ["v_right", "v"]])
+def test_a_suffixed_name_never_takes_another_columns_name_whatever_the_order(right_cols):
+    # As Polars (DuplicateError): right's v would become v_right, which right has already.
+    right = pa.schema([("ts", pa.int64()), ("k", pa.int32())] + [(c, pa.int8()) for c in right_cols])
+    with pytest.raises(SchemaError, match=r"'v' clashes with the output column 'v_right' even with suffix "
+                                          r"'_right' \(the right input has a column 'v_right'\)"):
+        output_schema(LEFT, right, spec())
+    assert output_schema(LEFT, right, spec(suffix="_r")).names[-2:] == \
+        ["v_r" if c == "v" else c for c in right_cols]
+
+
 @pytest.mark.parametrize("how, left_null, right_null", [
     ("inner", False, False), ("left", False, True), ("right", True, False), ("full", True, True)])
 def test_outer_joins_make_the_padded_side_nullable(how, left_null, right_null):
