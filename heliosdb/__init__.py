@@ -15,7 +15,7 @@ from .config import (CheckpointConfig, MetricsConfig, StateBackend, StateConfig,
 from .diagnosis import Diagnosis
 from .environment import StreamEnvironment
 from .errors import (CheckpointError, ConfigError, DataError, ExecutionError, HeliosError,
-                     PlanError, PythonFallbackWarning, RecordError, SchemaError)
+                     PlanError, PythonFallbackWarning, RecordError, SchemaError, StateLimitError)
 from .expr import Expr, col, lit
 from . import aggregates as _aggregates
 from .aggregates import AggSpec
@@ -33,7 +33,7 @@ __all__ = [
     "lit",
     "Expr", "AggSpec", "sinks", "JobHandle", "JobResult", "Plan", "HeliosError", "ConfigError",
     "SchemaError", "PlanError", "ExecutionError", "DataError", "CheckpointError", "MetricsConfig", "Diagnosis",
-    "RecordError", "PythonFallbackWarning", "table", "TableSpec",
+    "RecordError", "PythonFallbackWarning", "StateLimitError", "table", "TableSpec",
     *_windows.__all__,
 ]
 

@@ -34,6 +34,17 @@ class ExecutionError(HeliosError, RuntimeError):
     """A stage failed while the job was running; the original error is chained."""
 
 
+class StateLimitError(HeliosError, RuntimeError):
+    """A step's state grew over the state backend's bound (``StateBackend.memory(max_size_bytes=)``
+    or, with RocksDB, what stays in memory): the job stops.  ``step`` names the step; the
+    message says how large the state was, what it held, and how to get under the bound.
+    """
+
+    def __init__(self, message: str, step: str = ""):
+        super().__init__(message)
+        self.step = step
+
+
 class DataError(HeliosError, ValueError):
     """A record or value cannot be processed (e.g. a timestamp outside the supported range)."""
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from ..errors import HeliosError
+from ..errors import StateLimitError
 from ..state import AccPlan
 from .base import Item, Operator
 from .keys import KeyEncoder
@@ -116,10 +116,10 @@ class KeyedOperator(Operator):
     def _check_memory(self) -> None:
         size = self.state_size_bytes()
         if size > self.max_state_bytes:
-            raise HeliosError(
+            raise StateLimitError(
                 f"step {self.name!r}: {self.state_noun} is {size:,} bytes ({self._state_summary()}), "
                 f"over the memory backend's bound of {self.max_state_bytes:,} bytes; "
-                f"{self.memory_fix}"
+                f"{self.memory_fix}", step=self.name
             )
 
     def close(self) -> List[Item]:

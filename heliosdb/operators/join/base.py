@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...errors import ExecutionError, HeliosError
+from ...errors import ExecutionError, StateLimitError
 from ...state.rows import open_rows_db, row_chunks
 from ..base import WATERMARK_MAX, WATERMARK_MIN, Item, LateCount, Operator, SideOutput, Snapshot, Watermark
 from ..clock import EventClock
@@ -241,11 +241,18 @@ class JoinOperator(Operator):
             return
         size = self.state_size_bytes()
         if size > self.max_state_bytes:
-            raise HeliosError(
+            bound = "a smaller window, interval or ttl, or a smaller watermark delay (max_out_of_orderness=)"
+            if self._db is not None or (self.backend is not None and self.backend.kind != "memory"):
+                fix = (f"the rows are on disk, this is what stays in memory (key index and per-row times); "
+                       f"raise StateBackend.rocksdb(max_size_bytes=), or bound the state: {bound}")
+                where = "RocksDB backend's bound"
+            else:
+                fix = ("raise StateBackend.memory(max_size_bytes=), use StateBackend.rocksdb(path=) to keep the "
+                       f"rows on disk, or bound the state: {bound}")
+                where = "memory backend's bound"
+            raise StateLimitError(
                 f"step {self.name!r}: {self.state_noun} is {size:,} bytes ({self._state_summary()}), over the "
-                f"state backend's bound of {self.max_state_bytes:,} bytes; raise "
-                "StateBackend.memory(max_size_bytes=), use StateBackend.rocksdb(path=) for rows that outgrow "
-                "memory, or bound the state (a smaller window, interval, ttl or watermark delay)")
+                f"{where} of {self.max_state_bytes:,} bytes; {fix}", step=self.name)
 
     def watermark_ns(self) -> Optional[int]:
         wm = self.watermark

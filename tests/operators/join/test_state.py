@@ -63,7 +63,7 @@ def test_state_over_the_memory_bound_stops_with_the_fix():
     spec = spec_for("regular-inner-forever", True)
     left, right, _, _ = schemas(True)
     op = make_join(spec, left, right, name="j", max_state_bytes=50_000)
-    with pytest.raises(HeliosError, match=r"step 'j': join state is .* over the state backend's bound.*rocksdb"):
+    with pytest.raises(HeliosError, match=r"step 'j': join state is .* over the memory backend's bound.*rocksdb"):
         steady(op, left, right, steps=200)
 
 
