@@ -20,7 +20,9 @@ SPEC: ``input`` (a Parquet folder with columns id, ts, k, v), ``storage``, ``row
 down), ``interval_ms`` (checkpoints), ``batch_size``, ``log`` (the child's stdout and stderr),
 and optionally ``failpoint`` (``HELIOSDB_FAILPOINT``) set once ``failpoint_after``
 checkpoints have committed.  With ``"kind": "kafka"`` the child runs :func:`run_kafka`
-instead (``bootstrap``, ``topic``, ``out``, ``parallelism``).
+instead (``bootstrap``, ``topic``, ``out``, ``parallelism``); with ``"kind": "join"``
+:func:`run_join` (``left``, ``right``, ``join``, ``backend``, ``rocksdb``, ``out``,
+``parallelism``).
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ def pipeline(env: hdb.StreamEnvironment, src: hdb.Stream, rows_out, windows_out,
 def run(spec: dict) -> int:
     if spec.get("kind") == "kafka":
         return run_kafka(spec)
+    if spec.get("kind") == "join":
+        return run_join(spec)
     cfg = hdb.StreamingConfig(
         parallelism=spec.get("parallelism", 2), batch_size=spec["batch_size"],
         buffer_size=spec["batch_size"],        # the source stays a batch ahead: barriers flow
@@ -101,6 +105,45 @@ def run_kafka(spec: dict) -> int:
      .aggregate(n=hdb.count(), s=hdb.sum("v"))
      .sink(hdb.sinks.kafka(spec["out"], bootstrap_servers=spec["bootstrap"], format="json",
                            exactly_once=True)))
+    env.execute(name=spec["name"])
+    return 0
+
+
+JOIN_BOUND = timedelta(milliseconds=400)
+
+
+def join_pipeline(env: hdb.StreamEnvironment, left: hdb.Stream, right: hdb.Stream, kind: str,
+                  sleep_s: float = 0.0) -> hdb.Stream:
+    """The joins of the join kill tests (``tests/integration/test_join_kill.py``): a left-outer
+    tumbling window join or a full interval join of two event streams (ts, k, v / w), keyed
+    by ``k``; the left input slowed by ``sleep_s`` per batch."""
+    def slow(batch):
+        time.sleep(sleep_s)
+
+    if sleep_s:
+        left = left.inspect(slow)
+    left = left.with_watermark(time="ts", max_out_of_orderness=JOIN_BOUND)
+    right = right.with_watermark(time="ts", max_out_of_orderness=JOIN_BOUND)
+    if kind == "window":
+        return left.join(right, on="k", how="left", window=hdb.TumblingWindow.of(timedelta(seconds=1)))
+    return left.join(right, on="k", how="full", between=(timedelta(milliseconds=-300), timedelta(milliseconds=200)))
+
+
+def run_join(spec: dict) -> int:
+    """Two Parquet folders (``left``: ts, k, v; ``right``: ts, k, w) -> (slow) -> the join of
+    ``spec["join"]`` on the ``backend`` ("memory" or "rocksdb" under ``rocksdb``) -> an
+    exactly-once Parquet sink ``out``."""
+    backend = (hdb.StateBackend.rocksdb(path=spec["rocksdb"]) if spec["backend"] == "rocksdb"
+               else hdb.StateBackend.memory())
+    cfg = hdb.StreamingConfig(
+        parallelism=spec["parallelism"], batch_size=spec["batch_size"], buffer_size=spec["batch_size"],
+        state_backend=backend,
+        checkpoint=hdb.CheckpointConfig(interval=timedelta(milliseconds=spec["interval_ms"]),
+                                        storage=spec["storage"], timeout=timedelta(seconds=30)))
+    env = hdb.StreamEnvironment(cfg)
+    j = join_pipeline(env, env.from_parquet(spec["left"]), env.from_parquet(spec["right"]), spec["join"],
+                      spec["sleep_s"])
+    j.sink(hdb.sinks.parquet(spec["out"], rows_per_file=300))
     env.execute(name=spec["name"])
     return 0
 
