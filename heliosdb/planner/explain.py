@@ -41,6 +41,8 @@ class StateEstimate:
     event_bytes: int
     columns: List[Tuple[str, str, int]]
     parallelism: int
+    #: The step keeps input rows themselves (a join), not per-key aggregates.
+    keeps_rows: bool = False
 
     @property
     def bytes(self) -> Optional[float]:
@@ -273,7 +275,8 @@ def _join_estimate(config: StreamingConfig, n: Node, rate: Optional[float], rate
         size, what = None, "as-of join: a right row per key and the rows waiting for the watermark"
     widest = max(sized, key=lambda cols: sum(b for _, _, b in cols))
     return StateEstimate(n.name, rate, rate_from, None if size is None else size / 1e9, what,
-                         sum(b for _, _, b in widest), sized[0] + sized[1], keyed_parallelism(n, config))
+                         sum(b for _, _, b in widest), sized[0] + sized[1], keyed_parallelism(n, config),
+                         keeps_rows=True)
 
 
 def report(config: StreamingConfig, plan: PhysicalPlan, lines: List[str],
@@ -286,6 +289,8 @@ def report(config: StreamingConfig, plan: PhysicalPlan, lines: List[str],
     if estimates:
         tail.append("state memory estimate (user guide: events/s x window seconds x event bytes x "
                     "parallelism; an upper bound, the engine keeps per-key aggregates, not events):")
+        if any(e.keeps_rows for e in estimates):
+            tail.append("  (a join keeps the rows of both inputs themselves, for its window, interval or TTL)")
         tail += [f"  {e.describe()}" for e in estimates]
         total = sum(e.bytes for e in estimates if e.bytes is not None)
         known = all(e.bytes is not None for e in estimates)

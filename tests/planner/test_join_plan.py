@@ -226,3 +226,19 @@ def test_explain_estimates_a_joins_state_from_both_inputs():
     assert interval.estimates[0].window_s == 5
     asof = left.join_asof(right, left_on="k", right_on="id").explain(events_per_second=1)
     assert asof.estimates[0].bytes is None and "as-of" in asof.estimates[0].window_from
+
+
+def test_explain_shows_each_joins_parameters_and_where_each_sides_late_rows_go():
+    env = hdb.StreamEnvironment(hdb.StreamingConfig(parallelism=2))
+    left, right = sides(env)
+    j = left.join(right, left_on="k", right_on="id", how="left",
+                  between=(timedelta(milliseconds=-600), timedelta(seconds=1)))
+    j.sink(hdb.sinks.memory())
+    j.late_output("right").sink(hdb.sinks.memory())
+    text = str(env.explain())
+    assert "join-5#0..join-5#1 (threads" in text and "by hash of k" in text and "by hash of id" in text
+    assert ("join[join-5#0] interval join left on ['k'] = ['id'], right time in [left - 0.6s, left + 1s]; "
+            "late rows: left dropped, right to late_output('right')") in text
+    assert "(a join keeps the rows of both inputs themselves" in text
+    regular = left.join(right, left_on="k", right_on="id", ttl=timedelta(hours=1)).explain()
+    assert "regular join inner on ['k'] = ['id'], ttl 3600s\n" in str(regular) + "\n"

@@ -297,7 +297,14 @@ class JoinOperator(Operator):
         return rows, {k: t.column(f"__{k}").to_numpy() for k in extra}
 
     def describe(self) -> str:
-        return f"join[{self.name}] {self.spec.describe()}"
+        """What explain() shows: the kind, ``how``, keys, the kind's parameter, and where each
+        side's late rows go (regular joins have none)."""
+        out = f"join[{self.name}] {self.spec.describe()}"
+        if self.spec.kind != "regular":
+            fate = [f"{s} to late_output({s!r})" if read else f"{s} dropped"
+                    for s, read in zip(SIDES, self.late_sides_read)]
+            out += f"; late rows: {', '.join(fate)}"
+        return out
 
 
 def make_schema_rows(schema: pa.Schema) -> pa.RecordBatch:

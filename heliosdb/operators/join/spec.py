@@ -171,8 +171,16 @@ class JoinSpec:
     def describe(self) -> str:
         keys = ", ".join(self.left_on) if self.left_on == self.right_on else \
             f"{list(self.left_on)} = {list(self.right_on)}"
-        extra = {"window": lambda: repr(self.window), "interval": lambda: f"between {self.between}",
-                 "asof": lambda: f"tolerance {self.tolerance_ns}", "regular": lambda: f"ttl {self.ttl_ns}"}
+        def s(ns: Optional[int]) -> str:
+            return "none" if ns is None else f"{ns / 1e9:g}s"
+
+        def off(ns: int) -> str:
+            return f"left {'-' if ns < 0 else '+'} {s(abs(ns))}"
+
+        extra = {"window": lambda: repr(self.window),
+                 "interval": lambda: f"right time in [{off(self.between[0])}, {off(self.between[1])}]",
+                 "asof": lambda: f"tolerance {s(self.tolerance_ns)}",
+                 "regular": lambda: f"ttl {s(self.ttl_ns)}" + ("" if self.left_time else " (processing time)")}
         return f"{self.kind} join {self.how} on {keys}, {extra[self.kind]()}"
 
 
