@@ -38,6 +38,16 @@ class StateLimitError(HeliosError, RuntimeError):
     """A step's state grew over the state backend's bound (``StateBackend.memory(max_size_bytes=)``
     or, with RocksDB, what stays in memory): the job stops.  ``step`` names the step; the
     message says how large the state was, what it held, and how to get under the bound.
+
+    >>> import heliosdb as hdb
+    >>> env = hdb.StreamEnvironment(hdb.StreamingConfig(state_backend=hdb.StateBackend.memory(max_size_bytes=1000)))
+    >>> rows = env.from_iterable([{"k": i, "ts": i} for i in range(1000)]).with_watermark("ts")
+    >>> _ = rows.join(rows, on="k", between=(0, 3600)).name("self-join").sink(hdb.sinks.memory())
+    >>> try:
+    ...     env.execute(name="doc-state-limit")
+    ... except hdb.StateLimitError as e:
+    ...     print(e.step, "|", str(e)[:31], "...", "over the memory backend's bound of 1,000 bytes" in str(e))
+    self-join | step 'self-join': join state is ... True
     """
 
     def __init__(self, message: str, step: str = ""):

@@ -66,7 +66,15 @@ class TableSpec:
 
     def files(self) -> Tuple[Any, Tuple[str, ...]]:
         """(file system, the Parquet files the URL names now, in order).  A folder means the
-        ``.parquet`` files under it (not ``_``/``.``-prefixed ones); a glob, its matches."""
+        ``.parquet`` files under it (not ``_``/``.``-prefixed ones); a glob, its matches.
+
+        >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq, heliosdb as hdb
+        >>> folder = tempfile.mkdtemp()
+        >>> for name in ("b.parquet", "a.parquet", "_tmp.parquet"):
+        ...     pq.write_table(pa.table({"id": [1]}), f"{folder}/{name}")
+        >>> [p.rsplit("/", 1)[-1] for p in hdb.table(folder).files()[1]]
+        ['a.parquet', 'b.parquet']
+        """
         fs, path = self._fs()
         fs.invalidate_cache()
         if any(ch in path for ch in "*?["):
@@ -96,6 +104,10 @@ class TableSpec:
 
         Raises SchemaError when a file lacks a column or has another type, DataError when a
         file cannot be read; the message names the file.
+
+        >>> import pyarrow as pa, heliosdb as hdb
+        >>> hdb.table(pa.table({"id": [1, 2], "name": ["ann", "bob"]})).read(["name"]).to_pydict()
+        {'name': ['ann', 'bob']}
         """
         columns = list(columns)
         want = pa.schema([self.schema.field(c) for c in columns])
@@ -120,6 +132,12 @@ class TableSpec:
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
     def describe(self) -> str:
+        """What explain() says of the table.
+
+        >>> import pyarrow as pa, heliosdb as hdb
+        >>> hdb.table(pa.table({"id": [1, 2], "name": ["ann", "bob"]})).describe()
+        'arrow table (2 rows, columns id, name)'
+        """
         if self.data is not None:
             return f"arrow table ({self.data.num_rows:,} rows, columns {', '.join(self.schema.names)})"
         every = "" if self.refresh_ns is None else f", refreshed every {self.refresh_ns / 1e9:g}s"
