@@ -367,6 +367,10 @@ class Stream(SourceMethods, JoinMethods):
         if isinstance(self._node.step, Join):
             if side not in ("left", "right"):
                 raise PlanError(f"late_output(side) after a join takes side='left' or 'right', got {side!r}")
+            if self._node.step.join_kind == "regular":
+                raise PlanError(f"late_output({side!r}): step {self._node.name!r} is a regular join, which has no "
+                                "late rows (every row waits its ttl, whatever its time); window, interval and "
+                                "as-of joins have them")
             return Stream(self._env, Node(LateOutput(f"late_{side}"), self._node, self._env._next_name("late")))
         if not isinstance(self._node.step, WindowAggregate):
             raise PlanError(

@@ -135,6 +135,9 @@ def test_late_output_after_a_join_names_a_side():
     assert j.late_output("right").schema == right.schema
     with pytest.raises(PlanError, match="side='left' or 'right'"):
         j.late_output()
+    regular = left.join(right, left_on="k", right_on="id")
+    with pytest.raises(PlanError, match=r"late_output\('left'\): step 'join-\d+' is a regular join, which has no late"):
+        regular.late_output("left")
 
 
 @pytest.mark.usefixtures("tagger")
