@@ -21,6 +21,7 @@ the same answer.  Each finding carries the user guide's remedies.
 from __future__ import annotations
 
 import html
+import logging
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -102,6 +103,26 @@ def _late_finding(c: LateCount) -> "Finding":
                   f"with_watermark(max_out_of_orderness=) on the {c.side} input to its real disorder (the "
                   "join's watermark is the least of both inputs')")
     return Finding("late", message, [remedy])
+
+
+def log_late(job: str, counts: Sequence[LateCount], log: logging.Logger) -> None:
+    """At a job's end, one line per late output with late events (per operator, and per side
+    of a join): INFO when they were kept (its late output is read), WARNING when dropped.
+
+    >>> import logging, sys
+    >>> log = logging.getLogger("doc-late"); log.addHandler(logging.StreamHandler(sys.stdout))
+    >>> log_late("j", [LateCount("join-4", "right", 3, False)], log)
+    job 'j': step 'join-4': 3 late right rows dropped (nothing reads its late_output('right'); sink it to keep them)
+    """
+    for c in counts:
+        what = "events" if c.side is None else f"{c.side} rows"
+        extra = {"job": job, "operator": c.operator}
+        if c.read:
+            log.info("job %r: step %r: %s late %s, sent to its %s", job, c.operator, f"{c.events:,}", what,
+                     c.output, extra=extra)
+        else:
+            log.warning("job %r: step %r: %s late %s dropped (nothing reads its %s; sink it to keep them)",
+                        job, c.operator, f"{c.events:,}", what, c.output, extra=extra)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional
 
 import pyarrow as pa
 
+from ..diagnosis import log_late
 from ..display import figures_html, job_figures, ms, seconds
 from ..errors import ConfigError, ExecutionError, HeliosError
 from ..history import DEFAULT_INTERVAL_S, MetricsHistory, Panels
@@ -293,25 +294,12 @@ class Job:
         m = self.metrics
         m.finished = time.perf_counter()
         self._sample()                          # the final row, before anyone sees the end
-        self._log_late()
+        log_late(self.name, self.metrics.late_counts(), log)    # nothing lost without a word
         if self._error is None:
             el = m.elapsed()
             log.info("job %r finished: %d events in %.2f s (%.0f events/s)", self.name, m.events_in,
                      el, m.events_in / max(el, 1e-9), extra={"job": self.name, "duration_s": el})
         self._done.set()
-
-    def _log_late(self) -> None:
-        """At the end, each late output with late events (per operator, and per side of a
-        join), kept (its late output is read) or dropped: nothing is lost without a word."""
-        for c in self.metrics.late_counts():
-            what = "events" if c.side is None else f"{c.side} rows"
-            extra = {"job": self.name, "operator": c.operator}
-            if c.read:
-                log.info("job %r: step %r: %s late %s, sent to its %s", self.name, c.operator,
-                         f"{c.events:,}", what, c.output, extra=extra)
-            else:
-                log.warning("job %r: step %r: %s late %s dropped (nothing reads its %s; sink it to keep them)",
-                            self.name, c.operator, f"{c.events:,}", what, c.output, extra=extra)
 
     def stop(self, drain: bool = False) -> None:
         """Stop reading the source; what is in flight runs to the sinks, and a checkpointed job

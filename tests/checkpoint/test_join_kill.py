@@ -32,7 +32,7 @@ from heliosdb.testing import assert_same_rows, hidden_files, read_parquet_output
 
 from . import killjob
 from . import pipelines as P
-from .test_kill import Zygote, log_of
+from .test_kill import log_of, zygote  # noqa: F401 - zygote: the kill tests' fixture
 
 BASE_MS = 1_700_000_000_000
 PARALLELISM = [2, 1, 2]            # one run each: killed, killed, to the end
@@ -62,13 +62,6 @@ def join_rows(spec: dict) -> int:
         ops = json.load(f)["operators"]
     return sum(x["rows"] for op in ops.values() if op["kind"] == "join" for files in op["files"].values()
                for x in files)
-
-
-@pytest.fixture(scope="module")
-def zygote():
-    z = Zygote()
-    yield z
-    z.close()
 
 
 @pytest.fixture(scope="module")
