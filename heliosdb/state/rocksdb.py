@@ -133,6 +133,8 @@ class RocksDB:
         self.path: Optional[str] = None
         self._db = None
         self._lock: Optional[int] = None
+        #: Bytes of the records row state (``state.rows``) holds here now, as written.
+        self.held_bytes = 0
 
     @property
     def db(self):

@@ -12,6 +12,12 @@ numbers.  Two backends, chosen by :func:`row_chunks`:
 - RocksDB (``rocksdict``): each chunk is one record, Arrow IPC bytes under the chunk's
   number; only the row numbering stays in memory, and a ``take`` reads the chunks it needs.
 
+Both count the bytes they hold as they go (``nbytes()`` is read after every batch, for the
+state size metric and the memory bound; pyarrow's ``RecordBatch.nbytes`` of a slice costs
+about 20 us, too much to sum over every chunk that often).  In RocksDB those are the bytes of
+the records held (the IPC bytes written, before RocksDB's compression), also reported by the
+database (``RocksDB.held_bytes``) so an operator can tell them from its memory.
+
 Rows go by :meth:`RowChunks.keep` (compaction: the rows kept are renumbered 0, 1, ...), or all
 at once by :meth:`RowChunks.clear`, after which nothing is held.
 """
@@ -64,6 +70,7 @@ class RowChunks:
         self.schema = schema
         self.n = 0
         self._chunks: List[pa.RecordBatch] = []
+        self._bytes = 0                    # sum of the chunks' nbytes
 
     def append(self, batch: pa.RecordBatch) -> int:
         """Add ``batch``'s rows; returns the number of the first."""
@@ -71,11 +78,17 @@ class RowChunks:
         if batch.num_rows:
             self._chunks.append(batch)
             self.n += batch.num_rows
+            self._bytes += batch.nbytes
         return first
+
+    def _set(self, chunk: pa.RecordBatch) -> None:
+        """The rows are now the one batch ``chunk``."""
+        self._chunks = [chunk]
+        self._bytes = chunk.nbytes
 
     def _merged(self) -> List[pa.RecordBatch]:
         if len(self._chunks) > MAX_CHUNKS:
-            self._chunks = [pa.concat_batches(self._chunks)]
+            self._set(pa.concat_batches(self._chunks))
         return self._chunks
 
     def take(self, idx: np.ndarray) -> pa.RecordBatch:
@@ -92,7 +105,7 @@ class RowChunks:
     def all(self) -> pa.RecordBatch:
         """Every row, in order, as one batch."""
         if len(self._chunks) != 1:
-            self._chunks = [_one(pa.Table.from_batches(self._chunks, self.schema), self.schema)]
+            self._set(_one(pa.Table.from_batches(self._chunks, self.schema), self.schema))
         return self._chunks[0]
 
     def keep(self, idx: np.ndarray) -> None:
@@ -103,17 +116,18 @@ class RowChunks:
         if not len(idx):
             self.clear()
             return
-        self._chunks = [self.take(idx)]
+        self._set(self.take(idx))
         self.n = len(idx)
 
     def clear(self) -> None:
         """Let go of every row."""
         self._chunks = []
         self.n = 0
+        self._bytes = 0
 
     def nbytes(self) -> int:
-        """Bytes of the rows held in memory."""
-        return sum(c.nbytes for c in self._chunks)
+        """Bytes of the rows held (in memory; RocksDB: the bytes of its records)."""
+        return self._bytes
 
     def close(self) -> None:
         """The operator is done: release the rows (and, on disk, the records)."""
@@ -132,11 +146,15 @@ class RocksRowChunks(RowChunks):
     >>> rows = RocksRowChunks(pa.schema([("k", pa.int64())]), db)
     >>> rows.append(pa.record_batch({"k": [10, 11]})), rows.append(pa.record_batch({"k": [12]}))
     (0, 2)
-    >>> rows.take(np.array([2, 0, -1])).column(0).to_pylist(), rows.nbytes()
-    ([12, 10, None], 0)
+    >>> rows.take(np.array([2, 0, -1])).column(0).to_pylist()
+    [12, 10, None]
+    >>> rows.nbytes() > 0, rows.nbytes() == db.held_bytes
+    (True, True)
     >>> rows.keep(np.array([0, 2])); rows.all().column(0).to_pylist()
     [10, 12]
-    >>> rows.close(); db.close()
+    >>> rows.close(); rows.nbytes(), db.held_bytes
+    (0, 0)
+    >>> db.close()
     """
 
     def __init__(self, schema: pa.Schema, store):
@@ -154,7 +172,10 @@ class RocksRowChunks(RowChunks):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, self.schema) as w:
             w.write_batch(batch)
-        self.store.db[self._key(self._next)] = sink.getvalue().to_pybytes()
+        record = sink.getvalue().to_pybytes()
+        self.store.db[self._key(self._next)] = record
+        self._bytes += len(record)
+        self.store.held_bytes += len(record)
         self._ids.append(self._next)
         self._starts.append(self.n)
         self._next += 1
@@ -205,9 +226,8 @@ class RocksRowChunks(RowChunks):
             self.store.db.delete_range(start, end)
         self._ids, self._starts = [], []
         self.n = 0
-
-    def nbytes(self) -> int:
-        return 0          # on disk
+        self.store.held_bytes -= self._bytes
+        self._bytes = 0
 
 
 def row_chunks(schema: pa.Schema, store=None) -> RowChunks:

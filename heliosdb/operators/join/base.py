@@ -240,6 +240,8 @@ class JoinOperator(Operator):
         if self.max_state_bytes is None:
             return
         size = self.state_size_bytes()
+        if self._db is not None:       # rows in RocksDB are state, but not memory
+            size -= self._db.held_bytes
         if size > self.max_state_bytes:
             bound = "a smaller window, interval or ttl, or a smaller watermark delay (max_out_of_orderness=)"
             if self._db is not None or (self.backend is not None and self.backend.kind != "memory"):
