@@ -23,9 +23,10 @@ from typing import List, Optional, Protocol, Tuple
 from .config import StreamingConfig
 from .connectors.base import SourceSpec
 from .connectors.composite import CompositeSource
-from .errors import PlanError
+from .errors import PlanError, SchemaError
 from .logical import LogicalPlan, Node, Watermark
 from .operators.base import Operator
+from .operators.clock import time_factor
 from .planner.context import At, Lowering
 from .planner.explain import Plan, describe_source, describe_stages, report, state_estimates
 from .planner.lower import lowering
@@ -77,7 +78,8 @@ def build(env: Environment, sinks: List[Node], explain: bool = False
         reader, source_inputs, name = specs[0].build(), [], low.plan.source.name
     else:
         # The sources of a join: one source task reads them all, one position per checkpoint.
-        reader = CompositeSource(specs, [b for b, _ in batching], [t for _, t in batching]).build()
+        clocks = [_clock(low, n, s) for n, s in zip(low.plan.sources, specs)]
+        reader = CompositeSource(specs, [b for b, _ in batching], [t for _, t in batching], clocks).build()
         name = "+".join(n.name for n in low.plan.sources)
     plan = replicate(PhysicalPlan(
         source=reader, source_children=source_children, stages=low.stages,
@@ -103,6 +105,23 @@ def _source_spec(low: Lowering, src_node: Node) -> SourceSpec:
             # Rows without an event time are the source's bad records (its on_error).
             src = src.check_event_time(st.time)
     return src
+
+
+def _clock(low: Lowering, src_node: Node, src: SourceSpec) -> Optional[Tuple[str, int, int]]:
+    """The event time of a join's input as its reader can see it (its time column, ns per
+    unit, the disorder bound), for reading the inputs aligned: when the source's one step
+    after it is its watermark, on a column the source gives; else None."""
+    kids = low.plan.children(src_node)
+    if len(kids) != 1 or not isinstance(kids[0].step, Watermark):
+        return None
+    st = kids[0].step.strategy
+    if st.time not in src.schema.names:
+        return None
+    try:
+        factor = time_factor(src.schema, st.time, kids[0].name)
+    except SchemaError:
+        return None            # the watermark step reports it
+    return st.time, factor, st.max_out_of_orderness_ns
 
 
 def explain_nodes(env: Environment, sinks: List[Node],

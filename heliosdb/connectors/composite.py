@@ -6,7 +6,11 @@ pipeline starts from several sources (the two sides of a join, each from its own
 :class:`CompositeSource` and the job reads that:
 
 - its reader polls every input in turn (round-robin, never waiting on one while another has
-  rows), and tags each piece it returns with its input's index (:class:`Tagged`); the source
+  rows), or, when every input has event time (``clocks``: its time column, as the watermark
+  right after the source reads it), the input furthest behind in event time first
+  (**alignment**: a join's watermark is the minimum of its inputs', so rows read ahead of it
+  only wait in the join's state; an input with nothing ready is passed over, never waited
+  on); it tags each piece it returns with its input's index (:class:`Tagged`); the source
   task batches each input on its own (its batch size and timeout), and the source's output
   edge sends a batch of input ``i`` to the stages of input ``i`` only, while barriers,
   watermarks, ticks and the end go to every input's stages;
@@ -37,6 +41,7 @@ import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import ConfigError
 from .base import Piece, SourceReader, SourceSpec
@@ -51,6 +56,8 @@ class _InputEnd:
 
 #: The end of one input of a composite source (the others go on).
 INPUT_END = _InputEnd()
+#: The watermark of an input that has read nothing yet: before every time.
+_NEVER = -(2**63)
 
 
 class Tagged:
@@ -76,19 +83,43 @@ class Tagged:
         return f"Tagged({self.index}, {self.batch!r:.40})"
 
 
+#: An input's event time as its reader sees it: (column, ns per unit, max out-of-orderness ns).
+Clock = Tuple[str, int, int]
+
+
 class CompositeSource(SourceSpec):
     """The sources of one job, one per input (see the module docstring).  ``batch_sizes``
-    and ``batch_timeouts_ns`` are each input's micro-batching."""
+    and ``batch_timeouts_ns`` are each input's micro-batching; ``clocks`` each input's event
+    time (:data:`Clock`, or None: none), for reading them aligned.
+
+    Examples
+    --------
+    Aligned: the input behind in event time is read first (``ts`` epoch ms, no disorder).
+
+    >>> from heliosdb.connectors.sources import ArrowSource
+    >>> fast = ArrowSource(pa.table({"ts": [0, 60_000, 120_000]}))          # a minute a row
+    >>> slow = ArrowSource(pa.table({"ts": [0, 10_000, 20_000, 30_000, 40_000, 50_000, 70_000]}))
+    >>> clock = ("ts", 1_000_000, 0)
+    >>> reader = CompositeSource((fast, slow), (1, 1), clocks=(clock, clock)).build()
+    >>> reader.open(batch_size=1)
+    >>> [t.index for _ in range(10) for t, _ in reader.poll(0)]
+    [0, 1, 0, 1, 1, 1, 1, 1, 1, 0]
+    """
 
     kind = "composite"
 
     def __init__(self, inputs: Sequence[SourceSpec], batch_sizes: Sequence[int],
-                 batch_timeouts_ns: Optional[Sequence[int]] = None):
+                 batch_timeouts_ns: Optional[Sequence[int]] = None,
+                 clocks: Optional[Sequence[Optional[Clock]]] = None):
         if len(inputs) < 2:
             raise ConfigError(f"a composite source holds two or more sources, got {len(inputs)}")
         self.inputs: Tuple[SourceSpec, ...] = tuple(inputs)
         self.batch_sizes = tuple(int(n) for n in batch_sizes)
         self.batch_timeouts_ns = tuple(batch_timeouts_ns or ())
+        self.clocks: Tuple[Optional[Clock], ...] = tuple(clocks) if clocks else (None,) * len(self.inputs)
+        if len(self.clocks) != len(self.inputs):
+            raise ConfigError(f"a composite source of {len(self.inputs)} inputs needs a clock (or None) for "
+                              f"each, got {len(self.clocks)}")
         #: The first input's schema (each input's stages know their own).
         self.schema = self.inputs[0].schema
 
@@ -123,6 +154,10 @@ class CompositeReader(SourceReader):
         self._ended: List[int] = []          # inputs that ended and have not been said so
         self._next = 0                       # the input polled first next time
         self._waited = 0                     # ns of polls that found an input empty
+        #: Each input's event time (``CompositeSource(clocks=)``); aligned when all have one.
+        self.clocks = spec.clocks
+        self._aligned = all(c is not None for c in spec.clocks)
+        self._at = [_NEVER] * len(readers)   # each input's watermark as read so far (ns)
 
     @property
     def inputs(self) -> int:
@@ -132,6 +167,7 @@ class CompositeReader(SourceReader):
         super().open(batch_size)
         self._live = [True] * len(self.readers)
         self._ended = []
+        self._at = [_NEVER] * len(self.readers)
         opened = []
         try:
             for r, n in zip(self.readers, self.batch_sizes):
@@ -164,15 +200,49 @@ class CompositeReader(SourceReader):
             self._live[i] = False
             return [(Tagged(i, INPUT_END), 0)]
         self._next = (i + 1) % len(self.readers)
+        if self._aligned:
+            for b, _ in pieces:
+                self._advance(i, b)
         return [(Tagged(i, b), t) for b, t in pieces]
 
-    def poll(self, timeout_s: float) -> Optional[List[Piece]]:
-        """The pieces of the first input, in turn from the one after the input served last,
-        that has any (each tagged with its input); an input that ends gives one
-        :data:`INPUT_END` piece.  With none ready, waits on each live input in turn for a
-        share of ``timeout_s``; None once every input has ended."""
+    def _advance(self, i: int, batch: Any) -> None:
+        """Input ``i``'s watermark after ``batch``, as the watermark step will compute it
+        (its largest event time less the disorder bound); a batch without the column (e.g.
+        bytes still to deserialize) says nothing."""
+        column, factor, bound = self.clocks[i]     # type: ignore[misc]
+        if type(batch) is not pa.RecordBatch or not batch.num_rows:
+            return
+        idx = batch.schema.get_field_index(column)
+        if idx < 0:
+            return
+        arr = batch.column(idx)
+        if pa.types.is_timestamp(arr.type):
+            arr = arr.view(pa.int64())
+        elif not pa.types.is_integer(arr.type):
+            return
+        if arr.null_count:
+            top = pc.max(arr).as_py()
+            if top is None:
+                return
+        else:
+            top = arr.to_numpy().max()
+        self._at[i] = max(self._at[i], int(top) * factor - bound)
+
+    def _order(self) -> List[int]:
+        """The live inputs in the order to poll them: round-robin from the one after the
+        input served last, or aligned: by their watermark as read so far, lowest first."""
         n = len(self.readers)
         live = [i for k in range(n) for i in [(self._next + k) % n] if self._live[i]]
+        if self._aligned:
+            live.sort(key=self._at.__getitem__)      # stable: ties stay round-robin
+        return live
+
+    def poll(self, timeout_s: float) -> Optional[List[Piece]]:
+        """The pieces of the first input that has any, in the order of :meth:`_order` (each
+        tagged with its input); an input that ends gives one :data:`INPUT_END` piece.  With
+        none ready, waits on each live input in turn for a share of ``timeout_s``; None once
+        every input has ended."""
+        live = self._order()
         if not live:
             return None
         for i in live:
