@@ -160,10 +160,12 @@ class PaneWindowJoin(JoinOperator):
         super()._release()
 
     def state_size_bytes(self) -> int:
-        return sum(c.nbytes() for side in (0, 1) for c in self.panes[side].values())
+        # list() copies in one step: a metrics reader on another thread never iterates a dict
+        # while the join's thread changes it.
+        return sum(c.nbytes() for side in (0, 1) for c in list(self.panes[side].values()))
 
     def open_windows(self) -> int:
-        return len(set(self.panes[0]) | set(self.panes[1]))
+        return len(set(list(self.panes[0])) | set(list(self.panes[1])))
 
     def _state_summary(self) -> str:
         rows = [sum(c.n for c in self.panes[s].values()) for s in (0, 1)]
