@@ -144,7 +144,7 @@ class RocksDB:
         return self._db
 
     def _open(self) -> None:
-        from rocksdict import BlockBasedOptions, Cache, Options, Rdict
+        from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
 
         os.makedirs(self.root, exist_ok=True)
         remove_abandoned(self.root)
@@ -160,6 +160,11 @@ class RocksDB:
         table.set_block_cache(Cache(self.block_cache_size))
         opts.set_block_based_table_factory(table)
         self._db = Rdict(path, opts)
+        # The database is working state, deleted at close and never reopened (checkpoints are
+        # Parquet): a write-ahead log would only cost a second write of every record.
+        writes = WriteOptions()
+        writes.disable_wal = True
+        self._db.set_write_options(writes)
 
     def prefix(self) -> bytes:
         return next(self._ids).to_bytes(8, "big")

@@ -1,0 +1,60 @@
+"""Row state (``state/rows.py``): the bytes it holds, counted as it goes, in memory and in
+RocksDB, and RocksDB's working database written without a write-ahead log."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from heliosdb.state.rocksdb import RocksDB
+from heliosdb.state.rows import MAX_CHUNKS, RocksRowChunks, RowChunks
+
+SCHEMA = pa.schema([("k", pa.int64()), ("s", pa.string())])
+
+
+def batch(lo: int, n: int) -> pa.RecordBatch:
+    return pa.record_batch({"k": np.arange(lo, lo + n), "s": [f"v{i}" for i in range(lo, lo + n)]}, schema=SCHEMA)
+
+
+def test_memory_rows_count_the_bytes_of_what_they_hold():
+    rows = RowChunks(SCHEMA)
+    parent = batch(0, 1000)
+    for i in range(MAX_CHUNKS + 5):                  # slices of one batch, then merged on take
+        rows.append(parent.slice(i * 20, 20))
+        assert rows.nbytes() == sum(c.nbytes for c in rows._chunks)
+    rows.take(np.array([0, 5]))
+    assert len(rows._chunks) == 1 and rows.nbytes() == rows._chunks[0].nbytes
+    rows.keep(np.arange(0, rows.n, 2))
+    assert rows.nbytes() == rows.all().nbytes > 0
+    rows.clear()
+    assert rows.nbytes() == 0
+
+
+@pytest.fixture
+def db(tmp_path):
+    store = RocksDB(str(tmp_path), "rows", 1 << 20, 1 << 20)
+    yield store
+    store.close()
+
+
+def test_rocksdb_rows_count_their_records_and_the_database_sums_them(db):
+    a, b = RocksRowChunks(SCHEMA, db), RocksRowChunks(SCHEMA, db)
+    a.append(batch(0, 100))
+    b.append(batch(100, 50))
+    assert a.nbytes() > 0 and b.nbytes() > 0 and db.held_bytes == a.nbytes() + b.nbytes()
+    a.keep(np.arange(10))
+    assert a.n == 10 and db.held_bytes == a.nbytes() + b.nbytes()
+    assert a.take(np.array([9, -1])).column(0).to_pylist() == [9, None]
+    a.close()
+    b.clear()
+    assert a.nbytes() == b.nbytes() == db.held_bytes == 0
+
+
+def test_rocksdb_working_state_is_written_without_a_write_ahead_log(db):
+    rows = RocksRowChunks(SCHEMA, db)
+    rows.append(batch(0, 20_000))
+    logs = [f for f in os.listdir(db.path) if f.endswith(".log")]
+    assert logs and all(os.path.getsize(os.path.join(db.path, f)) == 0 for f in logs)
+    assert rows.all().num_rows == 20_000
