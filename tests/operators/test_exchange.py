@@ -38,6 +38,13 @@ def test_subtasks_take_their_rows_in_order_and_lose_nothing():
         assert set(p.partitions(piece).tolist()) == {part}
 
 
+def test_a_subtask_with_every_row_of_a_batch_gets_the_batch_itself():
+    batch = pa.record_batch({"k": [1, 2, 3], "s": ["a", None, "c"]}).slice(1)
+    parts = np.zeros(2, np.uint8)
+    assert Partitioned(batch, parts, 0).resolve() is batch
+    assert Partitioned(batch, np.array([1, 0], np.uint8), 0).resolve().to_pydict() == {"k": [3], "s": ["c"]}
+
+
 def test_same_key_same_partition_in_a_sliced_batch():
     batch = pa.record_batch({"s": pa.array(["x", "y", "zz", None, "x"])})
     p = HashPartitioner(batch.schema, ["s"], 4, "x")
