@@ -9,14 +9,15 @@ numbers.  Two backends, chosen by :func:`row_chunks`:
 
 - memory: the batches themselves (chunks are merged into one when they become many, so a
   ``take`` stays one gather);
-- RocksDB (``rocksdict``): each chunk is one record, Arrow IPC bytes under the chunk's
-  number; only the row numbering stays in memory, and a ``take`` reads the chunks it needs.
+- RocksDB (``rocksdict``): batches gather in memory up to :data:`RECORD_BYTES`, then are
+  written as one record, Arrow IPC bytes under the record's number; only those pending rows
+  and the row numbering stay in memory, and a ``take`` reads the records it needs.
 
 Both count the bytes they hold as they go (``nbytes()`` is read after every batch, for the
 state size metric and the memory bound; pyarrow's ``RecordBatch.nbytes`` of a slice costs
 about 20 us, too much to sum over every chunk that often).  In RocksDB those are the bytes of
-the records held (the IPC bytes written, before RocksDB's compression), also reported by the
-database (``RocksDB.held_bytes``) so an operator can tell them from its memory.
+the records held (the IPC bytes written, before RocksDB's compression; the database sums them,
+``RocksDB.held_bytes``, so an operator can tell them from its memory) and of the rows pending.
 
 Rows go by :meth:`RowChunks.keep` (compaction: the rows kept are renumbered 0, 1, ...), or all
 at once by :meth:`RowChunks.clear`, after which nothing is held.
@@ -30,6 +31,10 @@ import pyarrow as pa
 
 #: More chunks than this in memory: they are merged into one before the next ``take``.
 MAX_CHUNKS = 32
+#: RocksDB rows: appended batches gather in memory up to this many bytes, then are written as
+#: one record (a window join stores a slice per pane a batch touches, often a few rows: a
+#: record each cost a write and ~600 bytes of IPC framing).
+RECORD_BYTES = 1 << 16
 
 
 def _indices(idx: np.ndarray) -> pa.Array:
@@ -135,8 +140,11 @@ class RowChunks:
 
 
 class RocksRowChunks(RowChunks):
-    """Rows of ``schema`` as chunks in RocksDB (``store``: a :class:`~.rocksdb.RocksDB`): each
-    appended batch is one record of Arrow IPC bytes; memory holds only where chunks start.
+    """Rows of ``schema`` as records in RocksDB (``store``: a :class:`~.rocksdb.RocksDB`):
+    appended batches gather in memory until they hold :data:`RECORD_BYTES`, then go to the
+    database as one record of Arrow IPC bytes; memory holds those pending rows and where
+    records start.  A ``take`` writes the pending rows first; ``all`` reads the records and
+    adds the pending rows (a window's pane read when it closes is never written).
 
     Examples
     --------
@@ -146,9 +154,11 @@ class RocksRowChunks(RowChunks):
     >>> rows = RocksRowChunks(pa.schema([("k", pa.int64())]), db)
     >>> rows.append(pa.record_batch({"k": [10, 11]})), rows.append(pa.record_batch({"k": [12]}))
     (0, 2)
+    >>> rows.all().column(0).to_pylist(), db.held_bytes        # pending: nothing written yet
+    ([10, 11, 12], 0)
     >>> rows.take(np.array([2, 0, -1])).column(0).to_pylist()
     [12, 10, None]
-    >>> rows.nbytes() > 0, rows.nbytes() == db.held_bytes
+    >>> rows.nbytes() > 0, rows.nbytes() == db.held_bytes      # written by the take
     (True, True)
     >>> rows.keep(np.array([0, 2])); rows.all().column(0).to_pylist()
     [10, 12]
@@ -162,13 +172,22 @@ class RocksRowChunks(RowChunks):
         self.store = store
         self.prefix = store.prefix()
         self._next = 0
-        self._ids: List[int] = []          # chunk record numbers, in row order
-        self._starts: List[int] = []       # first row number of each chunk
+        self._ids: List[int] = []          # record numbers, in row order
+        self._starts: List[int] = []       # first row number of each record
+        self._written = 0                  # rows in records (the rest are pending)
+        self._pending: List[pa.RecordBatch] = []
+        self._pending_bytes = 0
 
     def _key(self, i: int) -> bytes:
         return self.prefix + i.to_bytes(8, "big")
 
-    def _write(self, batch: pa.RecordBatch) -> None:
+    def _flush(self) -> None:
+        """Write the pending rows as one record."""
+        if not self._pending:
+            return
+        pending = self._pending
+        batch = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+        self._pending, self._pending_bytes = [], 0
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, self.schema) as w:
             w.write_batch(batch)
@@ -177,9 +196,9 @@ class RocksRowChunks(RowChunks):
         self._bytes += len(record)
         self.store.held_bytes += len(record)
         self._ids.append(self._next)
-        self._starts.append(self.n)
+        self._starts.append(self._written)
         self._next += 1
-        self.n += batch.num_rows
+        self._written += batch.num_rows
 
     def _read(self, ids: List[int]) -> List[pa.RecordBatch]:
         raw = self.store.db.get([self._key(i) for i in ids])
@@ -188,11 +207,16 @@ class RocksRowChunks(RowChunks):
     def append(self, batch: pa.RecordBatch) -> int:
         first = self.n
         if batch.num_rows:
-            self._write(batch)
+            self._pending.append(batch)
+            self._pending_bytes += batch.nbytes
+            self.n += batch.num_rows
+            if self._pending_bytes >= RECORD_BYTES:
+                self._flush()
         return first
 
     def take(self, idx: np.ndarray) -> pa.RecordBatch:
         idx = np.asarray(idx, np.int64)
+        self._flush()
         if not self._ids:
             return super().take(idx)
         starts = np.asarray(self._starts, np.int64)
@@ -200,7 +224,7 @@ class RocksRowChunks(RowChunks):
         which = np.searchsorted(starts, idx[valid], side="right") - 1
         used = np.unique(which)
         chunks = self._read([self._ids[int(c)] for c in used])
-        # Row numbers within the chunks read, laid end to end.
+        # Row numbers within the records read, laid end to end.
         base = np.zeros(len(starts), np.int64)
         sizes = np.asarray([c.num_rows for c in chunks], np.int64)
         base[used] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -209,7 +233,7 @@ class RocksRowChunks(RowChunks):
         return _one(pa.Table.from_batches(chunks, self.schema).take(_indices(local)), self.schema)
 
     def all(self) -> pa.RecordBatch:
-        return _one(pa.Table.from_batches(self._read(self._ids), self.schema), self.schema)
+        return _one(pa.Table.from_batches(self._read(self._ids) + self._pending, self.schema), self.schema)
 
     def keep(self, idx: np.ndarray) -> None:
         idx = np.asarray(idx, np.int64)
@@ -218,16 +242,21 @@ class RocksRowChunks(RowChunks):
         kept = self.take(idx) if len(idx) else None
         self.clear()
         if kept is not None:
-            self._write(kept)
+            self.append(kept)
 
     def clear(self) -> None:
         if self._ids:
             start, end = self._key(0), self._key(self._next)
             self.store.db.delete_range(start, end)
         self._ids, self._starts = [], []
-        self.n = 0
+        self._pending, self._pending_bytes = [], 0
+        self.n = self._written = 0
         self.store.held_bytes -= self._bytes
         self._bytes = 0
+
+    def nbytes(self) -> int:
+        """Bytes of the records written and of the rows pending in memory."""
+        return self._bytes + self._pending_bytes
 
 
 def row_chunks(schema: pa.Schema, store=None) -> RowChunks:

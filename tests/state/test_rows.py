@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from heliosdb.state.rocksdb import RocksDB
-from heliosdb.state.rows import MAX_CHUNKS, RocksRowChunks, RowChunks
+from heliosdb.state.rows import MAX_CHUNKS, RECORD_BYTES, RocksRowChunks, RowChunks
 
 SCHEMA = pa.schema([("k", pa.int64()), ("s", pa.string())])
 
@@ -43,18 +43,36 @@ def test_rocksdb_rows_count_their_records_and_the_database_sums_them(db):
     a, b = RocksRowChunks(SCHEMA, db), RocksRowChunks(SCHEMA, db)
     a.append(batch(0, 100))
     b.append(batch(100, 50))
-    assert a.nbytes() > 0 and b.nbytes() > 0 and db.held_bytes == a.nbytes() + b.nbytes()
+    assert a.nbytes() == batch(0, 100).nbytes and db.held_bytes == 0        # pending, in memory
+    a.take(np.array([0]))                                                   # written first
+    assert a.nbytes() > 0 and db.held_bytes == a.nbytes()
     a.keep(np.arange(10))
-    assert a.n == 10 and db.held_bytes == a.nbytes() + b.nbytes()
-    assert a.take(np.array([9, -1])).column(0).to_pylist() == [9, None]
+    assert a.n == 10 and a.take(np.array([9, -1])).column(0).to_pylist() == [9, None]
+    assert db.held_bytes == a.nbytes()
     a.close()
     b.clear()
     assert a.nbytes() == b.nbytes() == db.held_bytes == 0
 
 
+def test_rocksdb_rows_gather_small_batches_into_one_record(db):
+    rows = RocksRowChunks(SCHEMA, db)
+    for i in range(100):
+        rows.append(batch(i * 3, 3))
+    assert db.held_bytes == 0 and rows.all().column(0).to_pylist() == list(range(300))
+    big = batch(300, 1)
+    while rows.nbytes() < RECORD_BYTES:           # reaching the record size writes them all
+        rows.append(batch(rows.n, 5000))
+    assert db.held_bytes == rows.nbytes() and len(rows._ids) == 1
+    rows.append(big)
+    got = rows.take(np.array([0, 299, rows.n - 1]))
+    assert got.column(0).to_pylist() == [0, 299, 300] and len(rows._ids) == 2
+
+
 def test_rocksdb_working_state_is_written_without_a_write_ahead_log(db):
     rows = RocksRowChunks(SCHEMA, db)
     rows.append(batch(0, 20_000))
+    rows.take(np.array([0]))
     logs = [f for f in os.listdir(db.path) if f.endswith(".log")]
+    assert db.held_bytes > 0
     assert logs and all(os.path.getsize(os.path.join(db.path, f)) == 0 for f in logs)
     assert rows.all().num_rows == 20_000
