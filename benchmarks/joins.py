@@ -11,8 +11,9 @@
   row within ``[left.ts, left.ts + 10 s]`` (``between=(0, 10 s)``); DuckDB: ``BETWEEN``.
   Target: at least 0.3x DuckDB.
 
-The join operator is driven directly (join-plumbing, the two-input jobs, is a separate
-branch): batches of 65,536 rows of each side alternate in event-time order, with the
+The join operator is driven directly, without a job (``benchmarks.join_e2e`` runs the same
+joins through the public API, as a user writes them, and also times this driver in the same
+run): batches of 65,536 rows of each side alternate in event-time order, with the
 watermark (both sides in order: their minimum time) after each pair, and every output batch
 is kept; the time covers feeding, joining and concatenating the output into one table.
 DuckDB's time covers its query with the result materialised as an Arrow table.  Each result

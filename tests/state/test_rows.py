@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from heliosdb.state.rocksdb import RocksDB
 from heliosdb.state.rows import MAX_CHUNKS, RECORD_BYTES, RocksRowChunks, RowChunks
@@ -76,3 +78,26 @@ def test_rocksdb_working_state_is_written_without_a_write_ahead_log(db):
     assert db.held_bytes > 0
     assert logs and all(os.path.getsize(os.path.join(db.path, f)) == 0 for f in logs)
     assert rows.all().num_rows == 20_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 6), min_size=0, max_size=40),
+       picks=st.lists(st.integers(-1, 200), max_size=30))
+def test_a_take_over_many_chunks_gives_the_rows_of_one(sizes, picks):
+    rows = RowChunks(SCHEMA)
+    for n in sizes:
+        rows.append(batch(rows.n, n))
+    idx = np.array([p if p < rows.n else -1 for p in picks], np.int64)
+    want = [None if i < 0 else int(i) for i in idx]
+    got = rows.take(idx)
+    assert got.schema == SCHEMA and got.column(0).to_pylist() == want
+    assert got.column(1).to_pylist() == [None if i is None else f"v{i}" for i in want]
+
+
+def test_rocksdb_take_over_several_records(db):
+    rows = RocksRowChunks(SCHEMA, db)
+    for i in range(3):
+        rows.append(batch(i * 5000, 5000))         # each over RECORD_BYTES: a record each
+    assert len(rows._ids) == 3
+    idx = np.array([14_999, 0, -1, 7_000, 5_000, 2])
+    assert rows.take(idx).column(0).to_pylist() == [14_999, 0, None, 7_000, 5_000, 2]
