@@ -241,8 +241,9 @@ class SessionWindowJoin(JoinOperator):
 
     def state_size_bytes(self) -> int:
         held = sum(s.nbytes() for s in self.sides) + self.redirect.nbytes
-        if self.index is not None:
-            held += self.windower.nbytes + self.index.nbytes()
+        index = self.index           # read once: metrics read it while the join's thread clears it
+        if index is not None:
+            held += self.windower.nbytes + index.nbytes()
         return held
 
     def open_windows(self) -> int:

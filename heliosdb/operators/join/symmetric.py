@@ -140,8 +140,9 @@ class ChainedJoin(JoinOperator):
         super()._release()
 
     def state_size_bytes(self) -> int:
+        index = self.index           # read once: metrics read it while the join's thread clears it
         return (sum(s.nbytes() for s in self.sides) + sum(h.nbytes for h in self.heads)
-                + (self.index.nbytes() if self.index is not None else 0))
+                + (index.nbytes() if index is not None else 0))
 
     def _state_summary(self) -> str:
         return f"{self.sides[0].live:,} left and {self.sides[1].live:,} right rows"
