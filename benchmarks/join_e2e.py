@@ -33,7 +33,9 @@ the size after the inputs end, which must be 0.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -228,14 +230,16 @@ def state_bound(case: Case, left: pa.Table, right: pa.Table, realistic: bool) ->
 
 def describe_state(run: Run, bound: float, inputs: int, per_second: float) -> Dict[str, object]:
     """Peak and steady state of a sampled run (the middle 80% of the input read), its
-    growth (state near 75% of the input over state near 25%), and the end; the peak also in
-    seconds of input (``per_second``: bytes of both inputs per second of event time)."""
+    growth (the median state around 25% of the input read and around 75%), and the end; the
+    peak also in seconds of input (``per_second``: bytes of both inputs per second of event
+    time)."""
     s = run.samples
     mid = [b for _, e, b in s if 0.1 * inputs <= e <= 0.9 * inputs]
 
     def near(frac: float) -> int:
-        best = min(s, key=lambda x: abs(x[1] - frac * inputs))
-        return best[2]
+        """The median state over the samples within 10% of the input around ``frac``."""
+        close = [b for _, e, b in s if abs(e - frac * inputs) <= 0.1 * inputs]
+        return int(statistics.median(close)) if close else min(s, key=lambda x: abs(x[1] - frac * inputs))[2]
     peak = max((b for _, _, b in s), default=0)
     return {"samples": len(s), "peak": peak, "median": int(statistics.median(mid)) if mid else 0,
             "q1": near(0.25), "q3": near(0.75), "bound": int(bound), "final": run.final_state,
@@ -301,6 +305,7 @@ def bench_case(case: Case, scale: float, realistic: bool, parallelisms: List[int
             per_second = (left.nbytes + right.nbytes) / 1000        # every stream spans 1,000 s
             res["state"]["rocksdb" if rocks else "memory"] = describe_state(
                 run, state_bound(case, left, right, realistic), left.num_rows + right.num_rows, per_second)
+    shutil.rmtree(tmp, ignore_errors=True)
     return res
 
 
@@ -343,7 +348,7 @@ def main(argv=None) -> None:
     if a.record:
         from .join_e2e_report import record
 
-        record(results, a, argv)
+        record(results, a, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ def record(results: List[dict], a, argv) -> None:
     states = [(r, b, s) for r in results for b, s in r["state"].items()]
     if states:
         lines += ["", "State (`streaming_state_size_bytes` from `handle.metrics()` every 20 ms, untimed run, "
-                  "parallelism 1): the steady median over the middle 80% of the input, near 25% and 75% of it "
-                  "(no growth with input), the peak, the bound the open windows or intervals allow "
+                  "parallelism 1): the steady median over the middle 80% of the input, the medians around 25% "
+                  "and 75% of it (no growth with input), the peak, the bound the open windows or intervals allow "
                   "(`join_e2e.state_bound`), and after the inputs end.", "",
                   "| join | data | backend | steady median B | at 25% | at 75% | peak B | peak, s of input | "
                   "bound B | after end B |",
